@@ -1,0 +1,63 @@
+"""Slipway's Chalice app: wiring only. Each handler parses, lets chalicelib decide, and answers."""
+
+from chalice import Chalice, ConvertToMiddleware, Response
+
+from chalicelib import intake, steps
+from chalicelib.observability import logger, metrics
+
+app = Chalice(app_name="slipway")
+app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context(clear_state=True)))
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "http")
+
+# GitHub's default content type is form encoding; accept it here only to refuse it with a 415
+# that says what to change, instead of Chalice's generic one.
+WEBHOOK_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded"]
+
+
+@app.route("/github/webhook", methods=["POST"], content_types=WEBHOOK_CONTENT_TYPES)
+def github_webhook():
+    request = app.current_request
+    answer = intake.receive(request.headers, request.raw_body or b"",
+                            request.headers.get("content-type"))
+    return Response(body=answer.body, status_code=answer.status)
+
+
+@app.schedule("rate(1 day)", name="prune")
+def prune(event):
+    return steps.prune()
+
+
+# One Lambda per state-machine Task. The ASL refers to each as ${<CamelName>FunctionArn}.
+TASKS = {
+    "prepare": steps.prepare,
+    "find_image": steps.find_image,
+    "start_bake": steps.start_bake,
+    "check_bake": steps.check_bake,
+    "ensure_network": steps.ensure_network,
+    "launch_nodes": steps.launch_nodes,
+    "check_nodes": steps.check_nodes,
+    "form_swarm": steps.form_swarm,
+    "check_swarm": steps.check_swarm,
+    "start_health_check": steps.start_health_check,
+    "evaluate_health": steps.evaluate_health,
+    "retire_old_nodes": steps.retire_old_nodes,
+    "terminate_old_nodes": steps.terminate_old_nodes,
+    "terminate_nodes": steps.terminate_nodes,
+    "check_nodes_gone": steps.check_nodes_gone,
+    "delete_network": steps.delete_network,
+    "delete_images": steps.delete_images,
+    "confirm_teardown": steps.confirm_teardown,
+}
+
+
+def _register(name, step):
+    def handler(event, context):
+        return step(event)
+
+    handler.__name__ = name
+    handler.__doc__ = step.__doc__
+    return app.lambda_function(name=name)(handler)
+
+
+for _name, _step in TASKS.items():
+    globals()[_name] = _register(_name, _step)

@@ -1,0 +1,246 @@
+"""EC2 adapter: images, the network and nodes, found and removed by tag; creation converges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib import naming
+from chalicelib.observability import logger
+
+ANYWHERE = "0.0.0.0/0"
+# Swarm's own traffic: cluster management, node gossip, overlay network.
+SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+@dataclass(frozen=True)
+class Node:
+    instance_id: str
+    image_id: str
+    state: str
+    hostname: str
+    private_ip: str
+    deployment: str
+
+
+def _first(items: list[dict]) -> dict | None:
+    return items[0] if items else None
+
+
+def _spec(resource_type: str, tags: dict[str, str]) -> list[dict]:
+    return [{"ResourceType": resource_type, "Tags": naming.tag_list(tags)}]
+
+
+def find_image(ec2, name: str) -> str | None:
+    images = ec2.describe_images(
+        Owners=["self"],
+        Filters=[{"Name": "name", "Values": [name]}, {"Name": "state", "Values": ["available"]}],
+    )["Images"]
+    return images[0]["ImageId"] if images else None
+
+
+def ensure_network(ec2, *, environment: str, tags_for, vpc_cidr: str, subnet_cidr: str,
+                   service_ports: tuple[int, ...]) -> dict:
+    """Find each network resource by its environment tag and create only what is missing.
+
+    `tags_for(role)` gives the tags for a resource created now. Returns the ids and the roles
+    created by this call.
+    """
+    created: list[str] = []
+
+    def lookup(describe, key: str, role: str, **kwargs) -> dict | None:
+        return _first(describe(Filters=naming.tag_filters(environment, role=role), **kwargs)[key])
+
+    vpc = lookup(ec2.describe_vpcs, "Vpcs", "vpc")
+    if vpc is None:
+        vpc = ec2.create_vpc(CidrBlock=vpc_cidr, TagSpecifications=_spec("vpc", tags_for("vpc")))["Vpc"]
+        created.append("vpc")
+        # Public DNS names let nodes reach the SSM endpoints by their regional names.
+        ec2.modify_vpc_attribute(VpcId=vpc["VpcId"], EnableDnsHostnames={"Value": True})
+    vpc_id = vpc["VpcId"]
+
+    subnet = lookup(ec2.describe_subnets, "Subnets", "subnet")
+    if subnet is None:
+        subnet = ec2.create_subnet(
+            VpcId=vpc_id, CidrBlock=subnet_cidr, TagSpecifications=_spec("subnet", tags_for("subnet"))
+        )["Subnet"]
+        created.append("subnet")
+        ec2.modify_subnet_attribute(SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": True})
+    subnet_id = subnet["SubnetId"]
+
+    igw = lookup(ec2.describe_internet_gateways, "InternetGateways", "internet-gateway")
+    if igw is None:
+        igw = ec2.create_internet_gateway(
+            TagSpecifications=_spec("internet-gateway", tags_for("internet-gateway"))
+        )["InternetGateway"]
+        created.append("internet-gateway")
+    igw_id = igw["InternetGatewayId"]
+    if not any(a.get("VpcId") == vpc_id for a in igw.get("Attachments", [])):
+        ec2.attach_internet_gateway(InternetGatewayId=igw_id, VpcId=vpc_id)
+
+    table = lookup(ec2.describe_route_tables, "RouteTables", "route-table")
+    if table is None:
+        table = ec2.create_route_table(
+            VpcId=vpc_id, TagSpecifications=_spec("route-table", tags_for("route-table"))
+        )["RouteTable"]
+        created.append("route-table")
+    table_id = table["RouteTableId"]
+    if not any(r.get("DestinationCidrBlock") == ANYWHERE for r in table.get("Routes", [])):
+        ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=ANYWHERE, GatewayId=igw_id)
+    if not any(a.get("SubnetId") == subnet_id for a in table.get("Associations", [])):
+        ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
+
+    group = lookup(ec2.describe_security_groups, "SecurityGroups", "security-group")
+    if group is None:
+        group_id = ec2.create_security_group(
+            GroupName=f"slipway-{environment}-nodes",
+            Description="Slipway swarm nodes: service ports, swarm traffic within the group only",
+            VpcId=vpc_id,
+            TagSpecifications=_spec("security-group", tags_for("security-group")),
+        )["GroupId"]
+        created.append("security-group")
+        ec2.authorize_security_group_ingress(
+            GroupId=group_id, IpPermissions=_ingress(group_id, service_ports)
+        )
+    else:
+        group_id = group["GroupId"]
+    logger.info("network converged", extra={"vpc_id": vpc_id, "created_roles": created})
+    return {
+        "vpc_id": vpc_id,
+        "subnet_ids": [subnet_id],
+        "internet_gateway_id": igw_id,
+        "route_table_id": table_id,
+        "security_group_id": group_id,
+        "created": created,
+    }
+
+
+def _ingress(group_id: str, service_ports: tuple[int, ...]) -> list[dict]:
+    rules = [
+        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+         "IpRanges": [{"CidrIp": ANYWHERE, "Description": "service"}]}
+        for port in service_ports
+    ]
+    rules += [
+        {"IpProtocol": proto, "FromPort": port, "ToPort": port,
+         "UserIdGroupPairs": [{"GroupId": group_id, "Description": "swarm"}]}
+        for proto, port in SWARM_PORTS
+    ]
+    return rules
+
+
+def launch_nodes(ec2, *, image_id: str, count: int, instance_type: str, subnet_id: str,
+                 security_group_id: str, instance_profile: str, tags: dict[str, str],
+                 client_token: str) -> list[str]:
+    root = ec2.describe_images(ImageIds=[image_id])["Images"][0].get("RootDeviceName", "/dev/sda1")
+    request = {
+        "ImageId": image_id,
+        "InstanceType": instance_type,
+        "MinCount": count,
+        "MaxCount": count,
+        "ClientToken": client_token,
+        "NetworkInterfaces": [{
+            "DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [security_group_id],
+            "AssociatePublicIpAddress": True,
+        }],
+        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1,
+                            "HttpEndpoint": "enabled"},
+        "BlockDeviceMappings": [{
+            "DeviceName": root,
+            "Ebs": {"VolumeType": "gp3", "VolumeSize": 20, "Encrypted": True,
+                    "DeleteOnTermination": True},
+        }],
+        "TagSpecifications": _spec("instance", tags) + _spec("volume", tags),
+    }
+    if instance_profile:
+        request["IamInstanceProfile"] = {"Name": instance_profile}
+    reservation = ec2.run_instances(**request)
+    return [i["InstanceId"] for i in reservation["Instances"]]
+
+
+def list_nodes(ec2, environment: str, *, deployment: str | None = None,
+               states: list[str] | None = None, instance_ids: list[str] | None = None) -> list[Node]:
+    filters = naming.tag_filters(environment, deployment, role="node")
+    filters.append({"Name": "instance-state-name", "Values": states or LIVE_STATES})
+    kwargs = {"Filters": filters}
+    if instance_ids:
+        kwargs["InstanceIds"] = instance_ids
+    nodes = []
+    for page in ec2.get_paginator("describe_instances").paginate(**kwargs):
+        for reservation in page["Reservations"]:
+            for inst in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+                nodes.append(Node(
+                    instance_id=inst["InstanceId"],
+                    image_id=inst["ImageId"],
+                    state=inst["State"]["Name"],
+                    hostname=(inst.get("PrivateDnsName") or "").split(".")[0],
+                    private_ip=inst.get("PrivateIpAddress", ""),
+                    deployment=tags.get(naming.TAG_DEPLOYMENT, ""),
+                ))
+    return sorted(nodes, key=lambda n: n.instance_id)
+
+
+def terminate(ec2, instance_ids: list[str]) -> None:
+    if instance_ids:
+        ec2.terminate_instances(InstanceIds=instance_ids)
+
+
+def delete_network(ec2, environment: str, deployment: str | None = None) -> dict[str, int]:
+    """Remove tagged network resources in dependency order; each delete tolerates 'already gone'."""
+    filters = naming.tag_filters(environment, deployment)
+    removed = {"security-group": 0, "route-table": 0, "internet-gateway": 0, "subnet": 0, "vpc": 0}
+    for group in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]:
+        ec2.delete_security_group(GroupId=group["GroupId"])
+        removed["security-group"] += 1
+    for table in ec2.describe_route_tables(Filters=filters)["RouteTables"]:
+        for assoc in table.get("Associations", []):
+            if not assoc.get("Main"):
+                ec2.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
+        ec2.delete_route_table(RouteTableId=table["RouteTableId"])
+        removed["route-table"] += 1
+    for igw in ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]:
+        for attachment in igw.get("Attachments", []):
+            ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"],
+                                        VpcId=attachment["VpcId"])
+        ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
+        removed["internet-gateway"] += 1
+    for subnet in ec2.describe_subnets(Filters=filters)["Subnets"]:
+        ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+        removed["subnet"] += 1
+    for vpc in ec2.describe_vpcs(Filters=filters)["Vpcs"]:
+        ec2.delete_vpc(VpcId=vpc["VpcId"])
+        removed["vpc"] += 1
+    return removed
+
+
+def delete_images(ec2, environment: str, keep: set[str] | None = None) -> int:
+    """Deregister the environment's images (except `keep`) and delete their snapshots."""
+    images = ec2.describe_images(Owners=["self"], Filters=naming.tag_filters(environment))["Images"]
+    count = 0
+    for image in images:
+        if keep and image["ImageId"] in keep:
+            continue
+        ec2.deregister_image(ImageId=image["ImageId"])
+        for mapping in image.get("BlockDeviceMappings", []):
+            snapshot = mapping.get("Ebs", {}).get("SnapshotId")
+            if snapshot:
+                ec2.delete_snapshot(SnapshotId=snapshot)
+        count += 1
+    return count
+
+
+def count_tagged(ec2, environment: str) -> dict[str, int]:
+    """How many resources of each type still carry the environment's tag (live instances only)."""
+    filters = naming.tag_filters(environment)
+    live = [{"Name": "instance-state-name", "Values": LIVE_STATES}]
+    return {
+        "instance": sum(len(r["Instances"]) for r in
+                        ec2.describe_instances(Filters=filters + live)["Reservations"]),
+        "vpc": len(ec2.describe_vpcs(Filters=filters)["Vpcs"]),
+        "subnet": len(ec2.describe_subnets(Filters=filters)["Subnets"]),
+        "internet-gateway": len(ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]),
+        "route-table": len(ec2.describe_route_tables(Filters=filters)["RouteTables"]),
+        "security-group": len(ec2.describe_security_groups(Filters=filters)["SecurityGroups"]),
+        "image": len(ec2.describe_images(Owners=["self"], Filters=filters)["Images"]),
+    }

@@ -1,0 +1,37 @@
+"""Domain errors. Their class names are the error names Step Functions Retry and Catch match on."""
+
+
+class SlipwayError(Exception):
+    """Base of every error Slipway raises on purpose."""
+
+
+class ConfigurationError(SlipwayError):
+    """The stage configuration is missing or invalid."""
+
+
+class InvalidInput(SlipwayError):
+    """A state machine was started with input it cannot use."""
+
+
+class TransientError(SlipwayError):
+    """An AWS call failed in a way worth retrying (the state machine retries it)."""
+
+
+class BakeFailed(SlipwayError):
+    """The CodeBuild bake ended without producing an image."""
+
+
+class NodesNotReady(SlipwayError):
+    """Nodes did not reach running and SSM-online within the allowed polls."""
+
+
+class SwarmFailed(SlipwayError):
+    """A swarm init or join command failed on a node."""
+
+
+class NodesUnhealthy(SlipwayError):
+    """The health gate found a node whose swarm is not active."""
+
+
+class CommandFailed(SlipwayError):
+    """An SSM Run Command ended in a state other than Success."""

@@ -1,0 +1,58 @@
+"""Pure naming rules: execution names, image names, parameter names and tags."""
+
+from __future__ import annotations
+
+import re
+
+TAG_ENVIRONMENT = "slipway:environment"
+TAG_DEPLOYMENT = "slipway:deployment"
+TAG_COMMIT = "slipway:commit"
+TAG_ROLE = "slipway:role"
+TAG_IMAGE = "slipway:image"
+
+_EXECUTION_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+EXECUTION_NAME_MAX = 80
+
+
+def execution_name(delivery_id: str) -> str:
+    """A Step Functions execution name from a GitHub delivery id (80 chars of [A-Za-z0-9_-])."""
+    cleaned = _EXECUTION_NAME_CHARS.sub("-", delivery_id.strip())[:EXECUTION_NAME_MAX]
+    if not cleaned.strip("-"):
+        raise ValueError("a delivery id must contain letters or digits")
+    return cleaned
+
+
+def image_name(environment: str, image_key: str) -> str:
+    """The AMI name the Packer template gives a bake of this content (names are unique per region)."""
+    return f"slipway-{environment}-node-{image_key}"
+
+
+def swarm_parameter(environment: str, leaf: str) -> str:
+    return f"/slipway/{environment}/swarm/{leaf}"
+
+
+def tags(environment: str, deployment: str, commit: str, role: str, **extra: str) -> dict[str, str]:
+    """Every resource Slipway creates carries these tags; teardown and compensation find it by them."""
+    result = {
+        TAG_ENVIRONMENT: environment,
+        TAG_DEPLOYMENT: deployment,
+        TAG_COMMIT: commit,
+        TAG_ROLE: role,
+        "Name": f"slipway-{environment}-{role}",
+    }
+    result.update(extra)
+    return result
+
+
+def tag_list(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in values.items()]
+
+
+def tag_filters(environment: str, deployment: str | None = None, **more: str) -> list[dict]:
+    """EC2 Filters selecting what belongs to an environment (and optionally one deployment)."""
+    filters = [{"Name": f"tag:{TAG_ENVIRONMENT}", "Values": [environment]}]
+    if deployment:
+        filters.append({"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment]})
+    for key, value in more.items():
+        filters.append({"Name": f"tag:slipway:{key}", "Values": [value]})
+    return filters

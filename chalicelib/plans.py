@@ -1,0 +1,121 @@
+"""Pure decisions of the pipeline, as frozen dataclasses and plain functions tested by equality.
+
+Nothing here calls AWS: steps.py gathers the facts, asks these functions, and executes the answer.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from chalicelib.errors import InvalidInput
+
+_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+_TOKEN_LINE = re.compile(r"^manager_token=(SWMTKN-[A-Za-z0-9-]+)$", re.MULTILINE)
+TERMINAL_BAD_BUILD = {"FAILED", "FAULT", "STOPPED", "TIMED_OUT"}
+
+
+def image_key(commit: str) -> str:
+    """The key an image is baked and found under. For now one image per commit; see the README."""
+    if not _COMMIT.match(commit or ""):
+        raise InvalidInput(f"commit must be 7-40 lower-case hex characters, got {commit!r}")
+    return commit[:12]
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    launch: int
+    current: tuple[str, ...]
+    old: tuple[str, ...]
+
+
+def plan_nodes(nodes, image_id: str, desired: int) -> NodePlan:
+    """Keep nodes already running the image, launch the shortfall, mark the rest for retirement."""
+    current = tuple(n.instance_id for n in nodes if n.image_id == image_id)
+    old = tuple(n.instance_id for n in nodes if n.image_id != image_id)
+    return NodePlan(launch=max(0, desired - len(current)), current=current, old=old)
+
+
+@dataclass(frozen=True)
+class SwarmStep:
+    action: str  # "init", "join" or "none"
+    targets: tuple[str, ...]
+    manager_address: str | None = None
+
+
+def plan_swarm(new: list[str], joined: list[str], managers: list[str], token_known: bool) -> SwarmStep:
+    """Next swarm step for this deployment's new nodes.
+
+    `managers` are private addresses of nodes already in the swarm (old nodes, then new nodes that
+    joined or initialised it). With a stored token and a manager, the pending nodes join; with
+    neither, the first pending node initialises a new swarm and the rest join on the next round.
+    """
+    pending = tuple(n for n in new if n not in joined)
+    if not pending:
+        return SwarmStep("none", ())
+    if token_known and managers:
+        return SwarmStep("join", pending, managers[0])
+    return SwarmStep("init", pending[:1])
+
+
+def init_script() -> list[str]:
+    return [
+        "set -eu",
+        "state=$(docker info --format '{{.Swarm.LocalNodeState}}')",
+        'if [ "$state" != active ]; then docker swarm init --advertise-addr "$(hostname -I | cut -d" " -f1)" >/dev/null; fi',
+        'echo "manager_token=$(docker swarm join-token -q manager)"',
+    ]
+
+
+def join_script(token: str, manager_address: str) -> list[str]:
+    return [
+        "set -eu",
+        "state=$(docker info --format '{{.Swarm.LocalNodeState}}')",
+        f'if [ "$state" != active ]; then docker swarm join --token {shlex.quote(token)} '
+        f"{shlex.quote(manager_address + ':2377')}; fi",
+    ]
+
+
+def parse_manager_token(output: str) -> str | None:
+    match = _TOKEN_LINE.search(output)
+    return match.group(1) if match else None
+
+
+HEALTH_SCRIPT = ["docker info --format '{{.Swarm.LocalNodeState}}'"]
+
+
+def health_verdict(invocations) -> dict[str, str]:
+    """Map of instance id to the reason it is unhealthy; empty when every node passed."""
+    problems = {}
+    for inv in invocations:
+        state = inv.output.strip()
+        if inv.status != "Success":
+            problems[inv.instance_id] = f"health command {inv.status} (exit {inv.response_code})"
+        elif state != "active":
+            problems[inv.instance_id] = f"swarm state is {state or 'empty'!r}, expected 'active'"
+    return problems
+
+
+def retire_script(hostnames: list[str]) -> list[str]:
+    """Run on a healthy new manager: take old nodes out of the swarm before they are terminated,
+    demoting them first so the managers keep their quorum."""
+    lines = ["set -u"]
+    for host in hostnames:
+        quoted = shlex.quote(host)
+        lines.append(f"docker node demote {quoted} || true")
+        lines.append(f"docker node rm --force {quoted} || true")
+    return lines
+
+
+def prune_script(filter_expression: str) -> list[str]:
+    return [f"docker system prune --force --filter {shlex.quote(filter_expression)}"]
+
+
+def bake_status(status: str, ami_id: str | None) -> str:
+    """IN_PROGRESS, SUCCEEDED, or the reason a bake failed."""
+    if status == "SUCCEEDED":
+        return "SUCCEEDED" if ami_id else "the build succeeded but exported no AMI_ID"
+    if status in TERMINAL_BAD_BUILD or status == "NOT_FOUND":
+        return f"the build ended {status}"
+    return "IN_PROGRESS"

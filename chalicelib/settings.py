@@ -1,0 +1,112 @@
+"""The one place that reads the environment: a frozen, validated Settings built once per process.
+
+Chalice puts each stage's `environment_variables` (.chalice/config.json) into the Lambda
+environment; the deploy path (or the emulator) adds the ARNs that only exist after deployment.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chalicelib.errors import ConfigurationError
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    environment: str
+    region: str
+    deploy_state_machine_arn: str
+    bake_project: str
+    webhook_secret_parameter: str
+    branches: tuple[str, ...]
+    node_count: int
+    instance_type: str
+    vpc_cidr: str
+    subnet_cidr: str
+    service_ports: tuple[int, ...]
+    poll_seconds: int
+    node_ready_attempts: int
+    prune_filter: str
+    node_instance_profile: str
+    command_timeout_seconds: int
+
+
+def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
+    raw = env.get(key, str(default))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{key} must be a whole number, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise ConfigurationError(f"{key} must be between {low} and {high}, got {value}")
+    return value
+
+
+def from_environment(env: Mapping[str, str]) -> Settings:
+    """Build and validate Settings from a mapping shaped like os.environ."""
+    environment = env.get("SLIPWAY_ENVIRONMENT", "")
+    if not _NAME.match(environment):
+        raise ConfigurationError(
+            "SLIPWAY_ENVIRONMENT must be 1-31 lower-case letters, digits or '-', "
+            f"starting with a letter; got {environment!r}"
+        )
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+    if not region:
+        raise ConfigurationError("AWS_REGION is not set")
+    vpc_cidr = env.get("SLIPWAY_VPC_CIDR", "10.42.0.0/16")
+    try:
+        network = ipaddress.ip_network(vpc_cidr)
+    except ValueError as exc:
+        raise ConfigurationError(f"SLIPWAY_VPC_CIDR is not a network: {vpc_cidr!r}") from exc
+    if not 16 <= network.prefixlen <= 24:
+        raise ConfigurationError("SLIPWAY_VPC_CIDR must have a prefix between /16 and /24")
+    # The first /24 (or the whole VPC if smaller) holds the nodes' subnet.
+    subnet = next(network.subnets(new_prefix=max(network.prefixlen, 24)))
+    ports = tuple(
+        int(p) for p in env.get("SLIPWAY_SERVICE_PORTS", "80,443").split(",") if p.strip()
+    )
+    if any(not 0 < p < 65536 for p in ports):
+        raise ConfigurationError("SLIPWAY_SERVICE_PORTS must be TCP ports, comma separated")
+    branches = tuple(
+        b.strip() for b in env.get("SLIPWAY_BRANCHES", "main").split(",") if b.strip()
+    )
+    return Settings(
+        stage=env.get("SLIPWAY_STAGE", "dev"),
+        environment=environment,
+        region=region,
+        deploy_state_machine_arn=env.get("SLIPWAY_DEPLOY_STATE_MACHINE_ARN", ""),
+        bake_project=env.get("SLIPWAY_BAKE_PROJECT", f"slipway-{environment}-bake"),
+        webhook_secret_parameter=env.get(
+            "SLIPWAY_WEBHOOK_SECRET_PARAMETER", f"/slipway/{environment}/github-webhook-secret"
+        ),
+        branches=branches or ("main",),
+        node_count=_int(env, "SLIPWAY_NODE_COUNT", 1, 1, 50),
+        instance_type=env.get("SLIPWAY_INSTANCE_TYPE", "t3.small"),
+        vpc_cidr=str(network),
+        subnet_cidr=str(subnet),
+        service_ports=ports,
+        poll_seconds=_int(env, "SLIPWAY_POLL_SECONDS", 30, 1, 3600),
+        node_ready_attempts=_int(env, "SLIPWAY_NODE_READY_ATTEMPTS", 40, 1, 1000),
+        prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
+        node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),
+        command_timeout_seconds=_int(env, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", 600, 30, 172800),
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Settings for this process, read once (warm Lambdas reuse them)."""
+    return from_environment(os.environ)
+
+
+def reset() -> None:
+    """Forget the cached Settings (tests and the emulator change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,324 @@
+"""One function per state-machine Task: a small dict in, a small dict out (ids, never logs).
+
+Each step gathers facts through the adapters, asks plans.py what to do, and does it. Waiting is
+the state machine's job: a step that finds work unfinished says so and returns at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from chalicelib import aws, naming, plans
+from chalicelib.aws import codebuild, ec2, ssm
+from chalicelib.errors import (BakeFailed, CommandFailed, InvalidInput, NodesNotReady,
+                               NodesUnhealthy, SlipwayError, SwarmFailed)
+from chalicelib.observability import logger
+from chalicelib.settings import get_settings
+
+TOKEN_LEAF = "manager-token"
+
+
+def _deployment(event: dict) -> dict:
+    deployment = event.get("deployment")
+    if not isinstance(deployment, dict) or "id" not in deployment:
+        raise InvalidInput("the state has no deployment; start from 'Prepare deployment'")
+    logger.append_keys(deployment_id=deployment["id"])
+    return deployment
+
+
+def _tags(deployment: dict, role: str) -> dict[str, str]:
+    return naming.tags(deployment["environment"], deployment["id"], deployment["commit"], role)
+
+
+def _token(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]
+
+
+# --- deploy -------------------------------------------------------------------------------
+
+def prepare(event: dict) -> dict:
+    """Validate the execution input and fix the names this deployment will use."""
+    settings = get_settings()
+    raw = event.get("input")
+    if not isinstance(raw, dict):
+        raise InvalidInput("execution input must be a JSON object with at least 'commit'")
+    commit = str(raw.get("commit", "")).lower()
+    key = plans.image_key(commit)
+    deployment_id = event.get("execution") or ""
+    logger.append_keys(deployment_id=deployment_id)
+    deployment = {
+        "id": deployment_id,
+        "environment": settings.environment,
+        "repository": str(raw.get("repository", "")),
+        "ref": str(raw.get("ref", "")),
+        "commit": commit,
+        "pusher": str(raw.get("pusher", "")),
+        "image_key": key,
+        "image_name": naming.image_name(settings.environment, key),
+    }
+    logger.info("deployment prepared", extra={"commit": commit, "image": deployment["image_name"]})
+    return {"deployment": deployment, "poll_seconds": settings.poll_seconds}
+
+
+def find_image(event: dict) -> dict:
+    deployment = _deployment(event)
+    ami_id = ec2.find_image(aws.client("ec2"), deployment["image_name"])
+    logger.info("image lookup", extra={"image": deployment["image_name"], "ami_id": ami_id})
+    return {"ami_id": ami_id}
+
+
+def start_bake(event: dict) -> dict:
+    deployment = _deployment(event)
+    settings = get_settings()
+    variables = {
+        "AMI_NAME": deployment["image_name"],
+        "SLIPWAY_ENVIRONMENT": deployment["environment"],
+        "SLIPWAY_DEPLOYMENT": deployment["id"],
+        "SLIPWAY_COMMIT": deployment["commit"],
+        "SLIPWAY_IMAGE_KEY": deployment["image_key"],
+    }
+    build_id = codebuild.start(aws.client("codebuild"), settings.bake_project, variables,
+                               _token(deployment["id"], "bake"))
+    logger.info("bake started", extra={"build_id": build_id})
+    return {"build_id": build_id, "status": "IN_PROGRESS"}
+
+
+def check_bake(event: dict) -> dict:
+    _deployment(event)
+    build_id = event["bake"]["build_id"]
+    build = codebuild.describe(aws.client("codebuild"), build_id)
+    verdict = plans.bake_status(build.status, build.ami_id)
+    if verdict not in ("IN_PROGRESS", "SUCCEEDED"):
+        raise BakeFailed(f"bake {build_id}: {verdict}")
+    return {"build_id": build_id, "status": verdict, "ami_id": build.ami_id}
+
+
+def ensure_network(event: dict) -> dict:
+    deployment = _deployment(event)
+    settings = get_settings()
+    return ec2.ensure_network(
+        aws.client("ec2"),
+        environment=deployment["environment"],
+        tags_for=lambda role: _tags(deployment, role),
+        vpc_cidr=settings.vpc_cidr,
+        subnet_cidr=settings.subnet_cidr,
+        service_ports=settings.service_ports,
+    )
+
+
+def launch_nodes(event: dict) -> dict:
+    deployment = _deployment(event)
+    settings = get_settings()
+    client = aws.client("ec2")
+    ami_id = event["image"]["ami_id"]
+    existing = ec2.list_nodes(client, deployment["environment"], states=["pending", "running"])
+    plan = plans.plan_nodes(existing, ami_id, settings.node_count)
+    new: list[str] = []
+    if plan.launch:
+        new = ec2.launch_nodes(
+            client,
+            image_id=ami_id,
+            count=plan.launch,
+            instance_type=settings.instance_type,
+            subnet_id=event["network"]["subnet_ids"][0],
+            security_group_id=event["network"]["security_group_id"],
+            instance_profile=settings.node_instance_profile,
+            tags=_tags(deployment, "node") | {naming.TAG_IMAGE: ami_id},
+            client_token=_token(deployment["id"], "launch", ami_id),
+        )
+    logger.info("nodes planned", extra={"launched": new, "kept": plan.current, "old": plan.old})
+    return {"new": new, "current": list(plan.current) + new, "old": list(plan.old)}
+
+
+def check_nodes(event: dict) -> dict:
+    deployment = _deployment(event)
+    settings = get_settings()
+    wanted = event["nodes"]["current"]
+    attempts = int((event.get("readiness") or {}).get("attempts", 0)) + 1
+    nodes = ec2.list_nodes(aws.client("ec2"), deployment["environment"], instance_ids=wanted,
+                           states=["pending", "running"])
+    running = [n.instance_id for n in nodes if n.state == "running"]
+    online = ssm.online_instances(aws.client("ssm"), running)
+    ready = len(online) == len(wanted)
+    if not ready and attempts >= settings.node_ready_attempts:
+        missing = sorted(set(wanted) - online)
+        raise NodesNotReady(f"not running and online with SSM after {attempts} checks: {missing}")
+    return {"ready": ready, "attempts": attempts, "online": len(online), "wanted": len(wanted)}
+
+
+def form_swarm(event: dict) -> dict:
+    deployment = _deployment(event)
+    settings = get_settings()
+    joined = list((event.get("swarm") or {}).get("joined", []))
+    new = event["nodes"]["new"]
+    token = ssm.get_secure(aws.client("ssm"),
+                           naming.swarm_parameter(deployment["environment"], TOKEN_LEAF))
+    member_ids = list(event["nodes"]["old"]) + joined
+    members = {n.instance_id: n for n in ec2.list_nodes(
+        aws.client("ec2"), deployment["environment"], states=["running"], instance_ids=member_ids
+    )} if member_ids else {}
+    managers = [members[i].private_ip for i in member_ids if i in members]
+    step = plans.plan_swarm(new, joined, managers, token is not None)
+    if step.action == "none":
+        return {"action": "none", "joined": joined, "command_id": None, "targets": []}
+    commands = (plans.init_script() if step.action == "init"
+                else plans.join_script(token, step.manager_address))
+    command_id = ssm.run_shell(aws.client("ssm"), commands=commands,
+                               comment=f"slipway swarm {step.action} {deployment['id']}",
+                               timeout_seconds=settings.command_timeout_seconds,
+                               instance_ids=list(step.targets))
+    logger.info("swarm command sent", extra={"action": step.action, "targets": step.targets})
+    return {"action": step.action, "joined": joined, "command_id": command_id,
+            "targets": list(step.targets)}
+
+
+def check_swarm(event: dict) -> dict:
+    deployment = _deployment(event)
+    swarm = dict(event["swarm"])
+    results = ssm.invocations(aws.client("ssm"), swarm["command_id"])
+    if len(results) < len(swarm["targets"]) or any(r.status not in ssm.FINAL_STATUSES for r in results):
+        return swarm | {"done": False}
+    failed = [r for r in results if r.status != "Success"]
+    if failed:
+        raise SwarmFailed("; ".join(f"{r.instance_id}: swarm {swarm['action']} {r.status}"
+                                    f" (exit {r.response_code})" for r in failed))
+    if swarm["action"] == "init":
+        token = plans.parse_manager_token(results[0].output)
+        if not token:
+            raise SwarmFailed(f"{results[0].instance_id}: swarm init printed no manager token")
+        ssm.put_secure(aws.client("ssm"),
+                       naming.swarm_parameter(deployment["environment"], TOKEN_LEAF), token,
+                       _tags(deployment, "swarm-token"))
+    joined = swarm["joined"] + swarm["targets"]
+    return {"action": swarm["action"], "joined": joined, "command_id": swarm["command_id"],
+            "targets": swarm["targets"], "done": True,
+            "complete": set(joined) >= set(event["nodes"]["new"])}
+
+
+def start_health_check(event: dict) -> dict:
+    deployment = _deployment(event)
+    targets = event["nodes"]["current"]
+    command_id = ssm.run_shell(aws.client("ssm"), commands=plans.HEALTH_SCRIPT,
+                               comment=f"slipway health {deployment['id']}",
+                               timeout_seconds=60, instance_ids=targets)
+    return {"command_id": command_id, "targets": targets, "status": "PENDING"}
+
+
+def evaluate_health(event: dict) -> dict:
+    _deployment(event)
+    health = event["health"]
+    results = ssm.invocations(aws.client("ssm"), health["command_id"])
+    if len(results) < len(health["targets"]) or any(r.status not in ssm.FINAL_STATUSES for r in results):
+        return health | {"status": "PENDING"}
+    problems = plans.health_verdict(results)
+    if problems:
+        raise NodesUnhealthy("; ".join(f"{node}: {why}" for node, why in sorted(problems.items())))
+    return health | {"status": "HEALTHY"}
+
+
+def retire_old_nodes(event: dict) -> dict:
+    """Take the previous image's nodes out of the swarm (through a healthy new manager)."""
+    deployment = _deployment(event)
+    settings = get_settings()
+    old = event["nodes"]["old"]
+    if not old:
+        return {"old": [], "command_id": None}
+    client = aws.client("ec2")
+    hostnames = [n.hostname for n in ec2.list_nodes(client, deployment["environment"],
+                                                    instance_ids=old) if n.hostname]
+    command_id = ssm.run_shell(aws.client("ssm"), commands=plans.retire_script(hostnames),
+                               comment=f"slipway retire {deployment['id']}",
+                               timeout_seconds=settings.command_timeout_seconds,
+                               instance_ids=event["nodes"]["current"][:1])
+    return {"old": old, "command_id": command_id}
+
+
+def terminate_old_nodes(event: dict) -> dict:
+    deployment = _deployment(event)
+    retire = event["retire"]
+    results = ssm.invocations(aws.client("ssm"), retire["command_id"])
+    if not results or any(r.status not in ssm.FINAL_STATUSES for r in results):
+        return retire | {"done": False}
+    failed = [r for r in results if r.status != "Success"]
+    if failed:
+        raise CommandFailed(f"removing old nodes from the swarm failed on {failed[0].instance_id}"
+                            f": {failed[0].status}")
+    ec2.terminate(aws.client("ec2"), retire["old"])
+    logger.info("old nodes terminated", extra={"instance_ids": retire["old"],
+                                               "deployment": deployment["id"]})
+    return retire | {"done": True}
+
+
+# --- teardown and compensation -----------------------------------------------------------
+
+def _scope(event: dict) -> tuple[str, str | None]:
+    """(environment, deployment or None): a deployment scope when compensating a failed run,
+    the whole environment when tearing down."""
+    settings = get_settings()
+    if "deployment" in event:
+        return settings.environment, _deployment(event)["id"]
+    environment = event.get("environment")
+    if environment != settings.environment:
+        raise InvalidInput(f"this Slipway manages environment {settings.environment!r}; "
+                           f"start teardown with {{\"environment\": \"{settings.environment}\"}}")
+    return environment, None
+
+
+def terminate_nodes(event: dict) -> dict:
+    environment, deployment = _scope(event)
+    nodes = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment)
+    ids = [n.instance_id for n in nodes]
+    ec2.terminate(aws.client("ec2"), ids)
+    logger.info("terminating nodes", extra={"instance_ids": ids, "scope": deployment or environment})
+    return {"instance_ids": ids, "poll_seconds": get_settings().poll_seconds}
+
+
+def check_nodes_gone(event: dict) -> dict:
+    environment, deployment = _scope(event)
+    remaining = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment,
+                               states=ec2.LIVE_STATES + ["shutting-down"])
+    return {"done": not remaining, "remaining": len(remaining)}
+
+
+def delete_network(event: dict) -> dict:
+    environment, deployment = _scope(event)
+    removed = ec2.delete_network(aws.client("ec2"), environment, deployment)
+    swarm_left = ec2.list_nodes(aws.client("ec2"), environment)
+    parameters = 0
+    if not swarm_left:
+        # No node is left, so no swarm is left: its join token must not outlive it.
+        parameters = ssm.delete_tree(aws.client("ssm"), f"/slipway/{environment}/swarm")
+    logger.info("network removed", extra={"removed": removed, "parameters": parameters})
+    return {"removed": removed, "parameters": parameters}
+
+
+def delete_images(event: dict) -> dict:
+    environment, _ = _scope(event)
+    return {"images": ec2.delete_images(aws.client("ec2"), environment)}
+
+
+def confirm_teardown(event: dict) -> dict:
+    environment, _ = _scope(event)
+    left = {k: v for k, v in ec2.count_tagged(aws.client("ec2"), environment).items() if v}
+    if left:
+        raise SlipwayError(f"still tagged for {environment}: {left}")
+    return {"environment": environment, "leftover": {}}
+
+
+# --- schedule -----------------------------------------------------------------------------
+
+def prune() -> dict:
+    """`docker system prune` on every node of the environment, selected by tag (no id list)."""
+    settings = get_settings()
+    command_id = ssm.run_shell(
+        aws.client("ssm"),
+        commands=plans.prune_script(settings.prune_filter),
+        comment=f"slipway prune {settings.environment}",
+        timeout_seconds=settings.command_timeout_seconds,
+        targets=[{"Key": f"tag:{naming.TAG_ENVIRONMENT}", "Values": [settings.environment]},
+                 {"Key": f"tag:{naming.TAG_ROLE}", "Values": ["node"]}],
+        max_concurrency="25%",
+        max_errors="0",
+    )
+    logger.info("prune sent", extra={"command_id": command_id})
+    return {"command_id": command_id}

@@ -1,0 +1,122 @@
+"""Pure webhook rules: GitHub signature check, and a push event turned into a deploy request or a
+reason to ignore it. No I/O here: the route feeds it headers, bytes and secrets."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass
+
+SIGNATURE_HEADER = "x-hub-signature-256"
+EVENT_HEADER = "x-github-event"
+DELIVERY_HEADER = "x-github-delivery"
+MAX_BODY_BYTES = 3 * 1024 * 1024
+_SIGNATURE = re.compile(r"^sha256=([0-9a-f]{64})$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_ZERO_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    delivery_id: str
+    repository: str
+    ref: str
+    commit: str
+    pusher: str
+
+    def execution_input(self) -> dict[str, str]:
+        """Only what the pipeline needs, never the payload."""
+        return {
+            "repository": self.repository,
+            "ref": self.ref,
+            "commit": self.commit,
+            "pusher": self.pusher,
+            "delivery_id": self.delivery_id,
+        }
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pong:
+    hook_id: int | None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    status: int
+    reason: str
+
+
+def signature_valid(secrets: list[bytes], body: bytes, header: str | None) -> bool:
+    """True when `header` is `sha256=<hex>` of an HMAC-SHA256 of `body` under one of `secrets`.
+
+    Compared in constant time as bytes; only sha256 is accepted, whatever the header claims.
+    """
+    if not header or not header.isascii():
+        return False
+    match = _SIGNATURE.match(header.strip())
+    if not match:
+        return False
+    given = match.group(1).encode("ascii")
+    valid = False
+    for secret in secrets:
+        expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode("ascii")
+        # No short-circuit: every configured secret is compared, so timing says nothing.
+        valid |= hmac.compare_digest(expected, given)
+    return valid
+
+
+def branch_matches(ref: str, patterns: tuple[str, ...]) -> bool:
+    if not ref.startswith("refs/heads/"):
+        return False
+    branch = ref[len("refs/heads/"):]
+    return any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns)
+
+
+def decide(event: str, delivery_id: str, body: bytes, branches: tuple[str, ...]):
+    """What to do with a verified delivery: DeployRequest, Pong, Ignore or Refuse."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Refuse(400, "body is not JSON")
+    if not isinstance(payload, dict):
+        return Refuse(400, "body is not a JSON object")
+    if event == "ping":
+        hook_id = payload.get("hook_id")
+        return Pong(hook_id if isinstance(hook_id, int) else None)
+    if event != "push":
+        return Ignore(f"event '{event}' is not deployed")
+    return _decide_push(payload, delivery_id, branches)
+
+
+def _decide_push(payload: dict, delivery_id: str, branches: tuple[str, ...]):
+    ref = payload.get("ref")
+    after = payload.get("after")
+    repository = payload.get("repository")
+    if not isinstance(ref, str) or not isinstance(after, str) or not isinstance(repository, dict):
+        return Refuse(400, "push payload lacks ref, after or repository")
+    if payload.get("deleted") is True or after == _ZERO_SHA:
+        return Ignore(f"{ref} was deleted")
+    if not branch_matches(ref, branches):
+        return Ignore(f"{ref} is not a deployed branch ({', '.join(branches)})")
+    if not _SHA.match(after):
+        return Refuse(400, "'after' is not a commit id")
+    full_name = repository.get("full_name")
+    if not isinstance(full_name, str) or not full_name:
+        return Refuse(400, "repository.full_name is missing")
+    pusher = payload.get("pusher")
+    pusher_name = pusher.get("name") if isinstance(pusher, dict) else None
+    return DeployRequest(
+        delivery_id=delivery_id,
+        repository=full_name,
+        ref=ref,
+        commit=after,
+        pusher=pusher_name if isinstance(pusher_name, str) else "",
+    )

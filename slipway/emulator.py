@@ -1,0 +1,419 @@
+"""The embedded AWS emulator: moto, in this process, running Slipway's real state machines.
+
+What it adds to moto, and only here (chalicelib never knows it runs locally):
+- Lambda: every invocation moto's Step Functions interpreter makes is dispatched to the Chalice
+  app's own function in this process (moto would need Docker images it cannot pull here).
+- CodeBuild: moto runs no build. The emulator stands in for Packer's output: on the build's
+  second status check it registers the AMI under the name and tags the Packer template gives it
+  and exports AMI_ID, or fails the build when told to.
+- SSM: `DescribeInstanceInformation` and `ListCommandInvocations` (missing in moto), targets
+  limited to running instances, and commands answered by emulated nodes (slipway.nodes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import sys
+import threading
+import uuid
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+from unittest import mock
+
+from slipway import PROJECT_DIR, statemachines
+from slipway.nodes import EmulatedNodes
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+STAGE = "dev"
+MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+IMAGE_TAG_VARIABLES = {  # CodeBuild variable -> AMI tag, as packer/build.pkr.hcl sets them
+    "SLIPWAY_ENVIRONMENT": "slipway:environment",
+    "SLIPWAY_DEPLOYMENT": "slipway:deployment",
+    "SLIPWAY_COMMIT": "slipway:commit",
+    "SLIPWAY_IMAGE_KEY": "slipway:image-key",
+}
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of AWS's Lambda context object that Powertools and Chalice read."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int = 256
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def _importable() -> None:
+    if str(PROJECT_DIR) not in sys.path:
+        sys.path.insert(0, str(PROJECT_DIR))
+
+
+def load_app():
+    """Import the Chalice app (app.py at the project root) once."""
+    _importable()
+    return importlib.import_module("app")
+
+
+def stage_environment(stage: str = STAGE) -> dict[str, str]:
+    """The environment variables .chalice/config.json gives the stage's functions."""
+    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
+    env = dict(config.get("environment_variables", {}))
+    env.update(config["stages"][stage].get("environment_variables", {}))
+    return env
+
+
+class Emulator:
+    """Start with `with Emulator() as emu:`; `emu.client(service)` gives boto3 clients on it.
+
+    mode "inprocess" intercepts boto3 in this process (mock_aws); mode "server" also serves the
+    same backends over HTTP on `aws_port` (moto's threaded server), for curl, the AWS CLI and
+    boto3 in other processes.
+    """
+
+    def __init__(self, *, environment: str = "demo", webhook_secret: str | None = None,
+                 mode: str = "inprocess", aws_port: int = 5000, poll_seconds: int = 1,
+                 bake_outcome: str = "SUCCEEDED", bake_polls: int = 2, node_count: int = 1,
+                 extra_environment: dict[str, str] | None = None) -> None:
+        self.environment = environment
+        self.webhook_secret = webhook_secret or uuid.uuid4().hex
+        self.mode = mode
+        self.aws_port = aws_port
+        self.poll_seconds = poll_seconds
+        self.bake_outcome = bake_outcome
+        self.bake_polls = bake_polls
+        self.node_count = node_count
+        self.extra_environment = extra_environment or {}
+        self.nodes = EmulatedNodes()
+        self.bakes: dict[str, dict[str, Any]] = {}  # build id -> {"variables", "polls", "ami_id"}
+        self.arns: dict[str, str] = {}
+        self.functions: dict[str, Any] = {}  # deployed function name -> Chalice handler
+        self._stack = contextlib.ExitStack()
+        self._lock = threading.Lock()
+        self.app = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> "Emulator":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        _importable()
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+        }
+        env.update(stage_environment())
+        env.update({
+            "SLIPWAY_ENVIRONMENT": self.environment,
+            "SLIPWAY_POLL_SECONDS": str(self.poll_seconds),
+            "SLIPWAY_NODE_COUNT": str(self.node_count),
+            "SLIPWAY_BAKE_PROJECT": f"slipway-{self.environment}-bake",
+            "SLIPWAY_WEBHOOK_SECRET_PARAMETER": f"/slipway/{self.environment}/github-webhook-secret",
+            "POWERTOOLS_METRICS_NAMESPACE": "Slipway",
+            "POWERTOOLS_DEV": "false",
+        })
+        if self.mode == "server":
+            env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{self.aws_port}"
+            env["MOTO_PORT"] = str(self.aws_port)
+        env.update(self.extra_environment)
+        self._stack.enter_context(mock.patch.dict(os.environ, env))
+        self._patch_moto()
+        if self.mode == "server":
+            self._start_server()
+        else:
+            from moto import mock_aws
+
+            self._stack.enter_context(mock_aws(config=MOTO_CONFIG))
+        self._reset_caches()
+        self._stack.callback(self._reset_caches)
+        self.app = load_app()
+        self._create_resources()
+        os.environ["SLIPWAY_DEPLOY_STATE_MACHINE_ARN"] = self.arns["deploy"]
+        self._reset_caches()
+        from chalicelib.settings import get_settings
+
+        get_settings()  # fail now, not in the first Lambda, if the configuration is wrong
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def _start_server(self) -> None:
+        from moto.core.config import default_user_config
+        from moto.server import ThreadedMotoServer
+
+        self._stack.enter_context(mock.patch.dict(default_user_config, MOTO_CONFIG))
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.aws_port, verbose=False)
+        server.start()
+        self._stack.callback(server.stop)
+
+    @staticmethod
+    def _reset_caches() -> None:
+        from chalicelib import aws, secrets, settings
+
+        aws.reset()
+        secrets.reset()
+        settings.reset()
+
+    def client(self, service: str):
+        import boto3
+
+        kwargs = {}
+        if self.mode == "server":
+            kwargs["endpoint_url"] = f"http://127.0.0.1:{self.aws_port}"
+        return boto3.client(service, region_name=REGION, **kwargs)
+
+    # --- entry points, as AWS would call them -------------------------------------------------
+
+    def gateway(self):
+        """The Chalice app's API as API Gateway would call it (Chalice's own local gateway)."""
+        from chalice.config import Config
+        from chalice.local import LocalGateway
+
+        config = Config.create(chalice_stage=STAGE, app_name=self.app.app.app_name,
+                               lambda_timeout=60, lambda_memory_size=256)
+        return LocalGateway(self.app.app, config)
+
+    def deliver(self, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
+        """POST a delivery to the webhook route; (status, JSON answer)."""
+        response = self.gateway().handle_request("POST", "/github/webhook", headers, body)
+        raw = response["body"]
+        raw = raw.decode() if isinstance(raw, bytes) else raw
+        return response["statusCode"], json.loads(raw) if raw else {}
+
+    def invoke(self, name: str, payload: dict) -> dict:
+        """`aws lambda invoke` on one of the app's functions (dispatched in-process)."""
+        response = self.client("lambda").invoke(FunctionName=self.function_name(name),
+                                                Payload=json.dumps(payload).encode())
+        result = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError"):
+            raise RuntimeError(f"{name} failed: {result}")
+        return result
+
+    # --- resources a real deployment has ----------------------------------------------------
+
+    def function_name(self, name: str) -> str:
+        return f"{self.app.app.app_name}-{STAGE}-{name}"
+
+    def _create_resources(self) -> None:
+        iam = self.client("iam")
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRole",
+            "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com",
+                                      "codebuild.amazonaws.com"]}}]})
+        role_arn = iam.create_role(RoleName="slipway-emulated", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+
+        lam = self.client("lambda")
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("app.py", "# the emulator dispatches to the Chalice app in-process\n")
+        substitutions = {}
+        names = [f.name for f in self.app.app.pure_lambda_functions] + ["prune"]
+        for name in names:
+            deployed = self.function_name(name)
+            arn = lam.create_function(
+                FunctionName=deployed, Runtime="python3.12", Role=role_arn,
+                Handler=f"app.{name}", Code={"ZipFile": archive.getvalue()},
+                Environment={"Variables": {k: v for k, v in stage_environment().items()}},
+            )["FunctionArn"]
+            self.functions[deployed] = getattr(self.app, name)
+            substitutions[statemachines.function_placeholder(name)] = arn
+
+        self.client("codebuild").create_project(
+            name=os.environ["SLIPWAY_BAKE_PROJECT"],
+            source={"type": "S3", "location": f"slipway-{self.environment}-source/source.zip",
+                    "buildspec": "packer/buildspec.yml"},
+            artifacts={"type": "NO_ARTIFACTS"},
+            environment={"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0",
+                         "computeType": "BUILD_GENERAL1_SMALL"},
+            serviceRole=role_arn,
+        )
+        self.client("ssm").put_parameter(
+            Name=os.environ["SLIPWAY_WEBHOOK_SECRET_PARAMETER"], Value=self.webhook_secret,
+            Type="SecureString",
+        )
+        sfn = self.client("stepfunctions")
+        for machine in statemachines.MACHINES:
+            definition = statemachines.render(statemachines.path(machine).read_text(), substitutions)
+            self.arns[machine] = sfn.create_state_machine(
+                name=f"slipway-{self.environment}-{machine}", definition=definition, roleArn=role_arn,
+            )["stateMachineArn"]
+
+    # --- moto patches -------------------------------------------------------------------------
+
+    def _patch_moto(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+        from moto.codebuild.models import CodeBuildBackend
+        from moto.codebuild.responses import CodeBuildResponse
+        from moto.core.responses import ActionResult
+        from moto.ssm.models import Command
+        from moto.ssm.responses import SimpleSystemManagerResponse
+
+        emulator = self
+        patch = self._stack.enter_context
+
+        def invoke(backend, function_name, qualifier, body, headers, response_headers):
+            return emulator._invoke(function_name, body, response_headers)
+
+        patch(mock.patch.object(LambdaSimpleBackend, "invoke", invoke))
+
+        original_start = CodeBuildResponse.start_build
+
+        def start_build(response):
+            result = original_start(response)
+            build_id = result.result["build"]["id"]
+            variables = {v["name"]: v["value"] for v in
+                         response._get_param("environmentVariablesOverride", [])}
+            with emulator._lock:
+                emulator.bakes[build_id] = {"variables": variables, "polls": 0, "ami_id": None}
+            return result
+
+        patch(mock.patch.object(CodeBuildResponse, "start_build", start_build))
+
+        original_batch = CodeBuildBackend.batch_get_builds
+
+        def batch_get_builds(backend, ids):
+            builds = original_batch(backend, ids)
+            for build in builds:
+                emulator._advance_bake(backend, build)
+            return builds
+
+        patch(mock.patch.object(CodeBuildBackend, "batch_get_builds", batch_get_builds))
+
+        def describe_instance_information(response):
+            wanted = set()
+            for f in response._get_param("Filters", []) or []:
+                if f.get("Key") == "InstanceIds":
+                    wanted.update(f.get("Values", []))
+            infos = [{
+                "InstanceId": inst.id, "PingStatus": "Online", "PlatformType": "Linux",
+                "PlatformName": "Ubuntu", "ResourceType": "EC2Instance", "AgentVersion": "3.3.0.0",
+                "IsLatestVersion": True, "ComputerName": inst.private_dns_name,
+                "IPAddress": inst.private_ip,
+            } for inst in emulator._running_instances(response.region)
+                if not wanted or inst.id in wanted]
+            return ActionResult({"InstanceInformationList": infos})
+
+        def list_command_invocations(response):
+            command = response.ssm_backend.get_command_by_id(response._get_param("CommandId"))
+            wanted = response._get_param("InstanceId")
+            items = []
+            for inv in command.invocations:
+                if wanted and inv["InstanceId"] != wanted:
+                    continue
+                items.append({
+                    "CommandId": command.command_id, "InstanceId": inv["InstanceId"],
+                    "DocumentName": command.document_name, "Status": inv["Status"],
+                    "StatusDetails": inv["StatusDetails"],
+                    "CommandPlugins": [{
+                        "Name": inv["PluginName"], "Status": inv["Status"],
+                        "ResponseCode": inv["ResponseCode"],
+                        "Output": (inv["StandardOutputContent"] + inv["StandardErrorContent"])[:2500],
+                    }],
+                })
+            return ActionResult({"CommandInvocations": items})
+
+        patch(mock.patch.object(SimpleSystemManagerResponse, "describe_instance_information",
+                                describe_instance_information, create=True))
+        patch(mock.patch.object(SimpleSystemManagerResponse, "list_command_invocations",
+                                list_command_invocations, create=True))
+
+        def targets(command):
+            # SSM only reaches managed instances that are online: running ones, not terminated.
+            filters = {t["Key"]: t["Values"] for t in command.targets}
+            return [inst.id for inst in emulator._running_instances(command.backend_region, filters)]
+
+        patch(mock.patch.object(Command, "_get_instance_ids_from_targets", targets))
+
+        original_invocation = Command.invocation_response
+
+        def invocation_response(command, instance_id, plugin_name):
+            result = original_invocation(command, instance_id, plugin_name)
+            outcome = emulator.nodes.run(instance_id, list(command.parameters.get("commands", [])))
+            status = "Success" if outcome.code == 0 else "Failed"
+            result.update({"Status": status, "StatusDetails": status,
+                           "ResponseCode": outcome.code,
+                           "StandardOutputContent": outcome.stdout,
+                           "StandardErrorContent": outcome.stderr})
+            return result
+
+        patch(mock.patch.object(Command, "invocation_response", invocation_response))
+
+    def _running_instances(self, region: str, filters: dict | None = None):
+        from moto.ec2.models import ec2_backends
+
+        backend = ec2_backends[ACCOUNT][region]
+        for reservation in backend.all_reservations(filters=filters or {}):
+            for inst in reservation.instances:
+                if inst.state == "running":
+                    yield inst
+
+    def _advance_bake(self, backend, build: dict) -> None:
+        """Play the part of Packer: in progress on the first check, done on the later ones."""
+        with self._lock:
+            bake = self.bakes.get(build["id"])
+            if bake is None:
+                return
+            bake["polls"] += 1
+            if bake["polls"] < self.bake_polls:
+                build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD",
+                              "buildComplete": False})
+                return
+            if self.bake_outcome != "SUCCEEDED":
+                build.update({"buildStatus": self.bake_outcome, "currentPhase": "COMPLETED",
+                              "buildComplete": True, "exportedEnvironmentVariables": []})
+                return
+            if bake["ami_id"] is None:
+                bake["ami_id"] = self._register_image(backend.region_name, bake["variables"])
+            build.update({"buildStatus": "SUCCEEDED", "currentPhase": "COMPLETED",
+                          "buildComplete": True,
+                          "exportedEnvironmentVariables": [{"name": "AMI_ID", "value": bake["ami_id"]}]})
+
+    def _register_image(self, region: str, variables: dict[str, str]) -> str:
+        from moto.ec2.models import ec2_backends
+
+        ec2 = ec2_backends[ACCOUNT][region]
+        name = variables["AMI_NAME"]
+        image = ec2.register_image(name=name, description="Slipway swarm node (emulated bake)")
+        tags = {"Name": name, "slipway:role": "image"}
+        tags.update({tag: variables[var] for var, tag in IMAGE_TAG_VARIABLES.items() if var in variables})
+        ec2.create_tags([image.id], tags)
+        return image.id
+
+    def _invoke(self, function_name: str, body, response_headers) -> bytes:
+        name = function_name.split(":")[6] if function_name.startswith("arn:") else function_name
+        handler = self.functions.get(name)
+        if handler is None:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": "ResourceNotFoundException",
+                               "errorMessage": f"no function {name}"}).encode()
+        event = json.loads(body) if body else {}
+        context = LambdaContext(function_name=name, invoked_function_arn=function_name)
+        try:
+            result = handler(event, context)
+        except Exception as exc:  # noqa: BLE001 - this is Lambda's own boundary
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
+        return json.dumps(result).encode()
