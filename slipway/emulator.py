@@ -85,11 +85,11 @@ class Emulator:
     boto3 in other processes.
     """
 
-    def __init__(self, *, environment: str = "demo", webhook_secret: str | None = None,
+    def __init__(self, *, environment: str | None = None, webhook_secret: str | None = None,
                  mode: str = "inprocess", aws_port: int = 5000, poll_seconds: int = 1,
                  bake_outcome: str = "SUCCEEDED", bake_polls: int = 2, node_count: int = 1,
                  extra_environment: dict[str, str] | None = None) -> None:
-        self.environment = environment
+        self.environment = environment or stage_environment()["SLIPWAY_ENVIRONMENT"]
         self.webhook_secret = webhook_secret or uuid.uuid4().hex
         self.mode = mode
         self.aws_port = aws_port

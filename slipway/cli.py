@@ -1,0 +1,36 @@
+"""The `slipway` command: `slipway demo` and `slipway serve` on the embedded emulator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="slipway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="push -> deploy -> prune -> teardown on the embedded emulator")
+    demo.add_argument("--json", action="store_true", help="print one JSON object instead of progress")
+    demo.add_argument("--verbose", action="store_true", help="also show the functions' own logs")
+    demo.add_argument("--nodes", type=int, default=1, help="swarm nodes to run (default 1)")
+
+    serve = sub.add_parser("serve", help="the webhook endpoint and an AWS endpoint, on the emulator")
+    serve.add_argument("--port", type=int, default=8000, help="webhook HTTP port (default 8000)")
+    serve.add_argument("--aws-port", type=int, default=5000, help="emulated AWS endpoint port (default 5000)")
+    serve.add_argument("--webhook-secret", default=None, help="secret GitHub signs with (default: random, printed)")
+    serve.add_argument("--nodes", type=int, default=1, help="swarm nodes per deployment (default 1)")
+
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from slipway import demo as demo_mod
+
+        return demo_mod.run(as_json=args.json, verbose=args.verbose, nodes=args.nodes)
+    from slipway import serve as serve_mod
+
+    return serve_mod.run(port=args.port, aws_port=args.aws_port, secret=args.webhook_secret,
+                         nodes=args.nodes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""`slipway demo`: one push through the whole pipeline on the embedded emulator, then the scheduled
+prune and the teardown, with a short summary (or one JSON object with --json)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from unittest import mock
+
+from slipway import PROJECT_DIR, github
+from slipway.emulator import Emulator
+from slipway.follow import follow
+
+EMULATED = [
+    "CodeBuild/Packer bake: the emulator registers the AMI Packer would produce (no image is built)",
+    "node commands: SSM Run Command is answered by emulated swarm nodes (no Docker engine runs)",
+]
+
+
+def scheduled_event() -> dict:
+    """The event EventBridge sends a scheduled Lambda."""
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/slipway-dev-prune"], "detail": {},
+    }
+
+
+def local_commit() -> str:
+    """The checkout's HEAD, so the demo deploys what you are looking at; random if not a repo."""
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        if len(out) == 40:
+            return out
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return uuid.uuid4().hex + uuid.uuid4().hex[:8]
+
+
+def run(as_json: bool = False, verbose: bool = False, nodes: int = 1) -> int:
+    started = time.monotonic()
+    say = (lambda *_a, **_k: None) if as_json else print
+    quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    if not verbose:
+        logging.getLogger("moto").setLevel(logging.CRITICAL)
+    report: dict = {"emulated": EMULATED}
+    with mock.patch.dict(os.environ, quiet), Emulator(node_count=nodes) as emu:
+        sfn = emu.client("stepfunctions")
+        say(f"Embedded emulator up: state machines {', '.join(emu.arns)}; "
+            f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM.")
+        commit = local_commit()
+        body = github.encode(github.push_payload(repository="example/app", after=commit))
+        status, answer = emu.deliver(github.delivery_headers(emu.webhook_secret, body), body)
+        say(f"\nPush of {commit[:12]} to main, signed, delivered to POST /github/webhook: {status}")
+        if status != 202 or "execution_arn" not in answer:
+            say(f"webhook refused the push: {answer}")
+            report["webhook"] = {"status": status, "answer": answer}
+            return _finish(report, started, as_json, ok=False)
+        say(f"Deploy execution {answer['execution_arn']}")
+        deploy = follow(sfn, answer["execution_arn"], **({"say": say} if as_json else {}))
+        out = deploy.output
+        report["deploy"] = {
+            "status": deploy.status, "execution_arn": deploy.execution_arn,
+            "ami_id": (out.get("image") or {}).get("ami_id"),
+            "vpc_id": (out.get("network") or {}).get("vpc_id"),
+            "instance_ids": (out.get("nodes") or {}).get("current", []),
+            "state_transitions": deploy.state_transitions,
+            "error": deploy.error, "cause": deploy.cause,
+        }
+        say(f"Deploy {deploy.status}" + (f": {deploy.error}: {deploy.cause}" if deploy.error else ""))
+
+        prune_ids = []
+        if deploy.status == "SUCCEEDED":
+            say("\nScheduled prune (the EventBridge rule's event, invoked as `aws lambda invoke` would):")
+            result = emu.invoke("prune", scheduled_event())
+            prune_ids.append(result["command_id"])
+            ssm = emu.client("ssm")
+            for inv in ssm.list_command_invocations(CommandId=result["command_id"], Details=True)["CommandInvocations"]:
+                output = inv["CommandPlugins"][0].get("Output", "").strip()
+                say(f"  {inv['InstanceId']}: {inv['Status']}: {output}")
+        report["prune"] = {"command_ids": prune_ids}
+
+        say("\nTeardown execution (input {\"environment\": \"%s\"}):" % emu.environment)
+        teardown_arn = sfn.start_execution(stateMachineArn=emu.arns["teardown"],
+                                           input=json.dumps({"environment": emu.environment}))["executionArn"]
+        teardown = follow(sfn, teardown_arn, **({"say": say} if as_json else {}))
+        from chalicelib.aws import ec2
+
+        leftover = ec2.count_tagged(emu.client("ec2"), emu.environment)
+        leftover["swarm-parameter"] = len(emu.client("ssm").get_parameters_by_path(
+            Path=f"/slipway/{emu.environment}/swarm", Recursive=True)["Parameters"])
+        report["teardown"] = {"status": teardown.status, "execution_arn": teardown_arn,
+                              "state_transitions": teardown.state_transitions,
+                              "leftover": leftover, "error": teardown.error, "cause": teardown.cause}
+        ok = (deploy.status == "SUCCEEDED" and teardown.status == "SUCCEEDED"
+              and not any(leftover.values()) and bool(prune_ids))
+        say(f"Teardown {teardown.status}")
+        return _finish(report, started, as_json, ok)
+
+
+def _finish(report: dict, started: float, as_json: bool, ok: bool) -> int:
+    report["elapsed_s"] = round(time.monotonic() - started, 2)
+    report["ok"] = ok
+    if as_json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0 if ok else 1
+    deploy = report.get("deploy", {})
+    teardown = report.get("teardown", {})
+    print("\nSummary")
+    if deploy:
+        print(f"  deploy     {deploy['status']} in {deploy['state_transitions']} state transitions: "
+              f"image {deploy['ami_id']}, VPC {deploy['vpc_id']}, nodes {', '.join(deploy['instance_ids']) or '-'}")
+    if report.get("prune", {}).get("command_ids"):
+        print(f"  prune      SSM command {report['prune']['command_ids'][0]}")
+    if teardown:
+        left = {k: v for k, v in teardown["leftover"].items() if v}
+        print(f"  teardown   {teardown['status']}; left tagged for the environment: {left or 'nothing'}")
+    print("  emulated   " + "\n             ".join(report["emulated"]))
+    print(f"  elapsed    {report['elapsed_s']}s -> {'OK' if ok else 'FAILED'}")
+    return 0 if ok else 1

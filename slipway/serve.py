@@ -1,0 +1,82 @@
+"""`slipway serve`: the webhook endpoint on 127.0.0.1:PORT and the emulated AWS API on
+127.0.0.1:AWS_PORT, both backed by one embedded emulator in this process, until interrupted."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from slipway.emulator import Emulator
+from slipway.follow import follow
+
+
+def _watch(emu: Emulator, stop: threading.Event) -> None:
+    """Print the progress of every execution that starts while serving."""
+    sfn = emu.client("stepfunctions")
+    followed: set[str] = set()
+    while not stop.wait(0.5):
+        for arn in emu.arns.values():
+            for execution in sfn.list_executions(stateMachineArn=arn)["executions"]:
+                if execution["executionArn"] in followed:
+                    continue
+                followed.add(execution["executionArn"])
+                print(f"\nExecution {execution['executionArn']}", flush=True)
+                threading.Thread(target=_report, args=(sfn, execution["executionArn"]),
+                                 daemon=True).start()
+
+
+class _Lines:
+    """Prefix whole lines with the execution's name (follow() writes a state's line in two parts)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.buffer = prefix, ""
+
+    def __call__(self, text: str, end: str = "\n") -> None:
+        self.buffer += text + end
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            if line.strip():
+                print(f"[{self.prefix}] {line.strip()}", flush=True)
+
+
+def _report(sfn, arn: str) -> None:
+    run = follow(sfn, arn, say=_Lines(arn.rsplit(":", 1)[-1][:12]), timeout=3600)
+    print(f"Execution {arn.rsplit(':', 1)[-1]} {run.status}"
+          + (f": {run.error}: {run.cause}" if run.error else ""), flush=True)
+
+
+def run(port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes: int = 1) -> int:
+    from chalice.config import Config
+    from chalice.local import create_local_server
+
+    logging.getLogger("moto").setLevel(logging.CRITICAL)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    with Emulator(mode="server", aws_port=aws_port, webhook_secret=secret, node_count=nodes) as emu:
+        config = Config.create(chalice_stage="dev", app_name=emu.app.app.app_name,
+                               lambda_timeout=60, lambda_memory_size=256)
+        server = create_local_server(emu.app.app, config, "127.0.0.1", port)
+        endpoint = f"http://127.0.0.1:{aws_port}"
+        print(f"""Slipway on the embedded emulator
+  webhook     POST http://127.0.0.1:{port}/github/webhook   (content type application/json)
+  secret      {emu.webhook_secret}
+  AWS API     {endpoint}  (region us-east-1, any credentials)
+  deploy      {emu.arns['deploy']}
+  teardown    {emu.arns['teardown']}
+Try:
+  aws --endpoint-url {endpoint} --region us-east-1 stepfunctions list-executions --state-machine-arn {emu.arns['deploy']}
+  aws --endpoint-url {endpoint} --region us-east-1 lambda invoke --function-name {emu.function_name('prune')} --payload '{{}}' /dev/stdout
+Ctrl-C stops everything.""", flush=True)
+        stop = threading.Event()
+        threading.Thread(target=_watch, args=(emu, stop), daemon=True).start()
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("\nstopping", flush=True)
+        finally:
+            stop.set()
+            server.shutdown()
+    return 0
