@@ -58,10 +58,8 @@ def receive(headers, body: bytes, content_type: str | None) -> Answer:
         return Answer(202, {"ignored": decision.reason})
     name = naming.execution_name(decision.delivery_id)
     logger.append_keys(execution=name)
-    arn, started = stepfunctions.start(aws.client("stepfunctions"),
-                                       settings.deploy_state_machine_arn, name,
-                                       decision.execution_input())
+    arn = stepfunctions.start(aws.client("stepfunctions"), settings.deploy_state_machine_arn, name,
+                              decision.execution_input())
     metrics.add_metric(name="Accepted", unit=MetricUnit.Count, value=1)
-    logger.info("deployment started" if started else "delivery seen before",
-                extra={"commit": decision.commit, "ref": decision.ref})
-    return Answer(202, {"execution_arn": arn, "started": started, "commit": decision.commit})
+    logger.info("deployment accepted", extra={"commit": decision.commit, "ref": decision.ref})
+    return Answer(202, {"execution_arn": arn, "commit": decision.commit})

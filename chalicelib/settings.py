@@ -93,7 +93,7 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         vpc_cidr=str(network),
         subnet_cidr=str(subnet),
         service_ports=ports,
-        poll_seconds=_int(env, "SLIPWAY_POLL_SECONDS", 30, 1, 3600),
+        poll_seconds=_int(env, "SLIPWAY_POLL_SECONDS", 30, 0, 3600),
         node_ready_attempts=_int(env, "SLIPWAY_NODE_READY_ATTEMPTS", 40, 1, 1000),
         prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
         node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),

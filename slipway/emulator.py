@@ -6,6 +6,7 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
 - CodeBuild: moto runs no build. The emulator stands in for Packer's output: on the build's
   second status check it registers the AMI under the name and tags the Packer template gives it
   and exports AMI_ID, or fails the build when told to.
+- Step Functions: an execution started without a name gets a UUID, as on AWS.
 - SSM: `DescribeInstanceInformation` and `ListCommandInvocations` (missing in moto), targets
   limited to running instances, and commands answered by emulated nodes (slipway.nodes).
 """
@@ -271,8 +272,19 @@ class Emulator:
         from moto.ssm.models import Command
         from moto.ssm.responses import SimpleSystemManagerResponse
 
+        from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
         emulator = self
         patch = self._stack.enter_context
+
+        original_start_execution = StepFunctionsParserBackend.start_execution
+
+        def start_execution(backend, state_machine_arn, name=None, execution_input=None, *args, **kwargs):
+            # Step Functions names an unnamed execution with a UUID (the console does not ask).
+            return original_start_execution(backend, state_machine_arn, name or str(uuid.uuid4()),
+                                            execution_input, *args, **kwargs)
+
+        patch(mock.patch.object(StepFunctionsParserBackend, "start_execution", start_execution))
 
         def invoke(backend, function_name, qualifier, body, headers, response_headers):
             return emulator._invoke(function_name, body, response_headers)

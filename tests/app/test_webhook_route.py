@@ -1,0 +1,118 @@
+"""The webhook route as API Gateway calls it, on the emulator: every refusal, ping, push."""
+
+import json
+
+import pytest
+
+from slipway import github
+from tests.conftest import commit_id, deliver_push
+
+
+def post(emu, body: bytes, **header_overrides):
+    headers = github.delivery_headers(emu.webhook_secret, body)
+    for key, value in header_overrides.items():
+        name = key.replace("_", "-")
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+    return emu.deliver(headers, body)
+
+
+def executions(emu):
+    sfn = emu.client("stepfunctions")
+    return sfn.list_executions(stateMachineArn=emu.arns["deploy"])["executions"]
+
+
+PUSH = github.encode(github.push_payload(after="d6fde92930d4715a2b49857d24b940956b26d2d3"))
+
+
+@pytest.mark.parametrize("overrides,status", [
+    ({"X-Hub-Signature-256": None}, 401),
+    ({"X-Hub-Signature-256": "sha256=" + "0" * 64}, 401),
+    ({"X-Hub-Signature-256": "sha1=" + "0" * 40}, 401),
+    ({"X-Hub-Signature-256": "sha256=zz"}, 401),
+    ({"X-GitHub-Event": None}, 400),
+    ({"X-GitHub-Delivery": None}, 400),
+    ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+])
+def test_refusals_start_nothing(emulator, overrides, status):
+    code, answer = post(emulator, PUSH, **overrides)
+    assert code == status and answer["error"]
+    assert executions(emulator) == []
+
+
+def test_form_encoded_delivery_is_told_to_use_json(emulator):
+    code, answer = post(emulator, PUSH, **{"Content-Type": "application/x-www-form-urlencoded"})
+    assert code == 415 and "application/json" in answer["error"]
+
+
+def test_oversized_body_is_refused_before_hashing(emulator):
+    body = b"{" + b" " * (3 * 1024 * 1024) + b"}"
+    code, _ = post(emulator, body)
+    assert code == 413
+
+
+def test_ping_answers_200_with_the_hook_id(emulator):
+    body = json.dumps({"zen": "Design for failure.", "hook_id": 42}).encode()
+    code, answer = post(emulator, body, **{"X-GitHub-Event": "ping"})
+    assert (code, answer) == (200, {"pong": True, "hook_id": 42})
+
+
+def test_push_to_another_branch_is_ignored(emulator):
+    code, answer = deliver_push(emulator, commit_id(), ref="refs/heads/feature")
+    assert code == 202 and "not a deployed branch" in answer["ignored"]
+    assert executions(emulator) == []
+
+
+def test_signed_push_to_main_starts_one_execution_with_a_small_input(emulator):
+    commit = commit_id()
+    code, answer = deliver_push(emulator, commit, delivery="delivery-abc")
+    assert code == 202
+    assert answer["execution_arn"].endswith(":delivery-abc")
+    sfn = emulator.client("stepfunctions")
+    described = sfn.describe_execution(executionArn=answer["execution_arn"])
+    assert json.loads(described["input"]) == {
+        "repository": "example/app", "ref": "refs/heads/main", "commit": commit,
+        "pusher": "octocat", "delivery_id": "delivery-abc"}
+
+
+def test_redelivery_answers_with_the_same_execution_and_starts_nothing(emulator):
+    commit = commit_id()
+    _, first = deliver_push(emulator, commit, delivery="delivery-same")
+    code, again = deliver_push(emulator, commit, delivery="delivery-same")
+    assert code == 202 and again["execution_arn"] == first["execution_arn"]
+    assert len(executions(emulator)) == 1
+
+
+def test_redelivery_after_the_execution_finished_still_starts_nothing(emulator):
+    from slipway.follow import follow
+
+    _, first = deliver_push(emulator, commit_id(), delivery="delivery-late")
+    follow(emulator.client("stepfunctions"), first["execution_arn"], say=lambda *a, **k: None, poll=0.05)
+    code, again = deliver_push(emulator, commit_id(), delivery="delivery-late")
+    assert code == 202 and again["execution_arn"] == first["execution_arn"]
+    assert len(executions(emulator)) == 1
+
+
+def test_no_secret_configured_fails_closed_with_503(emulator):
+    emulator.client("ssm").delete_parameter(Name=f"/slipway/{emulator.environment}/github-webhook-secret")
+    from chalicelib import secrets
+
+    secrets.reset()
+    code, answer = deliver_push(emulator, commit_id())
+    assert code == 503
+    assert executions(emulator) == []
+
+
+def test_previous_secret_still_verifies_during_rotation(emulator):
+    ssm = emulator.client("ssm")
+    name = f"/slipway/{emulator.environment}/github-webhook-secret"
+    ssm.put_parameter(Name=name + "-previous", Value=emulator.webhook_secret, Type="SecureString")
+    ssm.put_parameter(Name=name, Value="rotated", Type="SecureString", Overwrite=True)
+    from chalicelib import secrets
+
+    secrets.reset()
+    assert deliver_push(emulator, commit_id())[0] == 202
+    assert deliver_push(emulator, commit_id(), secret="rotated")[0] == 202
+    assert deliver_push(emulator, commit_id(), secret="never")[0] == 401

@@ -1,0 +1,84 @@
+"""Shared fixtures: the embedded emulator, moto for adapter tests, and push helpers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from unittest import mock
+
+import pytest
+
+from slipway import github
+from slipway.emulator import Emulator
+from slipway.follow import follow
+
+QUIET = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+logging.getLogger("moto").setLevel(logging.CRITICAL)
+
+
+def commit_id() -> str:
+    return uuid.uuid4().hex + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def make_emulator():
+    """Start an emulator with the given options (poll interval 0 so tests do not sleep)."""
+    started = []
+
+    def start(**kwargs) -> Emulator:
+        kwargs.setdefault("poll_seconds", 0)
+        patcher = mock.patch.dict(os.environ, QUIET)
+        patcher.start()
+        emu = Emulator(**kwargs)
+        emu.start()
+        started.append((emu, patcher))
+        return emu
+
+    yield start
+    for emu, patcher in reversed(started):
+        emu.stop()
+        patcher.stop()
+
+
+@pytest.fixture
+def emulator(make_emulator) -> Emulator:
+    return make_emulator()
+
+
+def deliver_push(emu: Emulator, commit: str, *, ref: str = "refs/heads/main",
+                 delivery: str | None = None, secret: str | None = None):
+    body = github.encode(github.push_payload(after=commit, ref=ref))
+    headers = github.delivery_headers(secret or emu.webhook_secret, body, delivery=delivery)
+    return emu.deliver(headers, body)
+
+
+def deploy(emu: Emulator, commit: str | None = None):
+    """Push `commit` (new by default) and follow the execution to its end."""
+    status, answer = deliver_push(emu, commit or commit_id())
+    assert status == 202, answer
+    return follow(emu.client("stepfunctions"), answer["execution_arn"],
+                  say=lambda *a, **k: None, poll=0.05, timeout=120)
+
+
+def teardown(emu: Emulator, environment: str | None = None):
+    import json
+
+    sfn = emu.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=emu.arns["teardown"],
+                              input=json.dumps({"environment": environment or emu.environment}))["executionArn"]
+    return follow(sfn, arn, say=lambda *a, **k: None, poll=0.05, timeout=120)
+
+
+class CallRecorder:
+    """Counts the AWS API calls made by clients of one boto3 event system."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, model, params, **kwargs) -> None:
+        self.calls.append(model.name)
+
+    def mutating(self) -> list[str]:
+        readers = ("Describe", "Get", "List", "BatchGet")
+        return [c for c in self.calls if not c.startswith(readers)]

@@ -1,0 +1,127 @@
+"""Whole executions of the real state machines on the emulator's Step Functions interpreter."""
+
+import json
+
+from chalicelib import naming
+from chalicelib.aws import ec2 as ec2_adapter
+from slipway.demo import scheduled_event
+from tests.conftest import CallRecorder, commit_id, deploy, teardown
+
+
+def tagged_instances(emu, states=("pending", "running")):
+    return ec2_adapter.list_nodes(emu.client("ec2"), emu.environment, states=list(states))
+
+
+def test_push_deploys_a_healthy_swarm_node_from_the_baked_image(emulator):
+    commit = commit_id()
+    run = deploy(emulator, commit)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    out = run.output
+    ec2 = emulator.client("ec2")
+    image = ec2.describe_images(ImageIds=[out["image"]["ami_id"]])["Images"][0]
+    assert image["Name"] == naming.image_name(emulator.environment, commit[:12])
+    tags = {t["Key"]: t["Value"] for t in image["Tags"]}
+    assert tags[naming.TAG_COMMIT] == commit
+    nodes = tagged_instances(emulator)
+    assert [n.instance_id for n in nodes] == out["nodes"]["current"]
+    assert all(n.image_id == image["ImageId"] for n in nodes)
+    assert {emulator.nodes.state(n.instance_id) for n in nodes} == {"active"}
+    token = emulator.client("ssm").get_parameter(
+        Name=naming.swarm_parameter(emulator.environment, "manager-token"), WithDecryption=True)
+    assert token["Parameter"]["Type"] == "SecureString"
+    assert token["Parameter"]["Value"].startswith("SWMTKN-")
+    # The execution's data never carries the join token (it shows in the console).
+    assert "SWMTKN" not in json.dumps(out)
+    assert "Bake node image" in run.states and "Deployment succeeded" == run.states[-1]
+
+
+def test_failed_bake_fails_the_execution_with_nothing_provisioned(make_emulator):
+    emu = make_emulator(bake_outcome="FAILED")
+    run = deploy(emu)
+    assert run.status == "FAILED"
+    assert run.error == "BakeFailed" and "FAILED" in run.cause
+    assert "Provision network" not in run.states
+    assert ec2_adapter.count_tagged(emu.client("ec2"), emu.environment) == dict.fromkeys(
+        ["instance", "vpc", "subnet", "internet-gateway", "route-table", "security-group", "image"], 0)
+
+
+def test_same_commit_again_skips_the_bake_and_creates_nothing(emulator):
+    commit = commit_id()
+    first = deploy(emulator, commit)
+    assert first.status == "SUCCEEDED"
+    recorder = CallRecorder()
+    emulator.client("ec2")  # warm
+    from chalicelib import aws
+
+    aws.client("ec2").meta.events.register("provide-client-params.ec2.*", recorder)
+    second = deploy(emulator, commit)
+    assert second.status == "SUCCEEDED"
+    assert "Bake node image" not in second.states
+    assert recorder.calls and recorder.mutating() == []
+    assert second.output["nodes"]["current"] == first.output["nodes"]["current"]
+
+
+def test_new_image_replaces_nodes_and_retires_the_old_ones(make_emulator):
+    emu = make_emulator(node_count=2)
+    first = deploy(emu)
+    second = deploy(emu)
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    old = set(first.output["nodes"]["current"])
+    new = set(second.output["nodes"]["current"])
+    assert len(new) == 2 and not old & new
+    assert {n.instance_id for n in tagged_instances(emu)} == new
+    assert second.output["swarm"]["action"] == "join"  # they joined the running swarm
+    assert any(cmd.startswith("docker node rm") for _, cmd in emu.nodes.history)
+    assert second.output["network"]["vpc_id"] == first.output["network"]["vpc_id"]
+
+
+def test_unhealthy_new_node_fails_the_deploy_and_keeps_the_old_nodes(make_emulator):
+    emu = make_emulator()
+    first = deploy(emu)
+    original_run = emu.nodes.run
+
+    def broken_after_join(instance_id, commands, hostname=""):
+        result = original_run(instance_id, commands, hostname)
+        if "docker swarm join" in "\n".join(commands):
+            emu.nodes.broken.add(instance_id)  # dockerd dies right after joining
+        return result
+
+    emu.nodes.run = broken_after_join
+    second = deploy(emu)
+    assert second.status == "FAILED" and second.error == "NodesUnhealthy"
+    assert "Cannot connect to the Docker daemon" not in second.cause  # the reason is a status
+    assert "health command Failed" in second.cause
+    running = {n.instance_id for n in tagged_instances(emu)}
+    assert running == set(first.output["nodes"]["current"])
+
+
+def test_teardown_removes_everything_and_can_run_twice(emulator):
+    assert deploy(emulator).status == "SUCCEEDED"
+    first = teardown(emulator)
+    assert first.status == "SUCCEEDED", (first.error, first.cause)
+    assert first.output["leftover"] == {"environment": emulator.environment, "leftover": {}}
+    assert emulator.client("ssm").get_parameters_by_path(
+        Path=f"/slipway/{emulator.environment}/swarm", Recursive=True)["Parameters"] == []
+    assert teardown(emulator).status == "SUCCEEDED"
+
+
+def test_teardown_refuses_another_environment(emulator):
+    run = teardown(emulator, environment="prod")
+    assert run.status == "FAILED" and run.error == "InvalidInput"
+
+
+def test_prune_targets_the_environments_nodes_by_tag(emulator):
+    run = deploy(emulator)
+    emulator.nodes.reclaimable[run.output["nodes"]["current"][0]] = 1_500_000
+    result = emulator.invoke("prune", scheduled_event())
+    ssm = emulator.client("ssm")
+    command = ssm.list_commands(CommandId=result["command_id"])["Commands"][0]
+    assert command["DocumentName"] == "AWS-RunShellScript"
+    assert command["Targets"] == [
+        {"Key": "tag:slipway:environment", "Values": [emulator.environment]},
+        {"Key": "tag:slipway:role", "Values": ["node"]}]
+    assert command["Parameters"]["commands"] == ["docker system prune --force --filter until=24h"]
+    assert (command["MaxConcurrency"], command["MaxErrors"]) == ("25%", "0")
+    invocations = ssm.list_command_invocations(CommandId=result["command_id"], Details=True)["CommandInvocations"]
+    assert [i["InstanceId"] for i in invocations] == run.output["nodes"]["current"]
+    assert "Total reclaimed space: 1.5MB" in invocations[0]["CommandPlugins"][0]["Output"]

@@ -1,0 +1,76 @@
+"""Pure pipeline decisions, compared by equality."""
+
+import pytest
+
+from chalicelib import plans
+from chalicelib.aws.ec2 import Node
+from chalicelib.aws.ssm import Invocation
+from chalicelib.errors import InvalidInput
+
+
+def node(instance_id, image):
+    return Node(instance_id, image, "running", f"ip-{instance_id}", "10.0.0.1", "dep")
+
+
+def test_nodes_running_the_image_are_kept_and_the_rest_retired():
+    nodes = [node("i-1", "ami-old"), node("i-2", "ami-new")]
+    assert plans.plan_nodes(nodes, "ami-new", 3) == plans.NodePlan(2, ("i-2",), ("i-1",))
+
+
+def test_nothing_is_launched_when_the_image_already_runs_everywhere():
+    assert plans.plan_nodes([node("i-1", "ami")], "ami", 1) == plans.NodePlan(0, ("i-1",), ())
+
+
+def test_first_node_initialises_a_swarm_when_there_is_none():
+    assert plans.plan_swarm(["i-1", "i-2"], [], [], False) == plans.SwarmStep("init", ("i-1",))
+
+
+def test_pending_nodes_join_through_a_known_manager():
+    step = plans.plan_swarm(["i-1", "i-2", "i-3"], ["i-1"], ["10.0.0.5"], True)
+    assert step == plans.SwarmStep("join", ("i-2", "i-3"), "10.0.0.5")
+
+
+def test_new_nodes_join_the_old_swarm_on_replacement():
+    assert plans.plan_swarm(["i-9"], [], ["10.0.0.1"], True) == plans.SwarmStep("join", ("i-9",), "10.0.0.1")
+
+
+def test_no_swarm_step_when_every_new_node_joined():
+    assert plans.plan_swarm(["i-1"], ["i-1"], ["10.0.0.1"], True) == plans.SwarmStep("none", ())
+
+
+def test_manager_token_is_read_from_the_init_output():
+    assert plans.parse_manager_token("noise\nmanager_token=SWMTKN-1-abc-def\n") == "SWMTKN-1-abc-def"
+    assert plans.parse_manager_token("Error response from daemon") is None
+
+
+def test_health_verdict_names_each_failing_node_and_why():
+    results = [Invocation("i-1", "Success", 0, "active\n"),
+               Invocation("i-2", "Success", 0, "inactive\n"),
+               Invocation("i-3", "Failed", 1, "")]
+    assert plans.health_verdict(results) == {
+        "i-2": "swarm state is 'inactive', expected 'active'",
+        "i-3": "health command Failed (exit 1)",
+    }
+
+
+@pytest.mark.parametrize("status,ami,verdict", [
+    ("IN_PROGRESS", None, "IN_PROGRESS"),
+    ("SUCCEEDED", "ami-1", "SUCCEEDED"),
+    ("SUCCEEDED", None, "the build succeeded but exported no AMI_ID"),
+    ("FAILED", None, "the build ended FAILED"),
+    ("TIMED_OUT", None, "the build ended TIMED_OUT"),
+])
+def test_bake_status(status, ami, verdict):
+    assert plans.bake_status(status, ami) == verdict
+
+
+@pytest.mark.parametrize("commit", ["", "xyz", "ABCDEF1", "a" * 41])
+def test_image_key_refuses_what_is_not_a_commit(commit):
+    with pytest.raises(InvalidInput):
+        plans.image_key(commit)
+
+
+def test_scripts_quote_what_they_interpolate():
+    assert plans.join_script("SWMTKN-1-a", "10.0.0.1")[-1].endswith("--token SWMTKN-1-a 10.0.0.1:2377; fi")
+    assert plans.retire_script(["ip-1; rm -rf /"])[1] == "docker node demote 'ip-1; rm -rf /' || true"
+    assert plans.prune_script("until=24h") == ["docker system prune --force --filter until=24h"]

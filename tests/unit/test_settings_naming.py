@@ -1,0 +1,44 @@
+"""Settings validation and naming rules."""
+
+import pytest
+
+from chalicelib import naming
+from chalicelib.errors import ConfigurationError
+from chalicelib.settings import from_environment
+
+BASE = {"SLIPWAY_ENVIRONMENT": "dev", "AWS_REGION": "eu-west-1"}
+
+
+def test_defaults_are_usable():
+    s = from_environment(BASE)
+    assert (s.environment, s.region, s.node_count, s.poll_seconds) == ("dev", "eu-west-1", 1, 30)
+    assert (s.vpc_cidr, s.subnet_cidr, s.service_ports, s.branches) == (
+        "10.42.0.0/16", "10.42.0.0/24", (80, 443), ("main",))
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"SLIPWAY_ENVIRONMENT": ""}, "SLIPWAY_ENVIRONMENT"),
+    ({"SLIPWAY_ENVIRONMENT": "Prod!"}, "SLIPWAY_ENVIRONMENT"),
+    ({"AWS_REGION": ""}, "AWS_REGION"),
+    ({"SLIPWAY_NODE_COUNT": "many"}, "SLIPWAY_NODE_COUNT"),
+    ({"SLIPWAY_NODE_COUNT": "0"}, "SLIPWAY_NODE_COUNT"),
+    ({"SLIPWAY_VPC_CIDR": "10.0.0.0/8"}, "SLIPWAY_VPC_CIDR"),
+    ({"SLIPWAY_VPC_CIDR": "nonsense"}, "SLIPWAY_VPC_CIDR"),
+    ({"SLIPWAY_SERVICE_PORTS": "80,70000"}, "SLIPWAY_SERVICE_PORTS"),
+])
+def test_bad_configuration_is_named(override, message):
+    with pytest.raises(ConfigurationError, match=message):
+        from_environment(BASE | override)
+
+
+def test_execution_names_fit_step_functions_rules():
+    assert naming.execution_name("72d3162e-cc78-11e3-81ab-4c9367dc0958") == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    assert naming.execution_name("a b/c") == "a-b-c"
+    assert len(naming.execution_name("x" * 200)) == 80
+    with pytest.raises(ValueError):
+        naming.execution_name("///")
+
+
+def test_every_resource_tag_set_names_environment_deployment_and_commit():
+    tags = naming.tags("dev", "exec-1", "abc", "vpc")
+    assert {tags[naming.TAG_ENVIRONMENT], tags[naming.TAG_DEPLOYMENT], tags[naming.TAG_COMMIT]} == {"dev", "exec-1", "abc"}

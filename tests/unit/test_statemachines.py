@@ -1,0 +1,68 @@
+"""The ASL documents: placeholders, retries, catches and names a person can read."""
+
+import json
+
+import pytest
+
+from slipway import statemachines
+from slipway.emulator import load_app
+
+
+def machine(name):
+    return json.loads(statemachines.path(name).read_text())
+
+
+def tasks(definition):
+    return {n: s for n, s in definition["States"].items() if s["Type"] == "Task"}
+
+
+def test_render_fills_placeholders_and_leaves_context_paths_alone():
+    text = '{"a": "${FooFunctionArn}", "b.$": "$$.Execution.Name", "c.$": "$.x"}'
+    assert json.loads(statemachines.render(text, {"FooFunctionArn": "arn:1"})) == {
+        "a": "arn:1", "b.$": "$$.Execution.Name", "c.$": "$.x"}
+
+
+def test_render_refuses_a_missing_substitution():
+    with pytest.raises(KeyError, match="BarFunctionArn"):
+        statemachines.render('{"a": "${BarFunctionArn}"}', {})
+
+
+@pytest.mark.parametrize("name", statemachines.MACHINES)
+def test_every_placeholder_names_a_function_of_the_app(name):
+    app = load_app().app
+    known = {statemachines.function_placeholder(f.name) for f in app.pure_lambda_functions}
+    assert statemachines.placeholders(statemachines.path(name).read_text()) <= known
+
+
+@pytest.mark.parametrize("name", statemachines.MACHINES)
+def test_every_task_retries_transient_errors_and_catches_into_a_fail_state(name):
+    definition = machine(name)
+    for state_name, state in tasks(definition).items():
+        retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}
+        assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= retried, state_name
+        assert all(r["IntervalSeconds"] >= 1 for r in state["Retry"])
+        catch = state["Catch"][0]
+        assert catch["ErrorEquals"] == ["States.ALL"], state_name
+        reachable = _reachable(definition, catch["Next"])
+        kinds = {definition["States"][n]["Type"] for n in reachable}
+        assert "Fail" in kinds and "Succeed" not in kinds, state_name
+
+
+def _reachable(definition, start):
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        state = definition["States"][name]
+        todo += [n for n in [state.get("Next"), state.get("Default")] if n]
+        todo += [c["Next"] for c in state.get("Choices", [])]
+        todo += [c["Next"] for c in state.get("Catch", [])]
+    return seen
+
+
+@pytest.mark.parametrize("name", statemachines.MACHINES)
+def test_state_names_are_sentences_not_ids(name):
+    for state_name in machine(name)["States"]:
+        assert " " in state_name and state_name[0].isupper(), state_name
