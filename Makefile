@@ -6,11 +6,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench serve lint clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml package.json package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Slipway needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; \
+	  else echo "npm not found: the ASL validator tests will skip (they fail on CI)"; fi
 	@touch $@
 
 demo: $(STAMP)  ## push -> bake -> network -> swarm -> prune -> teardown on the embedded emulator

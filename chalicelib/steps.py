@@ -70,12 +70,13 @@ def find_image(event: dict) -> dict:
 def start_bake(event: dict) -> dict:
     deployment = _deployment(event)
     settings = get_settings()
+    # Packer reads PKR_VAR_<name> as the value of variable <name> (packer/variables.pkr.hcl).
     variables = {
-        "AMI_NAME": deployment["image_name"],
-        "SLIPWAY_ENVIRONMENT": deployment["environment"],
-        "SLIPWAY_DEPLOYMENT": deployment["id"],
-        "SLIPWAY_COMMIT": deployment["commit"],
-        "SLIPWAY_IMAGE_KEY": deployment["image_key"],
+        "PKR_VAR_ami_name": deployment["image_name"],
+        "PKR_VAR_environment": deployment["environment"],
+        "PKR_VAR_deployment": deployment["id"],
+        "PKR_VAR_commit": deployment["commit"],
+        "PKR_VAR_image_key": deployment["image_key"],
     }
     build_id = codebuild.start(aws.client("codebuild"), settings.bake_project, variables,
                                _token(deployment["id"], "bake"))

@@ -33,12 +33,14 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 STAGE = "dev"
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-IMAGE_TAG_VARIABLES = {  # CodeBuild variable -> AMI tag, as packer/build.pkr.hcl sets them
-    "SLIPWAY_ENVIRONMENT": "slipway:environment",
-    "SLIPWAY_DEPLOYMENT": "slipway:deployment",
-    "SLIPWAY_COMMIT": "slipway:commit",
-    "SLIPWAY_IMAGE_KEY": "slipway:image-key",
+IMAGE_TAGS = {  # AMI tag -> Packer variable, as packer/sources.pkr.hcl's local.tags sets them
+    "Name": "ami_name",
+    "slipway:environment": "environment",
+    "slipway:deployment": "deployment",
+    "slipway:commit": "commit",
+    "slipway:image-key": "image_key",
 }
+CONSTANT_IMAGE_TAGS = {"slipway:role": "image"}
 
 
 @dataclass
@@ -407,11 +409,11 @@ class Emulator:
         from moto.ec2.models import ec2_backends
 
         ec2 = ec2_backends[ACCOUNT][region]
-        name = variables["AMI_NAME"]
-        image = ec2.register_image(name=name, description="Slipway swarm node (emulated bake)")
-        tags = {"Name": name, "slipway:role": "image"}
-        tags.update({tag: variables[var] for var, tag in IMAGE_TAG_VARIABLES.items() if var in variables})
-        ec2.create_tags([image.id], tags)
+        # What Packer would do with these PKR_VAR_ variables: name the image, tag it.
+        values = {k.removeprefix("PKR_VAR_"): v for k, v in variables.items() if k.startswith("PKR_VAR_")}
+        image = ec2.register_image(name=values["ami_name"], description="Slipway swarm node (emulated bake)")
+        tags = {tag: values[var] for tag, var in IMAGE_TAGS.items() if var in values}
+        ec2.create_tags([image.id], tags | CONSTANT_IMAGE_TAGS)
         return image.id
 
     def _invoke(self, function_name: str, body, response_headers) -> bytes:

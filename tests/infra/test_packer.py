@@ -1,0 +1,95 @@
+"""The Packer template keeps its promises, and the emulator's stand-in bake matches it."""
+
+from pathlib import Path
+
+import hcl2
+import pytest
+import yaml
+
+from slipway import PROJECT_DIR
+from slipway.emulator import CONSTANT_IMAGE_TAGS, IMAGE_TAGS
+
+PACKER = PROJECT_DIR / "packer"
+
+
+def load(name: str) -> dict:
+    with open(PACKER / name) as f:
+        return hcl2.load(f)
+
+
+@pytest.fixture(scope="module")
+def source() -> dict:
+    return load("sources.pkr.hcl")["source"][0]["amazon-ebs"]["node"]
+
+
+def test_base_image_is_canonicals_latest_ubuntu_not_a_fixed_id(source):
+    flt = source["source_ami_filter"][0]
+    assert flt["owners"] == ["099720109477"] and flt["most_recent"] is True
+    assert "source_ami" not in source
+    default = next(v for v in load("variables.pkr.hcl")["variable"] if "ubuntu_image_filter" in v)
+    assert "ubuntu-noble-24.04-amd64" in default["ubuntu_image_filter"]["default"]
+
+
+def test_imdsv2_encryption_and_no_ssh_from_the_world(source):
+    assert source["imds_support"] == "v2.0"
+    assert source["metadata_options"][0]["http_tokens"] == "required"
+    assert source["encrypt_boot"] is True
+    assert source["launch_block_device_mappings"][0]["encrypted"] is True
+    assert source["ssh_interface"] == "session_manager"
+    assert source["temporary_security_group_source_public_ip"] is True
+    assert "temporary_security_group_source_cidrs" not in source
+
+
+def test_image_name_is_the_pipelines_name(source):
+    assert source["ami_name"] == "${var.ami_name}"
+
+
+def test_image_and_snapshot_tags_are_those_the_emulator_applies(source):
+    tags = load("sources.pkr.hcl")["locals"][0]["tags"]
+    expected = {tag: "${var.%s}" % var for tag, var in IMAGE_TAGS.items()} | CONSTANT_IMAGE_TAGS
+    assert tags == expected
+    for key in ("tags", "snapshot_tags", "run_tags"):
+        assert source[key] == "${local.tags}"
+
+
+def test_every_variable_is_typed_and_described_and_none_is_a_credential():
+    variables = {name: body for v in load("variables.pkr.hcl")["variable"] for name, body in v.items()}
+    for name, body in variables.items():
+        assert body.get("type") and body.get("description"), name
+        assert not any(word in name for word in ("secret", "access_key", "token", "password")), name
+
+
+def test_plugins_are_pinned():
+    plugins = load("variables.pkr.hcl")["packer"][0]["required_plugins"][0]
+    assert {name: spec["version"].startswith("=") for name, spec in plugins.items()} == {
+        "amazon": True, "ansible": True}
+
+
+def test_provisioning_runs_the_same_playbook_and_writes_a_manifest():
+    build = load("build.pkr.hcl")["build"][0]
+    ansible = next(p["ansible"] for p in build["provisioner"] if "ansible" in p)
+    assert ansible["playbook_file"].endswith("/../ansible/swarm_node.yml")
+    assert (PROJECT_DIR / "ansible" / "swarm_node.yml").exists()
+    assert build["post-processor"][0]["manifest"]["output"] == "manifest.json"
+
+
+def test_buildspec_verifies_packer_and_exports_the_ami_id():
+    spec = yaml.safe_load((PACKER / "buildspec.yml").read_text())
+    assert spec["env"]["exported-variables"] == ["AMI_ID"]
+    install = "\n".join(spec["phases"]["install"]["commands"])
+    assert "sha256sum --check --strict packer/packer.sha256" in install
+    version = spec["env"]["variables"]["PACKER_VERSION"]
+    assert f"packer_{version}_linux_amd64.zip" in (PACKER / "packer.sha256").read_text()
+    build = "\n".join(spec["phases"]["build"]["commands"])
+    assert "manifest.json" in build and 'test -n "$AMI_ID"' in build
+
+
+def test_the_pipeline_passes_every_required_variable_through_pkr_var():
+    import inspect
+
+    from chalicelib import steps
+
+    variables = {name for v in load("variables.pkr.hcl")["variable"] for name, body in v.items()
+                 if "default" not in body}
+    source = inspect.getsource(steps.start_bake)
+    assert {name for name in variables if f'"PKR_VAR_{name}"' in source} == variables
