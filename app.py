@@ -9,9 +9,9 @@ app = Chalice(app_name="slipway")
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context(clear_state=True)))
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "http")
 
-# GitHub's default content type is form encoding; accept it here only to refuse it with a 415
-# that says what to change, instead of Chalice's generic one.
-WEBHOOK_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded"]
+# Every content type reaches the handler, so that GitHub's default (form encoding) and anything
+# else is refused with a 415 that says what to change, instead of Chalice's generic one.
+WEBHOOK_CONTENT_TYPES = ["*/*"]
 
 
 @app.route("/github/webhook", methods=["POST"], content_types=WEBHOOK_CONTENT_TYPES)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from chalicelib import aws, naming, webhook
+from chalicelib import aws, webhook
 from chalicelib.aws import stepfunctions
 from chalicelib.observability import logger, metrics
 from chalicelib.secrets import SecretUnavailable, webhook_secrets
@@ -23,7 +23,8 @@ class Answer:
 
 
 def _refuse(status: int, reason: str) -> Answer:
-    metrics.add_metric(name=f"Refused{status}", unit=MetricUnit.Count, value=1)
+    metrics.add_dimension(name="status", value=str(status))
+    metrics.add_metric(name="Refused", unit=MetricUnit.Count, value=1)
     logger.warning("delivery refused", extra={"status": status, "reason": reason})
     return Answer(status, {"error": reason})
 
@@ -44,19 +45,22 @@ def receive(headers, body: bytes, content_type: str | None) -> Answer:
         secrets = webhook_secrets(settings.webhook_secret_parameter)
     except SecretUnavailable as exc:
         logger.error("webhook secret unavailable; refusing every delivery", extra={"why": str(exc)})
-        return Answer(503, {"error": "webhook secret not configured"})
+        return _refuse(503, "webhook secret not configured")
     if not webhook.signature_valid(secrets, body, lower.get(webhook.SIGNATURE_HEADER)):
         return _refuse(401, "missing or invalid X-Hub-Signature-256")
-    decision = webhook.decide(event, delivery, body, settings.branches)
+    rules = webhook.Rules(settings.branches, settings.tags, settings.repositories)
+    decision = webhook.decide(event, delivery, body, rules)
     if isinstance(decision, webhook.Refuse):
         return _refuse(decision.status, decision.reason)
     if isinstance(decision, webhook.Pong):
+        metrics.add_metric(name="Pinged", unit=MetricUnit.Count, value=1)
         return Answer(200, {"pong": True, "hook_id": decision.hook_id})
     if isinstance(decision, webhook.Ignore):
+        metrics.add_dimension(name="reason", value=decision.code)
         metrics.add_metric(name="Ignored", unit=MetricUnit.Count, value=1)
         logger.info("delivery ignored", extra={"reason": decision.reason})
         return Answer(202, {"ignored": decision.reason})
-    name = naming.execution_name(decision.delivery_id)
+    name = decision.execution_name()
     logger.append_keys(execution=name)
     arn = stepfunctions.start(aws.client("stepfunctions"), settings.deploy_state_machine_arn, name,
                               decision.execution_input())

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 TAG_ENVIRONMENT = "slipway:environment"
 TAG_DEPLOYMENT = "slipway:deployment"
 TAG_COMMIT = "slipway:commit"
 TAG_ROLE = "slipway:role"
 TAG_IMAGE = "slipway:image"
-
-_EXECUTION_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
-EXECUTION_NAME_MAX = 80
-
-
-def execution_name(delivery_id: str) -> str:
-    """A Step Functions execution name from a GitHub delivery id (80 chars of [A-Za-z0-9_-])."""
-    cleaned = _EXECUTION_NAME_CHARS.sub("-", delivery_id.strip())[:EXECUTION_NAME_MAX]
-    if not cleaned.strip("-"):
-        raise ValueError("a delivery id must contain letters or digits")
-    return cleaned
-
 
 def image_name(environment: str, image_key: str) -> str:
     """The AMI name the Packer template gives a bake of this content (names are unique per region)."""

@@ -27,6 +27,8 @@ class Settings:
     bake_project: str
     webhook_secret_parameter: str
     branches: tuple[str, ...]
+    tags: tuple[str, ...]
+    repositories: tuple[str, ...]
     node_count: int
     instance_type: str
     vpc_cidr: str
@@ -48,6 +50,10 @@ def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise ConfigurationError(f"{key} must be between {low} and {high}, got {value}")
     return value
+
+
+def _list(env: Mapping[str, str], key: str, default: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(key, default).split(",") if item.strip())
 
 
 def from_environment(env: Mapping[str, str]) -> Settings:
@@ -75,9 +81,7 @@ def from_environment(env: Mapping[str, str]) -> Settings:
     )
     if any(not 0 < p < 65536 for p in ports):
         raise ConfigurationError("SLIPWAY_SERVICE_PORTS must be TCP ports, comma separated")
-    branches = tuple(
-        b.strip() for b in env.get("SLIPWAY_BRANCHES", "main").split(",") if b.strip()
-    )
+    branches = _list(env, "SLIPWAY_BRANCHES", "main")
     return Settings(
         stage=env.get("SLIPWAY_STAGE", "dev"),
         environment=environment,
@@ -88,6 +92,8 @@ def from_environment(env: Mapping[str, str]) -> Settings:
             "SLIPWAY_WEBHOOK_SECRET_PARAMETER", f"/slipway/{environment}/github-webhook-secret"
         ),
         branches=branches or ("main",),
+        tags=_list(env, "SLIPWAY_TAGS", ""),
+        repositories=_list(env, "SLIPWAY_REPOSITORIES", ""),
         node_count=_int(env, "SLIPWAY_NODE_COUNT", 1, 1, 50),
         instance_type=env.get("SLIPWAY_INSTANCE_TYPE", "t3.small"),
         vpc_cidr=str(network),

@@ -20,12 +20,29 @@ _ZERO_SHA = "0" * 40
 
 
 @dataclass(frozen=True)
+class Rules:
+    """Which pushes deploy: branch and tag globs, and the repositories allowed (empty: any)."""
+
+    branches: tuple[str, ...] = ("main",)
+    tags: tuple[str, ...] = ()
+    repositories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DeployRequest:
     delivery_id: str
     repository: str
     ref: str
+    before: str
     commit: str
     pusher: str
+
+    def execution_name(self) -> str:
+        """One push, one name: GitHub's redeliveries and a second hook on the same repository
+        carry the same (repository, ref, before, after) and so reach the same execution, while a
+        later push of an old commit (a rollback) has another `before` and deploys again."""
+        identity = "\n".join((self.repository, self.ref, self.before, self.commit)).encode()
+        return f"{self.commit[:12]}-{hashlib.sha256(identity).hexdigest()[:40]}"
 
     def execution_input(self) -> dict[str, str]:
         """Only what the pipeline needs, never the payload."""
@@ -41,6 +58,7 @@ class DeployRequest:
 @dataclass(frozen=True)
 class Ignore:
     reason: str
+    code: str = "event"  # metric dimension: event, deleted, ref
 
 
 @dataclass(frozen=True)
@@ -73,14 +91,15 @@ def signature_valid(secrets: list[bytes], body: bytes, header: str | None) -> bo
     return valid
 
 
-def branch_matches(ref: str, patterns: tuple[str, ...]) -> bool:
-    if not ref.startswith("refs/heads/"):
-        return False
-    branch = ref[len("refs/heads/"):]
-    return any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns)
+def ref_deploys(ref: str, rules: Rules) -> bool:
+    for prefix, patterns in (("refs/heads/", rules.branches), ("refs/tags/", rules.tags)):
+        if ref.startswith(prefix):
+            name = ref[len(prefix):]
+            return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    return False
 
 
-def decide(event: str, delivery_id: str, body: bytes, branches: tuple[str, ...]):
+def decide(event: str, delivery_id: str, body: bytes, rules: Rules):
     """What to do with a verified delivery: DeployRequest, Pong, Ignore or Refuse."""
     try:
         payload = json.loads(body)
@@ -92,31 +111,36 @@ def decide(event: str, delivery_id: str, body: bytes, branches: tuple[str, ...])
         hook_id = payload.get("hook_id")
         return Pong(hook_id if isinstance(hook_id, int) else None)
     if event != "push":
-        return Ignore(f"event '{event}' is not deployed")
-    return _decide_push(payload, delivery_id, branches)
+        return Ignore(f"event '{event}' is not deployed", "event")
+    return _decide_push(payload, delivery_id, rules)
 
 
-def _decide_push(payload: dict, delivery_id: str, branches: tuple[str, ...]):
+def _decide_push(payload: dict, delivery_id: str, rules: Rules):
     ref = payload.get("ref")
     after = payload.get("after")
+    before = payload.get("before")
     repository = payload.get("repository")
     if not isinstance(ref, str) or not isinstance(after, str) or not isinstance(repository, dict):
         return Refuse(400, "push payload lacks ref, after or repository")
-    if payload.get("deleted") is True or after == _ZERO_SHA:
-        return Ignore(f"{ref} was deleted")
-    if not branch_matches(ref, branches):
-        return Ignore(f"{ref} is not a deployed branch ({', '.join(branches)})")
-    if not _SHA.match(after):
-        return Refuse(400, "'after' is not a commit id")
     full_name = repository.get("full_name")
     if not isinstance(full_name, str) or not full_name:
         return Refuse(400, "repository.full_name is missing")
+    if rules.repositories and full_name not in rules.repositories:
+        return Refuse(403, f"repository {full_name} is not allowed to deploy here")
+    if payload.get("deleted") is True or after == _ZERO_SHA:
+        return Ignore(f"{ref} was deleted", "deleted")
+    if not ref_deploys(ref, rules):
+        return Ignore(f"{ref} is not deployed (branches: {', '.join(rules.branches) or '-'}; "
+                      f"tags: {', '.join(rules.tags) or '-'})", "ref")
+    if not _SHA.match(after):
+        return Refuse(400, "'after' is not a commit id")
     pusher = payload.get("pusher")
     pusher_name = pusher.get("name") if isinstance(pusher, dict) else None
     return DeployRequest(
         delivery_id=delivery_id,
         repository=full_name,
         ref=ref,
+        before=before if isinstance(before, str) else "",
         commit=after,
         pusher=pusher_name if isinstance(pusher_name, str) else "",
     )

@@ -3,6 +3,8 @@ prune and the teardown, with a short summary (or one JSON object with --json).""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -47,7 +49,7 @@ def local_commit() -> str:
 def run(as_json: bool = False, verbose: bool = False, nodes: int = 1) -> int:
     started = time.monotonic()
     say = (lambda *_a, **_k: None) if as_json else print
-    quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"}
     if not verbose:
         logging.getLogger("moto").setLevel(logging.CRITICAL)
     report: dict = {"emulated": EMULATED}
@@ -57,7 +59,9 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1) -> int:
             f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM.")
         commit = local_commit()
         body = github.encode(github.push_payload(repository="example/app", after=commit))
-        status, answer = emu.deliver(github.delivery_headers(emu.webhook_secret, body), body)
+        metrics_out = io.StringIO()  # the route's CloudWatch metrics (EMF lines), shown with --verbose
+        with contextlib.redirect_stdout(metrics_out if not verbose else sys.stdout):
+            status, answer = emu.deliver(github.delivery_headers(emu.webhook_secret, body), body)
         say(f"\nPush of {commit[:12]} to main, signed, delivered to POST /github/webhook: {status}")
         if status != 202 or "execution_arn" not in answer:
             say(f"webhook refused the push: {answer}")

@@ -6,7 +6,8 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
 - CodeBuild: moto runs no build. The emulator stands in for Packer's output: on the build's
   second status check it registers the AMI under the name and tags the Packer template gives it
   and exports AMI_ID, or fails the build when told to.
-- Step Functions: an execution started without a name gets a UUID, as on AWS.
+- Step Functions: an execution started without a name gets a UUID, and a name is taken atomically,
+  as on AWS.
 - SSM: `DescribeInstanceInformation` and `ListCommandInvocations` (missing in moto), targets
   limited to running instances, and commands answered by emulated nodes (slipway.nodes).
 """
@@ -107,6 +108,7 @@ class Emulator:
         self.functions: dict[str, Any] = {}  # deployed function name -> Chalice handler
         self._stack = contextlib.ExitStack()
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self.app = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -282,9 +284,12 @@ class Emulator:
         original_start_execution = StepFunctionsParserBackend.start_execution
 
         def start_execution(backend, state_machine_arn, name=None, execution_input=None, *args, **kwargs):
-            # Step Functions names an unnamed execution with a UUID (the console does not ask).
-            return original_start_execution(backend, state_machine_arn, name or str(uuid.uuid4()),
-                                            execution_input, *args, **kwargs)
+            # Step Functions names an unnamed execution with a UUID (the console does not ask), and
+            # a name is taken atomically: moto checks and adds without a lock, so concurrent
+            # starts of one name could both succeed here where AWS lets only one through.
+            with emulator._start_lock:
+                return original_start_execution(backend, state_machine_arn, name or str(uuid.uuid4()),
+                                                execution_input, *args, **kwargs)
 
         patch(mock.patch.object(StepFunctionsParserBackend, "start_execution", start_execution))
 

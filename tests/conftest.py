@@ -13,7 +13,8 @@ from slipway import github
 from slipway.emulator import Emulator
 from slipway.follow import follow
 
-QUIET = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+# Metrics stay on: with POWERTOOLS_METRICS_DISABLED, Powertools never clears them between calls.
+QUIET = {"POWERTOOLS_LOG_LEVEL": "WARNING"}
 logging.getLogger("moto").setLevel(logging.CRITICAL)
 
 
@@ -47,15 +48,15 @@ def emulator(make_emulator) -> Emulator:
 
 
 def deliver_push(emu: Emulator, commit: str, *, ref: str = "refs/heads/main",
-                 delivery: str | None = None, secret: str | None = None):
-    body = github.encode(github.push_payload(after=commit, ref=ref))
+                 delivery: str | None = None, secret: str | None = None, before: str = "0" * 40):
+    body = github.encode(github.push_payload(after=commit, ref=ref, before=before))
     headers = github.delivery_headers(secret or emu.webhook_secret, body, delivery=delivery)
     return emu.deliver(headers, body)
 
 
-def deploy(emu: Emulator, commit: str | None = None):
+def deploy(emu: Emulator, commit: str | None = None, before: str = "0" * 40):
     """Push `commit` (new by default) and follow the execution to its end."""
-    status, answer = deliver_push(emu, commit or commit_id())
+    status, answer = deliver_push(emu, commit or commit_id(), before=before)
     assert status == 202, answer
     return follow(emu.client("stepfunctions"), answer["execution_arn"],
                   say=lambda *a, **k: None, poll=0.05, timeout=120)

@@ -35,6 +35,7 @@ PUSH = github.encode(github.push_payload(after="d6fde92930d4715a2b49857d24b94095
     ({"X-GitHub-Event": None}, 400),
     ({"X-GitHub-Delivery": None}, 400),
     ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    ({"Content-Type": "text/plain"}, 415),
 ])
 def test_refusals_start_nothing(emulator, overrides, status):
     code, answer = post(emulator, PUSH, **overrides)
@@ -42,8 +43,9 @@ def test_refusals_start_nothing(emulator, overrides, status):
     assert executions(emulator) == []
 
 
-def test_form_encoded_delivery_is_told_to_use_json(emulator):
-    code, answer = post(emulator, PUSH, **{"Content-Type": "application/x-www-form-urlencoded"})
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_other_content_types_are_told_to_use_json(emulator, content_type):
+    code, answer = post(emulator, PUSH, **{"Content-Type": content_type})
     assert code == 415 and "application/json" in answer["error"]
 
 
@@ -61,7 +63,7 @@ def test_ping_answers_200_with_the_hook_id(emulator):
 
 def test_push_to_another_branch_is_ignored(emulator):
     code, answer = deliver_push(emulator, commit_id(), ref="refs/heads/feature")
-    assert code == 202 and "not a deployed branch" in answer["ignored"]
+    assert code == 202 and "is not deployed" in answer["ignored"]
     assert executions(emulator) == []
 
 
@@ -69,7 +71,7 @@ def test_signed_push_to_main_starts_one_execution_with_a_small_input(emulator):
     commit = commit_id()
     code, answer = deliver_push(emulator, commit, delivery="delivery-abc")
     assert code == 202
-    assert answer["execution_arn"].endswith(":delivery-abc")
+    assert answer["execution_arn"].split(":")[-1].startswith(commit[:12])
     sfn = emulator.client("stepfunctions")
     described = sfn.describe_execution(executionArn=answer["execution_arn"])
     assert json.loads(described["input"]) == {
@@ -88,11 +90,60 @@ def test_redelivery_answers_with_the_same_execution_and_starts_nothing(emulator)
 def test_redelivery_after_the_execution_finished_still_starts_nothing(emulator):
     from slipway.follow import follow
 
-    _, first = deliver_push(emulator, commit_id(), delivery="delivery-late")
+    body = github.encode(github.push_payload(after=commit_id()))
+    headers = github.delivery_headers(emulator.webhook_secret, body, delivery="delivery-late")
+    _, first = emulator.deliver(dict(headers), body)
     follow(emulator.client("stepfunctions"), first["execution_arn"], say=lambda *a, **k: None, poll=0.05)
-    code, again = deliver_push(emulator, commit_id(), delivery="delivery-late")
+    code, again = emulator.deliver(dict(headers), body)
     assert code == 202 and again["execution_arn"] == first["execution_arn"]
     assert len(executions(emulator)) == 1
+
+
+def test_githubs_documented_signature_vector_passes_the_route(make_emulator):
+    # GitHub's example: secret "It's a Secret to Everybody", payload "Hello, World!".
+    emu = make_emulator(webhook_secret="It's a Secret to Everybody")
+    headers = github.delivery_headers("unused", b"Hello, World!", event="ping")
+    headers["X-Hub-Signature-256"] = ("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+    code, answer = emu.deliver(headers, b"Hello, World!")
+    assert code == 400 and answer["error"] == "body is not JSON"  # verified, then parsed
+
+
+def test_two_hooks_delivering_one_push_start_one_deployment(emulator):
+    body = github.encode(github.push_payload(after=commit_id()))
+    first = emulator.deliver(github.delivery_headers(emulator.webhook_secret, body), body)
+    second = emulator.deliver(github.delivery_headers(emulator.webhook_secret, body), body)
+    assert first[0] == second[0] == 202
+    assert first[1]["execution_arn"] == second[1]["execution_arn"]
+    assert len(executions(emulator)) == 1
+
+
+def test_five_simultaneous_deliveries_start_one_execution(emulator):
+    import threading
+
+    body = github.encode(github.push_payload(after=commit_id()))
+    headers = github.delivery_headers(emulator.webhook_secret, body)
+    barrier = threading.Barrier(5)
+    answers = []
+
+    def send():
+        barrier.wait()
+        answers.append(emulator.deliver(dict(headers), body))
+
+    threads = [threading.Thread(target=send) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [code for code, _ in answers] == [202] * 5
+    assert len({a["execution_arn"] for _, a in answers}) == 1
+    assert len(executions(emulator)) == 1
+
+
+def test_repository_outside_the_allow_list_gets_403(make_emulator):
+    emu = make_emulator(extra_environment={"SLIPWAY_REPOSITORIES": "acme/site"})
+    code, answer = deliver_push(emu, commit_id())
+    assert code == 403 and "example/app" in answer["error"]
+    assert executions(emu) == []
 
 
 def test_no_secret_configured_fails_closed_with_503(emulator):

@@ -45,7 +45,8 @@ def test_failed_bake_fails_the_execution_with_nothing_provisioned(make_emulator)
         ["instance", "vpc", "subnet", "internet-gateway", "route-table", "security-group", "image"], 0)
 
 
-def test_same_commit_again_skips_the_bake_and_creates_nothing(emulator):
+def test_same_commit_pushed_again_skips_the_bake_and_creates_nothing(emulator):
+    # A later push of a commit already deployed (a rollback) is a new deployment that converges.
     commit = commit_id()
     first = deploy(emulator, commit)
     assert first.status == "SUCCEEDED"
@@ -54,8 +55,9 @@ def test_same_commit_again_skips_the_bake_and_creates_nothing(emulator):
     from chalicelib import aws
 
     aws.client("ec2").meta.events.register("provide-client-params.ec2.*", recorder)
-    second = deploy(emulator, commit)
+    second = deploy(emulator, commit, before=commit_id())
     assert second.status == "SUCCEEDED"
+    assert second.execution_arn != first.execution_arn
     assert "Bake node image" not in second.states
     assert recorder.calls and recorder.mutating() == []
     assert second.output["nodes"]["current"] == first.output["nodes"]["current"]

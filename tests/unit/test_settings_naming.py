@@ -31,14 +31,6 @@ def test_bad_configuration_is_named(override, message):
         from_environment(BASE | override)
 
 
-def test_execution_names_fit_step_functions_rules():
-    assert naming.execution_name("72d3162e-cc78-11e3-81ab-4c9367dc0958") == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
-    assert naming.execution_name("a b/c") == "a-b-c"
-    assert len(naming.execution_name("x" * 200)) == 80
-    with pytest.raises(ValueError):
-        naming.execution_name("///")
-
-
 def test_every_resource_tag_set_names_environment_deployment_and_commit():
     tags = naming.tags("dev", "exec-1", "abc", "vpc")
     assert {tags[naming.TAG_ENVIRONMENT], tags[naming.TAG_DEPLOYMENT], tags[naming.TAG_COMMIT]} == {"dev", "exec-1", "abc"}
