@@ -163,6 +163,15 @@ class Emulator:
         get_settings()  # fail now, not in the first Lambda, if the configuration is wrong
 
     def stop(self) -> None:
+        """Stop executions still running (their threads would outlive the backends), then close."""
+        with contextlib.suppress(Exception):
+            sfn = self.client("stepfunctions")
+            for arn in self.arns.values():
+                for page in sfn.get_paginator("list_executions").paginate(
+                        stateMachineArn=arn, statusFilter="RUNNING"):
+                    for execution in page["executions"]:
+                        sfn.stop_execution(executionArn=execution["executionArn"],
+                                           error="EmulatorStopped", cause="the emulator shut down")
         self._stack.close()
 
     def _start_server(self) -> None:

@@ -167,3 +167,15 @@ def test_previous_secret_still_verifies_during_rotation(emulator):
     assert deliver_push(emulator, commit_id())[0] == 202
     assert deliver_push(emulator, commit_id(), secret="rotated")[0] == 202
     assert deliver_push(emulator, commit_id(), secret="never")[0] == 401
+
+
+def test_a_warm_delivery_reads_no_parameter_and_makes_one_aws_call(emulator):
+    from chalicelib import aws
+    from tests.conftest import CallRecorder
+
+    assert deliver_push(emulator, commit_id())[0] == 202  # warm: the secrets are cached now
+    recorder = CallRecorder()
+    for service in ("ssm", "stepfunctions"):
+        aws.client(service).meta.events.register(f"provide-client-params.{service}.*", recorder)
+    assert deliver_push(emulator, commit_id())[0] == 202
+    assert recorder.calls == ["StartExecution"]

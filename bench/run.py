@@ -1,0 +1,11 @@
+"""`make bench`: every benchmark under bench/, printing figures (nothing passes or fails on time)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import webhook  # noqa: E402
+
+if __name__ == "__main__":
+    webhook.report(webhook.main())
