@@ -5,6 +5,7 @@ Nothing here calls AWS: steps.py gathers the facts, asks these functions, and ex
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from dataclasses import dataclass
@@ -16,11 +17,23 @@ _TOKEN_LINE = re.compile(r"^manager_token=(SWMTKN-[A-Za-z0-9-]+)$", re.MULTILINE
 TERMINAL_BAD_BUILD = {"FAILED", "FAULT", "STOPPED", "TIMED_OUT"}
 
 
-def image_key(commit: str) -> str:
-    """The key an image is baked and found under. For now one image per commit; see the README."""
+IMAGE_FOLDERS = ("ansible", "packer")
+
+
+def validate_commit(commit: str) -> str:
     if not _COMMIT.match(commit or ""):
         raise InvalidInput(f"commit must be 7-40 lower-case hex characters, got {commit!r}")
-    return commit[:12]
+    return commit
+
+
+def image_key(trees: dict[str, str]) -> str:
+    """The content address of a node image: a digest of the git tree ids of the folders that shape
+    it. Two commits with the same ansible/ and packer/ have the same key, so the second never bakes."""
+    missing = [folder for folder in IMAGE_FOLDERS if folder not in trees]
+    if missing:
+        raise InvalidInput(f"the commit has no {' or '.join(f + '/' for f in missing)} folder")
+    identity = "\n".join(f"{folder} {trees[folder]}" for folder in IMAGE_FOLDERS)
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ class Settings:
     prune_filter: str
     node_instance_profile: str
     command_timeout_seconds: int
+    github_api: str
+    github_token_parameter: str
 
 
 def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
@@ -104,6 +106,8 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
         node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),
         command_timeout_seconds=_int(env, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", 600, 30, 172800),
+        github_api=env.get("SLIPWAY_GITHUB_API", "https://api.github.com"),
+        github_token_parameter=env.get("SLIPWAY_GITHUB_TOKEN_PARAMETER", ""),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from chalicelib import aws, naming, plans
-from chalicelib.aws import codebuild, ec2, ssm
+from chalicelib.aws import codebuild, ec2, github, ssm
 from chalicelib.errors import (BakeFailed, CommandFailed, InvalidInput, NodesNotReady,
                                NodesUnhealthy, SlipwayError, SwarmFailed)
 from chalicelib.observability import logger
@@ -42,21 +42,28 @@ def prepare(event: dict) -> dict:
     raw = event.get("input")
     if not isinstance(raw, dict):
         raise InvalidInput("execution input must be a JSON object with at least 'commit'")
-    commit = str(raw.get("commit", "")).lower()
-    key = plans.image_key(commit)
+    commit = plans.validate_commit(str(raw.get("commit", "")).lower())
+    repository = str(raw.get("repository", ""))
+    if not repository:
+        raise InvalidInput("execution input needs 'repository' (owner/name) to find the image content")
     deployment_id = event.get("execution") or ""
     logger.append_keys(deployment_id=deployment_id)
+    token = (ssm.get_secure(aws.client("ssm"), settings.github_token_parameter)
+             if settings.github_token_parameter else None)
+    trees = github.top_level_trees(settings.github_api, repository, commit, token)
+    key = plans.image_key(trees)
     deployment = {
         "id": deployment_id,
         "environment": settings.environment,
-        "repository": str(raw.get("repository", "")),
+        "repository": repository,
         "ref": str(raw.get("ref", "")),
         "commit": commit,
         "pusher": str(raw.get("pusher", "")),
         "image_key": key,
         "image_name": naming.image_name(settings.environment, key),
     }
-    logger.info("deployment prepared", extra={"commit": commit, "image": deployment["image_name"]})
+    logger.info("deployment prepared", extra={"commit": commit, "image": deployment["image_name"],
+                                              "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS}})
     return {"deployment": deployment, "poll_seconds": settings.poll_seconds}
 
 

@@ -6,6 +6,8 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
 - CodeBuild: moto runs no build. The emulator stands in for Packer's output: on the build's
   second status check it registers the AMI under the name and tags the Packer template gives it
   and exports AMI_ID, or fails the build when told to.
+- GitHub: the pipeline's one REST call (a commit's top-level trees, for the image's content key)
+  is answered from this checkout by slipway.github_api.
 - Step Functions: an execution started without a name gets a UUID, and a name is taken atomically,
   as on AWS.
 - SSM: `DescribeInstanceInformation` and `ListCommandInvocations` (missing in moto), targets
@@ -28,6 +30,7 @@ from typing import Any
 from unittest import mock
 
 from slipway import PROJECT_DIR, statemachines
+from slipway.github_api import FakeGitHub
 from slipway.nodes import EmulatedNodes
 
 ACCOUNT = "123456789012"
@@ -103,6 +106,7 @@ class Emulator:
         self.node_count = node_count
         self.extra_environment = extra_environment or {}
         self.nodes = EmulatedNodes()
+        self.github = FakeGitHub()
         self.bakes: dict[str, dict[str, Any]] = {}  # build id -> {"variables", "polls", "ami_id"}
         self.arns: dict[str, str] = {}
         self.functions: dict[str, Any] = {}  # deployed function name -> Chalice handler
@@ -140,6 +144,9 @@ class Emulator:
             "POWERTOOLS_METRICS_NAMESPACE": "Slipway",
             "POWERTOOLS_DEV": "false",
         })
+        self.github.start()
+        self._stack.callback(self.github.stop)
+        env["SLIPWAY_GITHUB_API"] = self.github.url
         if self.mode == "server":
             env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{self.aws_port}"
             env["MOTO_PORT"] = str(self.aws_port)

@@ -19,7 +19,7 @@ def test_push_deploys_a_healthy_swarm_node_from_the_baked_image(emulator):
     out = run.output
     ec2 = emulator.client("ec2")
     image = ec2.describe_images(ImageIds=[out["image"]["ami_id"]])["Images"][0]
-    assert image["Name"] == naming.image_name(emulator.environment, commit[:12])
+    assert image["Name"] == naming.image_name(emulator.environment, out["deployment"]["image_key"])
     tags = {t["Key"]: t["Value"] for t in image["Tags"]}
     assert tags[naming.TAG_COMMIT] == commit
     nodes = tagged_instances(emulator)
@@ -63,10 +63,40 @@ def test_same_commit_pushed_again_skips_the_bake_and_creates_nothing(emulator):
     assert second.output["nodes"]["current"] == first.output["nodes"]["current"]
 
 
+def new_content(emu, commit: str) -> str:
+    """Give `commit` an ansible/ tree of its own, as a push that changes the role would."""
+    emu.github.trees[commit] = {"ansible": commit, "packer": "f" * 40}
+    return commit
+
+
+def test_a_commit_with_the_same_image_content_skips_the_bake(emulator):
+    first = deploy(emulator)
+    second = deploy(emulator)  # another commit; ansible/ and packer/ unchanged
+    assert first.status == second.status == "SUCCEEDED"
+    assert "Bake node image" in first.states and "Bake node image" not in second.states
+    assert second.output["image"]["ami_id"] == first.output["image"]["ami_id"]
+    assert second.output["nodes"]["new"] == []
+
+
+def test_a_commit_that_changes_the_role_bakes_a_new_image(emulator):
+    first = deploy(emulator)
+    second = deploy(emulator, new_content(emulator, commit_id()))
+    assert "Bake node image" in second.states
+    assert second.output["image"]["ami_id"] != first.output["image"]["ami_id"]
+
+
+def test_a_commit_github_does_not_know_fails_before_creating_anything(emulator):
+    commit = commit_id()
+    emulator.github.missing.add(commit)
+    run = deploy(emulator, commit)
+    assert run.status == "FAILED" and run.error == "InvalidInput" and "no commit" in run.cause
+    assert run.states == ["Prepare deployment", "Deployment failed"]
+
+
 def test_new_image_replaces_nodes_and_retires_the_old_ones(make_emulator):
     emu = make_emulator(node_count=2)
     first = deploy(emu)
-    second = deploy(emu)
+    second = deploy(emu, new_content(emu, commit_id()))
     assert second.status == "SUCCEEDED", (second.error, second.cause)
     old = set(first.output["nodes"]["current"])
     new = set(second.output["nodes"]["current"])
@@ -89,7 +119,7 @@ def test_unhealthy_new_node_fails_the_deploy_and_keeps_the_old_nodes(make_emulat
         return result
 
     emu.nodes.run = broken_after_join
-    second = deploy(emu)
+    second = deploy(emu, new_content(emu, commit_id()))
     assert second.status == "FAILED" and second.error == "NodesUnhealthy"
     assert "Cannot connect to the Docker daemon" not in second.cause  # the reason is a status
     assert "health command Failed" in second.cause

@@ -65,9 +65,22 @@ def test_bake_status(status, ami, verdict):
 
 
 @pytest.mark.parametrize("commit", ["", "xyz", "ABCDEF1", "a" * 41])
-def test_image_key_refuses_what_is_not_a_commit(commit):
+def test_what_is_not_a_commit_is_refused(commit):
     with pytest.raises(InvalidInput):
-        plans.image_key(commit)
+        plans.validate_commit(commit)
+
+
+def test_image_key_depends_only_on_the_image_folders():
+    trees = {"ansible": "a" * 40, "packer": "b" * 40}
+    key = plans.image_key(trees)
+    assert len(key) == 16 and key == plans.image_key(trees | {"src": "c" * 40})
+    assert key != plans.image_key(trees | {"ansible": "d" * 40})
+    assert key != plans.image_key(trees | {"packer": "d" * 40})
+
+
+def test_image_key_needs_both_folders():
+    with pytest.raises(InvalidInput, match="packer/"):
+        plans.image_key({"ansible": "a" * 40})
 
 
 def test_scripts_quote_what_they_interpolate():

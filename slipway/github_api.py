@@ -1,0 +1,129 @@
+"""A local stand-in for the one GitHub REST call the pipeline makes: the top-level trees of a
+commit (GET /repos/{owner}/{repo}/git/trees/{sha}), answered from this checkout.
+
+- A commit this checkout has: its real tree ids (`git rev-parse <sha>:ansible`).
+- A commit set in `trees` (tests use this to give two commits the same or other content).
+- Any other commit (the demo's fictional ones, a tarball without .git): the working tree's
+  ansible/ and packer/, hashed as git would hash them (`git hash-object`-style blobs and trees),
+  so an uncommitted change to the role gives a new image key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from slipway import PROJECT_DIR
+
+_TREES = re.compile(r"^/repos/[^/]+/[^/]+/git/trees/([0-9a-fA-F]{4,40})$")
+FOLDERS = ("ansible", "packer")
+
+
+def _git_object(kind: str, data: bytes) -> bytes:
+    return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).digest()
+
+
+def _files(folder: Path) -> list[Path]:
+    """The files git would commit under `folder` (its ignore rules applied where it can tell)."""
+    listed = subprocess.run(["git", "-C", str(folder), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard", "."], capture_output=True)
+    if listed.returncode == 0:
+        return [folder / name for name in listed.stdout.decode().split("\0") if name and (folder / name).is_file()]
+    return [p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+
+
+def working_tree_id(folder: Path) -> str:
+    """The git tree id `folder` would have if committed as it is now."""
+    files = _files(folder)
+
+    def tree(path: Path) -> bytes:
+        children = {}
+        for f in files:
+            try:
+                rel = f.relative_to(path)
+            except ValueError:
+                continue
+            name = rel.parts[0]
+            children[name] = len(rel.parts) > 1
+        entries = []
+        for name in sorted(children, key=lambda n: n + ("/" if children[n] else "")):
+            child = path / name
+            if children[name]:
+                entries.append(b"40000 " + name.encode() + b"\0" + tree(child))
+            else:
+                mode = b"100755" if child.stat().st_mode & 0o111 else b"100644"
+                entries.append(mode + b" " + name.encode() + b"\0" + _git_object("blob", child.read_bytes()))
+        return _git_object("tree", b"".join(entries))
+
+    return tree(folder).hex()
+
+
+class FakeGitHub:
+    def __init__(self, project_dir: Path = PROJECT_DIR) -> None:
+        self.project_dir = project_dir
+        self.trees: dict[str, dict[str, str]] = {}
+        self.missing: set[str] = set()  # commits to answer 404 for, as GitHub does for unknown ones
+        self.requests: list[str] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    def resolve(self, commit: str) -> dict[str, str]:
+        if commit in self.trees:
+            return self.trees[commit]
+        found = {}
+        for folder in FOLDERS:
+            result = subprocess.run(["git", "-C", str(self.project_dir), "rev-parse", "--verify", "--quiet",
+                                     f"{commit}^{{commit}}:{folder}"], capture_output=True, text=True)
+            if result.returncode == 0:
+                found[folder] = result.stdout.strip()
+        if len(found) == len(FOLDERS):
+            return found
+        return {folder: working_tree_id(self.project_dir / folder) for folder in FOLDERS}
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        github = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                github.requests.append(self.path)
+                match = _TREES.match(self.path.split("?")[0])
+                if not match:
+                    self._answer(404, {"message": "Not Found"})
+                    return
+                if match.group(1) in github.missing:
+                    self._answer(404, {"message": "Not Found"})
+                    return
+                trees = github.resolve(match.group(1))
+                self._answer(200, {"sha": match.group(1), "truncated": False, "tree": [
+                    {"path": name, "mode": "040000", "type": "tree", "sha": sha}
+                    for name, sha in sorted(trees.items())]})
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,42 @@
+"""The GitHub adapter against the local stand-in: trees read, unknown commits refused, outages retried."""
+
+import pytest
+
+from chalicelib.aws import github
+from chalicelib.errors import InvalidInput, TransientError
+from slipway.github_api import FakeGitHub
+
+
+@pytest.fixture
+def fake():
+    server = FakeGitHub()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_top_level_trees_are_read(fake):
+    fake.trees["abc1234"] = {"ansible": "1" * 40, "packer": "2" * 40}
+    assert github.top_level_trees(fake.url, "octo/app", "abc1234") == {"ansible": "1" * 40, "packer": "2" * 40}
+    assert fake.requests == ["/repos/octo/app/git/trees/abc1234"]
+
+
+def test_this_checkouts_commits_have_their_real_tree_ids(fake):
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    expected = subprocess.run(["git", "rev-parse", "HEAD:ansible"], capture_output=True, text=True).stdout.strip()
+    assert github.top_level_trees(fake.url, "octo/app", head)["ansible"] == expected
+
+
+def test_unknown_commit_is_invalid_input(fake):
+    fake.missing.add("deadbee")
+    with pytest.raises(InvalidInput, match="no commit deadbee"):
+        github.top_level_trees(fake.url, "octo/app", "deadbee")
+
+
+def test_unreachable_github_is_transient():
+    with pytest.raises(TransientError):
+        github.top_level_trees("http://127.0.0.1:9", "octo/app", "abc1234")
