@@ -179,3 +179,46 @@ def test_a_warm_delivery_reads_no_parameter_and_makes_one_aws_call(emulator):
         aws.client(service).meta.events.register(f"provide-client-params.{service}.*", recorder)
     assert deliver_push(emulator, commit_id())[0] == 202
     assert recorder.calls == ["StartExecution"]
+
+
+def emitted_metrics(text: str) -> list[dict]:
+    """The CloudWatch EMF documents the route printed: {metric: value, dimension: value, ...}."""
+    docs = []
+    for line in text.splitlines():
+        if line.startswith('{"_aws"'):
+            doc = json.loads(line)
+            names = [m["Name"] for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]]
+            dims = [k for d in doc["_aws"]["CloudWatchMetrics"] for group in d["Dimensions"] for k in group]
+            docs.append({k: doc[k] for k in names + dims})
+    return docs
+
+
+def test_metrics_count_accepted_ignored_by_reason_and_refused_by_status(emulator, capsys):
+    capsys.readouterr()
+    deliver_push(emulator, commit_id())
+    deliver_push(emulator, commit_id(), ref="refs/heads/feature")
+    deliver_push(emulator, commit_id(), secret="wrong")
+    docs = emitted_metrics(capsys.readouterr().out)
+    assert [{k: v for k, v in d.items() if k != "service"} for d in docs] == [
+        {"Accepted": [1.0]},
+        {"Ignored": [1.0], "reason": "ref"},
+        {"Refused": [1.0], "status": "401"},
+    ]
+
+
+def test_logs_carry_the_delivery_id_and_never_the_body(emulator, capfd):
+    from chalicelib.observability import logger
+
+    logger.setLevel("INFO")
+    try:
+        capfd.readouterr()
+        secret_marker = "a-value-only-in-the-body"
+        body = github.encode(github.push_payload(after=commit_id(), pusher=secret_marker))
+        emulator.deliver(github.delivery_headers(emulator.webhook_secret, body, delivery="d-logs"), body)
+        lines = [json.loads(line) for line in capfd.readouterr().out.splitlines()
+                 if line.startswith('{"level"')]
+    finally:
+        logger.setLevel("WARNING")
+    accepted = [line for line in lines if line["message"] == "deployment accepted"]
+    assert accepted and accepted[0]["delivery_id"] == "d-logs" and accepted[0]["execution"]
+    assert not any(secret_marker in json.dumps(line) for line in lines)
