@@ -3,15 +3,19 @@
 from chalice import Chalice, ConvertToMiddleware, Response
 
 from chalicelib import intake, steps
+from chalicelib.settings import prune_schedule
 from chalicelib.observability import logger, metrics
 
 app = Chalice(app_name="slipway")
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context(clear_state=True)))
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "http")
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "cloudwatch")
 
 # Every content type reaches the handler, so that GitHub's default (form encoding) and anything
 # else is refused with a 415 that says what to change, instead of Chalice's generic one.
 WEBHOOK_CONTENT_TYPES = ["*/*"]
+# Read when Chalice loads the app to deploy it; see settings.prune_schedule.
+PRUNE_SCHEDULE = prune_schedule()
 
 
 @app.route("/github/webhook", methods=["POST"], content_types=WEBHOOK_CONTENT_TYPES)
@@ -22,9 +26,19 @@ def github_webhook():
     return Response(body=answer.body, status_code=answer.status)
 
 
-@app.schedule("rate(1 day)", name="prune")
+@app.schedule(PRUNE_SCHEDULE, name="prune")
 def prune(event):
     return steps.prune()
+
+
+# SSM emits one event when a command finishes; the prune's results are recorded from it, so no
+# Lambda waits for the nodes. The pattern lets only prune commands through.
+@app.on_cw_event({"source": ["aws.ssm"], "detail-type": ["EC2 Command Status-change Notification"],
+                  "detail": {"document-name": ["AWS-RunShellScript"],
+                             "parameters": {"commands": [{"prefix": "docker system prune"}]}}},
+                 name="record_prune")
+def record_prune(event):
+    return steps.record_prune(event.to_dict())
 
 
 # One Lambda per state-machine Task. The ASL refers to each as ${<CamelName>FunctionArn}.

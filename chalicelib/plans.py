@@ -121,8 +121,47 @@ def retire_script(hostnames: list[str]) -> list[str]:
     return lines
 
 
-def prune_script(filter_expression: str) -> list[str]:
-    return [f"docker system prune --force --filter {shlex.quote(filter_expression)}"]
+def prune_script(filter_expression: str, volumes: bool = False) -> list[str]:
+    """Safe on a serving node: only stopped containers, unused networks, dangling images and build
+    cache older than the filter. No --all: an image a stopped service task needs stays."""
+    extra = " --volumes" if volumes else ""
+    return [f"docker system prune --force{extra} --filter {shlex.quote(filter_expression)}"]
+
+
+_RECLAIMED = re.compile(r"Total reclaimed space:\s*([0-9]+(?:\.[0-9]+)?)\s*([kKMGTP]?B)\b")
+# Docker prints sizes with go-units' HumanSize: decimal (SI) units, "kB" lower-case.
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15}
+
+
+def reclaimed_bytes(output: str) -> int | None:
+    """Bytes from Docker's "Total reclaimed space: 503.7kB" line; None if the line is missing."""
+    matches = _RECLAIMED.findall(output)
+    if not matches:
+        return None
+    number, unit = matches[-1]
+    return round(float(number) * _UNITS[unit.upper()])
+
+
+@dataclass(frozen=True)
+class NodePrune:
+    instance_id: str
+    status: str
+    reclaimed_bytes: int | None
+    error: str | None
+
+
+def prune_results(invocations) -> list[NodePrune]:
+    results = []
+    for inv in invocations:
+        ok = inv.status == "Success"
+        reclaimed = reclaimed_bytes(inv.output) if ok else None
+        error = None
+        if not ok:
+            error = f"{inv.status} (exit {inv.response_code}): {inv.output.strip()[-500:]}"
+        elif reclaimed is None:
+            error = "no 'Total reclaimed space' line in the output"
+        results.append(NodePrune(inv.instance_id, inv.status, reclaimed, error))
+    return results
 
 
 def bake_status(status: str, ami_id: str | None) -> str:

@@ -37,6 +37,9 @@ class Settings:
     poll_seconds: int
     node_ready_attempts: int
     prune_filter: str
+    prune_volumes: bool
+    prune_max_concurrency: str
+    prune_max_errors: str
     node_instance_profile: str
     command_timeout_seconds: int
     github_api: str
@@ -104,6 +107,9 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         poll_seconds=_int(env, "SLIPWAY_POLL_SECONDS", 30, 0, 3600),
         node_ready_attempts=_int(env, "SLIPWAY_NODE_READY_ATTEMPTS", 40, 1, 1000),
         prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
+        prune_volumes=env.get("SLIPWAY_PRUNE_VOLUMES", "false").lower() == "true",
+        prune_max_concurrency=env.get("SLIPWAY_PRUNE_MAX_CONCURRENCY", "25%"),
+        prune_max_errors=env.get("SLIPWAY_PRUNE_MAX_ERRORS", "0"),
         node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),
         command_timeout_seconds=_int(env, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", 600, 30, 172800),
         github_api=env.get("SLIPWAY_GITHUB_API", "https://api.github.com"),
@@ -120,3 +126,12 @@ def get_settings() -> Settings:
 def reset() -> None:
     """Forget the cached Settings (tests and the emulator change the environment)."""
     get_settings.cache_clear()
+
+
+def prune_schedule() -> str:
+    """The prune schedule (an EventBridge rate() or cron() expression), fixed when Chalice loads
+    the app to deploy it: `SLIPWAY_PRUNE_SCHEDULE=... chalice deploy`, daily by default."""
+    expression = os.environ.get("SLIPWAY_PRUNE_SCHEDULE", "rate(1 day)").strip()
+    if not re.match(r"^(rate|cron)\(.+\)$", expression):
+        raise ConfigurationError(f"SLIPWAY_PRUNE_SCHEDULE must be rate(...) or cron(...), got {expression!r}")
+    return expression

@@ -3,8 +3,6 @@ prune and the teardown, with a short summary (or one JSON object with --json).""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
@@ -49,7 +47,8 @@ def local_commit() -> str:
 def run(as_json: bool = False, verbose: bool = False, nodes: int = 1) -> int:
     started = time.monotonic()
     say = (lambda *_a, **_k: None) if as_json else print
-    quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"}
+    # Without --verbose, the functions' logs and CloudWatch metrics (EMF lines) stay out of the way.
+    quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     if not verbose:
         logging.getLogger("moto").setLevel(logging.CRITICAL)
     report: dict = {"emulated": EMULATED}
@@ -59,9 +58,7 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1) -> int:
             f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM.")
         commit = local_commit()
         body = github.encode(github.push_payload(repository="example/app", after=commit))
-        metrics_out = io.StringIO()  # the route's CloudWatch metrics (EMF lines), shown with --verbose
-        with contextlib.redirect_stdout(metrics_out if not verbose else sys.stdout):
-            status, answer = emu.deliver(github.delivery_headers(emu.webhook_secret, body), body)
+        status, answer = emu.deliver(github.delivery_headers(emu.webhook_secret, body), body)
         say(f"\nPush of {commit[:12]} to main, signed, delivered to POST /github/webhook: {status}")
         if status != 202 or "execution_arn" not in answer:
             say(f"webhook refused the push: {answer}")
@@ -89,7 +86,14 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1) -> int:
             for inv in ssm.list_command_invocations(CommandId=result["command_id"], Details=True)["CommandInvocations"]:
                 output = inv["CommandPlugins"][0].get("Output", "").strip()
                 say(f"  {inv['InstanceId']}: {inv['Status']}: {output}")
-        report["prune"] = {"command_ids": prune_ids}
+            emu.wait_for_events()
+            recorded = [r for name, r in emu.results
+                        if name.endswith("-record_prune") and isinstance(r, dict) and r.get("command_id") == result["command_id"]]
+            if recorded:
+                say(f"  recorded by the command's status-change event: {recorded[0]['nodes']} node(s), "
+                    f"{recorded[0]['reclaimed_bytes']} bytes reclaimed, failed: {recorded[0]['failed'] or 'none'}")
+                report["prune"] = {"recorded": recorded[0]}
+        report.setdefault("prune", {})["command_ids"] = prune_ids
 
         say("\nTeardown execution (input {\"environment\": \"%s\"}):" % emu.environment)
         teardown_arn = sfn.start_execution(stateMachineArn=emu.arns["teardown"],

@@ -8,6 +8,9 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
   and exports AMI_ID, or fails the build when told to.
 - GitHub: the pipeline's one REST call (a commit's top-level trees, for the image's content key)
   is answered from this checkout by slipway.github_api.
+- EventBridge: the rules Chalice creates are created; when a Run Command finishes, SSM's
+  "EC2 Command Status-change Notification" is matched against them (moto's matcher) and delivered
+  to the Lambda targets on a worker thread (moto's EventBridge has no Lambda targets).
 - Step Functions: an execution started without a name gets a UUID, and a name is taken atomically,
   as on AWS.
 - SSM: `DescribeInstanceInformation` and `ListCommandInvocations` (missing in moto), targets
@@ -21,8 +24,10 @@ import importlib
 import io
 import json
 import os
+import queue
 import sys
 import threading
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -113,6 +118,9 @@ class Emulator:
         self._stack = contextlib.ExitStack()
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
+        self._events: queue.Queue = queue.Queue()
+        self.delivered_events: list[dict] = []
+        self.results: list[tuple[str, Any]] = []  # (function, what it returned or raised)
         self.app = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -251,7 +259,8 @@ class Emulator:
         with zipfile.ZipFile(archive, "w") as zf:
             zf.writestr("app.py", "# the emulator dispatches to the Chalice app in-process\n")
         substitutions = {}
-        names = [f.name for f in self.app.app.pure_lambda_functions] + ["prune"]
+        sources = self.app.app.event_sources
+        names = [f.name for f in self.app.app.pure_lambda_functions] + [e.name for e in sources]
         for name in names:
             deployed = self.function_name(name)
             arn = lam.create_function(
@@ -261,6 +270,19 @@ class Emulator:
             )["FunctionArn"]
             self.functions[deployed] = getattr(self.app, name)
             substitutions[statemachines.function_placeholder(name)] = arn
+
+        # The EventBridge rules `chalice deploy` creates for @app.schedule and @app.on_cw_event.
+        events = self.client("events")
+        for source in sources:
+            rule = {"Name": self.function_name(source.name)}
+            if hasattr(source, "event_pattern"):
+                rule["EventPattern"] = json.dumps(source.event_pattern)
+            else:
+                rule["ScheduleExpression"] = str(source.schedule_expression)
+            events.put_rule(**rule)
+            events.put_targets(Rule=rule["Name"], Targets=[{
+                "Id": "1", "Arn": lam.get_function(FunctionName=self.function_name(source.name))
+                ["Configuration"]["FunctionArn"]}])
 
         self.client("codebuild").create_project(
             name=os.environ["SLIPWAY_BAKE_PROJECT"],
@@ -368,7 +390,13 @@ class Emulator:
                         "Output": (inv["StandardOutputContent"] + inv["StandardErrorContent"])[:2500],
                     }],
                 })
-            return ActionResult({"CommandInvocations": items})
+            # Paged as SSM pages it: at most 50 with details, a NextToken for the rest.
+            size = min(int(response._get_param("MaxResults") or 50), 50)
+            start = int(response._get_param("NextToken") or 0)
+            page = {"CommandInvocations": items[start:start + size]}
+            if start + size < len(items):
+                page["NextToken"] = str(start + size)
+            return ActionResult(page)
 
         patch(mock.patch.object(SimpleSystemManagerResponse, "describe_instance_information",
                                 describe_instance_information, create=True))
@@ -395,6 +423,65 @@ class Emulator:
             return result
 
         patch(mock.patch.object(Command, "invocation_response", invocation_response))
+
+        original_send = SimpleSystemManagerResponse.send_command
+
+        def send_command(response):
+            result = original_send(response)
+            command = response.ssm_backend.get_command_by_id(result.result["Command"]["CommandId"])
+            # The emulated nodes answer at once, so every command has finished by now.
+            emulator._command_finished(command, response.region)
+            return result
+
+        patch(mock.patch.object(SimpleSystemManagerResponse, "send_command", send_command))
+        worker = threading.Thread(target=self._deliver_events, daemon=True)
+        worker.start()
+        self._stack.callback(lambda: (self._events.put(None), worker.join(timeout=10)))
+
+    def _command_finished(self, command, region: str) -> None:
+        """What SSM sends EventBridge when a command ends ("EC2 Command Status-change Notification")."""
+        statuses = {inv["Status"] for inv in command.invocations}
+        status = "Success" if statuses <= {"Success"} else "Failed"
+        event = {
+            "version": "0", "id": str(uuid.uuid4()),
+            "detail-type": "EC2 Command Status-change Notification", "source": "aws.ssm",
+            "account": ACCOUNT, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": region,
+            "resources": [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{inv['InstanceId']}"
+                          for inv in command.invocations],
+            "detail": {"command-id": command.command_id, "document-name": command.document_name,
+                       "expire-after": str(command.expires_after),
+                       "parameters": command.parameters,
+                       "requested-date-time": str(command.requested_date_time),
+                       "status": status},
+        }
+        self._events.put((region, event))
+
+    def _deliver_events(self) -> None:
+        """EventBridge's part: match each event against the rules and invoke Lambda targets,
+        asynchronously, as AWS does (moto's EventBridge has no Lambda targets)."""
+        from moto.events.models import events_backends
+
+        while True:
+            item = self._events.get()
+            try:
+                if item is None:
+                    return
+                region, event = item
+                bus = events_backends[ACCOUNT][region].event_buses["default"]
+                for rule in list(bus.rules.values()):
+                    if rule.scheduled_expression or not rule.event_pattern.matches_event(event):
+                        continue
+                    for target in rule.targets:
+                        headers: dict = {}
+                        self._invoke(target["Arn"], json.dumps(event).encode(), headers)
+                self.delivered_events.append(event)
+            finally:
+                self._events.task_done()
+
+    def wait_for_events(self) -> None:
+        """Block until every event emitted so far has been delivered to its targets."""
+        self._events.join()
 
     def _running_instances(self, region: str, filters: dict | None = None):
         from moto.ec2.models import ec2_backends
@@ -448,7 +535,9 @@ class Emulator:
         context = LambdaContext(function_name=name, invoked_function_arn=function_name)
         try:
             result = handler(event, context)
+            self.results.append((name, result))
         except Exception as exc:  # noqa: BLE001 - this is Lambda's own boundary
+            self.results.append((name, exc))
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
         return json.dumps(result).encode()

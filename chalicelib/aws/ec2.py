@@ -181,6 +181,14 @@ def list_nodes(ec2, environment: str, *, deployment: str | None = None,
     return sorted(nodes, key=lambda n: n.instance_id)
 
 
+def any_node(ec2, environment: str) -> bool:
+    """Whether a running node is tagged for the environment (one page, whatever the fleet size)."""
+    filters = naming.tag_filters(environment, role="node")
+    filters.append({"Name": "instance-state-name", "Values": ["running"]})
+    page = ec2.describe_instances(Filters=filters, MaxResults=5)
+    return any(r["Instances"] for r in page["Reservations"])
+
+
 def terminate(ec2, instance_ids: list[str]) -> None:
     if instance_ids:
         ec2.terminate_instances(InstanceIds=instance_ids)

@@ -34,7 +34,8 @@ def online_instances(ssm, instance_ids: list[str]) -> set[str]:
 
 def run_shell(ssm, *, commands: list[str], comment: str, timeout_seconds: int,
               instance_ids: list[str] | None = None, targets: list[dict] | None = None,
-              max_concurrency: str | None = None, max_errors: str | None = None) -> str:
+              max_concurrency: str | None = None, max_errors: str | None = None,
+              log_group: str | None = None) -> str:
     """Send an AWS-RunShellScript command to instances (by id) or to targets (by tag)."""
     request: dict = {
         "DocumentName": SHELL_DOCUMENT,
@@ -50,7 +51,15 @@ def run_shell(ssm, *, commands: list[str], comment: str, timeout_seconds: int,
         request["MaxConcurrency"] = max_concurrency
     if max_errors:
         request["MaxErrors"] = max_errors
+    if log_group:
+        request["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True,
+                                             "CloudWatchLogGroupName": log_group}
     return ssm.send_command(**request)["Command"]["CommandId"]
+
+
+def command_comment(ssm, command_id: str) -> str | None:
+    commands = ssm.list_commands(CommandId=command_id)["Commands"]
+    return commands[0].get("Comment", "") if commands else None
 
 
 def invocations(ssm, command_id: str) -> list[Invocation]:

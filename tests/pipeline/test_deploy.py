@@ -142,18 +142,3 @@ def test_teardown_refuses_another_environment(emulator):
     assert run.status == "FAILED" and run.error == "InvalidInput"
 
 
-def test_prune_targets_the_environments_nodes_by_tag(emulator):
-    run = deploy(emulator)
-    emulator.nodes.reclaimable[run.output["nodes"]["current"][0]] = 1_500_000
-    result = emulator.invoke("prune", scheduled_event())
-    ssm = emulator.client("ssm")
-    command = ssm.list_commands(CommandId=result["command_id"])["Commands"][0]
-    assert command["DocumentName"] == "AWS-RunShellScript"
-    assert command["Targets"] == [
-        {"Key": "tag:slipway:environment", "Values": [emulator.environment]},
-        {"Key": "tag:slipway:role", "Values": ["node"]}]
-    assert command["Parameters"]["commands"] == ["docker system prune --force --filter until=24h"]
-    assert (command["MaxConcurrency"], command["MaxErrors"]) == ("25%", "0")
-    invocations = ssm.list_command_invocations(CommandId=result["command_id"], Details=True)["CommandInvocations"]
-    assert [i["InstanceId"] for i in invocations] == run.output["nodes"]["current"]
-    assert "Total reclaimed space: 1.5MB" in invocations[0]["CommandPlugins"][0]["Output"]
