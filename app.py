@@ -31,6 +31,13 @@ def prune(event):
     return steps.prune()
 
 
+# The same prune on demand: `aws lambda invoke --function-name slipway-<stage>-prune_now
+# --payload '{}' out.json` (the scheduled function expects EventBridge's event shape).
+@app.lambda_function(name="prune_now")
+def prune_now(event, context):
+    return steps.prune()
+
+
 # SSM emits one event when a command finishes; the prune's results are recorded from it, so no
 # Lambda waits for the nodes. The pattern lets only prune commands through.
 @app.on_cw_event({"source": ["aws.ssm"], "detail-type": ["EC2 Command Status-change Notification"],

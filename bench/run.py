@@ -5,7 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import webhook  # noqa: E402
+from bench import prune, webhook  # noqa: E402
 
 if __name__ == "__main__":
-    webhook.report(webhook.main())
+    for bench in (webhook, prune):
+        bench.report(bench.main())
+        print()

@@ -197,6 +197,11 @@ class Emulator:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.aws_port, verbose=False)
         server.start()
         self._stack.callback(server.stop)
+        # The server's backends live as long as this process: start from an empty account.
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{self.aws_port}/moto-api/reset", method="POST"), timeout=10).close()
 
     @staticmethod
     def _reset_caches() -> None:

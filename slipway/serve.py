@@ -46,16 +46,24 @@ def _report(sfn, arn: str) -> None:
           + (f": {run.error}: {run.cause}" if run.error else ""), flush=True)
 
 
-def run(port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes: int = 1) -> int:
+def local_server(app, port: int):
+    """Chalice's local dev server for `app` (what `chalice local` runs). create_local_server turns
+    the app's class into a local one, which may happen once per process."""
     from chalice.config import Config
-    from chalice.local import create_local_server
+    from chalice.local import LocalChalice, LocalDevServer, create_local_server
 
+    config = Config.create(chalice_stage="dev", app_name=app.app_name, lambda_timeout=60,
+                           lambda_memory_size=256)
+    if isinstance(app, LocalChalice):
+        return LocalDevServer(app, config, "127.0.0.1", port)
+    return create_local_server(app, config, "127.0.0.1", port)
+
+
+def run(port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes: int = 1) -> int:
     logging.getLogger("moto").setLevel(logging.CRITICAL)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with Emulator(mode="server", aws_port=aws_port, webhook_secret=secret, node_count=nodes) as emu:
-        config = Config.create(chalice_stage="dev", app_name=emu.app.app.app_name,
-                               lambda_timeout=60, lambda_memory_size=256)
-        server = create_local_server(emu.app.app, config, "127.0.0.1", port)
+        server = local_server(emu.app.app, port)
         endpoint = f"http://127.0.0.1:{aws_port}"
         print(f"""Slipway on the embedded emulator
   webhook     POST http://127.0.0.1:{port}/github/webhook   (content type application/json)
@@ -65,7 +73,7 @@ def run(port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes
   teardown    {emu.arns['teardown']}
 Try:
   aws --endpoint-url {endpoint} --region us-east-1 stepfunctions list-executions --state-machine-arn {emu.arns['deploy']}
-  aws --endpoint-url {endpoint} --region us-east-1 lambda invoke --function-name {emu.function_name('prune')} --payload '{{}}' /dev/stdout
+  aws --endpoint-url {endpoint} --region us-east-1 lambda invoke --function-name {emu.function_name('prune_now')} --payload '{{}}' /dev/stdout
 Ctrl-C stops everything.""", flush=True)
         stop = threading.Event()
         threading.Thread(target=_watch, args=(emu, stop), daemon=True).start()
