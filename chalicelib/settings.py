@@ -129,8 +129,9 @@ def reset() -> None:
 
 
 def prune_schedule() -> str:
-    """The prune schedule (an EventBridge rate() or cron() expression), fixed when Chalice loads
-    the app to deploy it: `SLIPWAY_PRUNE_SCHEDULE=... chalice deploy`, daily by default."""
+    """The prune schedule (an EventBridge rate() or cron() expression). Chalice loads the app to
+    deploy it with the stage's environment_variables from .chalice/config.json in os.environ, so
+    each stage sets its own SLIPWAY_PRUNE_SCHEDULE; daily by default."""
     expression = os.environ.get("SLIPWAY_PRUNE_SCHEDULE", "rate(1 day)").strip()
     if not re.match(r"^(rate|cron)\(.+\)$", expression):
         raise ConfigurationError(f"SLIPWAY_PRUNE_SCHEDULE must be rate(...) or cron(...), got {expression!r}")
