@@ -3,6 +3,7 @@
 from chalice import Chalice, ConvertToMiddleware, Response
 
 from chalicelib import intake, steps
+from chalicelib.aws import transient_errors
 from chalicelib.settings import prune_schedule
 from chalicelib.observability import logger, metrics
 
@@ -72,6 +73,8 @@ TASKS = {
 
 
 def _register(name, step):
+    step = transient_errors(step)
+
     def handler(event, context):
         return step(event)
 

@@ -11,7 +11,7 @@ import hashlib
 from chalicelib import aws, naming, plans
 from chalicelib.aws import codebuild, ec2, github, ssm
 from chalicelib.errors import (BakeFailed, CommandFailed, InvalidInput, NodesNotReady,
-                               NodesUnhealthy, SlipwayError, SwarmFailed)
+                               NodesUnhealthy, SlipwayError, SwarmFailed, TransientError)
 from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib.observability import logger, metrics
@@ -97,6 +97,9 @@ def check_bake(event: dict) -> dict:
     _deployment(event)
     build_id = event["bake"]["build_id"]
     build = codebuild.describe(aws.client("codebuild"), build_id)
+    if build.status == "NOT_FOUND":
+        # Just started and not visible yet; the state machine retries (then gives up).
+        raise TransientError(f"build {build_id} is not visible yet")
     verdict = plans.bake_status(build.status, build.ami_id)
     if verdict not in ("IN_PROGRESS", "SUCCEEDED"):
         raise BakeFailed(f"bake {build_id}: {verdict}")
@@ -107,7 +110,7 @@ def ensure_network(event: dict) -> dict:
     deployment = _deployment(event)
     settings = get_settings()
     return ec2.ensure_network(
-        aws.client("ec2"),
+        aws.client("ec2"), aws.client("ec2", retries=False),
         environment=deployment["environment"],
         tags_for=lambda role: _tags(deployment, role),
         vpc_cidr=settings.vpc_cidr,

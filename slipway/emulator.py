@@ -11,6 +11,7 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
 - EventBridge: the rules Chalice creates are created; when a Run Command finishes, SSM's
   "EC2 Command Status-change Notification" is matched against them (moto's matcher) and delivered
   to the Lambda targets on a worker thread (moto's EventBridge has no Lambda targets).
+- EC2: RunInstances honours its ClientToken (a repeat returns the first reservation).
 - Step Functions: an execution started without a name gets a UUID, and a name is taken atomically,
   as on AWS.
 - SSM: `DescribeInstanceInformation` and `ListCommandInvocations` (missing in moto), targets
@@ -319,6 +320,7 @@ class Emulator:
         from moto.ssm.models import Command
         from moto.ssm.responses import SimpleSystemManagerResponse
 
+        from moto.ec2.models.instances import InstanceBackend
         from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
         emulator = self
@@ -335,6 +337,23 @@ class Emulator:
                                                 execution_input, *args, **kwargs)
 
         patch(mock.patch.object(StepFunctionsParserBackend, "start_execution", start_execution))
+
+        original_run_instances = InstanceBackend.run_instances
+
+        def run_instances(backend, image_id, count, user_data, security_group_names, **kwargs):
+            # EC2 answers a repeated ClientToken with the first call's reservation (moto ignores
+            # it and would launch again: a retried RunInstances must not double the fleet).
+            token = kwargs.get("client_token")
+            if token and token != "ABCDE":  # moto's placeholder when no token is sent
+                with emulator._lock:
+                    for reservation in backend.reservations.values():
+                        if reservation.instances and reservation.instances[0].client_token == token:
+                            return reservation
+                    return original_run_instances(backend, image_id, count, user_data,
+                                                  security_group_names, **kwargs)
+            return original_run_instances(backend, image_id, count, user_data, security_group_names, **kwargs)
+
+        patch(mock.patch.object(InstanceBackend, "run_instances", run_instances))
 
         def invoke(backend, function_name, qualifier, body, headers, response_headers):
             return emulator._invoke(function_name, body, response_headers)

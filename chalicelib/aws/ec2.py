@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from botocore.exceptions import ClientError
+
 from chalicelib import naming
 from chalicelib.observability import logger
 
@@ -39,71 +41,80 @@ def find_image(ec2, name: str) -> str | None:
     return images[0]["ImageId"] if images else None
 
 
-def ensure_network(ec2, *, environment: str, tags_for, vpc_cidr: str, subnet_cidr: str,
+def ensure_network(ec2, create, *, environment: str, tags_for, vpc_cidr: str, subnet_cidr: str,
                    service_ports: tuple[int, ...]) -> dict:
-    """Find each network resource by its environment tag and create only what is missing.
+    """Find each network resource by its environment tag, create only what is missing, and
+    converge its settings (DNS names, public IPs, attachment, route, association, rules).
 
-    `tags_for(role)` gives the tags for a resource created now. Returns the ids and the roles
-    created by this call.
+    `create` is a one-attempt client for the creates AWS cannot deduplicate (see chalicelib.aws):
+    if such a call's response is lost, this step fails, is retried whole, and finds the resource
+    by the tags it was created with. `tags_for(role)` gives the tags for a resource created now.
     """
     created: list[str] = []
 
-    def lookup(describe, key: str, role: str, **kwargs) -> dict | None:
-        return _first(describe(Filters=naming.tag_filters(environment, role=role), **kwargs)[key])
+    def lookup(describe, key: str, id_key: str, role: str) -> dict | None:
+        found = describe(Filters=naming.tag_filters(environment, role=role))[key]
+        # Should a duplicate ever exist, every step agrees on the same one.
+        return min(found, key=lambda r: r[id_key]) if found else None
 
-    vpc = lookup(ec2.describe_vpcs, "Vpcs", "vpc")
+    vpc = lookup(ec2.describe_vpcs, "Vpcs", "VpcId", "vpc")
     if vpc is None:
-        vpc = ec2.create_vpc(CidrBlock=vpc_cidr, TagSpecifications=_spec("vpc", tags_for("vpc")))["Vpc"]
+        vpc = create.create_vpc(CidrBlock=vpc_cidr, TagSpecifications=_spec("vpc", tags_for("vpc")))["Vpc"]
         created.append("vpc")
-        # Public DNS names let nodes reach the SSM endpoints by their regional names.
-        ec2.modify_vpc_attribute(VpcId=vpc["VpcId"], EnableDnsHostnames={"Value": True})
     vpc_id = vpc["VpcId"]
+    # Public DNS names let nodes reach the SSM endpoints by their regional names.
+    if not ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]:
+        ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
 
-    subnet = lookup(ec2.describe_subnets, "Subnets", "subnet")
+    subnet = lookup(ec2.describe_subnets, "Subnets", "SubnetId", "subnet")
     if subnet is None:
-        subnet = ec2.create_subnet(
+        subnet = create.create_subnet(
             VpcId=vpc_id, CidrBlock=subnet_cidr, TagSpecifications=_spec("subnet", tags_for("subnet"))
         )["Subnet"]
         created.append("subnet")
-        ec2.modify_subnet_attribute(SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": True})
     subnet_id = subnet["SubnetId"]
+    if not subnet.get("MapPublicIpOnLaunch"):
+        ec2.modify_subnet_attribute(SubnetId=subnet_id, MapPublicIpOnLaunch={"Value": True})
 
-    igw = lookup(ec2.describe_internet_gateways, "InternetGateways", "internet-gateway")
+    igw = lookup(ec2.describe_internet_gateways, "InternetGateways", "InternetGatewayId", "internet-gateway")
     if igw is None:
-        igw = ec2.create_internet_gateway(
+        igw = create.create_internet_gateway(
             TagSpecifications=_spec("internet-gateway", tags_for("internet-gateway"))
         )["InternetGateway"]
         created.append("internet-gateway")
     igw_id = igw["InternetGatewayId"]
     if not any(a.get("VpcId") == vpc_id for a in igw.get("Attachments", [])):
-        ec2.attach_internet_gateway(InternetGatewayId=igw_id, VpcId=vpc_id)
+        _already_done(ec2.attach_internet_gateway, {"Resource.AlreadyAssociated"},
+                      InternetGatewayId=igw_id, VpcId=vpc_id)
 
-    table = lookup(ec2.describe_route_tables, "RouteTables", "route-table")
+    table = lookup(ec2.describe_route_tables, "RouteTables", "RouteTableId", "route-table")
     if table is None:
-        table = ec2.create_route_table(
+        table = create.create_route_table(
             VpcId=vpc_id, TagSpecifications=_spec("route-table", tags_for("route-table"))
         )["RouteTable"]
         created.append("route-table")
     table_id = table["RouteTableId"]
     if not any(r.get("DestinationCidrBlock") == ANYWHERE for r in table.get("Routes", [])):
-        ec2.create_route(RouteTableId=table_id, DestinationCidrBlock=ANYWHERE, GatewayId=igw_id)
+        _already_done(ec2.create_route, {"RouteAlreadyExists"},
+                      RouteTableId=table_id, DestinationCidrBlock=ANYWHERE, GatewayId=igw_id)
     if not any(a.get("SubnetId") == subnet_id for a in table.get("Associations", [])):
-        ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
+        _already_done(ec2.associate_route_table, {"Resource.AlreadyAssociated"},
+                      RouteTableId=table_id, SubnetId=subnet_id)
 
-    group = lookup(ec2.describe_security_groups, "SecurityGroups", "security-group")
+    group = lookup(ec2.describe_security_groups, "SecurityGroups", "GroupId", "security-group")
     if group is None:
-        group_id = ec2.create_security_group(
+        group = {"GroupId": create.create_security_group(
             GroupName=f"slipway-{environment}-nodes",
             Description="Slipway swarm nodes: service ports, swarm traffic within the group only",
             VpcId=vpc_id,
             TagSpecifications=_spec("security-group", tags_for("security-group")),
-        )["GroupId"]
+        )["GroupId"], "IpPermissions": []}
         created.append("security-group")
-        ec2.authorize_security_group_ingress(
-            GroupId=group_id, IpPermissions=_ingress(group_id, service_ports)
-        )
-    else:
-        group_id = group["GroupId"]
+    group_id = group["GroupId"]
+    missing = _missing_rules(group.get("IpPermissions", []), _ingress(group_id, service_ports))
+    if missing:
+        _already_done(ec2.authorize_security_group_ingress, {"InvalidPermission.Duplicate"},
+                      GroupId=group_id, IpPermissions=missing)
     logger.info("network converged", extra={"vpc_id": vpc_id, "created_roles": created})
     return {
         "vpc_id": vpc_id,
@@ -113,6 +124,30 @@ def ensure_network(ec2, *, environment: str, tags_for, vpc_cidr: str, subnet_cid
         "security_group_id": group_id,
         "created": created,
     }
+
+
+def _already_done(call, codes: set[str], **kwargs) -> None:
+    """Make a call whose repeat AWS refuses with `codes`: a retry after a lost response lands
+    there, and the work it asked for is done."""
+    try:
+        call(**kwargs)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in codes:
+            raise
+
+
+def _rule_keys(permissions: list[dict]) -> set[tuple]:
+    keys = set()
+    for p in permissions:
+        base = (p.get("IpProtocol"), p.get("FromPort"), p.get("ToPort"))
+        keys |= {base + ("cidr", r["CidrIp"]) for r in p.get("IpRanges", [])}
+        keys |= {base + ("group", g["GroupId"]) for g in p.get("UserIdGroupPairs", [])}
+    return keys
+
+
+def _missing_rules(existing: list[dict], wanted: list[dict]) -> list[dict]:
+    have = _rule_keys(existing)
+    return [rule for rule in wanted if not _rule_keys([rule]) <= have]
 
 
 def _ingress(group_id: str, service_ports: tuple[int, ...]) -> list[dict]:
@@ -190,35 +225,45 @@ def any_node(ec2, environment: str) -> bool:
 
 
 def terminate(ec2, instance_ids: list[str]) -> None:
+    """Terminate; repeating it is harmless (terminating a terminated instance succeeds)."""
     if instance_ids:
         ec2.terminate_instances(InstanceIds=instance_ids)
 
 
+def _gone(call, **kwargs) -> bool:
+    """Make a delete; True if it deleted, False if the resource was already gone."""
+    try:
+        call(**kwargs)
+        return True
+    except ClientError as exc:
+        from chalicelib.aws import is_not_found
+
+        if is_not_found(exc):
+            return False
+        raise
+
+
 def delete_network(ec2, environment: str, deployment: str | None = None) -> dict[str, int]:
-    """Remove tagged network resources in dependency order; each delete tolerates 'already gone'."""
+    """Remove tagged network resources in dependency order; 'already gone' counts as done."""
     filters = naming.tag_filters(environment, deployment)
     removed = {"security-group": 0, "route-table": 0, "internet-gateway": 0, "subnet": 0, "vpc": 0}
     for group in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]:
-        ec2.delete_security_group(GroupId=group["GroupId"])
-        removed["security-group"] += 1
+        removed["security-group"] += _gone(ec2.delete_security_group, GroupId=group["GroupId"])
     for table in ec2.describe_route_tables(Filters=filters)["RouteTables"]:
         for assoc in table.get("Associations", []):
             if not assoc.get("Main"):
-                ec2.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
-        ec2.delete_route_table(RouteTableId=table["RouteTableId"])
-        removed["route-table"] += 1
+                _gone(ec2.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"])
+        removed["route-table"] += _gone(ec2.delete_route_table, RouteTableId=table["RouteTableId"])
     for igw in ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]:
         for attachment in igw.get("Attachments", []):
-            ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"],
-                                        VpcId=attachment["VpcId"])
-        ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
-        removed["internet-gateway"] += 1
+            _gone(ec2.detach_internet_gateway, InternetGatewayId=igw["InternetGatewayId"],
+                  VpcId=attachment["VpcId"])
+        removed["internet-gateway"] += _gone(ec2.delete_internet_gateway,
+                                             InternetGatewayId=igw["InternetGatewayId"])
     for subnet in ec2.describe_subnets(Filters=filters)["Subnets"]:
-        ec2.delete_subnet(SubnetId=subnet["SubnetId"])
-        removed["subnet"] += 1
+        removed["subnet"] += _gone(ec2.delete_subnet, SubnetId=subnet["SubnetId"])
     for vpc in ec2.describe_vpcs(Filters=filters)["Vpcs"]:
-        ec2.delete_vpc(VpcId=vpc["VpcId"])
-        removed["vpc"] += 1
+        removed["vpc"] += _gone(ec2.delete_vpc, VpcId=vpc["VpcId"])
     return removed
 
 
@@ -229,12 +274,11 @@ def delete_images(ec2, environment: str, keep: set[str] | None = None) -> int:
     for image in images:
         if keep and image["ImageId"] in keep:
             continue
-        ec2.deregister_image(ImageId=image["ImageId"])
+        count += _gone(ec2.deregister_image, ImageId=image["ImageId"])
         for mapping in image.get("BlockDeviceMappings", []):
             snapshot = mapping.get("Ebs", {}).get("SnapshotId")
             if snapshot:
-                ec2.delete_snapshot(SnapshotId=snapshot)
-        count += 1
+                _gone(ec2.delete_snapshot, SnapshotId=snapshot)
     return count
 
 

@@ -8,7 +8,7 @@ from chalicelib.aws import ec2 as adapter
 
 def converge(ec2, environment="dev", deployment="run-1"):
     return adapter.ensure_network(
-        ec2, environment=environment,
+        ec2, ec2, environment=environment,
         tags_for=lambda role: naming.tags(environment, deployment, "c0ffee", role),
         vpc_cidr="10.42.0.0/16", subnet_cidr="10.42.0.0/24", service_ports=(80, 443))
 

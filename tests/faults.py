@@ -1,0 +1,77 @@
+"""Fault injection on the clients the pipeline's functions use, through botocore's own send path
+(a `before-send` handler registered first), so standard-mode retries and the state machine's
+Retry see the faults as they would on AWS. botocore's Stubber would answer before the retry logic.
+
+Faults, injected on the first call of one operation:
+- throttle: the call does not take effect; the client gets the service's throttling error;
+- lost: the call takes effect, then the connection drops before the client reads the answer;
+- not-found: the first read after the create answers NotFound (EC2's eventual consistency).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ConnectionClosedError
+from moto.core.botocore_stubber import MockRawResponse
+from moto.core.models import botocore_stubber
+
+# The read that follows each create in the pipeline, and the NotFound code EC2 gives it.
+FIRST_READ_AFTER = {
+    "CreateVpc": ("DescribeVpcAttribute", "InvalidVpcID.NotFound"),
+    "CreateSubnet": ("ModifySubnetAttribute", "InvalidSubnetID.NotFound"),
+    "CreateInternetGateway": ("AttachInternetGateway", "InvalidInternetGatewayID.NotFound"),
+    "CreateRouteTable": ("CreateRoute", "InvalidRouteTableID.NotFound"),
+    "CreateSecurityGroup": ("AuthorizeSecurityGroupIngress", "InvalidGroup.NotFound"),
+    "RunInstances": ("DescribeInstances", "InvalidInstanceID.NotFound"),
+    "SendCommand": ("ListCommandInvocations", "InvalidCommandId"),
+    "PutParameter": ("AddTagsToResource", "InvalidResourceId"),
+    "StartBuild": ("BatchGetBuilds", "ResourceNotFoundException"),
+}
+JSON_PROTOCOL = {"ssm", "codebuild", "states"}
+
+
+def error_response(request, service: str, code: str, status: int = 400) -> AWSResponse:
+    if service in JSON_PROTOCOL:
+        body = json.dumps({"__type": code, "message": f"injected {code}"})
+        headers = {"Content-Type": "application/x-amz-json-1.1"}
+    else:
+        body = (f"<Response><Errors><Error><Code>{code}</Code><Message>injected {code}</Message>"
+                f"</Error></Errors><RequestID>fault</RequestID></Response>")
+        headers = {"Content-Type": "text/xml"}
+    return AWSResponse(request.url, status, headers, MockRawResponse(body))
+
+
+class Fault:
+    def __init__(self, operation: str, kind: str) -> None:
+        self.operation, self.kind = operation, kind
+        self.target = operation if kind != "not-found" else FIRST_READ_AFTER[operation][0]
+        self.armed = kind != "not-found"  # not-found waits for its create to happen first
+        self.fired = 0
+        self._lock = threading.Lock()
+
+    def install(self, clients) -> None:
+        for client in clients:
+            client.meta.events.register_first("before-send", self)
+
+    def __call__(self, request, event_name: str, **kwargs):
+        service, operation = event_name.split(".")[1:3]
+        with self._lock:
+            if self.kind == "not-found" and operation == self.operation and not self.fired:
+                self.armed = True
+                return None
+            if operation != self.target or not self.armed or self.fired:
+                return None
+            self.fired += 1
+        if self.kind == "throttle":
+            code = "ThrottlingException" if service in JSON_PROTOCOL else "RequestLimitExceeded"
+            request.url = "http://fault-injected.invalid/"  # moto must not execute this one
+            return error_response(request, service, code, 400)
+        if self.kind == "not-found":
+            request.url = "http://fault-injected.invalid/"
+            return error_response(request, service, FIRST_READ_AFTER[self.operation][1], 400)
+        # lost: let the call take effect, then drop the connection before the answer.
+        botocore_stubber(event_name=event_name, request=request)
+        raise ConnectionClosedError(endpoint_url=request.url)

@@ -1,0 +1,49 @@
+"""Every mutating AWS call of a first deploy, under three faults: each run ends SUCCEEDED with no
+duplicate resource, or FAILED with nothing left from its execution."""
+
+import pytest
+
+from chalicelib import aws, naming
+from tests.conftest import commit_id, deploy
+from tests.faults import FIRST_READ_AFTER, Fault
+
+MUTATING = [
+    "StartBuild", "CreateVpc", "ModifyVpcAttribute", "CreateSubnet", "ModifySubnetAttribute",
+    "CreateInternetGateway", "AttachInternetGateway", "CreateRouteTable", "CreateRoute",
+    "AssociateRouteTable", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances",
+    "SendCommand", "PutParameter", "AddTagsToResource",
+]
+CASES = [(op, kind) for op in MUTATING for kind in ("throttle", "lost", "not-found")
+         if kind != "not-found" or op in FIRST_READ_AFTER]
+
+
+def tagged(emu, deployment=None):
+    ec2 = emu.client("ec2")
+    filters = naming.tag_filters(emu.environment, deployment)
+    live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    return {
+        "instance": sum(len(r["Instances"]) for r in ec2.describe_instances(Filters=filters + live)["Reservations"]),
+        "vpc": len(ec2.describe_vpcs(Filters=filters)["Vpcs"]),
+        "subnet": len(ec2.describe_subnets(Filters=filters)["Subnets"]),
+        "internet-gateway": len(ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]),
+        "route-table": len(ec2.describe_route_tables(Filters=filters)["RouteTables"]),
+        "security-group": len(ec2.describe_security_groups(Filters=filters)["SecurityGroups"]),
+    }
+
+
+@pytest.mark.parametrize("operation,kind", CASES, ids=[f"{o}-{k}" for o, k in CASES])
+def test_first_deploy_survives_or_undoes_itself(make_emulator, operation, kind):
+    emu = make_emulator(node_count=2)
+    fault = Fault(operation, kind)
+    fault.install([aws.client("ec2"), aws.client("ec2", retries=False), aws.client("ssm"),
+                   aws.client("codebuild")])
+    run = deploy(emu, commit_id())
+    assert fault.fired == 1, f"{operation} ({kind}) was never injected"
+    if run.status == "SUCCEEDED":
+        assert tagged(emu) == {"instance": 2, "vpc": 1, "subnet": 1, "internet-gateway": 1,
+                               "route-table": 1, "security-group": 1}, "duplicate resource"
+        assert len(emu.client("ec2").describe_images(Owners=["self"])["Images"]) == 1
+    else:
+        deployment = run.output.get("deployment", {}).get("id") or run.execution_arn.rsplit(":", 1)[-1]
+        assert set(tagged(emu, deployment).values()) == {0}, (run.error, run.cause)
+    pytest.outcome = run.status  # for the matrix printed by bench/faults.py
