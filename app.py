@@ -64,6 +64,7 @@ TASKS = {
     "evaluate_health": steps.evaluate_health,
     "retire_old_nodes": steps.retire_old_nodes,
     "terminate_old_nodes": steps.terminate_old_nodes,
+    "remove_old_images": steps.remove_old_images,
     "terminate_nodes": steps.terminate_nodes,
     "check_nodes_gone": steps.check_nodes_gone,
     "delete_network": steps.delete_network,

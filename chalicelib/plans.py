@@ -111,14 +111,21 @@ def health_verdict(invocations) -> dict[str, str]:
 
 
 def retire_script(hostnames: list[str]) -> list[str]:
-    """Run on a healthy new manager: take old nodes out of the swarm before they are terminated,
-    demoting them first so the managers keep their quorum."""
+    """Run on a healthy new manager: drain old nodes (their tasks move to the new ones), demote
+    them so the managers keep their quorum, then remove them, before they are terminated."""
     lines = ["set -u"]
     for host in hostnames:
         quoted = shlex.quote(host)
+        lines.append(f"docker node update --availability drain {quoted} || true")
         lines.append(f"docker node demote {quoted} || true")
         lines.append(f"docker node rm --force {quoted} || true")
     return lines
+
+
+def images_to_remove(images: list[dict], in_use: set[str], keep: int) -> list[str]:
+    """Image ids beyond the newest `keep`, except those a live node runs."""
+    newest_first = sorted(images, key=lambda i: i.get("CreationDate", ""), reverse=True)
+    return [i["ImageId"] for i in newest_first[keep:] if i["ImageId"] not in in_use]
 
 
 def prune_script(filter_expression: str, volumes: bool = False) -> list[str]:

@@ -43,6 +43,7 @@ class Settings:
     node_instance_profile: str
     command_timeout_seconds: int
     github_api: str
+    keep_images: int
     github_token_parameter: str
 
 
@@ -113,6 +114,7 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),
         command_timeout_seconds=_int(env, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", 600, 30, 172800),
         github_api=env.get("SLIPWAY_GITHUB_API", "https://api.github.com"),
+        keep_images=_int(env, "SLIPWAY_KEEP_IMAGES", 3, 1, 100),
         github_token_parameter=env.get("SLIPWAY_GITHUB_TOKEN_PARAMETER", ""),
     )
 

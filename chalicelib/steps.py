@@ -262,6 +262,19 @@ def terminate_old_nodes(event: dict) -> dict:
     return retire | {"done": True}
 
 
+def remove_old_images(event: dict) -> dict:
+    """Keep the newest SLIPWAY_KEEP_IMAGES images and any a live node runs; deregister the rest."""
+    deployment = _deployment(event)
+    settings = get_settings()
+    client = aws.client("ec2")
+    in_use = {n.image_id for n in ec2.list_nodes(client, deployment["environment"])}
+    old = plans.images_to_remove(ec2.list_images(client, deployment["environment"]), in_use,
+                                 settings.keep_images)
+    removed = ec2.delete_images(client, deployment["environment"], only=set(old)) if old else 0
+    logger.info("old images removed", extra={"image_ids": old})
+    return {"removed": old, "count": removed}
+
+
 # --- teardown and compensation -----------------------------------------------------------
 
 def _scope(event: dict) -> tuple[str, str | None]:

@@ -119,6 +119,7 @@ class Emulator:
         self._stack = contextlib.ExitStack()
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
+        self._last_image_date = None
         self._events: queue.Queue = queue.Queue()
         self.delivered_events: list[dict] = []
         self.results: list[tuple[str, Any]] = []  # (function, what it returned or raised)
@@ -544,6 +545,13 @@ class Emulator:
         # What Packer would do with these PKR_VAR_ variables: name the image, tag it.
         values = {k.removeprefix("PKR_VAR_"): v for k, v in variables.items() if k.startswith("PKR_VAR_")}
         image = ec2.register_image(name=values["ami_name"], description="Slipway swarm node (emulated bake)")
+        # EC2 reports CreationDate to the second and real bakes are minutes apart: keep emulated
+        # bakes in distinct seconds so "newest" means what it means on AWS.
+        import datetime
+
+        if self._last_image_date and image.creation_date <= self._last_image_date + datetime.timedelta(seconds=1):
+            image.creation_date = self._last_image_date + datetime.timedelta(seconds=1)
+        self._last_image_date = image.creation_date
         tags = {tag: values[var] for tag, var in IMAGE_TAGS.items() if var in values}
         ec2.create_tags([image.id], tags | CONSTANT_IMAGE_TAGS)
         return image.id

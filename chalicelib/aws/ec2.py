@@ -267,12 +267,17 @@ def delete_network(ec2, environment: str, deployment: str | None = None) -> dict
     return removed
 
 
-def delete_images(ec2, environment: str, keep: set[str] | None = None) -> int:
-    """Deregister the environment's images (except `keep`) and delete their snapshots."""
-    images = ec2.describe_images(Owners=["self"], Filters=naming.tag_filters(environment))["Images"]
+def list_images(ec2, environment: str) -> list[dict]:
+    return ec2.describe_images(Owners=["self"], Filters=naming.tag_filters(environment))["Images"]
+
+
+def delete_images(ec2, environment: str, keep: set[str] | None = None,
+                  only: set[str] | None = None) -> int:
+    """Deregister the environment's images (all, or `only` these; never `keep`) and delete their
+    snapshots."""
     count = 0
-    for image in images:
-        if keep and image["ImageId"] in keep:
+    for image in list_images(ec2, environment):
+        if (keep and image["ImageId"] in keep) or (only is not None and image["ImageId"] not in only):
             continue
         count += _gone(ec2.deregister_image, ImageId=image["ImageId"])
         for mapping in image.get("BlockDeviceMappings", []):

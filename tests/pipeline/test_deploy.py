@@ -142,3 +142,58 @@ def test_teardown_refuses_another_environment(emulator):
     assert run.status == "FAILED" and run.error == "InvalidInput"
 
 
+
+
+def test_only_the_newest_images_are_kept(make_emulator):
+    emu = make_emulator(extra_environment={"SLIPWAY_KEEP_IMAGES": "2"})
+    runs = [deploy(emu, new_content(emu, commit_id())) for _ in range(4)]
+    assert [r.status for r in runs] == ["SUCCEEDED"] * 4
+    remaining = {i["ImageId"] for i in emu.client("ec2").describe_images(Owners=["self"])["Images"]}
+    assert remaining == {runs[2].output["image"]["ami_id"], runs[3].output["image"]["ami_id"]}
+
+
+def test_a_failure_after_the_health_gate_keeps_the_new_nodes(make_emulator):
+    emu = make_emulator()
+    first = deploy(emu)
+    original_run = emu.nodes.run
+
+    def retire_fails(instance_id, commands, hostname=""):
+        if any("docker node rm" in c for c in commands):
+            from slipway.nodes import Result
+            return Result(1, stderr="Error response from daemon: rpc error: code = Unknown")
+        return original_run(instance_id, commands, hostname)
+
+    emu.nodes.run = retire_fails
+    second = deploy(emu, new_content(emu, commit_id()))
+    assert second.status == "FAILED" and second.error == "CommandFailed"
+    assert second.states[-1] == "Cleanup after a healthy deployment failed"
+    running = {n.instance_id for n in tagged_instances(emu)}
+    old = set(first.output["nodes"]["current"])
+    assert old < running and len(running - old) == 1  # the healthy new node stays beside the old one
+
+
+def test_there_is_always_a_healthy_node_during_a_replacement(make_emulator):
+    import threading
+
+    from moto.ec2.models import ec2_backends
+
+    emu = make_emulator(node_count=2)
+    deploy(emu)
+    samples, stop = [], threading.Event()
+    backend = ec2_backends["123456789012"]["us-east-1"]
+
+    def sample():
+        while not stop.is_set():
+            running = [i.id for r in backend.reservations.copy().values() for i in r.instances
+                       if i.state == "running"]
+            samples.append(sum(1 for i in running if emu.nodes.state(i) == "active"
+                               and i not in emu.nodes.broken))
+            stop.wait(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    second = deploy(emu, new_content(emu, commit_id()))
+    stop.set()
+    sampler.join()
+    assert second.status == "SUCCEEDED"
+    assert len(samples) > 20 and min(samples) >= 1, f"{len(samples)} samples, min {min(samples)}"

@@ -85,5 +85,19 @@ def test_image_key_needs_both_folders():
 
 def test_scripts_quote_what_they_interpolate():
     assert plans.join_script("SWMTKN-1-a", "10.0.0.1")[-1].endswith("--token SWMTKN-1-a 10.0.0.1:2377; fi")
-    assert plans.retire_script(["ip-1; rm -rf /"])[1] == "docker node demote 'ip-1; rm -rf /' || true"
+    assert plans.retire_script(["ip-1; rm -rf /"])[2] == "docker node demote 'ip-1; rm -rf /' || true"
     assert plans.prune_script("until=24h") == ["docker system prune --force --filter until=24h"]
+
+
+def test_old_images_beyond_the_newest_kept_go_unless_a_node_runs_them():
+    images = [{"ImageId": f"ami-{n}", "CreationDate": f"2026-11-0{n}T00:00:00.000Z"} for n in range(1, 7)]
+    assert plans.images_to_remove(images, in_use={"ami-1"}, keep=3) == ["ami-3", "ami-2"]
+    assert plans.images_to_remove(images[:2], in_use=set(), keep=3) == []
+
+
+def test_retire_drains_then_demotes_then_removes():
+    assert plans.retire_script(["ip-10-0-0-1"])[1:] == [
+        "docker node update --availability drain ip-10-0-0-1 || true",
+        "docker node demote ip-10-0-0-1 || true",
+        "docker node rm --force ip-10-0-0-1 || true",
+    ]
