@@ -17,7 +17,8 @@ from tests.conftest import commit_id, deploy  # noqa: E402
 from tests.faults import Fault  # noqa: E402
 from tests.pipeline.test_faults import CASES, tagged  # noqa: E402
 
-EXPECTED = {"instance": 2, "vpc": 1, "subnet": 1, "internet-gateway": 1, "route-table": 1, "security-group": 1}
+EXPECTED = {"instance": 2, "vpc": 1, "subnet": 1, "internet-gateway": 1, "route-table": 1, "security-group": 1,
+            "launch-template": 1}
 
 
 def main() -> list[tuple]:

@@ -50,6 +50,18 @@ def plan_nodes(nodes, image_id: str, desired: int) -> NodePlan:
     return NodePlan(launch=max(0, desired - len(current)), current=current, old=old)
 
 
+def spread(launch: int, per_subnet: dict[str, int]) -> dict[str, int]:
+    """How many of `launch` new nodes go to each subnet: always to the one with fewest nodes,
+    ties to the first listed, so zones stay balanced."""
+    counts = dict(per_subnet)
+    placed = {subnet: 0 for subnet in per_subnet}
+    for _ in range(launch):
+        subnet = min(counts, key=lambda s: (counts[s], list(counts).index(s)))
+        counts[subnet] += 1
+        placed[subnet] += 1
+    return {subnet: n for subnet, n in placed.items() if n}
+
+
 @dataclass(frozen=True)
 class SwarmStep:
     action: str  # "init", "join" or "none"

@@ -32,7 +32,7 @@ class Settings:
     node_count: int
     instance_type: str
     vpc_cidr: str
-    subnet_cidr: str
+    subnet_cidrs: tuple[str, ...]
     service_ports: tuple[int, ...]
     poll_seconds: int
     node_ready_attempts: int
@@ -80,8 +80,10 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         raise ConfigurationError(f"SLIPWAY_VPC_CIDR is not a network: {vpc_cidr!r}") from exc
     if not 16 <= network.prefixlen <= 24:
         raise ConfigurationError("SLIPWAY_VPC_CIDR must have a prefix between /16 and /24")
-    # The first /24 (or the whole VPC if smaller) holds the nodes' subnet.
-    subnet = next(network.subnets(new_prefix=max(network.prefixlen, 24)))
+    # One /24 per availability zone (the whole VPC's first slices), SLIPWAY_SUBNET_COUNT of them.
+    subnet_count = _int(env, "SLIPWAY_SUBNET_COUNT", 1, 1, 6)
+    slices = network.subnets(new_prefix=max(network.prefixlen, 24))
+    subnets = tuple(str(next(slices)) for _ in range(subnet_count))
     ports = tuple(
         int(p) for p in env.get("SLIPWAY_SERVICE_PORTS", "80,443").split(",") if p.strip()
     )
@@ -103,7 +105,7 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         node_count=_int(env, "SLIPWAY_NODE_COUNT", 1, 1, 50),
         instance_type=env.get("SLIPWAY_INSTANCE_TYPE", "t3.small"),
         vpc_cidr=str(network),
-        subnet_cidr=str(subnet),
+        subnet_cidrs=subnets,
         service_ports=ports,
         poll_seconds=_int(env, "SLIPWAY_POLL_SECONDS", 30, 0, 3600),
         node_ready_attempts=_int(env, "SLIPWAY_NODE_READY_ATTEMPTS", 40, 1, 1000),

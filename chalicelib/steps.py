@@ -114,7 +114,7 @@ def ensure_network(event: dict) -> dict:
         environment=deployment["environment"],
         tags_for=lambda role: _tags(deployment, role),
         vpc_cidr=settings.vpc_cidr,
-        subnet_cidr=settings.subnet_cidr,
+        subnet_cidrs=settings.subnet_cidrs,
         service_ports=settings.service_ports,
     )
 
@@ -128,14 +128,19 @@ def launch_nodes(event: dict) -> dict:
     plan = plans.plan_nodes(existing, ami_id, settings.node_count)
     new: list[str] = []
     if plan.launch:
-        new = ec2.launch_nodes(
-            client,
-            image_id=ami_id,
-            count=plan.launch,
+        template = ec2.ensure_launch_template(
+            client, aws.client("ec2", retries=False), environment=deployment["environment"],
+            tags=_tags(deployment, "launch-template"), image_id=ami_id,
             instance_type=settings.instance_type,
-            subnet_id=event["network"]["subnet_ids"][0],
             security_group_id=event["network"]["security_group_id"],
             instance_profile=settings.node_instance_profile,
+            client_token=_token(deployment["id"], "template", ami_id),
+        )
+        current = [n for n in existing if n.instance_id in plan.current]
+        per_subnet = {subnet: sum(1 for n in current if n.subnet_id == subnet)
+                      for subnet in event["network"]["subnet_ids"]}
+        new = ec2.launch_nodes(
+            client, template=template, placement=plans.spread(plan.launch, per_subnet),
             tags=_tags(deployment, "node") | {naming.TAG_IMAGE: ami_id},
             client_token=_token(deployment["id"], "launch", ami_id),
         )
@@ -309,6 +314,7 @@ def check_nodes_gone(event: dict) -> dict:
 def delete_network(event: dict) -> dict:
     environment, deployment = _scope(event)
     removed = ec2.delete_network(aws.client("ec2"), environment, deployment)
+    removed["launch-template"] = ec2.delete_launch_templates(aws.client("ec2"), environment, deployment)
     swarm_left = ec2.list_nodes(aws.client("ec2"), environment)
     parameters = 0
     if not swarm_left:

@@ -25,6 +25,7 @@ FIRST_READ_AFTER = {
     "CreateInternetGateway": ("AttachInternetGateway", "InvalidInternetGatewayID.NotFound"),
     "CreateRouteTable": ("CreateRoute", "InvalidRouteTableID.NotFound"),
     "CreateSecurityGroup": ("AuthorizeSecurityGroupIngress", "InvalidGroup.NotFound"),
+    "CreateLaunchTemplate": ("RunInstances", "InvalidLaunchTemplateId.NotFound"),
     "RunInstances": ("DescribeInstances", "InvalidInstanceID.NotFound"),
     "SendCommand": ("ListCommandInvocations", "InvalidCommandId"),
     "PutParameter": ("AddTagsToResource", "InvalidResourceId"),

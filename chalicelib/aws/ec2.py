@@ -23,6 +23,7 @@ class Node:
     hostname: str
     private_ip: str
     deployment: str
+    subnet_id: str = ""
 
 
 def _first(items: list[dict]) -> dict | None:
@@ -41,8 +42,8 @@ def find_image(ec2, name: str) -> str | None:
     return images[0]["ImageId"] if images else None
 
 
-def ensure_network(ec2, create, *, environment: str, tags_for, vpc_cidr: str, subnet_cidr: str,
-                   service_ports: tuple[int, ...]) -> dict:
+def ensure_network(ec2, create, *, environment: str, tags_for, vpc_cidr: str,
+                   subnet_cidrs: tuple[str, ...], service_ports: tuple[int, ...]) -> dict:
     """Find each network resource by its environment tag, create only what is missing, and
     converge its settings (DNS names, public IPs, attachment, route, association, rules).
 
@@ -66,15 +67,7 @@ def ensure_network(ec2, create, *, environment: str, tags_for, vpc_cidr: str, su
     if not ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]:
         ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
 
-    subnet = lookup(ec2.describe_subnets, "Subnets", "SubnetId", "subnet")
-    if subnet is None:
-        subnet = create.create_subnet(
-            VpcId=vpc_id, CidrBlock=subnet_cidr, TagSpecifications=_spec("subnet", tags_for("subnet"))
-        )["Subnet"]
-        created.append("subnet")
-    subnet_id = subnet["SubnetId"]
-    if not subnet.get("MapPublicIpOnLaunch"):
-        ec2.modify_subnet_attribute(SubnetId=subnet_id, MapPublicIpOnLaunch={"Value": True})
+    subnet_ids = _ensure_subnets(ec2, create, environment, vpc_id, subnet_cidrs, tags_for, created)
 
     igw = lookup(ec2.describe_internet_gateways, "InternetGateways", "InternetGatewayId", "internet-gateway")
     if igw is None:
@@ -97,9 +90,11 @@ def ensure_network(ec2, create, *, environment: str, tags_for, vpc_cidr: str, su
     if not any(r.get("DestinationCidrBlock") == ANYWHERE for r in table.get("Routes", [])):
         _already_done(ec2.create_route, {"RouteAlreadyExists"},
                       RouteTableId=table_id, DestinationCidrBlock=ANYWHERE, GatewayId=igw_id)
-    if not any(a.get("SubnetId") == subnet_id for a in table.get("Associations", [])):
-        _already_done(ec2.associate_route_table, {"Resource.AlreadyAssociated"},
-                      RouteTableId=table_id, SubnetId=subnet_id)
+    associated = {a.get("SubnetId") for a in table.get("Associations", [])}
+    for subnet_id in subnet_ids:
+        if subnet_id not in associated:
+            _already_done(ec2.associate_route_table, {"Resource.AlreadyAssociated"},
+                          RouteTableId=table_id, SubnetId=subnet_id)
 
     group = lookup(ec2.describe_security_groups, "SecurityGroups", "GroupId", "security-group")
     if group is None:
@@ -118,12 +113,47 @@ def ensure_network(ec2, create, *, environment: str, tags_for, vpc_cidr: str, su
     logger.info("network converged", extra={"vpc_id": vpc_id, "created_roles": created})
     return {
         "vpc_id": vpc_id,
-        "subnet_ids": [subnet_id],
+        "subnet_ids": subnet_ids,
         "internet_gateway_id": igw_id,
         "route_table_id": table_id,
         "security_group_id": group_id,
         "created": created,
     }
+
+
+SUBNET_INDEX_TAG = "slipway:subnet"
+
+
+def _ensure_subnets(ec2, create, environment: str, vpc_id: str, cidrs: tuple[str, ...], tags_for,
+                    created: list[str]) -> list[str]:
+    """One subnet per availability zone, each found by its index tag, public IPs on launch."""
+    found = ec2.describe_subnets(Filters=naming.tag_filters(environment, role="subnet"))["Subnets"]
+    by_index: dict[str, dict] = {}
+    for subnet in sorted(found, key=lambda x: x["SubnetId"]):
+        index = {t["Key"]: t["Value"] for t in subnet.get("Tags", [])}.get(SUBNET_INDEX_TAG, "0")
+        by_index.setdefault(index, subnet)
+    zones = None
+    ids = []
+    for index, cidr in enumerate(cidrs):
+        subnet = by_index.get(str(index))
+        if subnet is None:
+            if zones is None:
+                zones = sorted(z["ZoneName"] for z in ec2.describe_availability_zones(
+                    Filters=[{"Name": "state", "Values": ["available"]},
+                             {"Name": "zone-type", "Values": ["availability-zone"]}])["AvailabilityZones"])
+            if index >= len(zones):
+                from chalicelib.errors import ConfigurationError
+
+                raise ConfigurationError(f"{len(cidrs)} subnets asked for, the region has {len(zones)} zones")
+            subnet = create.create_subnet(
+                VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zones[index],
+                TagSpecifications=_spec("subnet", tags_for("subnet") | {SUBNET_INDEX_TAG: str(index)}),
+            )["Subnet"]
+            created.append("subnet")
+        if not subnet.get("MapPublicIpOnLaunch"):
+            ec2.modify_subnet_attribute(SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": True})
+        ids.append(subnet["SubnetId"])
+    return ids
 
 
 def _already_done(call, codes: set[str], **kwargs) -> None:
@@ -164,33 +194,74 @@ def _ingress(group_id: str, service_ports: tuple[int, ...]) -> list[dict]:
     return rules
 
 
-def launch_nodes(ec2, *, image_id: str, count: int, instance_type: str, subnet_id: str,
-                 security_group_id: str, instance_profile: str, tags: dict[str, str],
-                 client_token: str) -> list[str]:
-    root = ec2.describe_images(ImageIds=[image_id])["Images"][0].get("RootDeviceName", "/dev/sda1")
-    request = {
+def _template_data(image_id: str, instance_type: str, security_group_id: str,
+                   instance_profile: str, root_device: str) -> dict:
+    data = {
         "ImageId": image_id,
         "InstanceType": instance_type,
-        "MinCount": count,
-        "MaxCount": count,
-        "ClientToken": client_token,
-        "NetworkInterfaces": [{
-            "DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [security_group_id],
-            "AssociatePublicIpAddress": True,
-        }],
+        "SecurityGroupIds": [security_group_id],
         "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1,
                             "HttpEndpoint": "enabled"},
         "BlockDeviceMappings": [{
-            "DeviceName": root,
+            "DeviceName": root_device,
             "Ebs": {"VolumeType": "gp3", "VolumeSize": 20, "Encrypted": True,
                     "DeleteOnTermination": True},
         }],
-        "TagSpecifications": _spec("instance", tags) + _spec("volume", tags),
     }
     if instance_profile:
-        request["IamInstanceProfile"] = {"Name": instance_profile}
-    reservation = ec2.run_instances(**request)
-    return [i["InstanceId"] for i in reservation["Instances"]]
+        data["IamInstanceProfile"] = {"Name": instance_profile}
+    return data
+
+
+def ensure_launch_template(ec2, create, *, environment: str, tags: dict[str, str], image_id: str,
+                           instance_type: str, security_group_id: str, instance_profile: str,
+                           client_token: str) -> tuple[str, str]:
+    """The environment's launch template, with one version per image: (template id, version).
+    The template itself is created through the one-attempt `create` client, like the network."""
+    root = ec2.describe_images(ImageIds=[image_id])["Images"][0].get("RootDeviceName", "/dev/sda1")
+    data = _template_data(image_id, instance_type, security_group_id, instance_profile, root)
+    found = ec2.describe_launch_templates(
+        Filters=naming.tag_filters(environment, role="launch-template"))["LaunchTemplates"]
+    if not found:
+        template = create.create_launch_template(
+            LaunchTemplateName=f"slipway-{environment}-nodes", LaunchTemplateData=data,
+            TagSpecifications=_spec("launch-template", tags), ClientToken=client_token,
+        )["LaunchTemplate"]
+        return template["LaunchTemplateId"], str(template["LatestVersionNumber"])
+    template_id = min(t["LaunchTemplateId"] for t in found)
+    paginator = ec2.get_paginator("describe_launch_template_versions")
+    for page in paginator.paginate(LaunchTemplateId=template_id):
+        for version in page["LaunchTemplateVersions"]:
+            if version["LaunchTemplateData"].get("ImageId") == image_id and \
+                    version["LaunchTemplateData"].get("InstanceType") == instance_type:
+                return template_id, str(version["VersionNumber"])
+    version = ec2.create_launch_template_version(
+        LaunchTemplateId=template_id, LaunchTemplateData=data, ClientToken=client_token,
+        VersionDescription=f"image {image_id}",
+    )["LaunchTemplateVersion"]
+    return template_id, str(version["VersionNumber"])
+
+
+def launch_nodes(ec2, *, template: tuple[str, str], placement: dict[str, int],
+                 tags: dict[str, str], client_token: str) -> list[str]:
+    """Launch `placement[subnet]` nodes in each subnet from the template version. One RunInstances
+    per subnet, each with its own ClientToken, so a retried call never makes a second node."""
+    ids = []
+    for subnet_id, count in placement.items():
+        reservation = ec2.run_instances(
+            LaunchTemplate={"LaunchTemplateId": template[0], "Version": template[1]},
+            SubnetId=subnet_id, MinCount=count, MaxCount=count,
+            ClientToken=f"{client_token}-{subnet_id}"[-64:],
+            TagSpecifications=_spec("instance", tags) + _spec("volume", tags),
+        )
+        ids += [i["InstanceId"] for i in reservation["Instances"]]
+    return ids
+
+
+def delete_launch_templates(ec2, environment: str, deployment: str | None = None) -> int:
+    found = ec2.describe_launch_templates(
+        Filters=naming.tag_filters(environment, deployment, role="launch-template"))["LaunchTemplates"]
+    return sum(_gone(ec2.delete_launch_template, LaunchTemplateId=t["LaunchTemplateId"]) for t in found)
 
 
 def list_nodes(ec2, environment: str, *, deployment: str | None = None,
@@ -212,6 +283,7 @@ def list_nodes(ec2, environment: str, *, deployment: str | None = None,
                     hostname=(inst.get("PrivateDnsName") or "").split(".")[0],
                     private_ip=inst.get("PrivateIpAddress", ""),
                     deployment=tags.get(naming.TAG_DEPLOYMENT, ""),
+                    subnet_id=inst.get("SubnetId", ""),
                 ))
     return sorted(nodes, key=lambda n: n.instance_id)
 
@@ -300,4 +372,5 @@ def count_tagged(ec2, environment: str) -> dict[str, int]:
         "route-table": len(ec2.describe_route_tables(Filters=filters)["RouteTables"]),
         "security-group": len(ec2.describe_security_groups(Filters=filters)["SecurityGroups"]),
         "image": len(ec2.describe_images(Owners=["self"], Filters=filters)["Images"]),
+        "launch-template": len(ec2.describe_launch_templates(Filters=filters)["LaunchTemplates"]),
     }

@@ -6,11 +6,11 @@ from chalicelib import naming
 from chalicelib.aws import ec2 as adapter
 
 
-def converge(ec2, environment="dev", deployment="run-1"):
+def converge(ec2, environment="dev", deployment="run-1", subnets=("10.42.0.0/24",)):
     return adapter.ensure_network(
         ec2, ec2, environment=environment,
         tags_for=lambda role: naming.tags(environment, deployment, "c0ffee", role),
-        vpc_cidr="10.42.0.0/16", subnet_cidr="10.42.0.0/24", service_ports=(80, 443))
+        vpc_cidr="10.42.0.0/16", subnet_cidrs=subnets, service_ports=(80, 443))
 
 
 def test_first_converge_creates_every_piece_tagged(ec2):
@@ -64,18 +64,46 @@ def test_deployment_scope_leaves_an_older_deployments_network(ec2):
         "security-group": 0, "route-table": 0, "internet-gateway": 0, "subnet": 0, "vpc": 0}
 
 
-def test_nodes_launch_with_imdsv2_encrypted_gp3_and_tags(ec2):
+def test_one_subnet_per_zone_all_routed(ec2):
+    net = converge(ec2, subnets=("10.42.0.0/24", "10.42.1.0/24", "10.42.2.0/24"))
+    subnets = ec2.describe_subnets(SubnetIds=net["subnet_ids"])["Subnets"]
+    assert len({s["AvailabilityZone"] for s in subnets}) == 3
+    assert all(s["MapPublicIpOnLaunch"] for s in subnets)
+    table = ec2.describe_route_tables(RouteTableIds=[net["route_table_id"]])["RouteTables"][0]
+    assert sorted(a["SubnetId"] for a in table["Associations"] if not a.get("Main")) == sorted(net["subnet_ids"])
+    assert converge(ec2, subnets=("10.42.0.0/24", "10.42.1.0/24", "10.42.2.0/24"))["created"] == []
+
+
+def template_for(ec2, net, image):
+    return adapter.ensure_launch_template(
+        ec2, ec2, environment="dev", tags=naming.tags("dev", "run-1", "c0ffee", "launch-template"),
+        image_id=image, instance_type="t3.small", security_group_id=net["security_group_id"],
+        instance_profile="", client_token="tok-" + image)
+
+
+def test_launch_template_has_imdsv2_encrypted_gp3_and_one_version_per_image(ec2):
     net = converge(ec2)
     image = ec2.register_image(Name="slipway-dev-node-x", RootDeviceName="/dev/sda1")["ImageId"]
-    ids = adapter.launch_nodes(
-        ec2, image_id=image, count=2, instance_type="t3.small", subnet_id=net["subnet_ids"][0],
-        security_group_id=net["security_group_id"], instance_profile="",
-        tags=naming.tags("dev", "run-1", "c0ffee", "node"), client_token="tok")
-    assert len(ids) == 2
-    inst = ec2.describe_instances(InstanceIds=ids[:1])["Reservations"][0]["Instances"][0]
-    assert inst["MetadataOptions"]["HttpTokens"] == "required"
-    assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
-    assert [n.instance_id for n in adapter.list_nodes(ec2, "dev")] == sorted(ids)
+    template_id, version = template_for(ec2, net, image)
+    assert template_for(ec2, net, image) == (template_id, version)  # found again, not recreated
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=template_id)["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert data["BlockDeviceMappings"][0]["Ebs"] == {"VolumeType": "gp3", "VolumeSize": 20, "Encrypted": True,
+                                                    "DeleteOnTermination": True}
+    newer = ec2.register_image(Name="slipway-dev-node-y", RootDeviceName="/dev/sda1")["ImageId"]
+    assert template_for(ec2, net, newer) == (template_id, str(int(version) + 1))
+
+
+def test_nodes_launch_from_the_template_spread_over_subnets_with_tags(ec2):
+    net = converge(ec2, subnets=("10.42.0.0/24", "10.42.1.0/24"))
+    image = ec2.register_image(Name="slipway-dev-node-x", RootDeviceName="/dev/sda1")["ImageId"]
+    placement = {net["subnet_ids"][0]: 2, net["subnet_ids"][1]: 1}
+    ids = adapter.launch_nodes(ec2, template=template_for(ec2, net, image), placement=placement,
+                               tags=naming.tags("dev", "run-1", "c0ffee", "node"), client_token="tok")
+    nodes = adapter.list_nodes(ec2, "dev")
+    assert sorted(n.instance_id for n in nodes) == sorted(ids) and len(ids) == 3
+    assert sorted(n.subnet_id for n in nodes) == sorted([net["subnet_ids"][0]] * 2 + [net["subnet_ids"][1]])
     assert adapter.list_nodes(ec2, "prod") == []
 
 

@@ -42,7 +42,8 @@ def test_failed_bake_fails_the_execution_with_nothing_provisioned(make_emulator)
     assert run.error == "BakeFailed" and "FAILED" in run.cause
     assert "Provision network" not in run.states
     assert ec2_adapter.count_tagged(emu.client("ec2"), emu.environment) == dict.fromkeys(
-        ["instance", "vpc", "subnet", "internet-gateway", "route-table", "security-group", "image"], 0)
+        ["instance", "vpc", "subnet", "internet-gateway", "route-table", "security-group", "image",
+         "launch-template"], 0)
 
 
 def test_same_commit_pushed_again_skips_the_bake_and_creates_nothing(emulator):
@@ -197,3 +198,16 @@ def test_there_is_always_a_healthy_node_during_a_replacement(make_emulator):
     sampler.join()
     assert second.status == "SUCCEEDED"
     assert len(samples) > 20 and min(samples) >= 1, f"{len(samples)} samples, min {min(samples)}"
+
+
+def test_nodes_spread_over_one_subnet_per_zone(make_emulator):
+    emu = make_emulator(node_count=3, extra_environment={"SLIPWAY_SUBNET_COUNT": "3"})
+    run = deploy(emu)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    nodes = tagged_instances(emu)
+    assert len({n.subnet_id for n in nodes}) == 3
+    zones = {s["AvailabilityZone"] for s in emu.client("ec2").describe_subnets(
+        SubnetIds=run.output["network"]["subnet_ids"])["Subnets"]}
+    assert len(zones) == 3
+    template = emu.client("ec2").describe_launch_templates()["LaunchTemplates"]
+    assert [t["LaunchTemplateName"] for t in template] == [f"slipway-{emu.environment}-nodes"]

@@ -10,7 +10,8 @@ from tests.faults import FIRST_READ_AFTER, Fault
 MUTATING = [
     "StartBuild", "CreateVpc", "ModifyVpcAttribute", "CreateSubnet", "ModifySubnetAttribute",
     "CreateInternetGateway", "AttachInternetGateway", "CreateRouteTable", "CreateRoute",
-    "AssociateRouteTable", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances",
+    "AssociateRouteTable", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
+    "CreateLaunchTemplate", "RunInstances",
     "SendCommand", "PutParameter", "AddTagsToResource",
 ]
 CASES = [(op, kind) for op in MUTATING for kind in ("throttle", "lost", "not-found")
@@ -28,6 +29,7 @@ def tagged(emu, deployment=None):
         "internet-gateway": len(ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]),
         "route-table": len(ec2.describe_route_tables(Filters=filters)["RouteTables"]),
         "security-group": len(ec2.describe_security_groups(Filters=filters)["SecurityGroups"]),
+        "launch-template": len(ec2.describe_launch_templates(Filters=filters)["LaunchTemplates"]),
     }
 
 
@@ -41,7 +43,7 @@ def test_first_deploy_survives_or_undoes_itself(make_emulator, operation, kind):
     assert fault.fired == 1, f"{operation} ({kind}) was never injected"
     if run.status == "SUCCEEDED":
         assert tagged(emu) == {"instance": 2, "vpc": 1, "subnet": 1, "internet-gateway": 1,
-                               "route-table": 1, "security-group": 1}, "duplicate resource"
+                               "route-table": 1, "security-group": 1, "launch-template": 1}, "duplicate"
         assert len(emu.client("ec2").describe_images(Owners=["self"])["Images"]) == 1
     else:
         deployment = run.output.get("deployment", {}).get("id") or run.execution_arn.rsplit(":", 1)[-1]

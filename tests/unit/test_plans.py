@@ -101,3 +101,10 @@ def test_retire_drains_then_demotes_then_removes():
         "docker node demote ip-10-0-0-1 || true",
         "docker node rm --force ip-10-0-0-1 || true",
     ]
+
+
+def test_new_nodes_go_where_there_are_fewest():
+    assert plans.spread(3, {"a": 0, "b": 0, "c": 0}) == {"a": 1, "b": 1, "c": 1}
+    assert plans.spread(2, {"a": 2, "b": 0, "c": 1}) == {"b": 2}  # 2, 2, 1: balanced
+    assert plans.spread(4, {"a": 0, "b": 3}) == {"a": 4}  # 4, 3
+    assert plans.spread(0, {"a": 0}) == {}

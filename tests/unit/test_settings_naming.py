@@ -12,8 +12,13 @@ BASE = {"SLIPWAY_ENVIRONMENT": "dev", "AWS_REGION": "eu-west-1"}
 def test_defaults_are_usable():
     s = from_environment(BASE)
     assert (s.environment, s.region, s.node_count, s.poll_seconds) == ("dev", "eu-west-1", 1, 30)
-    assert (s.vpc_cidr, s.subnet_cidr, s.service_ports, s.branches) == (
-        "10.42.0.0/16", "10.42.0.0/24", (80, 443), ("main",))
+    assert (s.vpc_cidr, s.subnet_cidrs, s.service_ports, s.branches) == (
+        "10.42.0.0/16", ("10.42.0.0/24",), (80, 443), ("main",))
+
+
+def test_one_subnet_per_zone_each_its_own_slice():
+    s = from_environment(BASE | {"SLIPWAY_SUBNET_COUNT": "3", "SLIPWAY_VPC_CIDR": "10.9.0.0/20"})
+    assert s.subnet_cidrs == ("10.9.0.0/24", "10.9.1.0/24", "10.9.2.0/24")
 
 
 @pytest.mark.parametrize("override,message", [
