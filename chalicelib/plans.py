@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from chalicelib.errors import InvalidInput
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
-_TOKEN_LINE = re.compile(r"^manager_token=(SWMTKN-[A-Za-z0-9-]+)$", re.MULTILINE)
+_TOKEN_LINE = re.compile(r"^(manager|worker)_token=(SWMTKN-[A-Za-z0-9-]+)$", re.MULTILINE)
 TERMINAL_BAD_BUILD = {"FAILED", "FAULT", "STOPPED", "TIMED_OUT"}
 
 
@@ -67,21 +67,33 @@ class SwarmStep:
     action: str  # "init", "join" or "none"
     targets: tuple[str, ...]
     manager_address: str | None = None
+    role: str = "manager"  # what the targets become
 
 
-def plan_swarm(new: list[str], joined: list[str], managers: list[str], token_known: bool) -> SwarmStep:
+def managers_wanted(node_count: int) -> int:
+    """Raft managers for a swarm of this size: an odd number, so a majority survives a loss
+    (1 below three nodes, 3 up to nine, then 5); the other nodes are workers."""
+    return 1 if node_count < 3 else 3 if node_count < 10 else 5
+
+
+def plan_swarm(new: list[str], joined: list[str], new_managers: list[str],
+               manager_addresses: list[str], tokens_known: bool, node_count: int) -> SwarmStep:
     """Next swarm step for this deployment's new nodes.
 
-    `managers` are private addresses of nodes already in the swarm (old nodes, then new nodes that
-    joined or initialised it). With a stored token and a manager, the pending nodes join; with
-    neither, the first pending node initialises a new swarm and the rest join on the next round.
+    `manager_addresses` are private addresses of managers already in the swarm (the previous
+    image's, then this deployment's). With stored tokens and a manager, pending nodes join: as
+    managers until this image's nodes have enough of them, then as workers. With neither, the
+    first pending node initialises a new swarm and the rest join on the next rounds.
     """
     pending = tuple(n for n in new if n not in joined)
     if not pending:
         return SwarmStep("none", ())
-    if token_known and managers:
-        return SwarmStep("join", pending, managers[0])
-    return SwarmStep("init", pending[:1])
+    if not (tokens_known and manager_addresses):
+        return SwarmStep("init", pending[:1])
+    need = managers_wanted(node_count) - len(new_managers)
+    if need > 0:
+        return SwarmStep("join", pending[:need], manager_addresses[0], "manager")
+    return SwarmStep("join", pending, manager_addresses[0], "worker")
 
 
 def init_script() -> list[str]:
@@ -90,6 +102,7 @@ def init_script() -> list[str]:
         "state=$(docker info --format '{{.Swarm.LocalNodeState}}')",
         'if [ "$state" != active ]; then docker swarm init --advertise-addr "$(hostname -I | cut -d" " -f1)" >/dev/null; fi',
         'echo "manager_token=$(docker swarm join-token -q manager)"',
+        'echo "worker_token=$(docker swarm join-token -q worker)"',
     ]
 
 
@@ -102,9 +115,9 @@ def join_script(token: str, manager_address: str) -> list[str]:
     ]
 
 
-def parse_manager_token(output: str) -> str | None:
-    match = _TOKEN_LINE.search(output)
-    return match.group(1) if match else None
+def parse_tokens(output: str) -> dict[str, str]:
+    """{"manager": token, "worker": token} from the init script's output (whatever it found)."""
+    return dict(_TOKEN_LINE.findall(output))
 
 
 HEALTH_SCRIPT = ["docker info --format '{{.Swarm.LocalNodeState}}'"]

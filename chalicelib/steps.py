@@ -17,7 +17,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
 
-TOKEN_LEAF = "manager-token"
+SWARM_ROLE_TAG = "slipway:swarm-role"
+
+
+def _token_leaf(role: str) -> str:
+    return f"{role}-token"
 
 
 def _deployment(event: dict) -> dict:
@@ -167,27 +171,31 @@ def check_nodes(event: dict) -> dict:
 def form_swarm(event: dict) -> dict:
     deployment = _deployment(event)
     settings = get_settings()
-    joined = list((event.get("swarm") or {}).get("joined", []))
-    new = event["nodes"]["new"]
-    token = ssm.get_secure(aws.client("ssm"),
-                           naming.swarm_parameter(deployment["environment"], TOKEN_LEAF))
+    swarm = event.get("swarm") or {}
+    joined, new_managers = list(swarm.get("joined", [])), list(swarm.get("managers", []))
+    environment = deployment["environment"]
+    tokens = {role: ssm.get_secure(aws.client("ssm"), naming.swarm_parameter(environment, _token_leaf(role)))
+              for role in ("manager", "worker")}
     member_ids = list(event["nodes"]["old"]) + joined
     members = {n.instance_id: n for n in ec2.list_nodes(
-        aws.client("ec2"), deployment["environment"], states=["running"], instance_ids=member_ids
-    )} if member_ids else {}
-    managers = [members[i].private_ip for i in member_ids if i in members]
-    step = plans.plan_swarm(new, joined, managers, token is not None)
+        aws.client("ec2"), environment, states=["running"], instance_ids=member_ids,
+        swarm_role="manager")} if member_ids else {}
+    addresses = [members[i].private_ip for i in member_ids if i in members]
+    step = plans.plan_swarm(event["nodes"]["new"], joined, new_managers, addresses,
+                            all(tokens.values()), settings.node_count)
     if step.action == "none":
-        return {"action": "none", "joined": joined, "command_id": None, "targets": []}
+        return {"action": "none", "joined": joined, "managers": new_managers, "command_id": None,
+                "targets": [], "role": None}
     commands = (plans.init_script() if step.action == "init"
-                else plans.join_script(token, step.manager_address))
+                else plans.join_script(tokens[step.role], step.manager_address))
     command_id = ssm.run_shell(aws.client("ssm"), commands=commands,
                                comment=f"slipway swarm {step.action} {deployment['id']}",
                                timeout_seconds=settings.command_timeout_seconds,
                                instance_ids=list(step.targets))
-    logger.info("swarm command sent", extra={"action": step.action, "targets": step.targets})
-    return {"action": step.action, "joined": joined, "command_id": command_id,
-            "targets": list(step.targets)}
+    logger.info("swarm command sent", extra={"action": step.action, "role": step.role,
+                                             "targets": step.targets})
+    return {"action": step.action, "joined": joined, "managers": new_managers,
+            "command_id": command_id, "targets": list(step.targets), "role": step.role}
 
 
 def check_swarm(event: dict) -> dict:
@@ -201,16 +209,21 @@ def check_swarm(event: dict) -> dict:
         raise SwarmFailed("; ".join(f"{r.instance_id}: swarm {swarm['action']} {r.status}"
                                     f" (exit {r.response_code})" for r in failed))
     if swarm["action"] == "init":
-        token = plans.parse_manager_token(results[0].output)
-        if not token:
-            raise SwarmFailed(f"{results[0].instance_id}: swarm init printed no manager token")
-        ssm.put_secure(aws.client("ssm"),
-                       naming.swarm_parameter(deployment["environment"], TOKEN_LEAF), token,
-                       _tags(deployment, "swarm-token"))
+        tokens = plans.parse_tokens(results[0].output)
+        if set(tokens) != {"manager", "worker"}:
+            raise SwarmFailed(f"{results[0].instance_id}: swarm init printed no join tokens")
+        for role, token in tokens.items():
+            ssm.put_secure(aws.client("ssm"),
+                           naming.swarm_parameter(deployment["environment"], _token_leaf(role)),
+                           token, _tags(deployment, "swarm-token"))
+    # The role on the instance tells later deployments which nodes can take joins.
+    aws.client("ec2").create_tags(Resources=swarm["targets"],
+                                  Tags=[{"Key": SWARM_ROLE_TAG, "Value": swarm["role"]}])
     joined = swarm["joined"] + swarm["targets"]
-    return {"action": swarm["action"], "joined": joined, "command_id": swarm["command_id"],
-            "targets": swarm["targets"], "done": True,
-            "complete": set(joined) >= set(event["nodes"]["new"])}
+    managers = swarm["managers"] + (swarm["targets"] if swarm["role"] == "manager" else [])
+    return {"action": swarm["action"], "joined": joined, "managers": managers,
+            "command_id": swarm["command_id"], "targets": swarm["targets"], "role": swarm["role"],
+            "done": True, "complete": set(joined) >= set(event["nodes"]["new"])}
 
 
 def start_health_check(event: dict) -> dict:
@@ -244,10 +257,14 @@ def retire_old_nodes(event: dict) -> dict:
     client = aws.client("ec2")
     hostnames = [n.hostname for n in ec2.list_nodes(client, deployment["environment"],
                                                     instance_ids=old) if n.hostname]
+    managers = ec2.list_nodes(client, deployment["environment"], states=["running"],
+                              instance_ids=event["nodes"]["current"], swarm_role="manager")
+    if not managers:
+        raise SwarmFailed("no manager among the new nodes to remove the old ones through")
     command_id = ssm.run_shell(aws.client("ssm"), commands=plans.retire_script(hostnames),
                                comment=f"slipway retire {deployment['id']}",
                                timeout_seconds=settings.command_timeout_seconds,
-                               instance_ids=event["nodes"]["current"][:1])
+                               instance_ids=[managers[0].instance_id])
     return {"old": old, "command_id": command_id}
 
 

@@ -430,6 +430,8 @@ class Emulator:
 
         def targets(command):
             # SSM only reaches managed instances that are online: running ones, not terminated.
+            if not command.targets:
+                return []  # addressed by InstanceIds only
             filters = {t["Key"]: t["Values"] for t in command.targets}
             return [inst.id for inst in emulator._running_instances(command.backend_region, filters)]
 

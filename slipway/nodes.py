@@ -20,7 +20,9 @@ _NODE_RM = re.compile(r"docker node rm --force '?([A-Za-z0-9.-]+)'?")
 @dataclass
 class Swarm:
     token: str
+    worker_token: str = ""
     members: set[str] = field(default_factory=set)
+    roles: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,6 +43,10 @@ class EmulatedNodes:
 
     def state(self, instance_id: str) -> str:
         return self._state.get(instance_id, "inactive")
+
+    def role(self, instance_id: str) -> str | None:
+        swarm = self._swarm_of(instance_id)
+        return swarm.roles.get(instance_id) if swarm else None
 
     def run(self, instance_id: str, commands: list[str], hostname: str = "") -> Result:
         script = "\n".join(commands)
@@ -65,22 +71,27 @@ class EmulatedNodes:
     def _init(self, instance_id: str) -> Result:
         swarm = self._swarm_of(instance_id)
         if swarm is None:
-            swarm = Swarm(token=f"SWMTKN-1-{secrets.token_hex(25)}-{secrets.token_hex(12)}")
+            cluster = secrets.token_hex(25)
+            swarm = Swarm(token=f"SWMTKN-1-{cluster}-{secrets.token_hex(12)}",
+                          worker_token=f"SWMTKN-1-{cluster}-{secrets.token_hex(12)}")
             swarm.members.add(instance_id)
+            swarm.roles[instance_id] = "manager"
             self._swarms.append(swarm)
             self._state[instance_id] = "active"
         self.history.append((instance_id, "docker swarm init"))
-        return Result(0, f"manager_token={swarm.token}\n")
+        return Result(0, f"manager_token={swarm.token}\nworker_token={swarm.worker_token}\n")
 
     def _join(self, instance_id: str, script: str) -> Result:
         match = _JOIN.search(script)
-        swarm = next((s for s in self._swarms if match and s.token == match.group(1)), None)
+        token = match.group(1) if match else None
+        swarm = next((s for s in self._swarms if token in (s.token, s.worker_token)), None)
         if swarm is None:
             return Result(1, stderr="Error response from daemon: invalid join token")
         swarm.members.add(instance_id)
+        swarm.roles[instance_id] = "manager" if token == swarm.token else "worker"
         self._state[instance_id] = "active"
         self.history.append((instance_id, "docker swarm join"))
-        return Result(0, "This node joined a swarm as a manager.\n")
+        return Result(0, f"This node joined a swarm as a {swarm.roles[instance_id]}.\n")
 
     def _remove(self, instance_id: str, script: str) -> Result:
         removed = _NODE_RM.findall(script)

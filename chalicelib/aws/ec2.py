@@ -265,8 +265,11 @@ def delete_launch_templates(ec2, environment: str, deployment: str | None = None
 
 
 def list_nodes(ec2, environment: str, *, deployment: str | None = None,
-               states: list[str] | None = None, instance_ids: list[str] | None = None) -> list[Node]:
+               states: list[str] | None = None, instance_ids: list[str] | None = None,
+               swarm_role: str | None = None) -> list[Node]:
     filters = naming.tag_filters(environment, deployment, role="node")
+    if swarm_role:
+        filters.append({"Name": "tag:slipway:swarm-role", "Values": [swarm_role]})
     filters.append({"Name": "instance-state-name", "Values": states or LIVE_STATES})
     kwargs = {"Filters": filters}
     if instance_ids:

@@ -211,3 +211,18 @@ def test_nodes_spread_over_one_subnet_per_zone(make_emulator):
     assert len(zones) == 3
     template = emu.client("ec2").describe_launch_templates()["LaunchTemplates"]
     assert [t["LaunchTemplateName"] for t in template] == [f"slipway-{emu.environment}-nodes"]
+
+
+def test_a_larger_swarm_has_three_managers_and_workers(make_emulator):
+    emu = make_emulator(node_count=4)
+    run = deploy(emu)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    roles = sorted(emu.nodes.role(i) for i in run.output["nodes"]["current"])
+    assert roles == ["manager", "manager", "manager", "worker"]
+    tagged_roles = sorted({t["Key"]: t["Value"] for t in i["Tags"]}["slipway:swarm-role"]
+                          for r in emu.client("ec2").describe_instances(InstanceIds=run.output["nodes"]["current"])["Reservations"]
+                          for i in r["Instances"])
+    assert tagged_roles == roles
+    replaced = deploy(emu, new_content(emu, commit_id()))
+    assert replaced.status == "SUCCEEDED", (replaced.error, replaced.cause)
+    assert sorted(emu.nodes.role(i) for i in replaced.output["nodes"]["current"]) == roles

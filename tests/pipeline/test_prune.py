@@ -85,3 +85,13 @@ def test_prune_calls_do_not_grow_with_the_fleet(make_emulator):
         emu.stop()
     assert counts[1] == counts[4] == sorted(["DescribeInstances", "SendCommand", "ListCommands",
                                              "ListCommandInvocations"])
+
+
+def test_a_command_by_instance_id_reaches_only_those_instances(make_emulator):
+    emu = make_emulator(node_count=3)
+    nodes = deploy(emu).output["nodes"]["current"]
+    ssm = emu.client("ssm")
+    command = ssm.send_command(InstanceIds=nodes[:1], DocumentName="AWS-RunShellScript",
+                               Parameters={"commands": ["docker info --format '{{.Swarm.LocalNodeState}}'"]})
+    invocations = ssm.list_command_invocations(CommandId=command["Command"]["CommandId"])["CommandInvocations"]
+    assert [i["InstanceId"] for i in invocations] == nodes[:1]

@@ -22,25 +22,35 @@ def test_nothing_is_launched_when_the_image_already_runs_everywhere():
 
 
 def test_first_node_initialises_a_swarm_when_there_is_none():
-    assert plans.plan_swarm(["i-1", "i-2"], [], [], False) == plans.SwarmStep("init", ("i-1",))
+    assert plans.plan_swarm(["i-1", "i-2"], [], [], [], False, 2) == plans.SwarmStep("init", ("i-1",))
 
 
-def test_pending_nodes_join_through_a_known_manager():
-    step = plans.plan_swarm(["i-1", "i-2", "i-3"], ["i-1"], ["10.0.0.5"], True)
-    assert step == plans.SwarmStep("join", ("i-2", "i-3"), "10.0.0.5")
+def test_nodes_join_as_managers_until_there_are_enough_then_as_workers():
+    step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1"], ["i-1"], ["10.0.0.5"], True, 5)
+    assert step == plans.SwarmStep("join", ("i-2", "i-3"), "10.0.0.5", "manager")
+    step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1", "i-2", "i-3"],
+                            ["i-1", "i-2", "i-3"], ["10.0.0.5"], True, 5)
+    assert step == plans.SwarmStep("join", ("i-4", "i-5"), "10.0.0.5", "worker")
 
 
-def test_new_nodes_join_the_old_swarm_on_replacement():
-    assert plans.plan_swarm(["i-9"], [], ["10.0.0.1"], True) == plans.SwarmStep("join", ("i-9",), "10.0.0.1")
+def test_replacement_nodes_join_the_old_swarm_and_bring_their_own_managers():
+    step = plans.plan_swarm(["i-9"], [], [], ["10.0.0.1"], True, 1)
+    assert step == plans.SwarmStep("join", ("i-9",), "10.0.0.1", "manager")
 
 
 def test_no_swarm_step_when_every_new_node_joined():
-    assert plans.plan_swarm(["i-1"], ["i-1"], ["10.0.0.1"], True) == plans.SwarmStep("none", ())
+    assert plans.plan_swarm(["i-1"], ["i-1"], ["i-1"], ["10.0.0.1"], True, 1) == plans.SwarmStep("none", ())
 
 
-def test_manager_token_is_read_from_the_init_output():
-    assert plans.parse_manager_token("noise\nmanager_token=SWMTKN-1-abc-def\n") == "SWMTKN-1-abc-def"
-    assert plans.parse_manager_token("Error response from daemon") is None
+@pytest.mark.parametrize("nodes,managers", [(1, 1), (2, 1), (3, 3), (9, 3), (10, 5), (50, 5)])
+def test_an_odd_number_of_managers(nodes, managers):
+    assert plans.managers_wanted(nodes) == managers
+
+
+def test_join_tokens_are_read_from_the_init_output():
+    output = "noise\nmanager_token=SWMTKN-1-abc-def\nworker_token=SWMTKN-1-abc-ghi\n"
+    assert plans.parse_tokens(output) == {"manager": "SWMTKN-1-abc-def", "worker": "SWMTKN-1-abc-ghi"}
+    assert plans.parse_tokens("Error response from daemon") == {}
 
 
 def test_health_verdict_names_each_failing_node_and_why():
