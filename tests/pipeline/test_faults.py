@@ -12,7 +12,7 @@ MUTATING = [
     "CreateInternetGateway", "AttachInternetGateway", "CreateRouteTable", "CreateRoute",
     "AssociateRouteTable", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
     "CreateLaunchTemplate", "RunInstances",
-    "SendCommand", "PutParameter", "AddTagsToResource",
+    "SendCommand", "PutParameter", "AddTagsToResource", "CreateTags",
 ]
 CASES = [(op, kind) for op in MUTATING for kind in ("throttle", "lost", "not-found")
          if kind != "not-found" or op in FIRST_READ_AFTER]
