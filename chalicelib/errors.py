@@ -35,3 +35,7 @@ class NodesUnhealthy(SlipwayError):
 
 class CommandFailed(SlipwayError):
     """An SSM Run Command ended in a state other than Success."""
+
+
+class TeardownIncomplete(SlipwayError):
+    """Something tagged for the environment is still there after teardown."""

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from chalicelib import aws, naming, plans
 from chalicelib.aws import codebuild, ec2, github, ssm
 from chalicelib.errors import (BakeFailed, CommandFailed, InvalidInput, NodesNotReady,
-                               NodesUnhealthy, SlipwayError, SwarmFailed, TransientError)
-from aws_lambda_powertools.metrics import MetricUnit
-
+                               NodesUnhealthy, SwarmFailed, TeardownIncomplete, TransientError)
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
 
@@ -350,7 +350,7 @@ def confirm_teardown(event: dict) -> dict:
     environment, _ = _scope(event)
     left = {k: v for k, v in ec2.count_tagged(aws.client("ec2"), environment).items() if v}
     if left:
-        raise SlipwayError(f"still tagged for {environment}: {left}")
+        raise TeardownIncomplete(f"still tagged for {environment}: {left}")
     return {"environment": environment, "leftover": {}}
 
 
