@@ -7,14 +7,20 @@ TAG_DEPLOYMENT = "slipway:deployment"
 TAG_COMMIT = "slipway:commit"
 TAG_ROLE = "slipway:role"
 TAG_IMAGE = "slipway:image"
+TAG_SWARM_ROLE = "slipway:swarm-role"  # on a node: "manager" or "worker", once it is in the swarm
+
 
 def image_name(environment: str, image_key: str) -> str:
     """The AMI name the Packer template gives a bake of this content (names are unique per region)."""
     return f"slipway-{environment}-node-{image_key}"
 
 
+def swarm_path(environment: str) -> str:
+    return f"/slipway/{environment}/swarm"
+
+
 def swarm_parameter(environment: str, leaf: str) -> str:
-    return f"/slipway/{environment}/swarm/{leaf}"
+    return f"{swarm_path(environment)}/{leaf}"
 
 
 def tags(environment: str, deployment: str, commit: str, role: str, **extra: str) -> dict[str, str]:

@@ -37,6 +37,8 @@ TRANSIENT_CODES = {
     "DependencyViolation", "IncorrectState", "IncorrectInstanceState",
     # SSM and CodeBuild's "not visible yet" right after SendCommand, PutParameter, StartBuild.
     "InvalidCommandId", "InvocationDoesNotExist", "InvalidResourceId", "ResourceNotFoundException",
+    # A snapshot stays in use for a moment after its image is deregistered.
+    "InvalidSnapshot.InUse",
 }
 NETWORK_ERRORS = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
 

@@ -24,6 +24,7 @@ class Node:
     private_ip: str
     deployment: str
     subnet_id: str = ""
+    swarm_role: str = ""
 
 
 def _first(items: list[dict]) -> dict | None:
@@ -159,10 +160,12 @@ def _ensure_subnets(ec2, create, environment: str, vpc_id: str, cidrs: tuple[str
 def _already_done(call, codes: set[str], **kwargs) -> None:
     """Make a call whose repeat AWS refuses with `codes`: a retry after a lost response lands
     there, and the work it asked for is done."""
+    from chalicelib.aws import error_code
+
     try:
         call(**kwargs)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in codes:
+        if error_code(exc) not in codes:
             raise
 
 
@@ -269,7 +272,7 @@ def list_nodes(ec2, environment: str, *, deployment: str | None = None,
                swarm_role: str | None = None) -> list[Node]:
     filters = naming.tag_filters(environment, deployment, role="node")
     if swarm_role:
-        filters.append({"Name": "tag:slipway:swarm-role", "Values": [swarm_role]})
+        filters.append({"Name": f"tag:{naming.TAG_SWARM_ROLE}", "Values": [swarm_role]})
     filters.append({"Name": "instance-state-name", "Values": states or LIVE_STATES})
     kwargs = {"Filters": filters}
     if instance_ids:
@@ -287,8 +290,15 @@ def list_nodes(ec2, environment: str, *, deployment: str | None = None,
                     private_ip=inst.get("PrivateIpAddress", ""),
                     deployment=tags.get(naming.TAG_DEPLOYMENT, ""),
                     subnet_id=inst.get("SubnetId", ""),
+                    swarm_role=tags.get(naming.TAG_SWARM_ROLE, ""),
                 ))
     return sorted(nodes, key=lambda n: n.instance_id)
+
+
+def tag_swarm_role(ec2, instance_ids: list[str], role: str) -> None:
+    """Record a node's swarm role on the instance: later deployments find managers by it."""
+    if instance_ids:
+        ec2.create_tags(Resources=instance_ids, Tags=naming.tag_list({naming.TAG_SWARM_ROLE: role}))
 
 
 def any_node(ec2, environment: str) -> bool:
@@ -311,9 +321,10 @@ def _gone(call, **kwargs) -> bool:
         call(**kwargs)
         return True
     except ClientError as exc:
-        from chalicelib.aws import is_not_found
+        from chalicelib.aws import error_code, is_not_found
 
-        if is_not_found(exc):
+        # A deregistered image answers "Unavailable" for a while before it is "NotFound".
+        if is_not_found(exc) or error_code(exc) == "InvalidAMIID.Unavailable":
             return False
         raise
 
@@ -346,14 +357,10 @@ def list_images(ec2, environment: str) -> list[dict]:
     return ec2.describe_images(Owners=["self"], Filters=naming.tag_filters(environment))["Images"]
 
 
-def delete_images(ec2, environment: str, keep: set[str] | None = None,
-                  only: set[str] | None = None) -> int:
-    """Deregister the environment's images (all, or `only` these; never `keep`) and delete their
-    snapshots."""
+def delete_images(ec2, images: list[dict]) -> int:
+    """Deregister these images (as DescribeImages gave them) and delete their snapshots."""
     count = 0
-    for image in list_images(ec2, environment):
-        if (keep and image["ImageId"] in keep) or (only is not None and image["ImageId"] not in only):
-            continue
+    for image in images:
         count += _gone(ec2.deregister_image, ImageId=image["ImageId"])
         for mapping in image.get("BlockDeviceMappings", []):
             snapshot = mapping.get("Ebs", {}).get("SnapshotId")

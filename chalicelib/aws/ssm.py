@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chalicelib import naming
+
 SHELL_DOCUMENT = "AWS-RunShellScript"
 # Statuses after which an invocation will not change any more.
 FINAL_STATUSES = {"Success", "Failed", "Cancelled", "TimedOut", "Undeliverable", "Terminated",
@@ -89,7 +91,7 @@ def put_secure(ssm, name: str, value: str, tags: dict[str, str]) -> None:
     ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
     # PutParameter refuses Tags together with Overwrite, so tag in a second call.
     ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=name,
-                             Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+                             Tags=naming.tag_list(tags))
 
 
 def delete_tree(ssm, path: str) -> int:
