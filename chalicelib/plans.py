@@ -43,10 +43,14 @@ class NodePlan:
     old: tuple[str, ...]
 
 
+UP = ("pending", "running")
+
+
 def plan_nodes(nodes, image_id: str, desired: int) -> NodePlan:
-    """Keep nodes already running the image, launch the shortfall, mark the rest for retirement."""
-    current = tuple(n.instance_id for n in nodes if n.image_id == image_id)
-    old = tuple(n.instance_id for n in nodes if n.image_id != image_id)
+    """Keep nodes up and running the image, launch the shortfall, mark the rest (another image,
+    or stopped) for retirement."""
+    current = tuple(n.instance_id for n in nodes if n.image_id == image_id and n.state in UP)
+    old = tuple(n.instance_id for n in nodes if n.instance_id not in current)
     return NodePlan(launch=max(0, desired - len(current)), current=current, old=old)
 
 
@@ -77,23 +81,34 @@ def managers_wanted(node_count: int) -> int:
 
 
 def plan_swarm(new: list[str], joined: list[str], new_managers: list[str],
-               manager_addresses: list[str], tokens_known: bool, node_count: int) -> SwarmStep:
+               manager_addresses: list[str], tokens_known: bool, node_count: int,
+               established: bool) -> SwarmStep:
     """Next swarm step for this deployment's new nodes.
 
-    `manager_addresses` are private addresses of managers already in the swarm (the previous
-    image's, then this deployment's). With stored tokens and a manager, pending nodes join: as
-    managers until this image's nodes have enough of them, then as workers. With neither, the
-    first pending node initialises a new swarm and the rest join on the next rounds.
+    `manager_addresses` are private addresses of managers already in the swarm (nodes that were
+    there before this deployment, then this deployment's own). `established` says whether such
+    earlier managers exist. New nodes join an established swarm as workers only: should the
+    deployment fail, removing them cannot cost the swarm its Raft quorum; the health gate passed,
+    `plan_promotion` makes managers of them. In a swarm this deployment initialised, they join as
+    managers until there are enough, then as workers. With no token or no manager, the first
+    pending node initialises a new swarm and the rest join on the next rounds.
     """
     pending = tuple(n for n in new if n not in joined)
     if not pending:
         return SwarmStep("none", ())
     if not (tokens_known and manager_addresses):
         return SwarmStep("init", pending[:1])
-    need = managers_wanted(node_count) - len(new_managers)
+    need = 0 if established else managers_wanted(node_count) - len(new_managers)
     if need > 0:
         return SwarmStep("join", pending[:need], manager_addresses[0], "manager")
     return SwarmStep("join", pending, manager_addresses[0], "worker")
+
+
+def plan_promotion(current: list[str], roles: dict[str, str], node_count: int) -> tuple[str, ...]:
+    """Which of the nodes that stay (`current`, new ones first) to promote so that, once the old
+    nodes are gone, the swarm has `managers_wanted` managers. `roles` maps id to swarm role."""
+    need = managers_wanted(node_count) - sum(1 for i in current if roles.get(i) == "manager")
+    return tuple(i for i in current if roles.get(i) != "manager")[:max(0, need)]
 
 
 def init_script() -> list[str]:
@@ -135,16 +150,24 @@ def health_verdict(invocations) -> dict[str, str]:
     return problems
 
 
+def promote_script(hostnames: list[str]) -> list[str]:
+    """Run on a manager: make managers of nodes that passed the health gate."""
+    return ["set -eu", "docker node promote " + " ".join(shlex.quote(h) for h in hostnames)]
+
+
 def retire_script(hostnames: list[str]) -> list[str]:
-    """Run on a healthy new manager: drain old nodes (their tasks move to the new ones), demote
-    them so the managers keep their quorum, then remove them, before they are terminated."""
-    lines = ["set -u"]
-    for host in hostnames:
-        quoted = shlex.quote(host)
-        lines.append(f"docker node update --availability drain {quoted} || true")
-        lines.append(f"docker node demote {quoted} || true")
-        lines.append(f"docker node rm --force {quoted} || true")
-    return lines
+    """Run on a manager that stays: drain each node (its tasks move elsewhere), demote it if it is
+    a manager (one at a time, so the managers keep their quorum), then remove it, before it is
+    terminated. A node the swarm no longer knows is skipped; any other failure fails the command."""
+    return [
+        "set -eu",
+        "retire() {",
+        '  if ! docker node inspect "$1" >/dev/null 2>&1; then echo "$1: not in the swarm"; return 0; fi',
+        '  docker node update --availability drain "$1" >/dev/null',
+        """  if [ "$(docker node inspect --format '{{.Spec.Role}}' "$1")" = manager ]; then docker node demote "$1"; fi""",
+        '  docker node rm --force "$1"',
+        "}",
+    ] + [f"retire {shlex.quote(host)}" for host in hostnames]
 
 
 def images_to_remove(images: list[dict], in_use: set[str], keep: int) -> list[str]:
@@ -200,6 +223,6 @@ def bake_status(status: str, ami_id: str | None) -> str:
     """IN_PROGRESS, SUCCEEDED, or the reason a bake failed."""
     if status == "SUCCEEDED":
         return "SUCCEEDED" if ami_id else "the build succeeded but exported no AMI_ID"
-    if status in TERMINAL_BAD_BUILD or status == "NOT_FOUND":
+    if status in TERMINAL_BAD_BUILD:
         return f"the build ended {status}"
     return "IN_PROGRESS"

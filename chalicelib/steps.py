@@ -17,8 +17,6 @@ from chalicelib.errors import (BakeFailed, CommandFailed, InvalidInput, NodesNot
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
 
-SWARM_ROLE_TAG = "slipway:swarm-role"
-
 
 def _token_leaf(role: str) -> str:
     return f"{role}-token"
@@ -128,9 +126,12 @@ def launch_nodes(event: dict) -> dict:
     settings = get_settings()
     client = aws.client("ec2")
     ami_id = event["image"]["ami_id"]
-    existing = ec2.list_nodes(client, deployment["environment"], states=["pending", "running"])
+    existing = ec2.list_nodes(client, deployment["environment"])
     plan = plans.plan_nodes(existing, ami_id, settings.node_count)
-    new: list[str] = []
+    # A retried step finds the nodes its first attempt launched among the existing ones: they are
+    # still this deployment's new nodes (they must join the swarm), not nodes kept from before.
+    new = [n.instance_id for n in existing if n.instance_id in plan.current
+           and n.deployment == deployment["id"]]
     if plan.launch:
         template = ec2.ensure_launch_template(
             client, aws.client("ec2", retries=False), environment=deployment["environment"],
@@ -143,13 +144,14 @@ def launch_nodes(event: dict) -> dict:
         current = [n for n in existing if n.instance_id in plan.current]
         per_subnet = {subnet: sum(1 for n in current if n.subnet_id == subnet)
                       for subnet in event["network"]["subnet_ids"]}
-        new = ec2.launch_nodes(
+        new += ec2.launch_nodes(
             client, template=template, placement=plans.spread(plan.launch, per_subnet),
             tags=_tags(deployment, "node") | {naming.TAG_IMAGE: ami_id},
             client_token=_token(deployment["id"], "launch", ami_id),
         )
-    logger.info("nodes planned", extra={"launched": new, "kept": plan.current, "old": plan.old})
-    return {"new": new, "current": list(plan.current) + new, "old": list(plan.old)}
+    kept = [i for i in plan.current if i not in new]
+    logger.info("nodes planned", extra={"new": new, "kept": kept, "old": plan.old})
+    return {"new": new, "current": kept + new, "old": list(plan.old)}
 
 
 def check_nodes(event: dict) -> dict:
@@ -174,18 +176,25 @@ def form_swarm(event: dict) -> dict:
     swarm = event.get("swarm") or {}
     joined, new_managers = list(swarm.get("joined", [])), list(swarm.get("managers", []))
     environment = deployment["environment"]
-    tokens = {role: ssm.get_secure(aws.client("ssm"), naming.swarm_parameter(environment, _token_leaf(role)))
-              for role in ("manager", "worker")}
-    member_ids = list(event["nodes"]["old"]) + joined
-    members = {n.instance_id: n for n in ec2.list_nodes(
+    nodes = event["nodes"]
+    initialised = bool(swarm.get("initialised"))
+    # Members from before this deployment (the previous image's nodes and those kept), unless this
+    # deployment initialised a swarm of its own (its stored tokens are for that one).
+    earlier = [] if initialised else (
+        list(nodes["old"]) + [i for i in nodes["current"] if i not in nodes["new"]])
+    member_ids = earlier + joined
+    managers = {n.instance_id: n for n in ec2.list_nodes(
         aws.client("ec2"), environment, states=["running"], instance_ids=member_ids,
         swarm_role="manager")} if member_ids else {}
-    addresses = [members[i].private_ip for i in member_ids if i in members]
-    step = plans.plan_swarm(event["nodes"]["new"], joined, new_managers, addresses,
-                            all(tokens.values()), settings.node_count)
+    addresses = [managers[i].private_ip for i in member_ids if i in managers]
+    tokens = {role: ssm.get_secure(aws.client("ssm"), naming.swarm_parameter(environment, _token_leaf(role)))
+              for role in ("manager", "worker")} if addresses else {}
+    step = plans.plan_swarm(nodes["new"], joined, new_managers, addresses,
+                            bool(tokens) and all(tokens.values()), settings.node_count,
+                            established=any(i in managers for i in earlier))
     if step.action == "none":
         return {"action": "none", "joined": joined, "managers": new_managers, "command_id": None,
-                "targets": [], "role": None}
+                "targets": [], "role": None, "initialised": initialised}
     commands = (plans.init_script() if step.action == "init"
                 else plans.join_script(tokens[step.role], step.manager_address))
     command_id = ssm.run_shell(aws.client("ssm"), commands=commands,
@@ -195,7 +204,8 @@ def form_swarm(event: dict) -> dict:
     logger.info("swarm command sent", extra={"action": step.action, "role": step.role,
                                              "targets": step.targets})
     return {"action": step.action, "joined": joined, "managers": new_managers,
-            "command_id": command_id, "targets": list(step.targets), "role": step.role}
+            "command_id": command_id, "targets": list(step.targets), "role": step.role,
+            "initialised": initialised or step.action == "init"}
 
 
 def check_swarm(event: dict) -> dict:
@@ -217,12 +227,12 @@ def check_swarm(event: dict) -> dict:
                            naming.swarm_parameter(deployment["environment"], _token_leaf(role)),
                            token, _tags(deployment, "swarm-token"))
     # The role on the instance tells later deployments which nodes can take joins.
-    aws.client("ec2").create_tags(Resources=swarm["targets"],
-                                  Tags=[{"Key": SWARM_ROLE_TAG, "Value": swarm["role"]}])
+    ec2.tag_swarm_role(aws.client("ec2"), swarm["targets"], swarm["role"])
     joined = swarm["joined"] + swarm["targets"]
     managers = swarm["managers"] + (swarm["targets"] if swarm["role"] == "manager" else [])
     return {"action": swarm["action"], "joined": joined, "managers": managers,
             "command_id": swarm["command_id"], "targets": swarm["targets"], "role": swarm["role"],
+            "initialised": swarm.get("initialised", False),
             "done": True, "complete": set(joined) >= set(event["nodes"]["new"])}
 
 
@@ -247,37 +257,83 @@ def evaluate_health(event: dict) -> dict:
     return health | {"status": "HEALTHY"}
 
 
-def retire_old_nodes(event: dict) -> dict:
-    """Take the previous image's nodes out of the swarm (through a healthy new manager)."""
+def _send(deployment: dict, what: str, commands: list[str], target: str) -> dict:
+    command_id = ssm.run_shell(aws.client("ssm"), commands=commands,
+                               comment=f"slipway {what} {deployment['id']}",
+                               timeout_seconds=get_settings().command_timeout_seconds,
+                               instance_ids=[target])
+    logger.info("swarm command sent", extra={"what": what, "through": target, "command_id": command_id})
+    return {"command_id": command_id, "targets": [target], "what": what}
+
+
+def promote_managers(event: dict) -> dict:
+    """Health gate passed: promote enough of the nodes that stay to make up the managers, through
+    a manager of the swarm (one that stays, else one of the previous image's)."""
     deployment = _deployment(event)
-    settings = get_settings()
-    old = event["nodes"]["old"]
-    if not old:
-        return {"old": [], "command_id": None}
+    nodes = event["nodes"]
+    current = list(nodes["new"]) + [i for i in nodes["current"] if i not in nodes["new"]]
+    found = {n.instance_id: n for n in ec2.list_nodes(
+        aws.client("ec2"), deployment["environment"], states=["running"],
+        instance_ids=current + list(nodes["old"]))}
+    promote = plans.plan_promotion(current, {i: n.swarm_role for i, n in found.items()},
+                                   get_settings().node_count)
+    if not promote:
+        return {"command_id": None, "promoted": []}
+    through = [i for i in current + list(nodes["old"])
+               if i in found and found[i].swarm_role == "manager"]
+    if not through:
+        raise SwarmFailed("no running manager to promote the new nodes through")
+    sent = _send(deployment, "promote", plans.promote_script([found[i].hostname for i in promote]),
+                 through[0])
+    return sent | {"promoted": list(promote)}
+
+
+def _finished(command: dict) -> bool:
+    """Whether a command `_send` sent has finished on its target; CommandFailed if it failed."""
+    results = ssm.invocations(aws.client("ssm"), command["command_id"])
+    if len(results) < len(command["targets"]) or any(r.status not in ssm.FINAL_STATUSES for r in results):
+        return False
+    failed = [r for r in results if r.status != "Success"]
+    if failed:
+        raise CommandFailed("; ".join(f"swarm {command['what']} failed on {r.instance_id}: {r.status}"
+                                      f" (exit {r.response_code}) {r.output.strip()[-300:]}"
+                                      for r in failed))
+    return True
+
+
+def check_command(event: dict) -> dict:
+    """Whether the swarm command in `command` has finished: the state passes
+    {"deployment": ..., "command": <what promote_managers or leave_swarm returned>}."""
+    _deployment(event)
+    return event["command"] | {"done": _finished(event["command"])}
+
+
+def retire_old_nodes(event: dict) -> dict:
+    """Take the previous image's nodes out of the swarm, through a manager that stays."""
+    deployment = _deployment(event)
+    nodes = event["nodes"]
     client = aws.client("ec2")
-    hostnames = [n.hostname for n in ec2.list_nodes(client, deployment["environment"],
-                                                    instance_ids=old) if n.hostname]
-    managers = ec2.list_nodes(client, deployment["environment"], states=["running"],
-                              instance_ids=event["nodes"]["current"], swarm_role="manager")
+    promoted = (event.get("promote") or {}).get("promoted") or []
+    ec2.tag_swarm_role(client, promoted, "manager")  # the promotion succeeded
+    if not nodes["old"]:
+        return {"old": [], "command_id": None}
+    found = ec2.list_nodes(client, deployment["environment"],
+                           instance_ids=list(nodes["old"]) + list(nodes["current"]))
+    hostnames = [n.hostname for n in found if n.instance_id in nodes["old"] and n.hostname]
+    managers = [n.instance_id for n in found if n.instance_id in nodes["current"]
+                and n.state == "running" and n.swarm_role == "manager"]
     if not managers:
-        raise SwarmFailed("no manager among the new nodes to remove the old ones through")
-    command_id = ssm.run_shell(aws.client("ssm"), commands=plans.retire_script(hostnames),
-                               comment=f"slipway retire {deployment['id']}",
-                               timeout_seconds=settings.command_timeout_seconds,
-                               instance_ids=[managers[0].instance_id])
-    return {"old": old, "command_id": command_id}
+        raise SwarmFailed("no manager among the nodes that stay to remove the old ones through")
+    return {"old": list(nodes["old"])} | _send(deployment, "retire", plans.retire_script(hostnames),
+                                               managers[0])
 
 
 def terminate_old_nodes(event: dict) -> dict:
+    """Once they left the swarm, terminate the previous image's nodes."""
     deployment = _deployment(event)
     retire = event["retire"]
-    results = ssm.invocations(aws.client("ssm"), retire["command_id"])
-    if not results or any(r.status not in ssm.FINAL_STATUSES for r in results):
+    if not _finished(retire):
         return retire | {"done": False}
-    failed = [r for r in results if r.status != "Success"]
-    if failed:
-        raise CommandFailed(f"removing old nodes from the swarm failed on {failed[0].instance_id}"
-                            f": {failed[0].status}")
     ec2.terminate(aws.client("ec2"), retire["old"])
     logger.info("old nodes terminated", extra={"instance_ids": retire["old"],
                                                "deployment": deployment["id"]})
@@ -290,11 +346,11 @@ def remove_old_images(event: dict) -> dict:
     settings = get_settings()
     client = aws.client("ec2")
     in_use = {n.image_id for n in ec2.list_nodes(client, deployment["environment"])}
-    old = plans.images_to_remove(ec2.list_images(client, deployment["environment"]), in_use,
-                                 settings.keep_images)
-    removed = ec2.delete_images(client, deployment["environment"], only=set(old)) if old else 0
-    logger.info("old images removed", extra={"image_ids": old})
-    return {"removed": old, "count": removed}
+    images = ec2.list_images(client, deployment["environment"])
+    old = set(plans.images_to_remove(images, in_use, settings.keep_images))
+    removed = ec2.delete_images(client, [i for i in images if i["ImageId"] in old])
+    logger.info("old images removed", extra={"image_ids": sorted(old)})
+    return {"removed": sorted(old), "count": removed}
 
 
 # --- teardown and compensation -----------------------------------------------------------
@@ -310,6 +366,24 @@ def _scope(event: dict) -> tuple[str, str | None]:
         raise InvalidInput(f"this Slipway manages environment {settings.environment!r}; "
                            f"start teardown with {{\"environment\": \"{settings.environment}\"}}")
     return environment, None
+
+
+def leave_swarm(event: dict) -> dict:
+    """Compensation, first: take this deployment's nodes out of a swarm that was there before it
+    (through one of that swarm's managers), so terminating them leaves no dead member behind.
+    Nothing to do when they formed a swarm of their own, or never joined one."""
+    deployment = _deployment(event)
+    client = aws.client("ec2")
+    mine = ec2.list_nodes(client, deployment["environment"], deployment=deployment["id"])
+    if not mine:
+        return {"command_id": None}
+    managers = [n for n in ec2.list_nodes(client, deployment["environment"], states=["running"],
+                                          swarm_role="manager")
+                if n.deployment != deployment["id"]]
+    if not managers:
+        return {"command_id": None}
+    return _send(deployment, "leave", plans.retire_script([n.hostname for n in mine if n.hostname]),
+                 managers[0].instance_id)
 
 
 def terminate_nodes(event: dict) -> dict:
@@ -336,14 +410,15 @@ def delete_network(event: dict) -> dict:
     parameters = 0
     if not swarm_left:
         # No node is left, so no swarm is left: its join token must not outlive it.
-        parameters = ssm.delete_tree(aws.client("ssm"), f"/slipway/{environment}/swarm")
+        parameters = ssm.delete_tree(aws.client("ssm"), naming.swarm_path(environment))
     logger.info("network removed", extra={"removed": removed, "parameters": parameters})
     return {"removed": removed, "parameters": parameters}
 
 
 def delete_images(event: dict) -> dict:
     environment, _ = _scope(event)
-    return {"images": ec2.delete_images(aws.client("ec2"), environment)}
+    client = aws.client("ec2")
+    return {"images": ec2.delete_images(client, ec2.list_images(client, environment))}
 
 
 def confirm_teardown(event: dict) -> dict:

@@ -37,7 +37,7 @@ from unittest import mock
 
 from slipway import PROJECT_DIR, statemachines
 from slipway.github_api import FakeGitHub
-from slipway.nodes import EmulatedNodes
+from slipway.nodes import EmulatedNodes, Machine
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -111,7 +111,7 @@ class Emulator:
         self.bake_polls = bake_polls
         self.node_count = node_count
         self.extra_environment = extra_environment or {}
-        self.nodes = EmulatedNodes()
+        self.nodes = EmulatedNodes(self._machines)
         self.github = FakeGitHub()
         self.bakes: dict[str, dict[str, Any]] = {}  # build id -> {"variables", "polls", "ami_id"}
         self.arns: dict[str, str] = {}
@@ -509,6 +509,16 @@ class Emulator:
     def wait_for_events(self) -> None:
         """Block until every event emitted so far has been delivered to its targets."""
         self._events.join()
+
+    def _machines(self) -> dict[str, Machine]:
+        """Every instance EC2 knows, as the emulated nodes see one another."""
+        from moto.ec2.models import ec2_backends
+
+        backend = ec2_backends[ACCOUNT][REGION]
+        return {inst.id: Machine((inst.private_dns_name or "").split(".")[0], inst.private_ip or "",
+                                 inst.state == "running")
+                for reservation in list(backend.reservations.values())
+                for inst in reservation.instances}
 
     def _running_instances(self, region: str, filters: dict | None = None):
         from moto.ec2.models import ec2_backends

@@ -2,27 +2,53 @@
 
 moto's SendCommand reports Success and prints nothing, so a health gate could never fail and a
 swarm token could never be read. This small model answers Slipway's own scripts (init, join,
-health, retire, prune) the way Docker does, keeps each node's swarm state, and can be told to
-break a node. It is a stand-in, not Docker: `slipway demo` says which parts were emulated.
+health, promote, retire, prune) the way Docker does, and keeps what matters for a deployment to
+be judged: each node's swarm and role, and the Raft rule that a manager operation needs more
+than half of the managers up (a terminated or broken manager counts as down). It is a stand-in,
+not Docker: `slipway demo` says which parts were emulated.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import shlex
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
-_JOIN = re.compile(r"docker swarm join --token '?(SWMTKN-[A-Za-z0-9-]+)'?")
-_NODE_RM = re.compile(r"docker node rm --force '?([A-Za-z0-9.-]+)'?")
+_JOIN = re.compile(r"docker swarm join --token '?(SWMTKN-[A-Za-z0-9-]+)'? '?([0-9.]+):2377'?")
+_PROMOTE = re.compile(r"^docker node promote (.+)$", re.MULTILINE)
+_RETIRE = re.compile(r"^retire (.+)$", re.MULTILINE)
+
+NOT_A_MANAGER = ("Error response from daemon: This node is not a swarm manager. Worker nodes "
+                 "can't be used to view or modify cluster state.")
+NO_QUORUM = ("Error response from daemon: rpc error: code = Unknown desc = The swarm does not "
+             "have a leader. It's possible that too few managers are online. Make sure more than "
+             "half of the managers are online.")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What EC2 knows of an instance: its host name, private address, and whether it runs."""
+    hostname: str
+    private_ip: str
+    running: bool
 
 
 @dataclass
 class Swarm:
     token: str
     worker_token: str = ""
-    members: set[str] = field(default_factory=set)
-    roles: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)  # instance id -> "manager" | "worker"
+    drained: set[str] = field(default_factory=set)
+
+    @property
+    def members(self) -> set[str]:
+        return set(self.roles)
+
+    def managers(self) -> list[str]:
+        return [i for i, role in self.roles.items() if role == "manager"]
 
 
 @dataclass
@@ -33,20 +59,32 @@ class Result:
 
 
 class EmulatedNodes:
-    def __init__(self) -> None:
+    def __init__(self, directory: Callable[[], dict[str, Machine]] | None = None) -> None:
         self._lock = threading.Lock()
-        self._state: dict[str, str] = {}  # instance id -> swarm state
+        self._directory = directory or (lambda: {})
         self._swarms: list[Swarm] = []
         self.broken: set[str] = set()  # instances whose dockerd "is stopped"
         self.reclaimable: dict[str, int] = {}  # bytes a prune would free, per instance
         self.history: list[tuple[str, str]] = []  # (instance id, first line of meaning)
 
+    # --- what a test or the demo asks ------------------------------------------------------
+
     def state(self, instance_id: str) -> str:
-        return self._state.get(instance_id, "inactive")
+        return "active" if self._swarm_of(instance_id) else "inactive"
 
     def role(self, instance_id: str) -> str | None:
         swarm = self._swarm_of(instance_id)
         return swarm.roles.get(instance_id) if swarm else None
+
+    def swarm_of(self, instance_id: str) -> Swarm | None:
+        return self._swarm_of(instance_id)
+
+    def has_quorum(self, instance_id: str) -> bool:
+        """Whether the swarm this node belongs to can still be managed."""
+        swarm = self._swarm_of(instance_id)
+        return bool(swarm) and self._quorum(swarm, self._directory())
+
+    # --- SSM's side ------------------------------------------------------------------------
 
     def run(self, instance_id: str, commands: list[str], hostname: str = "") -> Result:
         script = "\n".join(commands)
@@ -59,8 +97,10 @@ class EmulatedNodes:
                 return self._init(instance_id)
             if "docker swarm join" in script:
                 return self._join(instance_id, script)
-            if "docker node rm" in script:
-                return self._remove(instance_id, script)
+            if _PROMOTE.search(script):
+                return self._promote(instance_id, script)
+            if _RETIRE.search(script):
+                return self._retire(instance_id, script)
             if "docker system prune" in script:
                 return self._prune(instance_id)
             if "LocalNodeState" in script:
@@ -74,37 +114,109 @@ class EmulatedNodes:
             cluster = secrets.token_hex(25)
             swarm = Swarm(token=f"SWMTKN-1-{cluster}-{secrets.token_hex(12)}",
                           worker_token=f"SWMTKN-1-{cluster}-{secrets.token_hex(12)}")
-            swarm.members.add(instance_id)
             swarm.roles[instance_id] = "manager"
             self._swarms.append(swarm)
-            self._state[instance_id] = "active"
         self.history.append((instance_id, "docker swarm init"))
         return Result(0, f"manager_token={swarm.token}\nworker_token={swarm.worker_token}\n")
 
     def _join(self, instance_id: str, script: str) -> Result:
+        if self._swarm_of(instance_id):
+            return Result(0)  # the script skips the join on an active node
         match = _JOIN.search(script)
-        token = match.group(1) if match else None
+        token, address = match.groups() if match else (None, None)
         swarm = next((s for s in self._swarms if token in (s.token, s.worker_token)), None)
         if swarm is None:
             return Result(1, stderr="Error response from daemon: invalid join token")
-        swarm.members.add(instance_id)
+        machines = self._directory()
+        through = next((i for i, m in machines.items() if m.private_ip == address), None)
+        if through is None or swarm.roles.get(through) != "manager" or not self._up(through, machines):
+            return Result(1, stderr=f"Error response from daemon: Timeout was reached before node "
+                                    f"joined. The attempt to join the swarm will continue in the "
+                                    f"background. ({address} is not a reachable manager)")
+        if not self._quorum(swarm, machines):
+            return Result(1, stderr=NO_QUORUM)
         swarm.roles[instance_id] = "manager" if token == swarm.token else "worker"
-        self._state[instance_id] = "active"
         self.history.append((instance_id, "docker swarm join"))
         return Result(0, f"This node joined a swarm as a {swarm.roles[instance_id]}.\n")
 
-    def _remove(self, instance_id: str, script: str) -> Result:
-        removed = _NODE_RM.findall(script)
-        self.history.append((instance_id, f"docker node rm {' '.join(removed)}"))
-        return Result(0, "".join(f"{host}\n" for host in removed))
+    def _managed(self, instance_id: str) -> tuple[Swarm | None, dict[str, Machine], Result | None]:
+        """The swarm a manager operation run on this node acts on, or the error Docker gives."""
+        machines = self._directory()
+        swarm = self._swarm_of(instance_id)
+        if swarm is None or swarm.roles.get(instance_id) != "manager":
+            return None, machines, Result(1, stderr=NOT_A_MANAGER)
+        if not self._quorum(swarm, machines):
+            return None, machines, Result(1, stderr=NO_QUORUM)
+        return swarm, machines, None
+
+    def _promote(self, instance_id: str, script: str) -> Result:
+        swarm, machines, error = self._managed(instance_id)
+        if error:
+            return error
+        out = []
+        for host in shlex.split(_PROMOTE.search(script).group(1)):
+            node = self._by_hostname(swarm, host, machines)
+            if node is None:
+                return Result(1, "\n".join(out), f"Error response from daemon: node {host} not found")
+            swarm.roles[node] = "manager"
+            out.append(f"Node {host} promoted to a manager in the swarm.")
+        self.history.append((instance_id, f"docker node promote {' '.join(out)}"))
+        return Result(0, "\n".join(out) + "\n")
+
+    def _retire(self, instance_id: str, script: str) -> Result:
+        swarm, machines, error = self._managed(instance_id)
+        if error:
+            return error
+        out = []
+        for line in _RETIRE.findall(script):
+            host = shlex.split(line)[0]
+            node = self._by_hostname(swarm, host, machines)
+            if node is None:
+                out.append(f"{host}: not in the swarm")
+                continue
+            if node == instance_id:
+                return Result(1, "\n".join(out), "Error response from daemon: rpc error: code = "
+                                                 "FailedPrecondition desc = node is the manager "
+                                                 "this command runs on")
+            if not self._quorum(swarm, machines):
+                return Result(1, "\n".join(out), NO_QUORUM)
+            swarm.drained.add(node)
+            if swarm.roles[node] == "manager":
+                if len(swarm.managers()) == 1:
+                    return Result(1, "\n".join(out), "Error response from daemon: rpc error: "
+                                  "code = FailedPrecondition desc = attempting to demote the last "
+                                  "manager of the swarm")
+                swarm.roles[node] = "worker"
+                out.append(f"Manager {host} demoted in the swarm.")
+                if not self._quorum(swarm, machines):
+                    return Result(1, "\n".join(out), NO_QUORUM)
+            del swarm.roles[node]
+            swarm.drained.discard(node)
+            out.append(host)
+            self.history.append((instance_id, f"docker node rm {host}"))
+        return Result(0, "\n".join(out) + "\n")
 
     def _prune(self, instance_id: str) -> Result:
         freed = self.reclaimable.pop(instance_id, 0)
         self.history.append((instance_id, "docker system prune"))
         return Result(0, f"Total reclaimed space: {_human(freed)}\n")
 
+    # --- the rules ---------------------------------------------------------------------------
+
+    def _up(self, instance_id: str, machines: dict[str, Machine]) -> bool:
+        machine = machines.get(instance_id)
+        return bool(machine and machine.running) and instance_id not in self.broken
+
+    def _quorum(self, swarm: Swarm, machines: dict[str, Machine]) -> bool:
+        managers = swarm.managers()
+        return sum(self._up(i, machines) for i in managers) * 2 > len(managers)
+
+    @staticmethod
+    def _by_hostname(swarm: Swarm, host: str, machines: dict[str, Machine]) -> str | None:
+        return next((i for i in swarm.roles if i in machines and machines[i].hostname == host), None)
+
     def _swarm_of(self, instance_id: str) -> Swarm | None:
-        return next((s for s in self._swarms if instance_id in s.members), None)
+        return next((s for s in self._swarms if instance_id in s.roles), None)
 
 
 def _human(size: int) -> str:

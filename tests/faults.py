@@ -46,8 +46,10 @@ def error_response(request, service: str, code: str, status: int = 400) -> AWSRe
 
 
 class Fault:
-    def __init__(self, operation: str, kind: str) -> None:
+    def __init__(self, operation: str, kind: str, *, skip: int = 0, times: int = 1) -> None:
+        """Inject on `times` calls of `operation`, after letting the first `skip` through."""
         self.operation, self.kind = operation, kind
+        self.skip, self.times = skip, times
         self.target = operation if kind != "not-found" else FIRST_READ_AFTER[operation][0]
         self.armed = kind != "not-found"  # not-found waits for its create to happen first
         self.fired = 0
@@ -63,7 +65,10 @@ class Fault:
             if self.kind == "not-found" and operation == self.operation and not self.fired:
                 self.armed = True
                 return None
-            if operation != self.target or not self.armed or self.fired:
+            if operation != self.target or not self.armed or self.fired >= self.times:
+                return None
+            if self.skip:
+                self.skip -= 1
                 return None
             self.fired += 1
         if self.kind == "throttle":

@@ -226,3 +226,128 @@ def test_a_larger_swarm_has_three_managers_and_workers(make_emulator):
     replaced = deploy(emu, new_content(emu, commit_id()))
     assert replaced.status == "SUCCEEDED", (replaced.error, replaced.cause)
     assert sorted(emu.nodes.role(i) for i in replaced.output["nodes"]["current"]) == roles
+
+
+def scale(emu, node_count: int) -> None:
+    """What an operator does: change SLIPWAY_NODE_COUNT and redeploy Slipway."""
+    import os
+
+    from chalicelib import settings
+
+    os.environ["SLIPWAY_NODE_COUNT"] = str(node_count)
+    settings.reset()
+
+
+def swarm_token(emu) -> str:
+    return emu.client("ssm").get_parameter(
+        Name=naming.swarm_parameter(emu.environment, "manager-token"), WithDecryption=True)["Parameter"]["Value"]
+
+
+def test_scaling_up_with_the_same_image_grows_the_one_swarm(make_emulator):
+    emu = make_emulator(node_count=1)
+    first = deploy(emu)
+    token = swarm_token(emu)
+    scale(emu, 3)
+    second = deploy(emu)  # same image content: no bake, the kept node stays
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    kept = first.output["nodes"]["current"][0]
+    nodes = second.output["nodes"]
+    assert nodes["current"][0] == kept and len(nodes["current"]) == 3 and nodes["old"] == []
+    swarm = emu.nodes.swarm_of(kept)
+    assert swarm.members == set(nodes["current"])  # one swarm, not a second one beside it
+    assert swarm_token(emu) == token
+    assert sorted(swarm.roles.values()) == ["manager"] * 3  # two promoted after the health gate
+    assert sorted(n.swarm_role for n in tagged_instances(emu)) == ["manager"] * 3
+
+
+def test_a_failed_replacement_leaves_the_old_swarm_whole_and_manageable(make_emulator):
+    emu = make_emulator(node_count=1)
+    first = deploy(emu)
+    old = first.output["nodes"]["current"][0]
+    original_run = emu.nodes.run
+
+    def broken_after_join(instance_id, commands, hostname=""):
+        result = original_run(instance_id, commands, hostname)
+        if "docker swarm join" in "\n".join(commands):
+            emu.nodes.broken.add(instance_id)  # dockerd dies right after joining
+        return result
+
+    emu.nodes.run = broken_after_join
+    failed = deploy(emu, new_content(emu, commit_id()))
+    assert failed.status == "FAILED" and failed.error == "NodesUnhealthy"
+    assert "Check nodes left the swarm" in failed.states  # it was removed through the old manager
+    swarm = emu.nodes.swarm_of(old)
+    assert swarm.roles == {old: "manager"}  # no dead member, and it never had a vote
+    assert emu.nodes.has_quorum(old)
+    emu.nodes.run = original_run
+    again = deploy(emu, new_content(emu, commit_id()))
+    assert again.status == "SUCCEEDED", (again.error, again.cause)
+    assert again.output["swarm"]["action"] == "join"
+
+
+def test_a_replacement_keeps_a_majority_of_managers_up_throughout(make_emulator):
+    emu = make_emulator(node_count=3)
+    deploy(emu)
+    original_run = emu.nodes.run
+    quorum = []
+
+    def watch(instance_id, commands, hostname=""):
+        result = original_run(instance_id, commands, hostname)
+        quorum.append(all(emu.nodes.has_quorum(i) for i in emu.nodes._directory()
+                          if emu.nodes.swarm_of(i)))
+        return result
+
+    emu.nodes.run = watch
+    second = deploy(emu, new_content(emu, commit_id()))
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    assert quorum and all(quorum)
+    current = second.output["nodes"]["current"]
+    assert sorted(emu.nodes.role(i) for i in current) == ["manager"] * 3
+    assert emu.nodes.swarm_of(current[0]).members == set(current)
+
+
+def test_a_failed_promotion_is_undone_and_the_old_swarm_kept(make_emulator):
+    emu = make_emulator(node_count=1)
+    first = deploy(emu)
+    old = first.output["nodes"]["current"][0]
+    original_run = emu.nodes.run
+
+    def promote_fails(instance_id, commands, hostname=""):
+        if any("docker node promote" in c for c in commands):
+            from slipway.nodes import Result
+            return Result(1, stderr="Error response from daemon: rpc error: code = DeadlineExceeded")
+        return original_run(instance_id, commands, hostname)
+
+    emu.nodes.run = promote_fails
+    failed = deploy(emu, new_content(emu, commit_id()))
+    assert failed.status == "FAILED" and failed.error == "CommandFailed"
+    assert "DeadlineExceeded" in failed.cause  # the node's own words reach the console
+    assert {n.instance_id for n in tagged_instances(emu)} == {old}
+    assert emu.nodes.swarm_of(old).roles == {old: "manager"}
+
+
+def test_a_stopped_node_is_replaced_and_retired(make_emulator):
+    emu = make_emulator(node_count=1)
+    first = deploy(emu)
+    stopped = first.output["nodes"]["current"][0]
+    emu.client("ec2").stop_instances(InstanceIds=[stopped])
+    second = deploy(emu)  # same image: the stopped node cannot serve, so it is replaced
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    assert second.output["nodes"]["old"] == [stopped]
+    states = {i["InstanceId"]: i["State"]["Name"] for r in emu.client("ec2").describe_instances(
+        InstanceIds=[stopped])["Reservations"] for i in r["Instances"]}
+    assert states[stopped] in ("shutting-down", "terminated")
+
+
+def test_lost_join_tokens_start_a_new_swarm_that_replaces_the_old_one(make_emulator):
+    emu = make_emulator(node_count=3)
+    first = deploy(emu)
+    ssm = emu.client("ssm")
+    for role in ("manager", "worker"):
+        ssm.delete_parameter(Name=naming.swarm_parameter(emu.environment, f"{role}-token"))
+    second = deploy(emu, new_content(emu, commit_id()))
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    current = second.output["nodes"]["current"]
+    swarm = emu.nodes.swarm_of(current[0])
+    assert swarm.members == set(current) and sorted(swarm.roles.values()) == ["manager"] * 3
+    assert not set(first.output["nodes"]["current"]) & swarm.members

@@ -8,8 +8,8 @@ from chalicelib.aws.ssm import Invocation
 from chalicelib.errors import InvalidInput
 
 
-def node(instance_id, image):
-    return Node(instance_id, image, "running", f"ip-{instance_id}", "10.0.0.1", "dep")
+def node(instance_id, image, state="running"):
+    return Node(instance_id, image, state, f"ip-{instance_id}", "10.0.0.1", "dep")
 
 
 def test_nodes_running_the_image_are_kept_and_the_rest_retired():
@@ -17,29 +17,49 @@ def test_nodes_running_the_image_are_kept_and_the_rest_retired():
     assert plans.plan_nodes(nodes, "ami-new", 3) == plans.NodePlan(2, ("i-2",), ("i-1",))
 
 
+def test_a_stopped_node_of_the_image_is_replaced_and_retired():
+    nodes = [node("i-1", "ami", "stopped"), node("i-2", "ami")]
+    assert plans.plan_nodes(nodes, "ami", 2) == plans.NodePlan(1, ("i-2",), ("i-1",))
+
+
 def test_nothing_is_launched_when_the_image_already_runs_everywhere():
     assert plans.plan_nodes([node("i-1", "ami")], "ami", 1) == plans.NodePlan(0, ("i-1",), ())
 
 
 def test_first_node_initialises_a_swarm_when_there_is_none():
-    assert plans.plan_swarm(["i-1", "i-2"], [], [], [], False, 2) == plans.SwarmStep("init", ("i-1",))
+    assert plans.plan_swarm(["i-1", "i-2"], [], [], [], False, 2, False) == plans.SwarmStep("init", ("i-1",))
 
 
 def test_nodes_join_as_managers_until_there_are_enough_then_as_workers():
-    step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1"], ["i-1"], ["10.0.0.5"], True, 5)
+    step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1"], ["i-1"], ["10.0.0.5"], True, 5, False)
     assert step == plans.SwarmStep("join", ("i-2", "i-3"), "10.0.0.5", "manager")
     step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1", "i-2", "i-3"],
-                            ["i-1", "i-2", "i-3"], ["10.0.0.5"], True, 5)
+                            ["i-1", "i-2", "i-3"], ["10.0.0.5"], True, 5, False)
     assert step == plans.SwarmStep("join", ("i-4", "i-5"), "10.0.0.5", "worker")
 
 
-def test_replacement_nodes_join_the_old_swarm_and_bring_their_own_managers():
-    step = plans.plan_swarm(["i-9"], [], [], ["10.0.0.1"], True, 1)
-    assert step == plans.SwarmStep("join", ("i-9",), "10.0.0.1", "manager")
+def test_nodes_join_an_established_swarm_as_workers_only():
+    # Were they managers, removing them after a failed health gate could cost the swarm its quorum.
+    step = plans.plan_swarm(["i-8", "i-9"], [], [], ["10.0.0.1"], True, 3, True)
+    assert step == plans.SwarmStep("join", ("i-8", "i-9"), "10.0.0.1", "worker")
+
+
+def test_a_lost_token_starts_a_new_swarm_rather_than_fail():
+    step = plans.plan_swarm(["i-9"], [], [], ["10.0.0.1"], False, 1, True)
+    assert step == plans.SwarmStep("init", ("i-9",))
+
+
+def test_healthy_new_nodes_are_promoted_to_make_up_the_managers():
+    assert plans.plan_promotion(["i-8", "i-9"], {"i-8": "worker", "i-9": "worker"}, 1) == ("i-8",)
+    # Scaling 1 -> 3 with the same image: the kept manager counts, two more are needed.
+    roles = {"i-1": "manager", "i-8": "worker", "i-9": "worker"}
+    assert plans.plan_promotion(["i-8", "i-9", "i-1"], roles, 3) == ("i-8", "i-9")
+    assert plans.plan_promotion(["i-1"], {"i-1": "manager"}, 1) == ()
+    assert plans.plan_promotion(["i-1", "i-2"], {"i-1": "manager", "i-2": "manager"}, 2) == ()
 
 
 def test_no_swarm_step_when_every_new_node_joined():
-    assert plans.plan_swarm(["i-1"], ["i-1"], ["i-1"], ["10.0.0.1"], True, 1) == plans.SwarmStep("none", ())
+    assert plans.plan_swarm(["i-1"], ["i-1"], ["i-1"], ["10.0.0.1"], True, 1, False) == plans.SwarmStep("none", ())
 
 
 @pytest.mark.parametrize("nodes,managers", [(1, 1), (2, 1), (3, 3), (9, 3), (10, 5), (50, 5)])
@@ -95,7 +115,8 @@ def test_image_key_needs_both_folders():
 
 def test_scripts_quote_what_they_interpolate():
     assert plans.join_script("SWMTKN-1-a", "10.0.0.1")[-1].endswith("--token SWMTKN-1-a 10.0.0.1:2377; fi")
-    assert plans.retire_script(["ip-1; rm -rf /"])[2] == "docker node demote 'ip-1; rm -rf /' || true"
+    assert plans.retire_script(["ip-1; rm -rf /"])[-1] == "retire 'ip-1; rm -rf /'"
+    assert plans.promote_script(["ip-1", "ip 2"])[-1] == "docker node promote ip-1 'ip 2'"
     assert plans.prune_script("until=24h") == ["docker system prune --force --filter until=24h"]
 
 
@@ -105,12 +126,12 @@ def test_old_images_beyond_the_newest_kept_go_unless_a_node_runs_them():
     assert plans.images_to_remove(images[:2], in_use=set(), keep=3) == []
 
 
-def test_retire_drains_then_demotes_then_removes():
-    assert plans.retire_script(["ip-10-0-0-1"])[1:] == [
-        "docker node update --availability drain ip-10-0-0-1 || true",
-        "docker node demote ip-10-0-0-1 || true",
-        "docker node rm --force ip-10-0-0-1 || true",
-    ]
+def test_retire_drains_then_demotes_then_removes_and_fails_loudly():
+    script = plans.retire_script(["ip-10-0-0-1", "ip-10-0-0-2"])
+    assert script[0] == "set -eu" and "|| true" not in "\n".join(script)
+    body = "\n".join(script[1:-2])
+    assert body.index("drain") < body.index("demote") < body.index("rm --force")
+    assert script[-2:] == ["retire ip-10-0-0-1", "retire ip-10-0-0-2"]
 
 
 def test_new_nodes_go_where_there_are_fewest():
@@ -118,3 +139,41 @@ def test_new_nodes_go_where_there_are_fewest():
     assert plans.spread(2, {"a": 2, "b": 0, "c": 1}) == {"b": 2}  # 2, 2, 1: balanced
     assert plans.spread(4, {"a": 0, "b": 3}) == {"a": 4}  # 4, 3
     assert plans.spread(0, {"a": 0}) == {}
+
+
+FAKE_DOCKER = """#!/bin/sh
+echo "$*" >> "$LOG"
+case "$*" in
+  "node inspect gone") exit 1 ;;
+  "node inspect --format {{.Spec.Role}} "*) [ "$5" = ip-m ] && echo manager || echo worker ;;
+  "node rm --force ip-stuck") echo "Error response from daemon: rpc error" >&2; exit 1 ;;
+esac
+"""
+
+
+def run_script(tmp_path, lines):
+    import subprocess
+
+    docker = tmp_path / "docker"
+    docker.write_text(FAKE_DOCKER)
+    docker.chmod(0o755)
+    log = tmp_path / "log"
+    log.touch()
+    done = subprocess.run(["sh", "-c", "\n".join(lines)], capture_output=True, text=True,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(log)})
+    return done, log.read_text().splitlines()
+
+
+def test_the_retire_script_as_a_shell_runs_it(tmp_path):
+    done, calls = run_script(tmp_path, plans.retire_script(["ip-m", "gone", "ip-w"]))
+    assert done.returncode == 0, done.stderr
+    assert "gone: not in the swarm" in done.stdout
+    assert [c for c in calls if not c.startswith("node inspect")] == [
+        "node update --availability drain ip-m", "node demote ip-m", "node rm --force ip-m",
+        "node update --availability drain ip-w", "node rm --force ip-w"]
+
+
+def test_the_retire_script_fails_when_a_removal_fails(tmp_path):
+    done, calls = run_script(tmp_path, plans.retire_script(["ip-stuck", "ip-w"]))
+    assert done.returncode != 0 and "rpc error" in done.stderr
+    assert "node update --availability drain ip-w" not in calls  # it stops at the first failure
