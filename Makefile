@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench serve lint clean
+.PHONY: demo test bench serve lint clean package
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml package.json package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Slipway needs Python 3.11 or newer")'
@@ -27,5 +27,23 @@ test: $(STAMP)  ## the whole suite
 bench: $(STAMP)  ## figures, never pass/fail on time
 	$(BIN)/python bench/run.py
 
+# The CloudFormation the deploy path creates (README, "Deploy to AWS"), linted and scanned.
+# checkov gets a virtualenv of its own: its dependencies pin boto3/botocore below ours.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := .cache/checkov-$(CHECKOV_VERSION)
+# Each skipped check is justified in the README ("Deploy to AWS", "What the scanner reports").
+CHECKOV_SKIP    := CKV_AWS_18,CKV_AWS_73,CKV_AWS_76,CKV_AWS_115,CKV_AWS_116,CKV_AWS_117,CKV_AWS_120,CKV_AWS_158,CKV_AWS_173
+
+$(CHECKOV_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+
+package: $(STAMP) $(CHECKOV_VENV)/bin/checkov  ## dist/<stage>/: bootstrap template + chalice package, cfn-lint, checkov
+	rm -rf dist
+	$(BIN)/slipway package --out dist
+	$(BIN)/cfn-lint dist/*/resources.json dist/*/chalice/sam.json
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation --skip-check $(CHECKOV_SKIP) \
+	  $$(for f in dist/*/resources.json dist/*/chalice/sam.json; do printf -- '-f %s ' "$$f"; done)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist

@@ -1,4 +1,5 @@
-"""The `slipway` command: `slipway demo` and `slipway serve` on the embedded emulator."""
+"""The `slipway` command: `slipway demo` and `slipway serve` on the embedded emulator;
+`slipway bootstrap` and `slipway package` for deploying Slipway itself to an AWS account."""
 
 from __future__ import annotations
 
@@ -21,7 +22,39 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--webhook-secret", default=None, help="secret GitHub signs with (default: random, printed)")
     serve.add_argument("--nodes", type=int, default=1, help="swarm nodes per deployment (default 1)")
 
+    boot = sub.add_parser("bootstrap", help="deploy what `chalice deploy` does not (.chalice/resources.yaml) "
+                                            "and write its outputs into .chalice/config.json")
+    boot.add_argument("--stage", default="dev", help="Chalice stage (default dev)")
+    boot.add_argument("--project-dir", default=".", help="the Slipway checkout (default .)")
+    boot.add_argument("--delete", action="store_true", help="empty the source bucket and delete the stack")
+
+    package = sub.add_parser("package", help="write the CloudFormation the deploy path creates into dist/")
+    package.add_argument("--stage", action="append", default=[], help="stage (repeatable; default all)")
+    package.add_argument("--project-dir", default=".", help="the Slipway checkout (default .)")
+    package.add_argument("--out", default="dist", help="output folder (default dist)")
+
     args = parser.parse_args(argv)
+    if args.command == "bootstrap":
+        from pathlib import Path
+
+        from slipway import bootstrap
+
+        try:
+            if args.delete:
+                bootstrap.delete(Path(args.project_dir), args.stage)
+            else:
+                bootstrap.deploy(Path(args.project_dir), args.stage)
+        except bootstrap.BootstrapError as exc:
+            print(f"slipway bootstrap: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "package":
+        from pathlib import Path
+
+        from slipway import package as package_mod
+
+        package_mod.run(Path(args.project_dir), args.stage, Path(args.out))
+        return 0
     if args.command == "demo":
         from slipway import demo as demo_mod
 

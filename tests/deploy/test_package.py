@@ -1,0 +1,182 @@
+"""The CloudFormation of the deploy path: rendered as bootstrap sends it, linted, and its IAM kept
+least-privilege and in step with the code that uses it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from slipway import PROJECT_DIR, bootstrap, package
+from slipway.statemachines import PLACEHOLDER
+
+CHALICE = PROJECT_DIR / ".chalice"
+# Actions allowed on Resource "*", each because AWS offers nothing narrower for it: reads
+# (Describe/List/Get) and Step Functions' log delivery (the vended-logs APIs).
+STAR_OK = re.compile(r"^(ec2:Describe|ssm:Describe|ssm:List|ssm:GetConnectionStatus|"
+                     r"logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|"
+                     r"ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)$)")
+SERVICES = {"ec2": "ec2", "create": "ec2", "ssm": "ssm", "codebuild": "codebuild", "sfn": "stepfunctions"}
+IAM_PREFIX = {"ec2": "ec2", "ssm": "ssm", "codebuild": "codebuild", "stepfunctions": "states"}
+
+
+def _policy_files() -> list[Path]:
+    return sorted(CHALICE.glob("policy-*.json"))
+
+
+def _statements(document: dict) -> list[dict]:
+    statements = document["Statement"]
+    return statements if isinstance(statements, list) else [statements]
+
+
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_rendering_fills_every_placeholder_with_a_function_the_app_defines():
+    # Given the ASL files and app.py, when the template is rendered, then each state machine
+    # carries its definition and one substitution per placeholder, naming a real Chalice function.
+    sys.path.insert(0, str(PROJECT_DIR))
+    from app import app  # noqa: PLC0415 - the app is loaded as Chalice loads it
+
+    functions = {f.name for f in app.pure_lambda_functions}
+    template = bootstrap.render(PROJECT_DIR)
+    for logical, source in (("DeployStateMachine", "deploy"), ("TeardownStateMachine", "teardown")):
+        properties = template["Resources"][logical]["Properties"]
+        text = (PROJECT_DIR / "statemachines" / f"{source}.asl.json").read_text()
+        assert json.loads(properties["DefinitionString"]) == json.loads(text)
+        assert set(properties["DefinitionSubstitutions"]) == set(PLACEHOLDER.findall(text))
+        for placeholder, arn in properties["DefinitionSubstitutions"].items():
+            function = bootstrap.function_for(placeholder)
+            assert function in functions, f"{placeholder}: app.py defines no {function}"
+            assert arn["Fn::Sub"].endswith(f":function:slipway-${{Stage}}-{function}")
+    assert len(bootstrap.template_body(template)) <= bootstrap.MAX_TEMPLATE_BODY
+
+
+def test_the_state_machine_role_invokes_exactly_the_substituted_functions():
+    template = bootstrap.render(PROJECT_DIR)
+    substituted = {json.dumps(arn, sort_keys=True) for r in template["Resources"].values()
+                   for arn in r["Properties"].get("DefinitionSubstitutions", {}).values()}
+    role = template["Resources"]["StateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    [invoke] = [s for s in role["Statement"] if s.get("Sid") == bootstrap.INVOKE_SID]
+    assert {json.dumps(arn, sort_keys=True) for arn in invoke["Resource"]} == substituted
+
+
+def test_placeholder_names_map_back_to_function_names():
+    assert bootstrap.function_for("CheckBakeFunctionArn") == "check_bake"
+    assert bootstrap.function_for("PrepareFunctionArn") == "prepare"
+    with pytest.raises(ValueError):
+        bootstrap.function_for("DeployStateMachineArn")
+
+
+def test_bootstrap_writes_only_the_outputs_settings_reads(tmp_path):
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text((CHALICE / "config.json").read_text())
+    outputs = {"DeployStateMachineArn": "arn:aws:states:eu-west-1:1:stateMachine:slipway-dev-deploy",
+               "BakeProjectName": "slipway-dev-bake", "NodeInstanceProfileName": "slipway-dev-node",
+               "SourceBucketName": "b"}
+    assert bootstrap.write_outputs(tmp_path, "dev", outputs) == {
+        "SLIPWAY_DEPLOY_STATE_MACHINE_ARN": outputs["DeployStateMachineArn"],
+        "SLIPWAY_BAKE_PROJECT": "slipway-dev-bake", "SLIPWAY_NODE_INSTANCE_PROFILE": "slipway-dev-node"}
+    assert bootstrap.write_outputs(tmp_path, "dev", outputs) == {}  # a second run changes nothing
+    config = json.loads((tmp_path / ".chalice" / "config.json").read_text())
+    assert "SLIPWAY_BAKE_PROJECT" not in config["stages"]["prod"]["environment_variables"]
+    bootstrap.forget_outputs(tmp_path, "dev")
+    assert json.loads((tmp_path / ".chalice" / "config.json").read_text()) == \
+        json.loads((CHALICE / "config.json").read_text())
+
+
+def test_package_writes_templates_that_cfn_lint_passes(tmp_path):
+    # When `slipway package` writes dist/ (as `make package` does), then cfn-lint finds nothing.
+    written = package.run(PROJECT_DIR, ["dev"], tmp_path)
+    assert [p.relative_to(tmp_path) for p in written] == [Path("dev/resources.json"),
+                                                          Path("dev/chalice/sam.json")]
+    result = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), *map(str, written)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sam = json.loads(written[1].read_text())
+    assert sam["Resources"]["ApiHandlerLogGroup"]["Properties"]["LogGroupName"] == \
+        "/aws/lambda/slipway-dev-api_handler"
+
+
+def test_chalice_manages_a_role_per_function_from_the_policy_files():
+    config = json.loads((CHALICE / "config.json").read_text())
+    assert config["autogen_policy"] is False
+    for stage, settings in config["stages"].items():
+        files = {settings["iam_policy_file"]} | {
+            f["iam_policy_file"] for f in settings.get("lambda_functions", {}).values()}
+        assert files == {f"policy-{stage}.json", f"policy-{stage}-prune.json",
+                         f"policy-{stage}-webhook.json"}
+        assert all((CHALICE / f).is_file() for f in files)
+
+
+def test_prod_policies_are_dev_policies_for_prod():
+    for dev in CHALICE.glob("policy-dev*.json"):
+        prod = dev.with_name(dev.name.replace("policy-dev", "policy-prod"))
+        expected = dev.read_text().replace("slipway-dev", "slipway-prod").replace(
+            "/slipway/dev/", "/slipway/prod/").replace('"dev"', '"prod"')
+        assert json.loads(prod.read_text()) == json.loads(expected), prod.name
+
+
+def test_no_mutating_action_has_a_star_resource():
+    documents = {p.name: json.loads(p.read_text()) for p in _policy_files()}
+    template = bootstrap.render(PROJECT_DIR)
+    for name, resource in template["Resources"].items():
+        for policy in resource.get("Properties", {}).get("Policies", []):
+            documents[f"{name}/{policy['PolicyName']}"] = policy["PolicyDocument"]
+    for name, document in documents.items():
+        for statement in _statements(document):
+            if statement["Effect"] == "Allow" and "*" in _listed(statement["Resource"]):
+                wide = [a for a in _listed(statement["Action"]) if not STAR_OK.match(a)]
+                assert not wide, f"{name} {statement.get('Sid')}: {wide} on Resource *"
+
+
+def test_ec2_mutations_are_scoped_by_the_environment_tag():
+    # Every EC2 mutation on an existing resource is conditioned on the environment tag.
+    document = json.loads((CHALICE / "policy-dev.json").read_text())
+    [owned] = [s for s in _statements(document) if s["Sid"] == "ChangeOnlyWhatTheEnvironmentOwns"]
+    assert owned["Condition"] == {"StringEquals": {"aws:ResourceTag/slipway:environment": "dev"}}
+    assert "ec2:TerminateInstances" in owned["Action"]
+    send = [s for s in _statements(document) if "ssm:SendCommand" in _listed(s["Action"])]
+    assert {r for s in send for r in _listed(s["Resource"])} == {
+        "arn:aws:ssm:*::document/AWS-RunShellScript", "arn:aws:ec2:*:*:instance/*"}
+    [instances] = [s for s in send if s["Resource"] == "arn:aws:ec2:*:*:instance/*"]
+    assert instances["Condition"] == {"StringEquals": {"ssm:resourceTag/slipway:environment": "dev"}}
+
+
+def _calls() -> set[tuple[str, str]]:
+    """(service, boto3 method) for every AWS call in chalicelib's adapters."""
+    calls = set()
+    # Calls, paginators, and methods handed to a helper (`_gone(ec2.delete_vpc, ...)`).
+    pattern = re.compile(r"\b(ec2|create|ssm|codebuild|sfn)\.(?:get_paginator\(\"([a-z_]+)\"|([a-z_]+)\b)")
+    for path in (PROJECT_DIR / "chalicelib").rglob("*.py"):
+        text = path.read_text()
+        for variable, paginated, method in pattern.findall(text):
+            # In the adapters (chalicelib/aws) these names are clients; elsewhere, modules.
+            if path.parent.name == "aws" or variable in ("create", "sfn"):
+                calls.add((SERVICES[variable], method or paginated))
+        for service, method in re.findall(r"aws\.client\(\"([a-z]+)\"[^)]*\)\.([a-z_]+)\(", text):
+            calls.add((service, method))
+    return calls
+
+
+def test_every_aws_call_in_chalicelib_is_allowed_by_a_lambda_policy():
+    # Given the calls the functions make, then some .chalice policy allows each one; a call added
+    # without its permission fails here, not in the account.
+    allowed = {a for p in CHALICE.glob("policy-dev*.json")
+               for s in _statements(json.loads(p.read_text())) for a in _listed(s["Action"])}
+    missing = []
+    for service, method in sorted(_calls()):
+        client = boto3.client(service, region_name="us-east-1")
+        operation = client.meta.method_to_api_mapping.get(method)
+        if operation is None:
+            continue  # an adapter function of the same name, not a client method
+        if f"{IAM_PREFIX[service]}:{operation}" not in allowed:
+            missing.append(f"{IAM_PREFIX[service]}:{operation}")
+    assert not missing, f"no .chalice/policy-dev*.json allows {missing}"
+    assert ("ec2", "run_instances") in _calls()  # the scan sees the adapters at all
