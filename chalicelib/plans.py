@@ -155,6 +155,31 @@ def promote_script(hostnames: list[str]) -> list[str]:
     return ["set -eu", "docker node promote " + " ".join(shlex.quote(h) for h in hostnames)]
 
 
+NODE_LIST_SCRIPT = ["docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}'"]
+
+
+def swarm_view_verdict(invocation, hostnames: dict[str, str]) -> dict[str, str]:
+    """Map of instance id to why the manager's `docker node ls` (NODE_LIST_SCRIPT) says the node
+    cannot take work: not listed, or not Ready and Active. `hostnames` maps id to host name."""
+    if invocation.status != "Success":
+        why = f"the manager {invocation.instance_id} could not list the swarm: {invocation.status}" \
+              f" (exit {invocation.response_code})"
+        return dict.fromkeys(hostnames, why)
+    listed: dict[str, list[str]] = {}
+    for line in invocation.output.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            listed.setdefault(parts[0], []).append(f"{parts[1]}/{parts[2]}")
+    problems = {}
+    for instance_id, host in hostnames.items():
+        seen = listed.get(host, [])
+        if not seen:
+            problems[instance_id] = f"the swarm does not list {host}"
+        elif "Ready/Active" not in seen:
+            problems[instance_id] = f"the swarm lists {host} as {', '.join(seen)}, expected Ready/Active"
+    return problems
+
+
 def retire_script(hostnames: list[str]) -> list[str]:
     """Run on a manager that stays: drain each node (its tasks move elsewhere), demote it if it is
     a manager (one at a time, so the managers keep their quorum), then remove it, before it is

@@ -237,21 +237,35 @@ def check_swarm(event: dict) -> dict:
 
 
 def start_health_check(event: dict) -> dict:
+    """Ask every node that stays for its own swarm state, and a manager for the swarm's view of
+    them (each must be listed Ready and Active)."""
     deployment = _deployment(event)
-    targets = event["nodes"]["current"]
+    nodes = event["nodes"]
+    targets = nodes["current"]
+    found = ec2.list_nodes(aws.client("ec2"), deployment["environment"], states=["running"],
+                           instance_ids=list(targets) + list(nodes["old"]))
+    managers = [n.instance_id for n in found if n.swarm_role == "manager"]
+    if not managers:
+        raise SwarmFailed("no running manager to ask for the swarm's view of its nodes")
     command_id = ssm.run_shell(aws.client("ssm"), commands=plans.HEALTH_SCRIPT,
                                comment=f"slipway health {deployment['id']}",
                                timeout_seconds=60, instance_ids=targets)
-    return {"command_id": command_id, "targets": targets, "status": "PENDING"}
+    view = _send(deployment, "node list", plans.NODE_LIST_SCRIPT, managers[0])
+    hostnames = {n.instance_id: n.hostname for n in found if n.instance_id in targets}
+    return {"command_id": command_id, "targets": targets, "status": "PENDING",
+            "view": view | {"hostnames": hostnames}}
 
 
 def evaluate_health(event: dict) -> dict:
     _deployment(event)
     health = event["health"]
-    results = ssm.invocations(aws.client("ssm"), health["command_id"])
-    if len(results) < len(health["targets"]) or any(r.status not in ssm.FINAL_STATUSES for r in results):
+    client = aws.client("ssm")
+    results = ssm.invocations(client, health["command_id"])
+    view = ssm.invocations(client, health["view"]["command_id"])
+    if any(len(got) < len(wanted) or any(r.status not in ssm.FINAL_STATUSES for r in got)
+           for got, wanted in ((results, health["targets"]), (view, health["view"]["targets"]))):
         return health | {"status": "PENDING"}
-    problems = plans.health_verdict(results)
+    problems = plans.swarm_view_verdict(view[0], health["view"]["hostnames"]) | plans.health_verdict(results)
     if problems:
         raise NodesUnhealthy("; ".join(f"{node}: {why}" for node, why in sorted(problems.items())))
     return health | {"status": "HEALTHY"}

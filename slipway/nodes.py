@@ -101,6 +101,8 @@ class EmulatedNodes:
                 return self._promote(instance_id, script)
             if _RETIRE.search(script):
                 return self._retire(instance_id, script)
+            if "docker node ls" in script:
+                return self._node_list(instance_id)
             if "docker system prune" in script:
                 return self._prune(instance_id)
             if "LocalNodeState" in script:
@@ -195,6 +197,16 @@ class EmulatedNodes:
             out.append(host)
             self.history.append((instance_id, f"docker node rm {host}"))
         return Result(0, "\n".join(out) + "\n")
+
+    def _node_list(self, instance_id: str) -> Result:
+        swarm, machines, error = self._managed(instance_id)
+        if error:
+            return error
+        lines = [f"{machines[i].hostname if i in machines else i} "
+                 f"{'Ready' if self._up(i, machines) else 'Down'} "
+                 f"{'Drain' if i in swarm.drained else 'Active'}" for i in swarm.roles]
+        self.history.append((instance_id, "docker node ls"))
+        return Result(0, "".join(line + "\n" for line in lines))
 
     def _prune(self, instance_id: str) -> Result:
         freed = self.reclaimable.pop(instance_id, 0)

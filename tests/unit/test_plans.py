@@ -83,6 +83,20 @@ def test_health_verdict_names_each_failing_node_and_why():
     }
 
 
+def test_the_managers_view_must_list_every_node_ready_and_active():
+    hosts = {"i-1": "ip-1", "i-2": "ip-2", "i-3": "ip-3", "i-4": "ip-4"}
+    view = Invocation("i-1", "Success", 0, "ip-1 Ready Active\nip-2 Down Active\nip-3 Ready Drain\n"
+                                           "ip-4 Down Active\nip-4 Ready Active\n")
+    assert plans.swarm_view_verdict(view, hosts) == {
+        "i-2": "the swarm lists ip-2 as Down/Active, expected Ready/Active",
+        "i-3": "the swarm lists ip-3 as Ready/Drain, expected Ready/Active",
+    }  # ip-4: a stale entry of a removed node with the same name does not count against it
+    assert plans.swarm_view_verdict(view, {"i-9": "ip-9"}) == {"i-9": "the swarm does not list ip-9"}
+    failed = Invocation("i-1", "Failed", 1, "Error response from daemon: This node is not a swarm manager.")
+    assert plans.swarm_view_verdict(failed, {"i-2": "ip-2"}) == {
+        "i-2": "the manager i-1 could not list the swarm: Failed (exit 1)"}
+
+
 @pytest.mark.parametrize("status,ami,verdict", [
     ("IN_PROGRESS", None, "IN_PROGRESS"),
     ("SUCCEEDED", "ami-1", "SUCCEEDED"),
