@@ -6,9 +6,12 @@ Nothing here calls AWS: steps.py gathers the facts, asks these functions, and ex
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shlex
+import zipfile
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from chalicelib.errors import InvalidInput
 
@@ -34,6 +37,30 @@ def image_key(trees: dict[str, str]) -> str:
         raise InvalidInput(f"the commit has no {' or '.join(f + '/' for f in missing)} folder")
     identity = "\n".join(f"{folder} {trees[folder]}" for folder in IMAGE_FOLDERS)
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def image_source(archive: BinaryIO) -> bytes:
+    """The bake's source from a commit's archive as GitHub gives it (every file under one folder
+    named after the commit): only the image folders, at the root where packer/buildspec.yml
+    expects them, with fixed timestamps so the same content gives the same bytes."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            parts = info.filename.split("/", 1)
+            if len(parts) < 2 or info.is_dir() or parts[1].split("/", 1)[0] not in IMAGE_FOLDERS:
+                continue
+            copy = zipfile.ZipInfo(parts[1], (1980, 1, 1, 0, 0, 0))
+            copy.external_attr = info.external_attr
+            dst.writestr(copy, src.read(info), zipfile.ZIP_DEFLATED)
+        names = dst.namelist()
+    missing = [f for f in IMAGE_FOLDERS if not any(n.startswith(f + "/") for n in names)]
+    if missing:
+        raise InvalidInput(f"the commit's archive has no {' or '.join(f + '/' for f in missing)} files")
+    return out.getvalue()
+
+
+def source_key(image_key: str) -> str:
+    return f"sources/{image_key}.zip"
 
 
 @dataclass(frozen=True)

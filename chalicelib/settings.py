@@ -25,6 +25,7 @@ class Settings:
     region: str
     deploy_state_machine_arn: str
     bake_project: str
+    bake_bucket: str
     webhook_secret_parameter: str
     branches: tuple[str, ...]
     tags: tuple[str, ...]
@@ -96,6 +97,7 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         region=region,
         deploy_state_machine_arn=env.get("SLIPWAY_DEPLOY_STATE_MACHINE_ARN", ""),
         bake_project=env.get("SLIPWAY_BAKE_PROJECT", f"slipway-{environment}-bake"),
+        bake_bucket=env.get("SLIPWAY_BAKE_BUCKET", ""),
         webhook_secret_parameter=env.get(
             "SLIPWAY_WEBHOOK_SECRET_PARAMETER", f"/slipway/{environment}/github-webhook-secret"
         ),

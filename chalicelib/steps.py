@@ -7,12 +7,13 @@ the state machine's job: a step that finds work unfinished says so and returns a
 from __future__ import annotations
 
 import hashlib
+import tempfile
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib import aws, naming, plans
-from chalicelib.aws import codebuild, ec2, github, ssm
-from chalicelib.errors import (BakeFailed, CommandFailed, InvalidInput, NodesNotReady,
+from chalicelib.aws import codebuild, ec2, github, s3, ssm
+from chalicelib.errors import (BakeFailed, CommandFailed, ConfigurationError, InvalidInput, NodesNotReady,
                                NodesUnhealthy, SwarmFailed, TeardownIncomplete, TransientError)
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
@@ -38,6 +39,11 @@ def _token(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]
 
 
+def _github_token(settings) -> str | None:
+    return (ssm.get_secure(aws.client("ssm"), settings.github_token_parameter)
+            if settings.github_token_parameter else None)
+
+
 # --- deploy -------------------------------------------------------------------------------
 
 def prepare(event: dict) -> dict:
@@ -52,9 +58,7 @@ def prepare(event: dict) -> dict:
         raise InvalidInput("execution input needs 'repository' (owner/name) to find the image content")
     deployment_id = event.get("execution") or ""
     logger.append_keys(deployment_id=deployment_id)
-    token = (ssm.get_secure(aws.client("ssm"), settings.github_token_parameter)
-             if settings.github_token_parameter else None)
-    trees = github.top_level_trees(settings.github_api, repository, commit, token)
+    trees = github.top_level_trees(settings.github_api, repository, commit, _github_token(settings))
     key = plans.image_key(trees)
     deployment = {
         "id": deployment_id,
@@ -79,8 +83,23 @@ def find_image(event: dict) -> dict:
 
 
 def start_bake(event: dict) -> dict:
+    """Put the pushed commit's ansible/ and packer/ in the bake bucket (once per image content)
+    and start CodeBuild on exactly that source."""
     deployment = _deployment(event)
     settings = get_settings()
+    if not settings.bake_bucket:
+        raise ConfigurationError("SLIPWAY_BAKE_BUCKET is not set; `slipway bootstrap` writes it")
+    key = plans.source_key(deployment["image_key"])
+    client = aws.client("s3")
+    if not s3.exists(client, settings.bake_bucket, key):
+        with tempfile.TemporaryFile() as archive:
+            size = github.download_archive(settings.github_api, deployment["repository"],
+                                           deployment["commit"], archive, _github_token(settings))
+            archive.seek(0)
+            source = plans.image_source(archive)
+        s3.put(client, settings.bake_bucket, key, source)
+        logger.info("bake source stored", extra={"key": key, "archive_bytes": size,
+                                                 "source_bytes": len(source)})
     # Packer reads PKR_VAR_<name> as the value of variable <name> (packer/variables.pkr.hcl).
     variables = {
         "PKR_VAR_ami_name": deployment["image_name"],
@@ -90,7 +109,7 @@ def start_bake(event: dict) -> dict:
         "PKR_VAR_image_key": deployment["image_key"],
     }
     build_id = codebuild.start(aws.client("codebuild"), settings.bake_project, variables,
-                               _token(deployment["id"], "bake"))
+                               _token(deployment["id"], "bake"), f"{settings.bake_bucket}/{key}")
     logger.info("bake started", extra={"build_id": build_id})
     return {"build_id": build_id, "status": "IN_PROGRESS"}
 

@@ -35,6 +35,7 @@ OUTPUT_VARIABLES = {
     "DeployStateMachineArn": "SLIPWAY_DEPLOY_STATE_MACHINE_ARN",
     "BakeProjectName": "SLIPWAY_BAKE_PROJECT",
     "NodeInstanceProfileName": "SLIPWAY_NODE_INSTANCE_PROFILE",
+    "SourceBucketName": "SLIPWAY_BAKE_BUCKET",
 }
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 

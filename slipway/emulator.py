@@ -32,6 +32,7 @@ import time
 import uuid
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -90,6 +91,10 @@ def stage_environment(stage: str = STAGE) -> dict[str, str]:
     return env
 
 
+class RealNodesUnavailable(RuntimeError):
+    """`--real-nodes` was asked for where Docker (or the bake's tools) cannot run."""
+
+
 class Emulator:
     """Start with `with Emulator() as emu:`; `emu.client(service)` gives boto3 clients on it.
 
@@ -101,7 +106,8 @@ class Emulator:
     def __init__(self, *, environment: str | None = None, webhook_secret: str | None = None,
                  mode: str = "inprocess", aws_port: int = 5000, poll_seconds: int = 1,
                  bake_outcome: str = "SUCCEEDED", bake_polls: int = 2, node_count: int = 1,
-                 extra_environment: dict[str, str] | None = None) -> None:
+                 extra_environment: dict[str, str] | None = None, real_nodes: bool = False,
+                 log=None) -> None:
         self.environment = environment or stage_environment()["SLIPWAY_ENVIRONMENT"]
         self.webhook_secret = webhook_secret or uuid.uuid4().hex
         self.mode = mode
@@ -111,7 +117,12 @@ class Emulator:
         self.bake_polls = bake_polls
         self.node_count = node_count
         self.extra_environment = extra_environment or {}
-        self.nodes = EmulatedNodes(self._machines)
+        # With real_nodes, each instance is a container running its own dockerd and the bake
+        # converges the swarm_node role for real (slipway/realnodes.py); else emulated nodes.
+        self.real_nodes = real_nodes
+        self.log = log or (lambda message: None)
+        self.nodes: Any = EmulatedNodes(self._machines)
+        self.images: dict[str, str] = {}  # AMI id -> local Docker image (real nodes)
         self.github = FakeGitHub()
         self.bakes: dict[str, dict[str, Any]] = {}  # build id -> {"variables", "polls", "ami_id"}
         self.arns: dict[str, str] = {}
@@ -140,6 +151,16 @@ class Emulator:
 
     def start(self) -> None:
         _importable()
+        if self.real_nodes:
+            from slipway import realnodes
+
+            reason = realnodes.bake_available()
+            if reason:
+                raise RealNodesUnavailable(f"--real-nodes needs Docker and the bake's tools: {reason}")
+            cidr = self.extra_environment.get("SLIPWAY_VPC_CIDR") or stage_environment().get(
+                "SLIPWAY_VPC_CIDR", "10.42.0.0/16")
+            self.nodes = realnodes.DockerNodes(cidr, log=self.log)
+            self._stack.callback(self.nodes.close)
         env = {
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
@@ -150,6 +171,7 @@ class Emulator:
             "SLIPWAY_POLL_SECONDS": str(self.poll_seconds),
             "SLIPWAY_NODE_COUNT": str(self.node_count),
             "SLIPWAY_BAKE_PROJECT": f"slipway-{self.environment}-bake",
+            "SLIPWAY_BAKE_BUCKET": f"slipway-{self.environment}-bake-{ACCOUNT}-{REGION}",
             "SLIPWAY_WEBHOOK_SECRET_PARAMETER": f"/slipway/{self.environment}/github-webhook-secret",
             "POWERTOOLS_METRICS_NAMESPACE": "Slipway",
             "POWERTOOLS_DEV": "false",
@@ -291,9 +313,10 @@ class Emulator:
                 "Id": "1", "Arn": lam.get_function(FunctionName=self.function_name(source.name))
                 ["Configuration"]["FunctionArn"]}])
 
+        self.client("s3").create_bucket(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"])
         self.client("codebuild").create_project(
             name=os.environ["SLIPWAY_BAKE_PROJECT"],
-            source={"type": "S3", "location": f"slipway-{self.environment}-source/source.zip",
+            source={"type": "S3", "location": f"{os.environ['SLIPWAY_BAKE_BUCKET']}/source.zip",
                     "buildspec": "packer/buildspec.yml"},
             artifacts={"type": "NO_ARTIFACTS"},
             environment={"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0",
@@ -356,6 +379,25 @@ class Emulator:
 
         patch(mock.patch.object(InstanceBackend, "run_instances", run_instances))
 
+        if self.real_nodes:
+            real_run = InstanceBackend.run_instances  # the ClientToken-aware one above
+
+            def run_real_instances(backend, image_id, count, user_data, security_group_names, **kwargs):
+                reservation = real_run(backend, image_id, count, user_data, security_group_names, **kwargs)
+                emulator._launch_containers(reservation.instances)
+                return reservation
+
+            patch(mock.patch.object(InstanceBackend, "run_instances", run_real_instances))
+            original_terminate = InstanceBackend.terminate_instances
+
+            def terminate_instances(backend, instance_ids):
+                result = original_terminate(backend, instance_ids)
+                for instance_id in instance_ids:
+                    emulator.nodes.terminate(instance_id)
+                return result
+
+            patch(mock.patch.object(InstanceBackend, "terminate_instances", terminate_instances))
+
         def invoke(backend, function_name, qualifier, body, headers, response_headers):
             return emulator._invoke(function_name, body, response_headers)
 
@@ -369,7 +411,8 @@ class Emulator:
             variables = {v["name"]: v["value"] for v in
                          response._get_param("environmentVariablesOverride", [])}
             with emulator._lock:
-                emulator.bakes[build_id] = {"variables": variables, "polls": 0, "ami_id": None}
+                emulator.bakes[build_id] = {"variables": variables, "polls": 0, "ami_id": None,
+                                            "source": response._get_param("sourceLocationOverride")}
             return result
 
         patch(mock.patch.object(CodeBuildResponse, "start_build", start_build))
@@ -540,15 +583,89 @@ class Emulator:
                 build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD",
                               "buildComplete": False})
                 return
-            if self.bake_outcome != "SUCCEEDED":
-                build.update({"buildStatus": self.bake_outcome, "currentPhase": "COMPLETED",
+            outcome = self.bake_outcome if self._bake_source(bake) else "FAILED"
+            if outcome == "SUCCEEDED" and self.real_nodes:
+                if "thread" not in bake:
+                    self._start_real_bake(bake)
+                if bake["thread"].is_alive():
+                    build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD",
+                                  "buildComplete": False})
+                    return
+                outcome = "FAILED" if "error" in bake else outcome
+            if outcome != "SUCCEEDED":
+                build.update({"buildStatus": outcome, "currentPhase": "COMPLETED",
                               "buildComplete": True, "exportedEnvironmentVariables": []})
                 return
             if bake["ami_id"] is None:
                 bake["ami_id"] = self._register_image(backend.region_name, bake["variables"])
+                if self.real_nodes:
+                    self.images[bake["ami_id"]] = bake["image"]
             build.update({"buildStatus": "SUCCEEDED", "currentPhase": "COMPLETED",
                           "buildComplete": True,
                           "exportedEnvironmentVariables": [{"name": "AMI_ID", "value": bake["ami_id"]}]})
+
+    def _launch_containers(self, instances) -> None:
+        """Real nodes: one container per new instance, from the image baked for its AMI, with the
+        instance's host name and private address, all started at once."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        new = [i for i in instances if self.nodes.container(i.id) is None]
+        if not new:
+            return
+        missing = [i.image_id for i in new if i.image_id not in self.images]
+        if missing:
+            raise RuntimeError(f"no local node image for {sorted(set(missing))}: only images "
+                               "baked by this run can be launched with --real-nodes")
+        with ThreadPoolExecutor(max_workers=min(8, len(new))) as pool:
+            list(pool.map(lambda i: self.nodes.launch(
+                i.id, image=self.images[i.image_id], hostname=i.private_dns_name.split(".")[0],
+                ip=i.private_ip), new))
+
+    def _start_real_bake(self, bake: dict) -> None:
+        """Real nodes: bake the local image in the background, as CodeBuild would, while the
+        state machine polls; the build stays IN_PROGRESS until it is done."""
+        def work() -> None:
+            import hashlib
+            import tempfile
+
+            try:
+                tag = bake["variables"].get("PKR_VAR_image_key", "")
+                # Converge the role exactly as the build's source has it (the pushed commit's
+                # ansible/), cached by that content.
+                with tempfile.TemporaryDirectory(prefix="slipway-bake-") as workdir, \
+                        zipfile.ZipFile(io.BytesIO(bake["archive"])) as source:
+                    source.extractall(workdir)
+                    digest = hashlib.sha256()
+                    for name in sorted(n for n in source.namelist() if n.startswith("ansible/")):
+                        digest.update(name.encode() + b"\0" + source.read(name) + b"\0")
+                    bake["image"] = self.nodes.bake(
+                        tag, playbook=Path(workdir) / "ansible" / "swarm_node.yml",
+                        root_tag="role-" + digest.hexdigest()[:16])
+            except Exception as exc:  # noqa: BLE001 - the build fails with it, as on CodeBuild
+                bake["error"] = f"{type(exc).__name__}: {exc}"
+                self.log(f"bake failed: {bake['error']}")
+
+        bake["thread"] = threading.Thread(target=work, name="real-bake", daemon=True)
+        bake["thread"].start()
+
+    def _bake_source(self, bake: dict) -> bytes | None:
+        """The zip CodeBuild would download for this build, if it has what the buildspec runs
+        (packer/buildspec.yml and ansible/swarm_node.yml at its root); None makes the build fail."""
+        import io
+        import zipfile
+
+        from moto.s3.models import s3_backends
+
+        if "archive" in bake:
+            return bake["archive"]
+        bucket, _, key = (bake.get("source") or "").partition("/")
+        try:
+            data = s3_backends[ACCOUNT]["aws"].get_object(bucket, key).value
+            names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+        except Exception:  # noqa: BLE001 - any missing piece is CodeBuild's DOWNLOAD_SOURCE failure
+            return None
+        bake["archive"] = data if {"packer/buildspec.yml", "ansible/swarm_node.yml"} <= names else None
+        return bake["archive"]
 
     def _register_image(self, region: str, variables: dict[str, str]) -> str:
         from moto.ec2.models import ec2_backends

@@ -1,5 +1,6 @@
-"""A local stand-in for the one GitHub REST call the pipeline makes: the top-level trees of a
-commit (GET /repos/{owner}/{repo}/git/trees/{sha}), answered from this checkout.
+"""A local stand-in for the two GitHub REST calls the pipeline makes, answered from this
+checkout: the top-level trees of a commit (GET /repos/{owner}/{repo}/git/trees/{sha}) and its
+archive (GET /repos/{owner}/{repo}/zipball/{sha}: every file under one folder, as GitHub does).
 
 - A commit this checkout has: its real tree ids (`git rev-parse <sha>:ansible`).
 - A commit set in `trees` (tests use this to give two commits the same or other content).
@@ -11,16 +12,19 @@ commit (GET /repos/{owner}/{repo}/git/trees/{sha}), answered from this checkout.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import subprocess
 import threading
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from slipway import PROJECT_DIR
 
 _TREES = re.compile(r"^/repos/[^/]+/[^/]+/git/trees/([0-9a-fA-F]{4,40})$")
+_ZIPBALL = re.compile(r"^/repos/([^/]+)/([^/]+)/zipball/([0-9a-fA-F]{4,40})$")
 FOLDERS = ("ansible", "packer")
 
 
@@ -84,6 +88,22 @@ class FakeGitHub:
             return found
         return {folder: working_tree_id(self.project_dir / folder) for folder in FOLDERS}
 
+    def archive(self, owner: str, repo: str, commit: str) -> bytes:
+        """The commit's zip if this checkout has it, else the working tree's image folders."""
+        prefix = f"{owner}-{repo}-{commit[:7]}/"
+        done = subprocess.run(["git", "-C", str(self.project_dir), "archive", "--format=zip",
+                               f"--prefix={prefix}", f"{commit}^{{commit}}"], capture_output=True)
+        if done.returncode == 0 and commit not in self.trees:
+            return done.stdout
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for folder in FOLDERS:
+                for path in _files(self.project_dir / folder):
+                    info = zipfile.ZipInfo(prefix + str(path.relative_to(self.project_dir)))
+                    info.external_attr = (path.stat().st_mode & 0o777) << 16
+                    archive.writestr(info, path.read_bytes())
+        return buffer.getvalue()
+
     @property
     def url(self) -> str:
         assert self._server is not None
@@ -96,6 +116,15 @@ class FakeGitHub:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 github.requests.append(self.path)
+                zipball = _ZIPBALL.match(self.path.split("?")[0])
+                if zipball and zipball.group(3) not in github.missing:
+                    data = github.archive(*zipball.groups())
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/zip")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 match = _TREES.match(self.path.split("?")[0])
                 if not match:
                     self._answer(404, {"message": "Not Found"})

@@ -14,9 +14,13 @@ class Build:
     ami_id: str | None
 
 
-def start(codebuild, project: str, variables: dict[str, str], idempotency_token: str) -> str:
+def start(codebuild, project: str, variables: dict[str, str], idempotency_token: str,
+          source_location: str) -> str:
+    """Start a bake of the source at `source_location` ("bucket/key" of a zip in S3)."""
     build = codebuild.start_build(
         projectName=project,
+        sourceTypeOverride="S3",
+        sourceLocationOverride=source_location,
         environmentVariablesOverride=[
             {"name": k, "value": v, "type": "PLAINTEXT"} for k, v in variables.items()
         ],

@@ -40,3 +40,21 @@ def test_unknown_commit_is_invalid_input(fake):
 def test_unreachable_github_is_transient():
     with pytest.raises(TransientError):
         github.top_level_trees("http://127.0.0.1:9", "octo/app", "abc1234")
+
+
+def test_a_commits_archive_is_streamed_into_a_file(fake, tmp_path):
+    import zipfile
+
+    with open(tmp_path / "a.zip", "w+b") as archive:
+        size = github.download_archive(fake.url, "octo/app", "abc1234", archive)
+        assert size == archive.tell() > 0
+        archive.seek(0)
+        names = zipfile.ZipFile(archive).namelist()
+    assert "octo-app-abc1234/packer/buildspec.yml" in names
+    assert fake.requests == ["/repos/octo/app/zipball/abc1234"]
+
+
+def test_the_archive_of_an_unknown_commit_is_invalid_input(fake, tmp_path):
+    fake.missing.add("deadbee")
+    with open(tmp_path / "a.zip", "w+b") as archive, pytest.raises(InvalidInput, match="deadbee"):
+        github.download_archive(fake.url, "octo/app", "deadbee", archive)

@@ -87,7 +87,7 @@ def _app_functions(checkout: Path) -> set[str]:
 
 def test_bootstrap_writes_the_stack_outputs_into_the_stage_config(deployed):
     # Given the documented path ran, when reading the stage's config, then the functions get
-    # the three values that only exist after the stack, under the names settings.py reads.
+    # the four values that only exist after the stack, under the names settings.py reads.
     endpoint, checkout, _ = deployed
     variables = json.loads((checkout / ".chalice" / "config.json").read_text())["stages"][STAGE][
         "environment_variables"]
@@ -95,6 +95,8 @@ def test_bootstrap_writes_the_stack_outputs_into_the_stage_config(deployed):
         f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:slipway-dev-deploy"
     assert variables["SLIPWAY_BAKE_PROJECT"] == "slipway-dev-bake"
     assert variables["SLIPWAY_NODE_INSTANCE_PROFILE"] == "slipway-dev-node"
+    # The name the Lambda policies scope s3:PutObject to (.chalice/policy-dev.json).
+    assert variables["SLIPWAY_BAKE_BUCKET"] == f"slipway-dev-bake-{ACCOUNT}-{REGION}"
 
 
 def test_every_function_is_deployed_with_its_own_role_and_the_stack_outputs(deployed):

@@ -351,3 +351,32 @@ def test_lost_join_tokens_start_a_new_swarm_that_replaces_the_old_one(make_emula
     swarm = emu.nodes.swarm_of(current[0])
     assert swarm.members == set(current) and sorted(swarm.roles.values()) == ["manager"] * 3
     assert not set(first.output["nodes"]["current"]) & swarm.members
+
+
+def test_the_bake_gets_exactly_the_pushed_commits_image_folders(emulator):
+    import io
+    import subprocess
+    import zipfile
+
+    from slipway import PROJECT_DIR
+
+    head = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    run = deploy(emulator, head)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    bucket = emulator.client("s3")
+    key = f"sources/{run.output['deployment']['image_key']}.zip"
+    import os
+
+    data = bucket.get_object(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"], Key=key)["Body"].read()
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert {n.split("/")[0] for n in names} == {"ansible", "packer"}
+    committed = subprocess.run(["git", "-C", str(PROJECT_DIR), "show", f"{head}:packer/buildspec.yml"],
+                               capture_output=True, check=True).stdout
+    assert zipfile.ZipFile(io.BytesIO(data)).read("packer/buildspec.yml") == committed
+    build = emulator.client("codebuild").batch_get_builds(ids=[run.output["bake"]["build_id"]])["builds"][0]
+    # A later commit with the same image content neither bakes nor downloads the archive again.
+    zipballs = [r for r in emulator.github.requests if "/zipball/" in r]
+    assert len(zipballs) == 1 and build["buildStatus"] == "SUCCEEDED"
+    assert deploy(emulator).status == "SUCCEEDED"
+    assert [r for r in emulator.github.requests if "/zipball/" in r] == zipballs

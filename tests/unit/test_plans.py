@@ -1,5 +1,8 @@
 """Pure pipeline decisions, compared by equality."""
 
+import io
+import zipfile
+
 import pytest
 
 from chalicelib import plans
@@ -191,3 +194,24 @@ def test_the_retire_script_fails_when_a_removal_fails(tmp_path):
     done, calls = run_script(tmp_path, plans.retire_script(["ip-stuck", "ip-w"]))
     assert done.returncode != 0 and "rpc error" in done.stderr
     assert "node update --availability drain ip-w" not in calls  # it stops at the first failure
+
+
+def github_archive(files: dict[str, bytes], prefix="octo-app-abc1234/") -> io.BytesIO:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(prefix, b"")  # GitHub lists the folder itself too
+        for name, data in files.items():
+            archive.writestr(prefix + name, data)
+    buffer.seek(0)
+    return buffer
+
+
+def test_the_bake_source_is_the_image_folders_of_the_archive_at_its_root():
+    files = {"ansible/swarm_node.yml": b"- hosts: all", "packer/buildspec.yml": b"version: 0.2",
+             "app/main.py": b"print()", "ansible.cfg": b"[defaults]"}
+    source = plans.image_source(github_archive(files))
+    assert sorted(zipfile.ZipFile(io.BytesIO(source)).namelist()) == [
+        "ansible/swarm_node.yml", "packer/buildspec.yml"]
+    assert source == plans.image_source(github_archive(files, prefix="octo-app-def5678/"))  # same bytes
+    with pytest.raises(InvalidInput, match="packer/"):
+        plans.image_source(github_archive({"ansible/swarm_node.yml": b""}))
