@@ -20,6 +20,11 @@ EMULATED = [
     "CodeBuild/Packer bake: the emulator registers the AMI Packer would produce (no image is built)",
     "node commands: SSM Run Command is answered by emulated swarm nodes (no Docker engine runs)",
 ]
+REAL_NODES = [
+    "CodeBuild/Packer bake: the swarm_node role converged for real on a Debian 12 root, imported as "
+    "a local Docker image (Packer and the AMI itself are emulated)",
+    "node commands: SSM Run Command ran in each instance's node container, on its own dockerd",
+]
 
 
 def scheduled_event() -> dict:
@@ -44,15 +49,23 @@ def local_commit() -> str:
     return uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
 
-def run(as_json: bool = False, verbose: bool = False, nodes: int = 1) -> int:
+def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes: bool = False) -> int:
     started = time.monotonic()
     say = (lambda *_a, **_k: None) if as_json else print
     # Without --verbose, the functions' logs and CloudWatch metrics (EMF lines) stay out of the way.
     quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     if not verbose:
         logging.getLogger("moto").setLevel(logging.CRITICAL)
-    report: dict = {"emulated": EMULATED}
-    with mock.patch.dict(os.environ, quiet), Emulator(node_count=nodes) as emu:
+    report: dict = {"emulated": REAL_NODES if real_nodes else EMULATED}
+    log = (lambda m: print(m, file=sys.stderr)) if as_json else (lambda m: print(f"  [real nodes] {m}"))
+    if real_nodes:
+        from slipway import realnodes
+
+        reason = realnodes.bake_available()
+        if reason:
+            print(f"slipway demo --real-nodes: {reason}", file=sys.stderr)
+            return 2
+    with mock.patch.dict(os.environ, quiet), Emulator(node_count=nodes, real_nodes=real_nodes, log=log) as emu:
         sfn = emu.client("stepfunctions")
         say(f"Embedded emulator up: state machines {', '.join(emu.arns)}; "
             f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM.")

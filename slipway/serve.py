@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
@@ -59,10 +60,19 @@ def local_server(app, port: int):
     return create_local_server(app, config, "127.0.0.1", port)
 
 
-def run(port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes: int = 1) -> int:
+def run(port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes: int = 1,
+        real_nodes: bool = False) -> int:
     logging.getLogger("moto").setLevel(logging.CRITICAL)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    with Emulator(mode="server", aws_port=aws_port, webhook_secret=secret, node_count=nodes) as emu:
+    if real_nodes:
+        from slipway import realnodes
+
+        reason = realnodes.bake_available()
+        if reason:
+            print(f"slipway serve --real-nodes: {reason}", file=sys.stderr)
+            return 2
+    with Emulator(mode="server", aws_port=aws_port, webhook_secret=secret, node_count=nodes,
+                  real_nodes=real_nodes, log=lambda m: print(f"[real nodes] {m}", flush=True)) as emu:
         server = local_server(emu.app.app, port)
         endpoint = f"http://127.0.0.1:{aws_port}"
         print(f"""Slipway on the embedded emulator

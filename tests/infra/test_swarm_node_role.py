@@ -11,16 +11,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from slipway import PROJECT_DIR
+from slipway import realnodes
+from slipway.realnodes import base_root, prepare_chroot
 
-CACHE = PROJECT_DIR / ".cache" / "debian-12-root"
-MIRROR = os.environ.get("SLIPWAY_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
@@ -30,21 +27,6 @@ def _prerequisite(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _base_root() -> Path:
-    """A Debian 12 root with python3 and systemd, built once and kept in .cache/."""
-    if (CACHE / "usr" / "bin" / "python3").exists():
-        return CACHE
-    partial = CACHE.with_name(CACHE.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["debootstrap", "--variant=minbase", "--include=python3,systemd,systemd-sysv,ca-certificates",
-         "bookworm", str(partial), MIRROR],
-        check=True, capture_output=True, timeout=900)
-    partial.rename(CACHE)
-    return CACHE
-
-
 @pytest.fixture(scope="module")
 def node_root(tmp_path_factory) -> Path:
     if os.geteuid() != 0:
@@ -52,22 +34,13 @@ def node_root(tmp_path_factory) -> Path:
     if not shutil.which("debootstrap"):
         _prerequisite("debootstrap is not installed (apt-get install debootstrap)")
     root = tmp_path_factory.mktemp("node") / "root"
-    subprocess.run(["cp", "-a", str(_base_root()), str(root)], check=True)
-    # Services cannot start in a chroot; tell apt's maintainer scripts not to try.
-    policy = root / "usr" / "sbin" / "policy-rc.d"
-    policy.write_text("#!/bin/sh\nexit 101\n")
-    policy.chmod(0o755)
-    shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
+    subprocess.run(["cp", "-a", str(base_root()), str(root)], check=True)
+    prepare_chroot(root)  # no services in a chroot; the machine's resolver for apt
     return root
 
 
 def converge(root: Path) -> tuple[int, int, str]:
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", f"{root},", "-c", "community.general.chroot",
-         str(PROJECT_DIR / "ansible" / "swarm_node.yml"),
-         "-e", "swarm_node_apply_runtime=false", "-e", "ansible_python_interpreter=/usr/bin/python3"],
-        capture_output=True, text=True, timeout=1200,
-        env=os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+    result = realnodes.converge(root)  # ansible-playbook through the chroot connection
     match = RECAP.search(result.stdout)
     assert result.returncode == 0 and match, result.stdout[-4000:] + result.stderr[-2000:]
     return int(match.group(2)), int(match.group(4)), result.stdout

@@ -1,0 +1,592 @@
+"""Real swarm nodes for the local run: the node image baked with our own Ansible role, each
+instance a container running its own dockerd, and SSM commands run in it for real.
+
+The pieces, for the emulator to wire in:
+
+- `docker_available()` says whether this machine can do it (root, the docker CLI, a dockerd that
+  answers), or why not.
+- `bake_image(tag)` builds `slipway-node:<tag>`: the cached Debian 12 root (debootstrap, once, in
+  .cache/debian-12-root), copied, converged with ansible/swarm_node.yml through the chroot
+  connection (as tests/infra/test_swarm_node_role.py does), kept in .cache/node-root-<tag>, and
+  imported with `docker import`. An existing image, or converged root, is reused.
+- `DockerNodes` answers what `slipway.nodes.EmulatedNodes` answers (`run`, `state`, `role`), plus
+  the lifecycle: `launch` a container per instance on a user-defined bridge network whose subnet
+  is the VPC's CIDR (so each container has the instance's private address and host name),
+  `terminate`, `stop_docker`/`start_docker`, and `close`, which removes every container, the
+  network and the images it baked.
+
+Everything this module creates carries the label `slipway.emulator=<run id>`; `cleanup()`
+removes what a crashed run left behind.
+
+Node containers need capabilities, not `--privileged` (which fails on some kernels with "unable
+to apply caps"): SYS_ADMIN, NET_ADMIN, MKNOD, no seccomp or AppArmor profile, and the host's
+cgroup tree. Their dockerd runs with --iptables=false and picks the vfs storage driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from slipway import PROJECT_DIR
+from slipway.nodes import Result
+
+CACHE_DIR = PROJECT_DIR / ".cache"
+BASE_ROOT = CACHE_DIR / "debian-12-root"
+MIRROR = os.environ.get("SLIPWAY_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+PLAYBOOK = PROJECT_DIR / "ansible" / "swarm_node.yml"
+
+IMAGE_REPOSITORY = "slipway-node"
+LABEL = "slipway.emulator"  # value: the run id
+ROLE_LABEL = "slipway.role"  # "node-image", "node", "network"
+INSTANCE_LABEL = "slipway.instance"
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_CONVERGED_MARK = ".slipway-converged"
+
+# What a node container needs so that a dockerd runs in it (and a swarm forms), without
+# --privileged. /sys/fs/cgroup from the host gives the inner dockerd a cgroup tree to use.
+NODE_RUN_OPTIONS = (
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "MKNOD",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup",
+)
+# A node container's PID 1 is docker-init (--init), then `sleep`: the container outlives its
+# dockerd, so a test may stop dockerd and the node answers "Cannot connect to the Docker
+# daemon", as a real node whose dockerd died would. dockerd is started with `docker exec -d`.
+NODE_COMMAND = ["sleep", "infinity"]
+DOCKERD = "/usr/sbin/dockerd --iptables=false"
+DOCKERD_LOG = "/var/log/slipway-dockerd.log"
+_START_DOCKERD = f"{DOCKERD} >>{DOCKERD_LOG} 2>&1"
+# The bridges the node's dockerd makes, made first with interface indexes above eth0's. On EC2,
+# eth0 comes first and `hostname -I | cut -d" " -f1` (the init script) is the private address;
+# in a container, eth0 keeps the host's (large) index and a docker0 made inside would come
+# before it: the swarm would advertise 172.17.0.1.
+_LATE_BRIDGES = (("docker0", 60001), ("docker_gwbridge", 60002))
+
+
+class DockerUnavailable(RuntimeError):
+    """Real nodes were asked for but this machine cannot run them; the message says why."""
+
+
+class NodeError(RuntimeError):
+    """A node container could not be started or did not become ready."""
+
+
+# --- the docker CLI ----------------------------------------------------------------------------
+
+def _docker(*args: str, check: bool = True, timeout: float | None = 120, input: str | None = None,
+            ) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                            input=input)
+    if check and result.returncode != 0:
+        raise NodeError(f"docker {' '.join(args[:3])} failed (exit {result.returncode}): "
+                        f"{(result.stderr or result.stdout).strip()[-1500:]}")
+    return result
+
+
+def docker_available() -> str | None:
+    """None when real nodes can run here, else one line saying why not."""
+    if os.geteuid() != 0:
+        return "real nodes need root (node containers need SYS_ADMIN, the bake needs chroot)"
+    if not shutil.which("docker"):
+        return "the docker CLI is not installed (apt-get install docker.io)"
+    for tool, package in (("nsenter", "util-linux"), ("ip", "iproute2")):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (apt-get install {package})"
+    try:
+        result = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                                capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "dockerd is not answering (docker version timed out after 20s)"
+    if result.returncode != 0 or not result.stdout.strip():
+        reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        return f"dockerd is not answering (start it: dockerd >/tmp/dockerd.log 2>&1 &): {reason}"
+    return None
+
+
+def require_docker() -> None:
+    reason = docker_available()
+    if reason:
+        raise DockerUnavailable(reason)
+
+
+def bake_available() -> str | None:
+    """None when `bake_image` can build an image here, else why not."""
+    reason = docker_available()
+    if reason:
+        return reason
+    if not BASE_ROOT.joinpath("usr", "bin", "python3").exists() and not shutil.which("debootstrap"):
+        return "debootstrap is not installed (apt-get install debootstrap)"
+    if not ANSIBLE_PLAYBOOK.exists():
+        return f"ansible-playbook is not installed next to {sys.executable}"
+    return None
+
+
+# --- the bake ----------------------------------------------------------------------------------
+
+def base_root(*, timeout: float = 900) -> Path:
+    """A Debian 12 root with python3 and systemd, built once with debootstrap and kept in .cache/."""
+    if (BASE_ROOT / "usr" / "bin" / "python3").exists():
+        return BASE_ROOT
+    partial = BASE_ROOT.with_name(BASE_ROOT.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", "--include=python3,systemd,systemd-sysv,ca-certificates",
+         "bookworm", str(partial), MIRROR],
+        check=True, capture_output=True, timeout=timeout)
+    partial.rename(BASE_ROOT)
+    return BASE_ROOT
+
+
+def prepare_chroot(root: Path) -> None:
+    """Services cannot start in a chroot: tell apt's maintainer scripts not to try; give the
+    root this machine's resolver so apt can reach the mirror."""
+    policy = root / "usr" / "sbin" / "policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
+
+
+def converge_command(root: Path, playbook: Path = PLAYBOOK) -> list[str]:
+    """ansible-playbook converging the swarm_node role on a root through the chroot connection."""
+    return [str(ANSIBLE_PLAYBOOK), "-i", f"{root},", "-c", "community.general.chroot", str(playbook),
+            "-e", "swarm_node_apply_runtime=false", "-e", "ansible_python_interpreter=/usr/bin/python3"]
+
+
+def converge(root: Path, *, timeout: float = 1200, playbook: Path = PLAYBOOK) -> subprocess.CompletedProcess:
+    return subprocess.run(converge_command(root, playbook), capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+
+
+def working_tree_tag(folders: tuple[str, ...] = ("ansible",)) -> str:
+    """A content hash of the working tree's image folders (every file's path and bytes), for a
+    bake outside the pipeline (which tags with plans.image_content_hash of the commit)."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted((PROJECT_DIR / folder).rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(PROJECT_DIR)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return "wt-" + digest.hexdigest()[:16]
+
+
+def image_name(tag: str) -> str:
+    return f"{IMAGE_REPOSITORY}:{tag}"
+
+
+def image_exists(image: str) -> bool:
+    return _docker("image", "inspect", image, check=False, timeout=30).returncode == 0
+
+
+def converged_root(tag: str, *, log: Callable[[str], object] = print, playbook: Path = PLAYBOOK) -> Path:
+    """.cache/node-root-<tag>: the Debian root converged with the swarm_node role, built once."""
+    root = CACHE_DIR / f"node-root-{tag}"
+    if (root / _CONVERGED_MARK).exists():
+        log(f"bake: converged root {root.name} found in .cache/")
+        return root
+    started = time.monotonic()
+    had_base = (BASE_ROOT / "usr" / "bin" / "python3").exists()
+    if not had_base:
+        log("bake: no Debian 12 root in .cache/ yet: debootstrap bookworm (a few minutes)")
+    base = base_root()
+    if not had_base:
+        log(f"bake: Debian 12 root built in {time.monotonic() - started:.0f}s")
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(base), str(partial)], check=True)
+    prepare_chroot(partial)
+    log("bake: converging ansible/swarm_node.yml on a copy of the root (chroot connection)")
+    converging = time.monotonic()
+    result = converge(partial, playbook=playbook)
+    if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise NodeError("the swarm_node role failed on the node root:\n"
+                        + result.stdout[-4000:] + result.stderr[-2000:])
+    recap = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
+    log(f"bake: role converged in {time.monotonic() - converging:.0f}s"
+        + (f" (ok={recap.group(1)} changed={recap.group(2)})" if recap else ""))
+    # The image is what boots, not a chroot: services may start there.
+    (partial / "usr" / "sbin" / "policy-rc.d").unlink(missing_ok=True)
+    (partial / _CONVERGED_MARK).write_text(json.dumps({"tag": tag, "at": time.time()}) + "\n")
+    shutil.rmtree(root, ignore_errors=True)
+    partial.rename(root)
+    return root
+
+
+@contextlib.contextmanager
+def _bake_lock(tag: str):
+    """One bake per tag at a time, across threads and processes."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f"node-root-{tag}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def bake_image(tag: str, *, log: Callable[[str], object] = print, labels: dict[str, str] | None = None,
+               playbook: Path = PLAYBOOK, root_tag: str | None = None) -> str:
+    """The local image `slipway-node:<tag>` (tag: the node image's content hash), baked with the
+    swarm_node role from the cached Debian root; returned at once if it already exists."""
+    if not _TAG.match(tag):
+        raise ValueError(f"not a valid image tag: {tag!r}")
+    require_docker()
+    image = image_name(tag)
+    if image_exists(image):
+        log(f"bake: {image} already exists")
+        return image
+    with _bake_lock(tag):
+        if image_exists(image):
+            return image
+        # The converged root is cached by what was converged (`root_tag`, default `tag`): two
+        # image keys of the same role content share one converge.
+        root = converged_root(root_tag or tag, log=log, playbook=playbook)
+        started = time.monotonic()
+        changes = [f"CMD {json.dumps(NODE_COMMAND)}", f"LABEL {ROLE_LABEL}=node-image"]
+        changes += [f"LABEL {key}={shlex.quote(value)}" for key, value in (labels or {}).items()]
+        args = ["docker", "import"]
+        for change in changes:
+            args += ["--change", change]
+        tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner",
+                                f"--exclude=./{_CONVERGED_MARK}",
+                                "--exclude=./var/cache/apt/archives/*.deb", "-c", "."],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            imported = subprocess.run(args + ["-", image], stdin=tar.stdout, capture_output=True,
+                                      text=True, timeout=900)
+        finally:
+            tar.stdout.close()
+            tar_err = tar.stderr.read().decode(errors="replace")
+            tar.stderr.close()
+            tar.wait()
+        if tar.returncode != 0 or imported.returncode != 0:
+            raise NodeError(f"docker import of {root} failed: {tar_err.strip()[-1000:]} "
+                            f"{imported.stderr.strip()[-1000:]}")
+        log(f"bake: imported {image} in {time.monotonic() - started:.0f}s")
+        return image
+
+
+# --- the nodes ---------------------------------------------------------------------------------
+
+class DockerNodes:
+    """Each instance a container running its own dockerd; SSM commands run in it for real.
+
+    Same questions as `slipway.nodes.EmulatedNodes` (`run`, `state`, `role`), plus the lifecycle
+    the emulator drives from EC2 calls: `launch`, `terminate`, `close`. Thread-safe: `run` may be
+    called from any thread, `launch`/`terminate` from others, `close` from a signal handler.
+    """
+
+    def __init__(self, subnet: str = "10.42.0.0/16", *, run_id: str | None = None,
+                 remove_images: bool = True, ready_timeout: float = 60,
+                 command_timeout: float = 600, log: Callable[[str], object] | None = None) -> None:
+        self.subnet = str(ipaddress.ip_network(subnet))
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.network = f"slipway-{self.run_id}"
+        self.remove_images = remove_images
+        self.ready_timeout = ready_timeout
+        self.command_timeout = command_timeout
+        self.log = log or (lambda message: None)
+        self._lock = threading.RLock()  # re-entrant: close() may interrupt the thread holding it
+        self._containers: dict[str, str] = {}  # instance id -> container name
+        self._images: set[str] = set()  # images this object baked (close removes them)
+        self._network_ready = False
+        self._closed = False
+        self.history: list[tuple[str, str]] = []  # (instance id, first command line)
+
+    # --- labels and names --------------------------------------------------------------------
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL: self.run_id}
+
+    def _label_args(self, role: str, **extra: str) -> list[str]:
+        args = []
+        for key, value in {**self.labels, ROLE_LABEL: role, **extra}.items():
+            args += ["--label", f"{key}={value}"]
+        return args
+
+    def container(self, instance_id: str) -> str | None:
+        with self._lock:
+            return self._containers.get(instance_id)
+
+    def instances(self) -> list[str]:
+        with self._lock:
+            return list(self._containers)
+
+    # --- the bake ----------------------------------------------------------------------------
+
+    def bake(self, tag: str, *, log: Callable[[str], object] | None = None,
+             playbook: Path = PLAYBOOK, root_tag: str | None = None) -> str:
+        """`bake_image`, remembering the image if this call created it (close removes it)."""
+        existed = _TAG.match(tag) is not None and image_exists(image_name(tag))
+        image = bake_image(tag, log=log or self.log, labels=self.labels, playbook=playbook,
+                           root_tag=root_tag)
+        if not existed:
+            with self._lock:
+                self._images.add(image)
+        return image
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _ensure_network(self) -> None:
+        with self._lock:
+            if self._network_ready:
+                return
+            if self._closed:
+                raise NodeError("these nodes are closed")
+            existing = _docker("network", "inspect", self.network, check=False, timeout=30)
+            if existing.returncode != 0:
+                created = _docker("network", "create", "--driver", "bridge", "--subnet", self.subnet,
+                                  *self._label_args("network"), self.network, check=False, timeout=60)
+                if created.returncode != 0:
+                    message = created.stderr.strip()
+                    if "overlap" in message:
+                        message += (f"\n{self.subnet} is already used by a Docker network: "
+                                    f"{_networks_using(self.subnet) or '?'} (a crashed run's? "
+                                    f"python -m slipway.realnodes cleanup removes those)")
+                    raise NodeError(f"cannot create the node network {self.network}: {message}")
+            self._network_ready = True
+
+    def launch(self, instance_id: str, *, image: str, hostname: str, ip: str) -> str:
+        """Start the instance's node container (its host name, its private address) and wait
+        until its dockerd answers. Returns the container's name."""
+        require_docker()
+        if ipaddress.ip_address(ip) not in ipaddress.ip_network(self.subnet):
+            raise NodeError(f"{ip} is not in the node network {self.subnet}")
+        self._ensure_network()
+        name = f"slipway-{self.run_id}-{instance_id}"
+        with self._lock:
+            if self._closed:
+                raise NodeError("these nodes are closed")
+            if instance_id in self._containers:
+                return self._containers[instance_id]
+            self._containers[instance_id] = name
+        started = _docker("run", "-d", "--init", "--pull", "never", "--name", name, "--hostname", hostname,
+                          "--network", self.network, "--ip", ip,
+                          *self._label_args("node", **{INSTANCE_LABEL: instance_id}),
+                          *NODE_RUN_OPTIONS, image, *NODE_COMMAND, check=False, timeout=120)
+        if started.returncode != 0:
+            with self._lock:
+                self._containers.pop(instance_id, None)
+            _docker("rm", "-f", name, check=False, timeout=60)
+            raise NodeError(f"cannot start the node container for {instance_id}: "
+                            f"{started.stderr.strip()[-1500:]}")
+        try:
+            with self._lock:
+                if self._closed:  # closed while the container started: close() may have missed it
+                    raise NodeError("these nodes were closed while launching")
+            self._prepare_network_namespace(name)
+            _docker("exec", "-d", name, "sh", "-c", _START_DOCKERD, timeout=30)
+            self.wait_ready(instance_id)
+        except BaseException:
+            with self._lock:
+                self._containers.pop(instance_id, None)
+            _docker("rm", "-f", name, check=False, timeout=60)
+            raise
+        self.log(f"node {instance_id}: container {name} ({hostname}, {ip}) ready")
+        return name
+
+    @staticmethod
+    def _prepare_network_namespace(name: str) -> None:
+        pid = _docker("inspect", "--format", "{{.State.Pid}}", name, timeout=30).stdout.strip()
+        for bridge, index in _LATE_BRIDGES:
+            made = subprocess.run(["nsenter", "-t", pid, "-n", "ip", "link", "add", "name", bridge,
+                                   "index", str(index), "type", "bridge"],
+                                  capture_output=True, text=True, timeout=30)
+            if made.returncode != 0 and "exists" not in made.stderr:
+                raise NodeError(f"cannot make {bridge} in {name}: {made.stderr.strip()}")
+
+    def wait_ready(self, instance_id: str, timeout: float | None = None) -> None:
+        """Wait until the node's dockerd answers `docker info`; NodeError with its log if not."""
+        name = self._name(instance_id)
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        while True:
+            probe = _docker("exec", name, "docker", "info", "--format", "{{.ServerVersion}}",
+                            check=False, timeout=30)
+            if probe.returncode == 0 and probe.stdout.strip():
+                return
+            if time.monotonic() > deadline:
+                tail = _docker("exec", name, "tail", "-n", "30", DOCKERD_LOG, check=False, timeout=30)
+                raise NodeError(f"the dockerd of {instance_id} ({name}) did not answer within "
+                                f"{timeout or self.ready_timeout:.0f}s: {probe.stderr.strip()}\n"
+                                f"{tail.stdout or tail.stderr}")
+            time.sleep(0.25)
+
+    def terminate(self, instance_id: str) -> None:
+        """The instance is gone: remove its container (no error if there is none)."""
+        with self._lock:
+            name = self._containers.pop(instance_id, None)
+        if name:
+            _docker("rm", "-f", name, check=False, timeout=120)
+            self.log(f"node {instance_id}: container {name} removed")
+
+    def stop_docker(self, instance_id: str) -> None:
+        """Stop the node's dockerd (the container stays): its docker commands fail from now on."""
+        name = self._name(instance_id)
+        _docker("exec", name, "sh", "-c",
+                "kill $(cat /var/run/docker.pid) && "
+                "while [ -e /var/run/docker.pid ] && kill -0 $(cat /var/run/docker.pid) 2>/dev/null;"
+                " do sleep 0.2; done", check=False, timeout=60)
+
+    def start_docker(self, instance_id: str) -> None:
+        """Start the node's dockerd again (after `stop_docker`) and wait until it answers."""
+        name = self._name(instance_id)
+        _docker("exec", "-d", name, "sh", "-c", _START_DOCKERD, timeout=30)
+        self.wait_ready(instance_id)
+
+    def close(self, *, remove_images: bool | None = None) -> None:
+        """Remove every container of this run, its network, and (unless told not to) the images
+        it baked. Idempotent; safe in a finally block or a signal handler."""
+        with self._lock:
+            self._closed = True
+            self._containers.clear()
+            images = set(self._images) if (self.remove_images if remove_images is None
+                                           else remove_images) else set()
+            self._images -= images
+        cleanup(self.run_id, images=sorted(images))
+        with self._lock:
+            self._network_ready = False
+
+    def __enter__(self) -> "DockerNodes":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- SSM's side --------------------------------------------------------------------------
+
+    def _name(self, instance_id: str) -> str:
+        name = self.container(instance_id)
+        if name is None:
+            raise KeyError(f"no node container for {instance_id}")
+        return name
+
+    def run(self, instance_id: str, commands: list[str], hostname: str = "") -> Result:
+        """Run the commands (as one `sh` script, like AWS-RunShellScript) in the instance's
+        container: the real exit code, stdout and stderr."""
+        name = self.container(instance_id)
+        script = "\n".join(commands)
+        with self._lock:
+            self.history.append((instance_id, next((c for c in commands if c != "set -eu"), "")))
+        if name is None:
+            return Result(1, stderr=f"no node container for {instance_id} (not launched, or terminated)")
+        try:
+            done = _docker("exec", name, "sh", "-c", script, check=False, timeout=self.command_timeout)
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+            return Result(124, out, f"command timed out after {self.command_timeout:.0f}s")
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def state(self, instance_id: str) -> str:
+        """The node's Swarm.LocalNodeState (inactive, pending, active, error, locked), or the
+        error docker gave."""
+        result = self.run(instance_id, ["docker info --format '{{.Swarm.LocalNodeState}}'"])
+        return result.stdout.strip() if result.code == 0 else f"error: {result.stderr.strip()}"
+
+    def role(self, instance_id: str) -> str | None:
+        """"manager" or "worker" while the node is in a swarm, else None."""
+        result = self.run(instance_id, [
+            "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}'"])
+        parts = result.stdout.split()
+        if result.code != 0 or len(parts) != 2 or parts[0] != "active":
+            return None
+        return "manager" if parts[1] == "true" else "worker"
+
+    def nodes(self, instance_id: str) -> list[dict]:
+        """`docker node ls` as seen from this node (a manager): one dict per node, with
+        Hostname, Status, Availability, ManagerStatus."""
+        result = self.run(instance_id, ["docker node ls --format '{{json .}}'"])
+        if result.code != 0:
+            raise NodeError(f"docker node ls on {instance_id}: {result.stderr.strip()}")
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _networks_using(subnet: str) -> list[str]:
+    listed = _docker("network", "ls", "-q", check=False, timeout=30).stdout.split()
+    if not listed:
+        return []
+    inspected = _docker("network", "inspect", *listed, check=False, timeout=30)
+    try:
+        networks = json.loads(inspected.stdout or "[]")
+    except json.JSONDecodeError:
+        return []
+    wanted = ipaddress.ip_network(subnet)
+    found = []
+    for network in networks:
+        for config in (network.get("IPAM") or {}).get("Config") or []:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                if ipaddress.ip_network(config["Subnet"]).overlaps(wanted):
+                    found.append(network["Name"])
+    return found
+
+
+def cleanup(run_id: str | None = None, *, images: list[str] | None = None,
+            all_images: bool = False) -> dict[str, int]:
+    """Remove the containers and networks labelled slipway.emulator (of one run, or of every
+    run), and the given images (or, with all_images, every labelled node image). Never raises."""
+    counts = {"containers": 0, "networks": 0, "images": 0}
+    if shutil.which("docker") is None:
+        return counts
+    label = f"{LABEL}={run_id}" if run_id else LABEL
+    try:
+        containers = _docker("ps", "-aq", "--filter", f"label={label}", check=False).stdout.split()
+        if containers:
+            _docker("rm", "-f", *containers, check=False, timeout=300)
+            counts["containers"] = len(containers)
+        networks = _docker("network", "ls", "-q", "--filter", f"label={label}",
+                           check=False).stdout.split()
+        for network in networks:
+            if _docker("network", "rm", network, check=False).returncode == 0:
+                counts["networks"] += 1
+        doomed = list(images or [])
+        if all_images:
+            doomed += _docker("images", "-q", "--filter", f"label={ROLE_LABEL}=node-image",
+                              check=False).stdout.split()
+        for image in dict.fromkeys(doomed):
+            if _docker("rmi", "-f", image, check=False, timeout=300).returncode == 0:
+                counts["images"] += 1
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m slipway.realnodes check | bake TAG | cleanup [--images]"""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in ("check", "bake", "cleanup"):
+        print(main.__doc__)
+        return 2
+    if args[0] == "check":
+        reason = bake_available()
+        print(reason or "real nodes can run here")
+        return 1 if reason else 0
+    if args[0] == "bake":
+        if len(args) != 2:
+            print("usage: python -m slipway.realnodes bake TAG")
+            return 2
+        print(bake_image(args[1]))
+        return 0
+    counts = cleanup(all_images="--images" in args)
+    print(", ".join(f"{n} {what} removed" for what, n in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""Real nodes: the node image baked with the swarm_node role, each instance a container with its
+own dockerd, and Slipway's own SSM scripts (chalicelib/plans.py) run in them for real.
+
+Needs root, debootstrap, the docker CLI and a running dockerd. Where they are missing the tests
+skip and say why; on CI (CI=true) a missing prerequisite is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from chalicelib import plans
+from slipway import realnodes
+from slipway.realnodes import DockerNodes
+
+# Not the default VPC CIDR: a local run with real nodes may hold 10.42.0.0/16 at the same time.
+SUBNET = "10.199.0.0/16"
+A = ("i-0aaaaaaaaaaaaaaa1", "ip-10-199-1-10", "10.199.1.10")
+B = ("i-0bbbbbbbbbbbbbbb2", "ip-10-199-2-20", "10.199.2.20")
+
+
+def _prerequisite(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run real nodes, but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def image():
+    reason = realnodes.bake_available()
+    if reason:
+        _prerequisite(reason)
+    tag = realnodes.working_tree_tag()
+    existed = realnodes.image_exists(realnodes.image_name(tag))
+    name = realnodes.bake_image(tag, log=lambda line: None)
+    yield name
+    if not existed:
+        realnodes.cleanup(images=[name])
+
+
+@pytest.fixture
+def nodes(image):
+    made = DockerNodes(SUBNET, run_id=f"test-{uuid.uuid4().hex[:10]}")
+    yield made
+    made.close()
+
+
+def launch(nodes: DockerNodes, image: str, *machines) -> None:
+    for instance_id, hostname, ip in machines:
+        nodes.launch(instance_id, image=image, hostname=hostname, ip=ip)
+
+
+def form_swarm(nodes: DockerNodes, token_kind: str = "manager") -> dict[str, str]:
+    init = nodes.run(A[0], plans.init_script())
+    assert init.code == 0, init.stderr
+    tokens = plans.parse_tokens(init.stdout)
+    joined = nodes.run(B[0], plans.join_script(tokens[token_kind], A[2]))
+    assert joined.code == 0, joined.stderr
+    return tokens
+
+
+def ready_nodes(nodes: DockerNodes, through: str, count: int, timeout: float = 30) -> list[dict]:
+    """`docker node ls` once `count` nodes are listed and Ready (a join is seen a moment later)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = nodes.nodes(through)
+        if len(listed) == count and all(n["Status"] == "Ready" for n in listed):
+            return listed
+        if time.monotonic() > deadline:
+            return listed
+        time.sleep(0.5)
+
+
+def eventually(check, timeout: float = 30):
+    """The value of check() once truthy (a node learns a swarm change a moment after the
+    command that made it returns), or the last value after the timeout."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return value
+
+
+def test_two_nodes_form_a_swarm_and_pass_the_health_gate(nodes, image):
+    launch(nodes, image, A, B)
+    tokens = form_swarm(nodes)
+    assert set(tokens) == {"manager", "worker"}
+    assert all(t.startswith("SWMTKN-1-") for t in tokens.values())
+
+    # The first node advertises its private address (eth0), not an inner bridge's.
+    address = nodes.run(A[0], ["docker info --format '{{.Swarm.NodeAddr}}'"])
+    assert address.stdout.strip() == A[2], address
+
+    health = {i: nodes.run(i, plans.HEALTH_SCRIPT) for i in (A[0], B[0])}
+    assert {i: (r.code, r.stdout.strip()) for i, r in health.items()} == {
+        A[0]: (0, "active"), B[0]: (0, "active")}
+
+    listed = ready_nodes(nodes, A[0], 2)
+    assert sorted((n["Hostname"], n["Status"]) for n in listed) == [(A[1], "Ready"), (B[1], "Ready")]
+    assert nodes.role(A[0]) == nodes.role(B[0]) == "manager"
+
+    # The scripts are idempotent: init on an active node gives the same tokens, join skips.
+    again = nodes.run(A[0], plans.init_script())
+    assert again.code == 0 and plans.parse_tokens(again.stdout) == tokens
+    rejoin = nodes.run(B[0], plans.join_script(tokens["manager"], A[2]))
+    assert rejoin.code == 0 and len(ready_nodes(nodes, A[0], 2)) == 2
+
+
+def test_a_wrong_token_fails_the_join_with_dockers_error(nodes, image):
+    launch(nodes, image, A, B)
+    form_swarm(nodes)  # A and B in one swarm; a third node tries a forged token
+    c = ("i-0ccccccccccccccc3", "ip-10-199-3-30", "10.199.3.30")
+    launch(nodes, image, c)
+    bogus = "SWMTKN-1-" + "0" * 50 + "-" + "1" * 25
+    joined = nodes.run(c[0], plans.join_script(bogus, A[2]))
+    assert joined.code != 0
+    assert "Error response from daemon" in joined.stderr
+    assert nodes.state(c[0]) != "active"
+
+
+def test_promote_then_retire_the_first_manager_through_the_second(nodes, image):
+    launch(nodes, image, A, B)
+    form_swarm(nodes, token_kind="worker")
+    ready_nodes(nodes, A[0], 2)
+    assert (nodes.role(A[0]), nodes.role(B[0])) == ("manager", "worker")
+
+    promoted = nodes.run(A[0], plans.promote_script([B[1]]))
+    assert promoted.code == 0, promoted.stderr
+    assert f"Node {B[1]} promoted to a manager in the swarm." in promoted.stdout
+    assert eventually(lambda: nodes.role(B[0]) == "manager")
+
+    retired = nodes.run(B[0], plans.retire_script([A[1], "ip-10-199-9-99"]))
+    assert retired.code == 0, retired.stdout + retired.stderr
+    assert "ip-10-199-9-99: not in the swarm" in retired.stdout
+    assert f"Manager {A[1]} demoted in the swarm." in retired.stdout
+    assert [n["Hostname"] for n in nodes.nodes(B[0])] == [B[1]]
+    assert nodes.run(B[0], plans.HEALTH_SCRIPT).stdout.strip() == "active"
+
+
+def test_promote_on_a_worker_fails_as_docker_says(nodes, image):
+    launch(nodes, image, A, B)
+    form_swarm(nodes, token_kind="worker")
+    refused = nodes.run(B[0], plans.promote_script([A[1]]))
+    assert refused.code != 0
+    assert "not a swarm manager" in refused.stderr
+
+
+def test_prune_reports_the_space_a_dangling_image_took(nodes, image):
+    launch(nodes, image, A)
+    # Two one-layer images of 3 MB of random bytes: one untagged (dangling), one tagged.
+    made = nodes.run(A[0], [
+        "set -eu",
+        "cd /tmp && mkdir -p junk && head -c 3000000 /dev/urandom > junk/blob",
+        "tar -C junk -c . | docker import - >/dev/null",
+        "head -c 3000000 /dev/urandom > junk/blob",
+        "tar -C junk -c . | docker import - slipway-keep:1 >/dev/null",
+        "docker images --filter dangling=true --format '{{.ID}}'",
+    ])
+    assert made.code == 0, made.stderr
+    dangling = made.stdout.split()
+    assert len(dangling) == 1
+    size = int(nodes.run(A[0], [f"docker image inspect --format '{{{{.Size}}}}' {dangling[0]}"]).stdout)
+    assert size >= 3_000_000
+
+    time.sleep(2.1)  # "until=1s" compares whole seconds: the image must be 2s old
+    pruned = nodes.run(A[0], plans.prune_script("until=1s"))
+    assert pruned.code == 0, pruned.stderr
+    reclaimed = plans.reclaimed_bytes(pruned.stdout)
+    assert reclaimed is not None, pruned.stdout
+    # Docker prints 4 significant digits ("3.001MB"): within 1% of the image's size.
+    assert abs(reclaimed - size) <= size * 0.01, (reclaimed, size, pruned.stdout)
+
+    left = nodes.run(A[0], ["docker images --format '{{.Repository}}:{{.Tag}}'"]).stdout.split()
+    assert left == ["slipway-keep:1"]  # no --all: a tagged image stays
+
+    nothing = nodes.run(A[0], plans.prune_script("until=1s"))
+    assert nothing.code == 0 and plans.reclaimed_bytes(nothing.stdout) == 0, nothing.stdout
+
+
+def test_a_stopped_dockerd_fails_the_health_gate(nodes, image):
+    launch(nodes, image, A)
+    assert nodes.run(A[0], plans.HEALTH_SCRIPT).stdout.strip() == "inactive"
+    nodes.stop_docker(A[0])
+    health = nodes.run(A[0], plans.HEALTH_SCRIPT)
+    assert health.code != 0, health
+    # Debian 12's docker CLI (20.10), given --format, says so through a template error; without
+    # --format it names the daemon it cannot reach.
+    assert health.stdout.strip() != "active" and health.stderr
+    plain = nodes.run(A[0], ["docker info"])
+    assert plain.code != 0 and "Cannot connect to the Docker daemon" in plain.stdout + plain.stderr
+    assert nodes.state(A[0]).startswith("error:")
+    assert nodes.role(A[0]) is None
+
+    nodes.start_docker(A[0])
+    assert nodes.run(A[0], plans.HEALTH_SCRIPT).stdout.strip() == "inactive"
+
+
+def test_commands_get_real_exit_codes_and_both_streams(nodes, image):
+    launch(nodes, image, A)
+    result = nodes.run(A[0], ["echo out", "echo err >&2", "hostname", "exit 7"])
+    assert (result.code, result.stdout, result.stderr) == (7, f"out\n{A[1]}\n", "err\n")
+    stopped = nodes.run(A[0], ["set -eu", "false", "echo never"])
+    assert stopped.code == 1 and stopped.stdout == ""
+    # The image is the role's: its daemon.json is there and the node's dockerd uses it.
+    config = nodes.run(A[0], ["cat /etc/docker/daemon.json"])
+    assert json.loads(config.stdout)["log-driver"] == "json-file"
+
+
+def _labelled(kind: str, run_id: str) -> list[str]:
+    args = ["docker", kind, "ls", "-q", "--filter", f"label={realnodes.LABEL}={run_id}"]
+    if kind == "container":
+        args.insert(3, "-a")
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_terminate_and_close_leave_nothing_behind(nodes, image):
+    launch(nodes, image, A, B)
+    assert len(_labelled("container", nodes.run_id)) == 2
+    assert len(_labelled("network", nodes.run_id)) == 1
+
+    nodes.terminate(B[0])
+    assert len(_labelled("container", nodes.run_id)) == 1
+    gone = nodes.run(B[0], plans.HEALTH_SCRIPT)
+    assert gone.code != 0 and B[0] in gone.stderr
+    nodes.terminate(B[0])  # again: nothing to do
+
+    nodes.close()
+    assert _labelled("container", nodes.run_id) == []
+    assert _labelled("network", nodes.run_id) == []
+    nodes.close()  # idempotent
+    assert realnodes.image_exists(image)  # the module's image is not this object's to remove
+
+
+def test_an_address_outside_the_network_is_refused(nodes, image):
+    with pytest.raises(realnodes.NodeError, match="not in the node network"):
+        nodes.launch("i-0ddddddddddddddd4", image=image, hostname="elsewhere", ip="192.168.1.5")
+    assert _labelled("container", nodes.run_id) == []

@@ -1,0 +1,128 @@
+"""The whole pipeline with real nodes (`slipway demo --real-nodes`): the state machines and the
+functions are the same as on AWS; only the emulator's layer runs instances as node containers.
+
+Needs root, debootstrap, the docker CLI and a running dockerd (CI starts it); otherwise these skip
+and say why, except on CI (CI=true), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from slipway import realnodes
+from slipway.demo import scheduled_event
+from tests.conftest import commit_id, deploy
+from tests.pipeline.test_deploy import new_content, tagged_instances
+
+# Not the default VPC CIDR, so a `slipway demo --real-nodes` can run beside the tests.
+CIDR = "10.198.0.0/16"
+
+
+@pytest.fixture
+def real(make_emulator):
+    reason = realnodes.bake_available()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run real nodes, but {reason}")
+        pytest.skip(reason)
+
+    def start(node_count: int = 2, **environment: str):
+        return make_emulator(node_count=node_count, real_nodes=True, poll_seconds=1,
+                             extra_environment={"SLIPWAY_VPC_CIDR": CIDR} | environment)
+    return start
+
+
+def ready_hosts(emu, manager: str) -> dict[str, str]:
+    listed = emu.nodes.run(manager, ["docker node ls --format '{{.Hostname}} {{.Status}}'"])
+    assert listed.code == 0, listed.stderr
+    return dict(line.split() for line in listed.stdout.splitlines())
+
+
+def test_two_real_nodes_form_one_swarm_of_two_ready_nodes(real):
+    emu = real()
+    run = deploy(emu)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    nodes = tagged_instances(emu)
+    assert len(nodes) == 2 and all(emu.nodes.container(n.instance_id) for n in nodes)
+    manager = next(n for n in nodes if n.swarm_role == "manager")
+    assert ready_hosts(emu, manager.instance_id) == {n.hostname: "Ready" for n in nodes}
+    # Docker itself says who is a manager: the same as the pipeline's tags.
+    assert {n.instance_id: emu.nodes.role(n.instance_id) for n in nodes} == {
+        n.instance_id: n.swarm_role for n in nodes}
+
+
+def test_a_real_replacement_always_has_a_ready_node_and_ends_with_only_the_new_ones(real):
+    emu = real()
+    first = deploy(emu)
+    assert first.status == "SUCCEEDED", (first.error, first.cause)
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            live = [i for i in list(emu.nodes.instances())]
+            samples.append(sum(1 for i in live if emu.nodes.state(i) == "active"))
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        second = deploy(emu, new_content(emu, commit_id()))
+    finally:
+        stop.set()
+        sampler.join()
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    assert len(samples) > 5 and min(samples) >= 1, samples
+    current = second.output["nodes"]["current"]
+    assert sorted(emu.nodes.instances()) == sorted(current)  # the old containers are gone
+    manager = next(n for n in tagged_instances(emu) if n.swarm_role == "manager")
+    hosts = ready_hosts(emu, manager.instance_id)
+    assert sorted(hosts.values()) == ["Ready", "Ready"], hosts  # the old nodes left the swarm
+
+
+def test_a_real_prune_reports_what_docker_reclaimed(real):
+    emu = real(node_count=1, SLIPWAY_PRUNE_FILTER="until=1s")
+    run = deploy(emu)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    node = run.output["nodes"]["current"][0]
+    made = emu.nodes.run(node, [
+        "set -eu", "mkdir -p /tmp/junk && head -c 3000000 /dev/urandom > /tmp/junk/blob",
+        "tar -C /tmp/junk -c . | docker import - >/dev/null",
+        "docker image inspect --format '{{.Size}}' $(docker images -q --filter dangling=true)"])
+    assert made.code == 0, made.stderr
+    size = int(made.stdout.strip())
+    time.sleep(2.1)  # older than "until=1s", in whole seconds
+    result = emu.invoke("prune", scheduled_event())
+    emu.wait_for_events()
+    recorded = [r for name, r in emu.results if name.endswith("-record_prune")
+                and isinstance(r, dict) and r.get("command_id") == result["command_id"]]
+    assert recorded and recorded[0]["failed"] == []
+    # Docker prints four significant digits ("3.001MB").
+    assert abs(recorded[0]["reclaimed_bytes"] - size) <= size * 0.01, (recorded, size)
+
+
+def test_a_real_node_whose_dockerd_stops_fails_the_gate_and_the_old_node_keeps_serving(real):
+    emu = real(node_count=1)
+    first = deploy(emu)
+    assert first.status == "SUCCEEDED", (first.error, first.cause)
+    old = first.output["nodes"]["current"][0]
+    original_run = emu.nodes.run
+
+    def dockerd_dies_after_joining(instance_id, commands, hostname=""):
+        result = original_run(instance_id, commands, hostname)
+        if "docker swarm join" in "\n".join(commands):
+            emu.nodes.stop_docker(instance_id)
+        return result
+
+    emu.nodes.run = dockerd_dies_after_joining
+    second = deploy(emu, new_content(emu, commit_id()))
+    emu.nodes.run = original_run
+    assert second.status == "FAILED" and second.error == "NodesUnhealthy", (second.error, second.cause)
+    assert emu.nodes.instances() == [old]  # the new node's container is gone, the old one stays
+    assert emu.nodes.state(old) == "active" and emu.nodes.role(old) == "manager"
+    # The old manager still runs the swarm alone: the failed node was removed from it.
+    hosts = ready_hosts(emu, old)
+    assert list(hosts.values()) == ["Ready"], hosts
