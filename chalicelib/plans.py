@@ -210,16 +210,31 @@ def swarm_view_verdict(invocation, hostnames: dict[str, str]) -> dict[str, str]:
 def retire_script(hostnames: list[str]) -> list[str]:
     """Run on a manager that stays: drain each node (its tasks move elsewhere), demote it if it is
     a manager (one at a time, so the managers keep their quorum), then remove it, before it is
-    terminated. A node the swarm no longer knows is skipped; any other failure fails the command."""
+    terminated. Only a node the swarm does not know ("No such node") is skipped: any other failure,
+    such as no leader during an election, fails the command. Each node done is printed
+    ("retired <host>" or "<host>: not in the swarm"), so a command that fails half-way says which
+    nodes may be terminated all the same (`left_swarm`)."""
     return [
         "set -eu",
         "retire() {",
-        '  if ! docker node inspect "$1" >/dev/null 2>&1; then echo "$1: not in the swarm"; return 0; fi',
+        '  if ! out=$(docker node inspect "$1" 2>&1 >/dev/null); then',
+        '    case "$out" in *"No such node"*) echo "$1: not in the swarm"; return 0 ;; esac',
+        '    echo "$out" >&2; return 1',
+        "  fi",
         '  docker node update --availability drain "$1" >/dev/null',
         """  if [ "$(docker node inspect --format '{{.Spec.Role}}' "$1")" = manager ]; then docker node demote "$1"; fi""",
-        '  docker node rm --force "$1"',
+        '  docker node rm --force "$1" >/dev/null',
+        '  echo "retired $1"',
         "}",
     ] + [f"retire {shlex.quote(host)}" for host in hostnames]
+
+
+_LEFT = re.compile(r"^(?:retired (\S+)|(\S+): not in the swarm)$", re.MULTILINE)
+
+
+def left_swarm(output: str) -> set[str]:
+    """Host names the retire script's output reports out of the swarm (safe to terminate)."""
+    return {a or b for a, b in _LEFT.findall(output)}
 
 
 def images_to_remove(images: list[dict], in_use: set[str], keep: int) -> list[str]:

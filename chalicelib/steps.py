@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import zipfile
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -96,7 +97,10 @@ def start_bake(event: dict) -> dict:
             size = github.download_archive(settings.github_api, deployment["repository"],
                                            deployment["commit"], archive, _github_token(settings))
             archive.seek(0)
-            source = plans.image_source(archive)
+            try:
+                source = plans.image_source(archive)
+            except zipfile.BadZipFile as exc:  # cut short on the way: fetch it again
+                raise TransientError(f"GitHub's archive of {deployment['commit']} is not a whole zip") from exc
         s3.put(client, settings.bake_bucket, key, source)
         logger.info("bake source stored", extra={"key": key, "archive_bytes": size,
                                                  "source_bytes": len(source)})
@@ -200,7 +204,7 @@ def form_swarm(event: dict) -> dict:
     # Members from before this deployment (the previous image's nodes and those kept), unless this
     # deployment initialised a swarm of its own (its stored tokens are for that one).
     earlier = [] if initialised else (
-        list(nodes["old"]) + [i for i in nodes["current"] if i not in nodes["new"]])
+        [i for i in nodes["current"] if i not in nodes["new"]] + list(nodes["old"]))
     member_ids = earlier + joined
     managers = {n.instance_id: n for n in ec2.list_nodes(
         aws.client("ec2"), environment, states=["running"], instance_ids=member_ids,
@@ -263,7 +267,10 @@ def start_health_check(event: dict) -> dict:
     targets = nodes["current"]
     found = ec2.list_nodes(aws.client("ec2"), deployment["environment"], states=["running"],
                            instance_ids=list(targets) + list(nodes["old"]))
-    managers = [n.instance_id for n in found if n.swarm_role == "manager"]
+    # A manager of the swarm the nodes that stay are in: one of them if any is (a swarm of their
+    # own, or kept nodes), else one of the previous image's (they joined its swarm as workers).
+    managers = sorted((n.instance_id for n in found if n.swarm_role == "manager"),
+                      key=lambda i: i not in targets)
     if not managers:
         raise SwarmFailed("no running manager to ask for the swarm's view of its nodes")
     command_id = ssm.run_shell(aws.client("ssm"), commands=plans.HEALTH_SCRIPT,
@@ -321,16 +328,30 @@ def promote_managers(event: dict) -> dict:
     return sent | {"promoted": list(promote)}
 
 
-def _finished(command: dict) -> bool:
-    """Whether a command `_send` sent has finished on its target; CommandFailed if it failed."""
+def _results(command: dict) -> list | None:
+    """A command's per-target results once it has finished everywhere, else None."""
     results = ssm.invocations(aws.client("ssm"), command["command_id"])
     if len(results) < len(command["targets"]) or any(r.status not in ssm.FINAL_STATUSES for r in results):
-        return False
+        return None
+    return results
+
+
+def _failure(command: dict, results: list) -> CommandFailed | None:
     failed = [r for r in results if r.status != "Success"]
-    if failed:
-        raise CommandFailed("; ".join(f"swarm {command['what']} failed on {r.instance_id}: {r.status}"
-                                      f" (exit {r.response_code}) {r.output.strip()[-300:]}"
-                                      for r in failed))
+    if not failed:
+        return None
+    return CommandFailed("; ".join(f"swarm {command['what']} failed on {r.instance_id}: {r.status}"
+                                   f" (exit {r.response_code}) {r.output.strip()[-300:]}" for r in failed))
+
+
+def _finished(command: dict) -> bool:
+    """Whether a command `_send` sent has finished on its target; CommandFailed if it failed."""
+    results = _results(command)
+    if results is None:
+        return False
+    failure = _failure(command, results)
+    if failure:
+        raise failure
     return True
 
 
@@ -352,21 +373,33 @@ def retire_old_nodes(event: dict) -> dict:
         return {"old": [], "command_id": None}
     found = ec2.list_nodes(client, deployment["environment"],
                            instance_ids=list(nodes["old"]) + list(nodes["current"]))
-    hostnames = [n.hostname for n in found if n.instance_id in nodes["old"] and n.hostname]
-    managers = [n.instance_id for n in found if n.instance_id in nodes["current"]
-                and n.state == "running" and n.swarm_role == "manager"]
+    hostnames = {n.instance_id: n.hostname for n in found if n.instance_id in nodes["old"] and n.hostname}
+    # The promoted nodes are managers now, whether or not the tag just written reads back yet.
+    managers = list(promoted) + [n.instance_id for n in found if n.instance_id in nodes["current"]
+                                 and n.state == "running" and n.swarm_role == "manager"
+                                 and n.instance_id not in promoted]
     if not managers:
         raise SwarmFailed("no manager among the nodes that stay to remove the old ones through")
-    return {"old": list(nodes["old"])} | _send(deployment, "retire", plans.retire_script(hostnames),
-                                               managers[0])
+    return {"old": list(nodes["old"]), "hostnames": hostnames} | _send(
+        deployment, "retire", plans.retire_script(list(hostnames.values())), managers[0])
 
 
 def terminate_old_nodes(event: dict) -> dict:
     """Once they left the swarm, terminate the previous image's nodes."""
     deployment = _deployment(event)
     retire = event["retire"]
-    if not _finished(retire):
+    results = _results(retire)
+    if results is None:
         return retire | {"done": False}
+    failure = _failure(retire, results)
+    if failure:
+        # Nodes already out of the swarm go all the same: left running with their manager tag,
+        # a later deployment could try to join or promote through them.
+        left = plans.left_swarm("\n".join(r.output for r in results))
+        gone = [i for i, host in retire["hostnames"].items() if host in left]
+        ec2.terminate(aws.client("ec2"), gone)
+        logger.error("retire failed half-way", extra={"terminated": gone})
+        raise failure
     ec2.terminate(aws.client("ec2"), retire["old"])
     logger.info("old nodes terminated", extra={"instance_ids": retire["old"],
                                                "deployment": deployment["id"]})
@@ -440,9 +473,12 @@ def delete_network(event: dict) -> dict:
     removed = ec2.delete_network(aws.client("ec2"), environment, deployment)
     removed["launch-template"] = ec2.delete_launch_templates(aws.client("ec2"), environment, deployment)
     swarm_left = ec2.list_nodes(aws.client("ec2"), environment)
+    # A failed deployment that initialised a swarm of its own stored that swarm's tokens: its nodes
+    # are gone, so the tokens must go too, or the next deployment would join the previous swarm
+    # with them (and fail). Likewise when no node is left at all.
+    own_swarm = bool(deployment and (event.get("swarm") or {}).get("initialised"))
     parameters = 0
-    if not swarm_left:
-        # No node is left, so no swarm is left: its join token must not outlive it.
+    if not swarm_left or own_swarm:
         parameters = ssm.delete_tree(aws.client("ssm"), naming.swarm_path(environment))
     logger.info("network removed", extra={"removed": removed, "parameters": parameters})
     return {"removed": removed, "parameters": parameters}

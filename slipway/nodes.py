@@ -194,7 +194,7 @@ class EmulatedNodes:
                     return Result(1, "\n".join(out), NO_QUORUM)
             del swarm.roles[node]
             swarm.drained.discard(node)
-            out.append(host)
+            out.append(f"retired {host}")
             self.history.append((instance_id, f"docker node rm {host}"))
         return Result(0, "\n".join(out) + "\n")
 

@@ -257,7 +257,11 @@ def bake_image(tag: str, *, log: Callable[[str], object] = print, labels: dict[s
             return image
         # The converged root is cached by what was converged (`root_tag`, default `tag`): two
         # image keys of the same role content share one converge.
-        root = converged_root(root_tag or tag, log=log, playbook=playbook)
+        if root_tag and root_tag != tag:
+            with _bake_lock(root_tag):  # image keys of the same role share this root
+                root = converged_root(root_tag, log=log, playbook=playbook)
+        else:
+            root = converged_root(tag, log=log, playbook=playbook)
         started = time.monotonic()
         changes = [f"CMD {json.dumps(NODE_COMMAND)}", f"LABEL {ROLE_LABEL}=node-image"]
         changes += [f"LABEL {key}={shlex.quote(value)}" for key, value in (labels or {}).items()]

@@ -3,6 +3,7 @@ that shape the node image at a commit, and the commit's archive for the bake. St
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import urllib.error
@@ -52,6 +53,6 @@ def download_archive(api: str, repository: str, commit: str, into: BinaryIO,
     try:
         with _get(api, repository, f"zipball/{commit}", commit, token) as response:
             shutil.copyfileobj(response, into, 1 << 20)
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise TransientError(f"GitHub's archive of {commit} broke off: {exc}") from exc
     return into.tell()

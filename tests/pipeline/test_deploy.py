@@ -380,3 +380,55 @@ def test_the_bake_gets_exactly_the_pushed_commits_image_folders(emulator):
     assert len(zipballs) == 1 and build["buildStatus"] == "SUCCEEDED"
     assert deploy(emulator).status == "SUCCEEDED"
     assert [r for r in emulator.github.requests if "/zipball/" in r] == zipballs
+
+
+def test_a_failed_deployment_with_a_swarm_of_its_own_takes_its_tokens_away(make_emulator):
+    emu = make_emulator(node_count=1)
+    first = deploy(emu)
+    old = first.output["nodes"]["current"][0]
+    for role in ("manager", "worker"):
+        emu.client("ssm").delete_parameter(Name=naming.swarm_parameter(emu.environment, f"{role}-token"))
+    original_run = emu.nodes.run
+
+    def init_then_die(instance_id, commands, hostname=""):
+        result = original_run(instance_id, commands, hostname)
+        if "docker swarm init" in "\n".join(commands) and instance_id != old:
+            emu.nodes.broken.add(instance_id)
+        return result
+
+    emu.nodes.run = init_then_die
+    failed = deploy(emu, new_content(emu, commit_id()))
+    assert failed.status == "FAILED" and failed.error == "NodesUnhealthy"
+    assert ("init", "docker swarm init") in [("init", what) for _, what in emu.nodes.history]
+    # The tokens it stored were its own swarm's, which is gone: none is left to mislead the next.
+    assert emu.client("ssm").get_parameters_by_path(
+        Path=naming.swarm_path(emu.environment), Recursive=True)["Parameters"] == []
+    emu.nodes.run = original_run
+    again = deploy(emu, new_content(emu, commit_id()))
+    assert again.status == "SUCCEEDED", (again.error, again.cause)
+
+
+def test_a_retirement_failing_half_way_terminates_the_nodes_already_out(make_emulator):
+    from slipway.nodes import Result
+
+    emu = make_emulator(node_count=3)
+    first = deploy(emu)
+    original_run = emu.nodes.run
+
+    def retire_one_then_fail(instance_id, commands, hostname=""):
+        retire_lines = [c for c in commands if c.startswith("retire ")]
+        if len(retire_lines) > 1:
+            done = original_run(instance_id, [c for c in commands if c not in retire_lines[1:]], hostname)
+            return Result(1, done.stdout, "Error response from daemon: rpc error: code = Unknown")
+        return original_run(instance_id, commands, hostname)
+
+    emu.nodes.run = retire_one_then_fail
+    second = deploy(emu, new_content(emu, commit_id()))
+    assert second.status == "FAILED" and second.error == "CommandFailed"
+    running = {n.instance_id for n in tagged_instances(emu)}
+    old = set(first.output["nodes"]["current"])
+    assert len(old & running) == 2  # the one already removed from the swarm was terminated
+    emu.nodes.run = original_run
+    third = deploy(emu, new_content(emu, commit_id()))
+    assert third.status == "SUCCEEDED", (third.error, third.cause)
+    assert {n.instance_id for n in tagged_instances(emu)} == set(third.output["nodes"]["current"])

@@ -138,6 +138,7 @@ def test_promote_then_retire_the_first_manager_through_the_second(nodes, image):
     assert retired.code == 0, retired.stdout + retired.stderr
     assert "ip-10-199-9-99: not in the swarm" in retired.stdout
     assert f"Manager {A[1]} demoted in the swarm." in retired.stdout
+    assert plans.left_swarm(retired.stdout) == {A[1], "ip-10-199-9-99"}
     assert [n["Hostname"] for n in nodes.nodes(B[0])] == [B[1]]
     assert nodes.run(B[0], plans.HEALTH_SCRIPT).stdout.strip() == "active"
 

@@ -161,7 +161,8 @@ def test_new_nodes_go_where_there_are_fewest():
 FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$LOG"
 case "$*" in
-  "node inspect gone") exit 1 ;;
+  "node inspect gone") echo "Error response from daemon: No such node: gone" >&2; exit 1 ;;
+  "node inspect ip-election") echo "Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader." >&2; exit 1 ;;
   "node inspect --format {{.Spec.Role}} "*) [ "$5" = ip-m ] && echo manager || echo worker ;;
   "node rm --force ip-stuck") echo "Error response from daemon: rpc error" >&2; exit 1 ;;
 esac
@@ -185,9 +186,17 @@ def test_the_retire_script_as_a_shell_runs_it(tmp_path):
     done, calls = run_script(tmp_path, plans.retire_script(["ip-m", "gone", "ip-w"]))
     assert done.returncode == 0, done.stderr
     assert "gone: not in the swarm" in done.stdout
+    assert plans.left_swarm(done.stdout) == {"ip-m", "gone", "ip-w"}
     assert [c for c in calls if not c.startswith("node inspect")] == [
         "node update --availability drain ip-m", "node demote ip-m", "node rm --force ip-m",
         "node update --availability drain ip-w", "node rm --force ip-w"]
+
+
+def test_the_retire_script_skips_only_a_node_the_swarm_does_not_know(tmp_path):
+    done, calls = run_script(tmp_path, plans.retire_script(["ip-w", "ip-election", "ip-m"]))
+    assert done.returncode != 0 and "does not have a leader" in done.stderr
+    assert "node update --availability drain ip-m" not in calls  # it stopped there
+    assert plans.left_swarm(done.stdout) == {"ip-w"}  # what may be terminated all the same
 
 
 def test_the_retire_script_fails_when_a_removal_fails(tmp_path):
