@@ -148,10 +148,16 @@ def init_script() -> list[str]:
     ]
 
 
+_STATE = "docker info --format '{{.Swarm.LocalNodeState}}'"
+
+
 def join_script(token: str, manager_address: str) -> list[str]:
+    """Join unless already in the swarm. A join still in progress ("pending": the same command sent
+    again after a lost answer) is waited for, not repeated (Docker would refuse it)."""
     return [
         "set -eu",
-        "state=$(docker info --format '{{.Swarm.LocalNodeState}}')",
+        f"state=$({_STATE})",
+        f'n=0; while [ "$state" = pending ] && [ $n -lt 60 ]; do sleep 1; n=$((n+1)); state=$({_STATE}); done',
         f'if [ "$state" != active ]; then docker swarm join --token {shlex.quote(token)} '
         f"{shlex.quote(manager_address + ':2377')}; fi",
     ]

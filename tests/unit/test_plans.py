@@ -224,3 +224,21 @@ def test_the_bake_source_is_the_image_folders_of_the_archive_at_its_root():
     assert source == plans.image_source(github_archive(files, prefix="octo-app-def5678/"))  # same bytes
     with pytest.raises(InvalidInput, match="packer/"):
         plans.image_source(github_archive({"ansible/swarm_node.yml": b""}))
+
+
+def test_a_join_sent_again_waits_for_the_first_instead_of_joining_twice(tmp_path):
+    states = tmp_path / "states"
+    states.write_text("pending\npending\nactive\n")
+    docker = tmp_path / "docker"
+    docker.write_text(f"""#!/bin/sh
+echo "$*" >> {tmp_path}/log
+case "$1" in info) head -n1 {states}; sed -i 1d {states} ;; esac
+""")
+    docker.chmod(0o755)
+    import subprocess
+
+    done = subprocess.run(["sh", "-c", "\n".join(plans.join_script("SWMTKN-1-a", "10.0.0.1"))],
+                          capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "log").read_text().splitlines()
+    assert len(calls) == 3 and not any(c.startswith("swarm join") for c in calls)
