@@ -267,19 +267,22 @@ def start_health_check(event: dict) -> dict:
     targets = nodes["current"]
     found = ec2.list_nodes(aws.client("ec2"), deployment["environment"], states=["running"],
                            instance_ids=list(targets) + list(nodes["old"]))
-    # A manager of the swarm the nodes that stay are in: one of them if any is (a swarm of their
-    # own, or kept nodes), else one of the previous image's (they joined its swarm as workers).
-    managers = sorted((n.instance_id for n in found if n.swarm_role == "manager"),
-                      key=lambda i: i not in targets)
+    # Managers of the swarm the nodes that stay are in: theirs if any of them is one (a swarm of
+    # their own, or kept nodes), else the previous image's (they joined its swarm as workers).
+    # All are asked, so one manager that is down cannot block the deployment that replaces it.
+    managers = [n.instance_id for n in found if n.swarm_role == "manager" and n.instance_id in targets] \
+        or [n.instance_id for n in found if n.swarm_role == "manager"]
     if not managers:
         raise SwarmFailed("no running manager to ask for the swarm's view of its nodes")
     command_id = ssm.run_shell(aws.client("ssm"), commands=plans.HEALTH_SCRIPT,
                                comment=f"slipway health {deployment['id']}",
                                timeout_seconds=60, instance_ids=targets)
-    view = _send(deployment, "node list", plans.NODE_LIST_SCRIPT, managers[0])
+    view = ssm.run_shell(aws.client("ssm"), commands=plans.NODE_LIST_SCRIPT,
+                         comment=f"slipway node list {deployment['id']}",
+                         timeout_seconds=60, instance_ids=managers)
     hostnames = {n.instance_id: n.hostname for n in found if n.instance_id in targets}
     return {"command_id": command_id, "targets": targets, "status": "PENDING",
-            "view": view | {"hostnames": hostnames}}
+            "view": {"command_id": view, "targets": managers, "hostnames": hostnames}}
 
 
 def evaluate_health(event: dict) -> dict:
@@ -291,7 +294,9 @@ def evaluate_health(event: dict) -> dict:
     if any(len(got) < len(wanted) or any(r.status not in ssm.FINAL_STATUSES for r in got)
            for got, wanted in ((results, health["targets"]), (view, health["view"]["targets"]))):
         return health | {"status": "PENDING"}
-    problems = plans.swarm_view_verdict(view[0], health["view"]["hostnames"]) | plans.health_verdict(results)
+    # The first manager that answered speaks for the swarm; if none did, the first failure says why.
+    answer = next((r for r in view if r.status == "Success"), view[0])
+    problems = plans.swarm_view_verdict(answer, health["view"]["hostnames"]) | plans.health_verdict(results)
     if problems:
         raise NodesUnhealthy("; ".join(f"{node}: {why}" for node, why in sorted(problems.items())))
     return health | {"status": "HEALTHY"}
