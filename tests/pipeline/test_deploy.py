@@ -108,18 +108,24 @@ def test_new_image_replaces_nodes_and_retires_the_old_ones(make_emulator):
     assert second.output["network"]["vpc_id"] == first.output["network"]["vpc_id"]
 
 
+def break_after(emu, command: str):
+    """From now on, a node's dockerd dies right after it runs `command`; returns the original run."""
+    original_run = emu.nodes.run
+
+    def run(instance_id, commands, hostname=""):
+        result = original_run(instance_id, commands, hostname)
+        if command in "\n".join(commands):
+            emu.nodes.broken.add(instance_id)
+        return result
+
+    emu.nodes.run = run
+    return original_run
+
+
 def test_unhealthy_new_node_fails_the_deploy_and_keeps_the_old_nodes(make_emulator):
     emu = make_emulator()
     first = deploy(emu)
-    original_run = emu.nodes.run
-
-    def broken_after_join(instance_id, commands, hostname=""):
-        result = original_run(instance_id, commands, hostname)
-        if "docker swarm join" in "\n".join(commands):
-            emu.nodes.broken.add(instance_id)  # dockerd dies right after joining
-        return result
-
-    emu.nodes.run = broken_after_join
+    break_after(emu, "docker swarm join")  # dockerd dies right after joining
     second = deploy(emu, new_content(emu, commit_id()))
     assert second.status == "FAILED" and second.error == "NodesUnhealthy"
     assert "Cannot connect to the Docker daemon" not in second.cause  # the reason is a status
@@ -264,15 +270,7 @@ def test_a_failed_replacement_leaves_the_old_swarm_whole_and_manageable(make_emu
     emu = make_emulator(node_count=1)
     first = deploy(emu)
     old = first.output["nodes"]["current"][0]
-    original_run = emu.nodes.run
-
-    def broken_after_join(instance_id, commands, hostname=""):
-        result = original_run(instance_id, commands, hostname)
-        if "docker swarm join" in "\n".join(commands):
-            emu.nodes.broken.add(instance_id)  # dockerd dies right after joining
-        return result
-
-    emu.nodes.run = broken_after_join
+    original_run = break_after(emu, "docker swarm join")  # dockerd dies right after joining
     failed = deploy(emu, new_content(emu, commit_id()))
     assert failed.status == "FAILED" and failed.error == "NodesUnhealthy"
     assert "Check nodes left the swarm" in failed.states  # it was removed through the old manager
@@ -388,15 +386,7 @@ def test_a_failed_deployment_with_a_swarm_of_its_own_takes_its_tokens_away(make_
     old = first.output["nodes"]["current"][0]
     for role in ("manager", "worker"):
         emu.client("ssm").delete_parameter(Name=naming.swarm_parameter(emu.environment, f"{role}-token"))
-    original_run = emu.nodes.run
-
-    def init_then_die(instance_id, commands, hostname=""):
-        result = original_run(instance_id, commands, hostname)
-        if "docker swarm init" in "\n".join(commands) and instance_id != old:
-            emu.nodes.broken.add(instance_id)
-        return result
-
-    emu.nodes.run = init_then_die
+    original_run = break_after(emu, "docker swarm init")  # the new swarm's first node dies
     failed = deploy(emu, new_content(emu, commit_id()))
     assert failed.status == "FAILED" and failed.error == "NodesUnhealthy"
     assert ("init", "docker swarm init") in [("init", what) for _, what in emu.nodes.history]
