@@ -97,7 +97,7 @@ def spread(launch: int, per_subnet: dict[str, int]) -> dict[str, int]:
 class SwarmStep:
     action: str  # "init", "join" or "none"
     targets: tuple[str, ...]
-    manager_address: str | None = None
+    managers: tuple[str, ...] = ()  # addresses to join through, tried in this order
     role: str = "manager"  # what the targets become
 
 
@@ -127,8 +127,8 @@ def plan_swarm(new: list[str], joined: list[str], new_managers: list[str],
         return SwarmStep("init", pending[:1])
     need = 0 if established else managers_wanted(node_count) - len(new_managers)
     if need > 0:
-        return SwarmStep("join", pending[:need], manager_addresses[0], "manager")
-    return SwarmStep("join", pending, manager_addresses[0], "worker")
+        return SwarmStep("join", pending[:need], tuple(manager_addresses), "manager")
+    return SwarmStep("join", pending, tuple(manager_addresses), "worker")
 
 
 def plan_promotion(current: list[str], roles: dict[str, str], node_count: int) -> tuple[str, ...]:
@@ -151,15 +151,22 @@ def init_script() -> list[str]:
 _STATE = "docker info --format '{{.Swarm.LocalNodeState}}'"
 
 
-def join_script(token: str, manager_address: str) -> list[str]:
-    """Join unless already in the swarm. A join still in progress ("pending": the same command sent
+def join_script(token: str, *manager_addresses: str) -> list[str]:
+    """Join unless already in the swarm, through each manager in turn until one answers (a manager
+    that is down must not block the deployment that replaces it; a failed attempt is cancelled
+    with `swarm leave` before the next). A join still in progress ("pending": the same command sent
     again after a lost answer) is waited for, not repeated (Docker would refuse it)."""
+    addresses = " ".join(shlex.quote(a + ":2377") for a in manager_addresses)
     return [
         "set -eu",
         f"state=$({_STATE})",
         f'n=0; while [ "$state" = pending ] && [ $n -lt 60 ]; do sleep 1; n=$((n+1)); state=$({_STATE}); done',
-        f'if [ "$state" != active ]; then docker swarm join --token {shlex.quote(token)} '
-        f"{shlex.quote(manager_address + ':2377')}; fi",
+        'if [ "$state" = active ]; then exit 0; fi',
+        f"for manager in {addresses}; do",
+        f'  if docker swarm join --token {shlex.quote(token)} "$manager"; then exit 0; fi',
+        "  docker swarm leave --force >/dev/null 2>&1 || true",
+        "done",
+        "exit 1",
     ]
 
 

@@ -219,7 +219,7 @@ def form_swarm(event: dict) -> dict:
         return {"action": "none", "joined": joined, "managers": new_managers, "command_id": None,
                 "targets": [], "role": None, "initialised": initialised}
     commands = (plans.init_script() if step.action == "init"
-                else plans.join_script(tokens[step.role], step.manager_address))
+                else plans.join_script(tokens[step.role], *step.managers))
     command_id = ssm.run_shell(aws.client("ssm"), commands=commands,
                                comment=f"slipway swarm {step.action} {deployment['id']}",
                                timeout_seconds=settings.command_timeout_seconds,
@@ -299,7 +299,8 @@ def evaluate_health(event: dict) -> dict:
     problems = plans.swarm_view_verdict(answer, health["view"]["hostnames"]) | plans.health_verdict(results)
     if problems:
         raise NodesUnhealthy("; ".join(f"{node}: {why}" for node, why in sorted(problems.items())))
-    return health | {"status": "HEALTHY"}
+    # A manager that just answered: the promotion goes through it.
+    return health | {"status": "HEALTHY", "manager": answer.instance_id}
 
 
 def _send(deployment: dict, what: str, commands: list[str], target: str) -> dict:
@@ -324,7 +325,8 @@ def promote_managers(event: dict) -> dict:
                                    get_settings().node_count)
     if not promote:
         return {"command_id": None, "promoted": []}
-    through = [i for i in current + list(nodes["old"])
+    answered = (event.get("health") or {}).get("manager")
+    through = [i for i in [answered] + current + list(nodes["old"])
                if i in found and found[i].swarm_role == "manager"]
     if not through:
         raise SwarmFailed("no running manager to promote the new nodes through")

@@ -17,7 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-_JOIN = re.compile(r"docker swarm join --token '?(SWMTKN-[A-Za-z0-9-]+)'? '?([0-9.]+):2377'?")
+_JOIN = re.compile(r"docker swarm join --token '?(SWMTKN-[A-Za-z0-9-]+)'?")
+_JOIN_THROUGH = re.compile(r"^for manager in (.+); do$", re.MULTILINE)
 _PROMOTE = re.compile(r"^docker node promote (.+)$", re.MULTILINE)
 _RETIRE = re.compile(r"^retire (.+)$", re.MULTILINE)
 
@@ -124,22 +125,29 @@ class EmulatedNodes:
     def _join(self, instance_id: str, script: str) -> Result:
         if self._swarm_of(instance_id):
             return Result(0)  # the script skips the join on an active node
-        match = _JOIN.search(script)
-        token, address = match.groups() if match else (None, None)
+        match, through_line = _JOIN.search(script), _JOIN_THROUGH.search(script)
+        token = match.group(1) if match else None
+        addresses = [a.rsplit(":", 1)[0] for a in shlex.split(through_line.group(1))] if through_line else []
         swarm = next((s for s in self._swarms if token in (s.token, s.worker_token)), None)
         if swarm is None:
             return Result(1, stderr="Error response from daemon: invalid join token")
         machines = self._directory()
-        through = next((i for i, m in machines.items() if m.private_ip == address), None)
-        if through is None or swarm.roles.get(through) != "manager" or not self._up(through, machines):
-            return Result(1, stderr=f"Error response from daemon: Timeout was reached before node "
-                                    f"joined. The attempt to join the swarm will continue in the "
-                                    f"background. ({address} is not a reachable manager)")
-        if not self._quorum(swarm, machines):
-            return Result(1, stderr=NO_QUORUM)
-        swarm.roles[instance_id] = "manager" if token == swarm.token else "worker"
-        self.history.append((instance_id, "docker swarm join"))
-        return Result(0, f"This node joined a swarm as a {swarm.roles[instance_id]}.\n")
+        errors = []
+        for address in addresses:  # the script's loop: each manager in turn until one answers
+            through = next((i for i, m in machines.items() if m.private_ip == address), None)
+            if through is None or swarm.roles.get(through) != "manager" or not self._up(through, machines):
+                errors.append(f"Error response from daemon: Timeout was reached before node joined. "
+                              f"The attempt to join the swarm will continue in the background. "
+                              f"({address} is not a reachable manager)")
+                continue
+            if not self._quorum(swarm, machines):
+                errors.append(NO_QUORUM)
+                continue
+            swarm.roles[instance_id] = "manager" if token == swarm.token else "worker"
+            self.history.append((instance_id, f"docker swarm join through {address}"))
+            return Result(0, f"This node joined a swarm as a {swarm.roles[instance_id]}.\n",
+                          "\n".join(errors))
+        return Result(1, stderr="\n".join(errors) or "no manager to join through")
 
     def _managed(self, instance_id: str) -> tuple[Swarm | None, dict[str, Machine], Result | None]:
         """The swarm a manager operation run on this node acts on, or the error Docker gives."""

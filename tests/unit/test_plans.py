@@ -35,16 +35,16 @@ def test_first_node_initialises_a_swarm_when_there_is_none():
 
 def test_nodes_join_as_managers_until_there_are_enough_then_as_workers():
     step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1"], ["i-1"], ["10.0.0.5"], True, 5, False)
-    assert step == plans.SwarmStep("join", ("i-2", "i-3"), "10.0.0.5", "manager")
+    assert step == plans.SwarmStep("join", ("i-2", "i-3"), ("10.0.0.5",), "manager")
     step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1", "i-2", "i-3"],
                             ["i-1", "i-2", "i-3"], ["10.0.0.5"], True, 5, False)
-    assert step == plans.SwarmStep("join", ("i-4", "i-5"), "10.0.0.5", "worker")
+    assert step == plans.SwarmStep("join", ("i-4", "i-5"), ("10.0.0.5",), "worker")
 
 
 def test_nodes_join_an_established_swarm_as_workers_only():
     # Were they managers, removing them after a failed health gate could cost the swarm its quorum.
     step = plans.plan_swarm(["i-8", "i-9"], [], [], ["10.0.0.1"], True, 3, True)
-    assert step == plans.SwarmStep("join", ("i-8", "i-9"), "10.0.0.1", "worker")
+    assert step == plans.SwarmStep("join", ("i-8", "i-9"), ("10.0.0.1",), "worker")
 
 
 def test_a_lost_token_starts_a_new_swarm_rather_than_fail():
@@ -131,7 +131,8 @@ def test_image_key_needs_both_folders():
 
 
 def test_scripts_quote_what_they_interpolate():
-    assert plans.join_script("SWMTKN-1-a", "10.0.0.1")[-1].endswith("--token SWMTKN-1-a 10.0.0.1:2377; fi")
+    assert "docker swarm join --token 'SWMTKN-1-a;x'" in "\n".join(plans.join_script("SWMTKN-1-a;x", "10.0.0.1"))
+    assert "for manager in 10.0.0.1:2377 '10.0.0.2;x:2377'; do" in plans.join_script("t", "10.0.0.1", "10.0.0.2;x")
     assert plans.retire_script(["ip-1; rm -rf /"])[-1] == "retire 'ip-1; rm -rf /'"
     assert plans.promote_script(["ip-1", "ip 2"])[-1] == "docker node promote ip-1 'ip 2'"
     assert plans.prune_script("until=24h") == ["docker system prune --force --filter until=24h"]
@@ -242,3 +243,24 @@ case "$1" in info) head -n1 {states}; sed -i 1d {states} ;; esac
     assert done.returncode == 0, done.stderr
     calls = (tmp_path / "log").read_text().splitlines()
     assert len(calls) == 3 and not any(c.startswith("swarm join") for c in calls)
+
+
+def test_a_join_falls_back_to_the_next_manager_and_cancels_the_failed_attempt(tmp_path):
+    docker = tmp_path / "docker"
+    docker.write_text(f"""#!/bin/sh
+echo "$*" >> {tmp_path}/log
+case "$*" in
+  info*) echo inactive ;;
+  *10.0.0.1:2377) echo "Timeout was reached before node joined" >&2; exit 1 ;;
+esac
+""")
+    docker.chmod(0o755)
+    import subprocess
+
+    script = plans.join_script("SWMTKN-1-a", "10.0.0.1", "10.0.0.2", "10.0.0.3")
+    done = subprocess.run(["sh", "-c", "\n".join(script)], capture_output=True, text=True,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "log").read_text().splitlines()[1:] == [
+        "swarm join --token SWMTKN-1-a 10.0.0.1:2377", "swarm leave --force",
+        "swarm join --token SWMTKN-1-a 10.0.0.2:2377"]
