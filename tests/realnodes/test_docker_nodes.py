@@ -241,3 +241,20 @@ def test_an_address_outside_the_network_is_refused(nodes, image):
     with pytest.raises(realnodes.NodeError, match="not in the node network"):
         nodes.launch("i-0ddddddddddddddd4", image=image, hostname="elsewhere", ip="192.168.1.5")
     assert _labelled("container", nodes.run_id) == []
+
+
+def test_a_join_goes_through_the_next_manager_when_the_first_is_down(nodes, image):
+    C = ("i-0ccccccccccccccc3", "ip-10-199-3-30", "10.199.3.30")
+    D = ("i-0ddddddddddddddd4", "ip-10-199-4-40", "10.199.4.40")
+    launch(nodes, image, A, B, C, D)
+    tokens = form_swarm(nodes)  # A inits, B joins as a manager
+    joined = nodes.run(C[0], plans.join_script(tokens["manager"], A[2]))
+    assert joined.code == 0, joined.stderr
+    assert len(ready_nodes(nodes, A[0], 3)) == 3
+    nodes.stop_docker(A[0])  # one of three managers down: the swarm keeps its quorum
+    late = nodes.run(D[0], plans.join_script(tokens["worker"], A[2], B[2]))
+    assert late.code == 0, late.stdout + late.stderr
+    listed = eventually(lambda: [n for n in nodes.nodes(B[0]) if n["Hostname"] == D[1]
+                                 and n["Status"] == "Ready"])
+    assert listed, nodes.nodes(B[0])
+    assert nodes.role(D[0]) == "worker"
