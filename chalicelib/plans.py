@@ -190,9 +190,24 @@ def health_verdict(invocations) -> dict[str, str]:
     return problems
 
 
+# A swarm command, retried while the managers elect a leader ("node lost leader status", "does not
+# have a leader": a moment after a leader is demoted); "No such node" is final (exit 3).
+AGAIN = [
+    "again() {",
+    "  n=0",
+    '  until out=$("$@" 2>&1); do',
+    '    case "$out" in *"No such node"*) echo "$out" >&2; return 3 ;; esac',
+    '    n=$((n+1)); if [ $n -ge 15 ]; then echo "$out" >&2; return 1; fi',
+    '    sleep "${SWARM_RETRY_SECONDS:-2}"',
+    "  done",
+    "  printf '%s\\n' \"$out\"",
+    "}",
+]
+
+
 def promote_script(hostnames: list[str]) -> list[str]:
     """Run on a manager: make managers of nodes that passed the health gate."""
-    return ["set -eu", "docker node promote " + " ".join(shlex.quote(h) for h in hostnames)]
+    return ["set -eu", *AGAIN, "again docker node promote " + " ".join(shlex.quote(h) for h in hostnames)]
 
 
 NODE_LIST_SCRIPT = ["docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}'"]
@@ -223,20 +238,20 @@ def swarm_view_verdict(invocation, hostnames: dict[str, str]) -> dict[str, str]:
 def retire_script(hostnames: list[str]) -> list[str]:
     """Run on a manager that stays: drain each node (its tasks move elsewhere), demote it if it is
     a manager (one at a time, so the managers keep their quorum), then remove it, before it is
-    terminated. Only a node the swarm does not know ("No such node") is skipped: any other failure,
-    such as no leader during an election, fails the command. Each node done is printed
+    terminated. Only a node the swarm does not know ("No such node") is skipped; a leader election
+    (after a leader is demoted) is waited out; any other failure fails the command. Each node done is printed
     ("retired <host>" or "<host>: not in the swarm"), so a command that fails half-way says which
     nodes may be terminated all the same (`left_swarm`)."""
     return [
         "set -eu",
+        *AGAIN,
         "retire() {",
-        '  if ! out=$(docker node inspect "$1" 2>&1 >/dev/null); then',
-        '    case "$out" in *"No such node"*) echo "$1: not in the swarm"; return 0 ;; esac',
-        '    echo "$out" >&2; return 1',
-        "  fi",
-        '  docker node update --availability drain "$1" >/dev/null',
-        """  if [ "$(docker node inspect --format '{{.Spec.Role}}' "$1")" = manager ]; then docker node demote "$1"; fi""",
-        '  docker node rm --force "$1" >/dev/null',
+        "  set +e; role=$(again docker node inspect --format '{{.Spec.Role}}' \"$1\"); rc=$?; set -e",
+        '  if [ $rc = 3 ]; then echo "$1: not in the swarm"; return 0; fi',
+        "  if [ $rc != 0 ]; then return 1; fi",
+        '  again docker node update --availability drain "$1" >/dev/null',
+        '  if [ "$role" = manager ]; then again docker node demote "$1"; fi',
+        '  again docker node rm --force "$1" >/dev/null',
         '  echo "retired $1"',
         "}",
     ] + [f"retire {shlex.quote(host)}" for host in hostnames]

@@ -19,7 +19,7 @@ from typing import Callable
 
 _JOIN = re.compile(r"docker swarm join --token '?(SWMTKN-[A-Za-z0-9-]+)'?")
 _JOIN_THROUGH = re.compile(r"^for manager in (.+); do$", re.MULTILINE)
-_PROMOTE = re.compile(r"^docker node promote (.+)$", re.MULTILINE)
+_PROMOTE = re.compile(r"^(?:again )?docker node promote (.+)$", re.MULTILINE)
 _RETIRE = re.compile(r"^retire (.+)$", re.MULTILINE)
 
 NOT_A_MANAGER = ("Error response from daemon: This node is not a swarm manager. Worker nodes "

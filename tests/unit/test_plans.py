@@ -134,7 +134,7 @@ def test_scripts_quote_what_they_interpolate():
     assert "docker swarm join --token 'SWMTKN-1-a;x'" in "\n".join(plans.join_script("SWMTKN-1-a;x", "10.0.0.1"))
     assert "for manager in 10.0.0.1:2377 '10.0.0.2;x:2377'; do" in plans.join_script("t", "10.0.0.1", "10.0.0.2;x")
     assert plans.retire_script(["ip-1; rm -rf /"])[-1] == "retire 'ip-1; rm -rf /'"
-    assert plans.promote_script(["ip-1", "ip 2"])[-1] == "docker node promote ip-1 'ip 2'"
+    assert plans.promote_script(["ip-1", "ip 2"])[-1] == "again docker node promote ip-1 'ip 2'"
     assert plans.prune_script("until=24h") == ["docker system prune --force --filter until=24h"]
 
 
@@ -162,9 +162,13 @@ def test_new_nodes_go_where_there_are_fewest():
 FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$LOG"
 case "$*" in
-  "node inspect gone") echo "Error response from daemon: No such node: gone" >&2; exit 1 ;;
-  "node inspect ip-election") echo "Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader." >&2; exit 1 ;;
-  "node inspect --format {{.Spec.Role}} "*) [ "$5" = ip-m ] && echo manager || echo worker ;;
+  "node inspect --format {{.Spec.Role}} gone") echo "Error: No such node: gone" >&2; exit 1 ;;
+  "node inspect --format {{.Spec.Role}} ip-election")
+    if [ ! -e "$LOG.elected" ]; then touch "$LOG.elected"
+      echo "Error response from daemon: rpc error: code = Unknown desc = raft: failed to process the request: node lost leader status" >&2; exit 1
+    fi; echo worker ;;
+  "node inspect --format {{.Spec.Role}} ip-m") echo manager ;;
+  "node inspect --format {{.Spec.Role}} "*) echo worker ;;
   "node rm --force ip-stuck") echo "Error response from daemon: rpc error" >&2; exit 1 ;;
 esac
 """
@@ -179,7 +183,8 @@ def run_script(tmp_path, lines):
     log = tmp_path / "log"
     log.touch()
     done = subprocess.run(["sh", "-c", "\n".join(lines)], capture_output=True, text=True,
-                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(log)})
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(log),
+                               "SWARM_RETRY_SECONDS": "0"})
     return done, log.read_text().splitlines()
 
 
@@ -193,17 +198,19 @@ def test_the_retire_script_as_a_shell_runs_it(tmp_path):
         "node update --availability drain ip-w", "node rm --force ip-w"]
 
 
-def test_the_retire_script_skips_only_a_node_the_swarm_does_not_know(tmp_path):
+def test_the_retire_script_waits_out_a_leader_election(tmp_path):
     done, calls = run_script(tmp_path, plans.retire_script(["ip-w", "ip-election", "ip-m"]))
-    assert done.returncode != 0 and "does not have a leader" in done.stderr
-    assert "node update --availability drain ip-m" not in calls  # it stopped there
-    assert plans.left_swarm(done.stdout) == {"ip-w"}  # what may be terminated all the same
+    assert done.returncode == 0, done.stderr
+    assert calls.count("node inspect --format {{.Spec.Role}} ip-election") == 2  # asked again
+    assert plans.left_swarm(done.stdout) == {"ip-w", "ip-election", "ip-m"}
 
 
 def test_the_retire_script_fails_when_a_removal_fails(tmp_path):
     done, calls = run_script(tmp_path, plans.retire_script(["ip-stuck", "ip-w"]))
     assert done.returncode != 0 and "rpc error" in done.stderr
+    assert calls.count("node rm --force ip-stuck") == 15  # retried, then given up
     assert "node update --availability drain ip-w" not in calls  # it stops at the first failure
+    assert plans.left_swarm(done.stdout) == set()
 
 
 def github_archive(files: dict[str, bytes], prefix="octo-app-abc1234/") -> io.BytesIO:
