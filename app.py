@@ -52,6 +52,7 @@ def record_prune(event):
 # One Lambda per state-machine Task. The ASL refers to each as ${<CamelName>FunctionArn}.
 TASKS = {
     "prepare": steps.prepare,
+    "wait_turn": steps.wait_turn,
     "find_image": steps.find_image,
     "start_bake": steps.start_bake,
     "check_bake": steps.check_bake,

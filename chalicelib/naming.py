@@ -15,6 +15,23 @@ def image_name(environment: str, image_key: str) -> str:
     return f"slipway-{environment}-node-{image_key}"
 
 
+STATE_MACHINES = ("deploy", "teardown")
+
+
+def state_machine_name(environment: str, kind: str) -> str:
+    """`slipway-<environment>-deploy` or `-teardown`, as .chalice/resources.yaml names them."""
+    return f"slipway-{environment}-{kind}"
+
+
+def sibling_state_machine(state_machine_arn: str, environment: str, kind: str) -> str:
+    """The ARN of the environment's `kind` state machine, in the same account and region as
+    `state_machine_arn` (arn:<partition>:states:<region>:<account>:stateMachine:<name>)."""
+    prefix, separator, _ = state_machine_arn.rpartition(":stateMachine:")
+    if not separator:
+        raise ValueError(f"not a state machine ARN: {state_machine_arn!r}")
+    return f"{prefix}:stateMachine:{state_machine_name(environment, kind)}"
+
+
 def swarm_path(environment: str) -> str:
     return f"/slipway/{environment}/swarm"
 

@@ -11,6 +11,7 @@ import re
 import shlex
 import zipfile
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO
 
 from chalicelib.errors import InvalidInput
@@ -321,3 +322,10 @@ def bake_status(status: str, ami_id: str | None) -> str:
     if status in TERMINAL_BAD_BUILD:
         return f"the build ended {status}"
     return "IN_PROGRESS"
+
+
+def runs_ahead(me: tuple[datetime, str], running: list[tuple[datetime, str]]) -> list[str]:
+    """The executions that go before `me`: runs of the environment's deploy and teardown state
+    machines hold the environment one at a time, in the order they started (ties by ARN, so two
+    runs never wait for each other). Returns their ARNs, the earliest first."""
+    return [arn for start, arn in sorted(running) if (start, arn) < me]

@@ -13,7 +13,7 @@ import zipfile
 from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib import aws, naming, plans
-from chalicelib.aws import codebuild, ec2, github, s3, ssm
+from chalicelib.aws import codebuild, ec2, github, s3, ssm, stepfunctions
 from chalicelib.errors import (BakeFailed, CommandFailed, ConfigurationError, InvalidInput, NodesNotReady,
                                NodesUnhealthy, SwarmFailed, TeardownIncomplete, TransientError)
 from chalicelib.observability import logger, metrics
@@ -441,6 +441,26 @@ def _scope(event: dict) -> tuple[str, str | None]:
     return environment, None
 
 
+def wait_turn(event: dict) -> dict:
+    """One run at a time per environment: a deploy or teardown goes on only when no run of either
+    state machine that started before it is still running. Waiting is the state machine's; this
+    looks once and says who is ahead (shown in the console as `queue.ahead`)."""
+    state = event["run"]  # the execution's state: a deployment's, or teardown's input
+    environment, _ = _scope(state)
+    me, machine = event["execution"], event["state_machine"]
+    sfn = aws.client("stepfunctions")
+    running = []
+    for kind in naming.STATE_MACHINES:
+        running += stepfunctions.running(sfn, naming.sibling_state_machine(machine, environment, kind))
+    mine = next((run for run in running if run[1] == me), None) or (stepfunctions.started_at(sfn, me), me)
+    ahead = [arn.split(":execution:", 1)[-1] for arn in plans.runs_ahead(mine, running)]
+    checks = int((state.get("queue") or {}).get("checks", 0)) + 1
+    if ahead:
+        logger.info("waiting for earlier runs", extra={"ahead": ahead, "checks": checks})
+    return {"clear": not ahead, "ahead": ahead, "checks": checks,
+            "poll_seconds": get_settings().poll_seconds}
+
+
 def leave_swarm(event: dict) -> dict:
     """Compensation, first: take this deployment's nodes out of a swarm that was there before it
     (through one of that swarm's managers), so terminating them leaves no dead member behind.
@@ -469,10 +489,17 @@ def terminate_nodes(event: dict) -> dict:
 
 
 def check_nodes_gone(event: dict) -> dict:
+    """Are the nodes being removed terminated? Counts its checks in `removal` (where both state
+    machines keep its answer) and gives up after SLIPWAY_NODE_READY_ATTEMPTS of them, so an
+    instance stuck shutting down fails the run, naming it, instead of holding it forever."""
     environment, deployment = _scope(event)
     remaining = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment,
                                states=ec2.LIVE_STATES + ["shutting-down"])
-    return {"done": not remaining, "remaining": len(remaining)}
+    checks = int((event.get("removal") or {}).get("checks", 0)) + 1
+    if remaining and checks >= get_settings().node_ready_attempts:
+        raise TeardownIncomplete(f"nodes not terminated after {checks} checks: "
+                                 f"{sorted(n.instance_id for n in remaining)}")
+    return {"done": not remaining, "remaining": len(remaining), "checks": checks}
 
 
 def delete_network(event: dict) -> dict:

@@ -276,6 +276,8 @@ class Emulator:
         return f"{self.app.app.app_name}-{STAGE}-{name}"
 
     def _create_resources(self) -> None:
+        from chalicelib import naming
+
         iam = self.client("iam")
         trust = json.dumps({"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Action": "sts:AssumeRole",
@@ -331,7 +333,7 @@ class Emulator:
         for machine in statemachines.MACHINES:
             definition = statemachines.render(statemachines.path(machine).read_text(), substitutions)
             self.arns[machine] = sfn.create_state_machine(
-                name=f"slipway-{self.environment}-{machine}", definition=definition, roleArn=role_arn,
+                name=naming.state_machine_name(self.environment, machine), definition=definition, roleArn=role_arn,
             )["stateMachineArn"]
 
     # --- moto patches -------------------------------------------------------------------------

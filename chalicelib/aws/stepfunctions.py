@@ -1,8 +1,9 @@
-"""Step Functions adapter: start a named execution, treating 'already exists' as success."""
+"""Step Functions adapter: start a named execution ('already exists' is success); list running ones."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 
 def execution_arn(state_machine_arn: str, name: str) -> str:
@@ -21,3 +22,16 @@ def start(sfn, state_machine_arn: str, name: str, payload: dict) -> str:
         return response["executionArn"]
     except sfn.exceptions.ExecutionAlreadyExists:
         return execution_arn(state_machine_arn, name)
+
+
+def started_at(sfn, execution_arn: str) -> datetime:
+    return sfn.describe_execution(executionArn=execution_arn)["startDate"]
+
+
+def running(sfn, state_machine_arn: str) -> list[tuple[datetime, str]]:
+    """(start date, execution ARN) of every RUNNING execution of the state machine."""
+    found = []
+    for page in sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=state_machine_arn, statusFilter="RUNNING"):
+        found += [(e["startDate"], e["executionArn"]) for e in page["executions"]]
+    return found

@@ -7,7 +7,8 @@ import pytest
 from chalicelib import naming
 from chalicelib.aws import ec2 as ec2_adapter
 from slipway.demo import scheduled_event
-from tests.conftest import CallRecorder, commit_id, deploy, teardown
+from slipway.follow import follow
+from tests.conftest import CallRecorder, commit_id, deliver_push, deploy, teardown
 
 
 def tagged_instances(emu, states=("pending", "running")):
@@ -438,3 +439,115 @@ def test_one_manager_down_does_not_block_its_replacement(make_emulator, which):
     assert second.status == "SUCCEEDED", (second.error, second.cause)
     assert (broken, "docker unavailable") in emu.nodes.history  # it was asked, and did not answer
     assert broken not in {n.instance_id for n in tagged_instances(emu)}
+
+
+def _history(emu, arn):
+    sfn = emu.client("stepfunctions")
+    return [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+            for e in page["events"]]
+
+
+def _entered(emu, arn, state):
+    """When the execution first entered `state` (None if it never did)."""
+    return next((e["timestamp"] for e in _history(emu, arn) if e["type"].endswith("StateEntered")
+                 and e["stateEnteredEventDetails"]["name"] == state), None)
+
+
+def _follow(emu, arn):
+    return follow(emu.client("stepfunctions"), arn, say=lambda *a, **k: None, poll=0.05, timeout=120)
+
+
+def test_two_pushes_at_once_deploy_one_after_the_other(make_emulator):
+    # Given a swarm, when two pushes with new images arrive together, then the second waits in
+    # the queue until the first has ended: the environment is changed by one run at a time, and
+    # the swarm ends on the second push's image with no node of the first left over.
+    emu = make_emulator(node_count=2, poll_seconds=1)
+    assert deploy(emu).status == "SUCCEEDED"
+    answers = [deliver_push(emu, new_content(emu, commit_id()))[1] for _ in range(2)]
+    first, second = (_follow(emu, a["execution_arn"]) for a in answers)
+    assert first.status == second.status == "SUCCEEDED", (first.cause, second.cause)
+    assert "Wait for earlier runs" in second.states and "Wait for earlier runs" not in first.states
+    first_ended = emu.client("stepfunctions").describe_execution(executionArn=first.execution_arn)["stopDate"]
+    assert _entered(emu, second.execution_arn, "Look for a baked image") >= first_ended
+    queued = [json.loads(e["stateExitedEventDetails"]["output"])["queue"]
+              for e in _history(emu, second.execution_arn) if e["type"] == "TaskStateExited"
+              and e["stateExitedEventDetails"]["name"] == "Look for earlier runs"]
+    assert queued[0]["ahead"] == [first.execution_arn.split(":execution:")[1]] and queued[-1]["clear"]
+    nodes = tagged_instances(emu)
+    assert {n.instance_id for n in nodes} == set(second.output["nodes"]["current"])
+    assert {n.image_id for n in nodes} == {second.output["image"]["ami_id"]}
+
+
+def test_a_teardown_started_during_a_deploy_waits_for_it_and_leaves_nothing(make_emulator):
+    # Given a deployment under way, when someone starts the teardown from the console, then it
+    # waits for the deployment to end instead of deleting the network under it, and then removes
+    # everything the deployment created.
+    emu = make_emulator(poll_seconds=1)
+    answer = deliver_push(emu, commit_id())[1]
+    down = teardown(emu)
+    up = _follow(emu, answer["execution_arn"])
+    assert up.status == "SUCCEEDED" and down.status == "SUCCEEDED", (up.cause, down.cause)
+    up_ended = emu.client("stepfunctions").describe_execution(executionArn=up.execution_arn)["stopDate"]
+    assert _entered(emu, down.execution_arn, "Terminate nodes") >= up_ended
+    assert down.output["leftover"] == {"environment": emu.environment, "leftover": {}}
+    assert tagged_instances(emu) == []
+
+
+def test_a_deploy_pushed_during_a_teardown_starts_after_it_on_a_clean_slate(make_emulator):
+    emu = make_emulator(poll_seconds=1)
+    assert deploy(emu).status == "SUCCEEDED"
+    sfn = emu.client("stepfunctions")
+    down_arn = sfn.start_execution(stateMachineArn=emu.arns["teardown"],
+                                   input=json.dumps({"environment": emu.environment}))["executionArn"]
+    up = deploy(emu)
+    down = _follow(emu, down_arn)
+    assert down.status == up.status == "SUCCEEDED", (down.cause, up.cause)
+    assert _entered(emu, up.execution_arn, "Look for a baked image") >= sfn.describe_execution(
+        executionArn=down_arn)["stopDate"]
+    assert {n.instance_id for n in tagged_instances(emu)} == set(up.output["nodes"]["current"])
+
+
+def test_an_instance_stuck_shutting_down_fails_the_teardown_after_a_bounded_wait(make_emulator):
+    # Given a node that never finishes terminating, then the teardown stops waiting after
+    # SLIPWAY_NODE_READY_ATTEMPTS checks and fails naming it, instead of running forever.
+    import copy
+    from unittest import mock
+
+    from moto.ec2.models.instances import Instance
+
+    def stuck(instance):
+        previous = copy.copy(instance._state)
+        instance._state.name, instance._state.code = "shutting-down", 32
+        return previous
+
+    emu = make_emulator(extra_environment={"SLIPWAY_NODE_READY_ATTEMPTS": "3"})
+    node = deploy(emu).output["nodes"]["current"][0]
+    with mock.patch.object(Instance, "terminate", stuck):
+        run = teardown(emu)
+    assert run.status == "FAILED" and run.error == "TeardownIncomplete"
+    assert node in run.cause and "after 3 checks" in run.cause
+    assert run.states.count("Check nodes are gone") == 3
+
+
+def test_an_undo_that_cannot_take_nodes_out_of_the_swarm_still_removes_them(make_emulator):
+    # Given the old manager dies while the new node joins (so the gate fails and the new node
+    # cannot be taken out of the swarm through it), then the new node is still terminated, the
+    # run fails with the gate's error, and the console shows the undo's own failure beside it.
+    emu = make_emulator()
+    old = deploy(emu).output["nodes"]["current"][0]
+    original_run = emu.nodes.run
+
+    def run(instance_id, commands, hostname=""):
+        result = original_run(instance_id, commands, hostname)
+        if "docker swarm join" in "\n".join(commands):
+            emu.nodes.broken.add(old)
+        return result
+
+    emu.nodes.run = run
+    second = deploy(emu, new_content(emu, commit_id()))
+    assert second.status == "FAILED" and second.error == "NodesUnhealthy", (second.error, second.cause)
+    failed = next(json.loads(e["stateEnteredEventDetails"]["input"])
+                  for e in _history(emu, second.execution_arn) if e["type"] == "FailStateEntered")
+    assert failed["leave_error"]["Error"] == "CommandFailed" and "undo_error" not in failed
+    assert {n.instance_id for n in tagged_instances(emu)} == {old}
+

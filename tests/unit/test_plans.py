@@ -271,3 +271,22 @@ esac
     assert (tmp_path / "log").read_text().splitlines()[1:] == [
         "swarm join --token SWMTKN-1-a 10.0.0.1:2377", "swarm leave --force",
         "swarm join --token SWMTKN-1-a 10.0.0.2:2377"]
+
+
+def test_runs_ahead_are_the_ones_started_earlier_in_start_order():
+    from datetime import datetime, timedelta, timezone
+
+    t = datetime(2026, 11, 28, tzinfo=timezone.utc)
+    running = [(t + timedelta(seconds=2), "arn:c"), (t, "arn:a"), (t + timedelta(seconds=5), "arn:me"),
+               (t + timedelta(seconds=9), "arn:later")]
+    assert plans.runs_ahead((t + timedelta(seconds=5), "arn:me"), running) == ["arn:a", "arn:c"]
+    assert plans.runs_ahead((t, "arn:a"), running) == []
+
+
+def test_two_runs_started_in_the_same_instant_never_wait_for_each_other():
+    from datetime import datetime, timezone
+
+    t = datetime(2026, 11, 28, tzinfo=timezone.utc)
+    running = [(t, "arn:x"), (t, "arn:y")]
+    assert plans.runs_ahead((t, "arn:x"), running) == []
+    assert plans.runs_ahead((t, "arn:y"), running) == ["arn:x"]

@@ -39,3 +39,11 @@ def test_bad_configuration_is_named(override, message):
 def test_every_resource_tag_set_names_environment_deployment_and_commit():
     tags = naming.tags("dev", "exec-1", "abc", "vpc")
     assert {tags[naming.TAG_ENVIRONMENT], tags[naming.TAG_DEPLOYMENT], tags[naming.TAG_COMMIT]} == {"dev", "exec-1", "abc"}
+
+
+def test_the_sibling_state_machine_is_in_the_same_account_and_region():
+    deploy = "arn:aws-cn:states:cn-north-1:111122223333:stateMachine:slipway-prod-deploy"
+    assert naming.sibling_state_machine(deploy, "prod", "teardown") == (
+        "arn:aws-cn:states:cn-north-1:111122223333:stateMachine:slipway-prod-teardown")
+    with pytest.raises(ValueError, match="not a state machine ARN"):
+        naming.sibling_state_machine("arn:aws:states:us-east-1:1:execution:x:y", "prod", "deploy")
