@@ -187,3 +187,30 @@ def test_every_aws_call_in_chalicelib_is_allowed_by_a_lambda_policy():
             missing.append(action)
     assert not missing, f"no .chalice/policy-dev*.json allows {missing}"
     assert {("ec2", "run_instances"), ("s3", "put_object")} <= _calls()  # the scan sees the adapters
+
+
+def _decision(document: dict, action: str, resource: str) -> str:
+    """IAM's answer for one action on one resource from one identity policy: an explicit Deny
+    wins, then any Allow; otherwise the implicit deny."""
+    from fnmatch import fnmatchcase
+
+    def matches(statement):
+        return (any(fnmatchcase(action, a) for a in _listed(statement["Action"]))
+                and any(fnmatchcase(resource, r) for r in _listed(statement["Resource"])))
+
+    effects = {s["Effect"] for s in _statements(document) if matches(s)}
+    return "Deny" if "Deny" in effects else "Allow" if "Allow" in effects else "ImplicitDeny"
+
+
+def test_the_pipeline_tasks_may_not_read_the_webhook_secret():
+    # Only the webhook reads the secret that lets anyone start a deployment; the tasks may read
+    # the environment's other parameters (the swarm's tokens, a GitHub read token).
+    arn = "arn:aws:ssm:eu-west-1:111122223333:parameter/slipway/{stage}/{name}"
+    for stage in ("dev", "prod"):
+        tasks = json.loads((CHALICE / f"policy-{stage}.json").read_text())
+        webhook = json.loads((CHALICE / f"policy-{stage}-webhook.json").read_text())
+        for name in ("github-webhook-secret", "github-webhook-secret-previous"):
+            assert _decision(tasks, "ssm:GetParameter", arn.format(stage=stage, name=name)) == "Deny"
+            assert _decision(webhook, "ssm:GetParameter", arn.format(stage=stage, name=name)) == "Allow"
+        assert _decision(tasks, "ssm:GetParameter", arn.format(stage=stage, name="github-token")) == "Allow"
+        assert _decision(tasks, "ssm:GetParameter", arn.format(stage=stage, name="swarm/worker-token")) == "Allow"
