@@ -75,10 +75,14 @@ UP = ("pending", "running")
 
 
 def plan_nodes(nodes, image_id: str, desired: int) -> NodePlan:
-    """Keep nodes up and running the image, launch the shortfall, mark the rest (another image,
-    or stopped) for retirement."""
-    current = tuple(n.instance_id for n in nodes if n.image_id == image_id and n.state in UP)
-    old = tuple(n.instance_id for n in nodes if n.instance_id not in current)
+    """Keep up to `desired` nodes that are up and run the image, launch the shortfall, mark the
+    rest (another image, stopped, or more than `desired`) for retirement. Scaling down keeps
+    managers before workers (a worker leaves without touching the Raft quorum), otherwise the
+    earliest listed."""
+    up = [n for n in nodes if n.image_id == image_id and n.state in UP]
+    keep = {n.instance_id for n in sorted(up, key=lambda n: n.swarm_role != "manager")[:desired]}
+    current = tuple(n.instance_id for n in up if n.instance_id in keep)
+    old = tuple(n.instance_id for n in nodes if n.instance_id not in keep)
     return NodePlan(launch=max(0, desired - len(current)), current=current, old=old)
 
 

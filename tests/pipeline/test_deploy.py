@@ -551,3 +551,22 @@ def test_an_undo_that_cannot_take_nodes_out_of_the_swarm_still_removes_them(make
     assert failed["leave_error"]["Error"] == "CommandFailed" and "undo_error" not in failed
     assert {n.instance_id for n in tagged_instances(emu)} == {old}
 
+
+def test_scaling_down_retires_the_surplus_nodes_and_keeps_the_quorum(make_emulator):
+    # Given three managers, when SLIPWAY_NODE_COUNT goes down to 1 and a push deploys the same
+    # image, then two nodes are demoted one at a time, removed from the swarm and terminated, and
+    # the one left is a manager of the same swarm (the emulated nodes refuse a lost quorum).
+    emu = make_emulator(node_count=3)
+    first = deploy(emu)
+    assert first.status == "SUCCEEDED"
+    scale(emu, 1)
+    second = deploy(emu)
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    nodes = second.output["nodes"]
+    assert nodes["new"] == [] and len(nodes["current"]) == 1 and len(nodes["old"]) == 2
+    assert set(nodes["current"]) | set(nodes["old"]) == set(first.output["nodes"]["current"])
+    left = nodes["current"][0]
+    assert [n.instance_id for n in tagged_instances(emu)] == [left]
+    swarm = emu.nodes.swarm_of(left)
+    assert swarm.members == {left} and swarm.roles[left] == "manager"
+    assert emu.nodes.state(left) == "active"

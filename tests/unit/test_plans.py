@@ -1,5 +1,6 @@
 """Pure pipeline decisions, compared by equality."""
 
+import dataclasses
 import io
 import zipfile
 
@@ -23,6 +24,14 @@ def test_nodes_running_the_image_are_kept_and_the_rest_retired():
 def test_a_stopped_node_of_the_image_is_replaced_and_retired():
     nodes = [node("i-1", "ami", "stopped"), node("i-2", "ami")]
     assert plans.plan_nodes(nodes, "ami", 2) == plans.NodePlan(1, ("i-2",), ("i-1",))
+
+
+def test_scaling_down_retires_workers_before_managers():
+    nodes = [node("i-1", "ami"), node("i-2", "ami"), node("i-3", "ami"), node("i-4", "ami-old")]
+    roles = {"i-1": "worker", "i-2": "manager", "i-3": "worker"}
+    nodes = [dataclasses.replace(n, swarm_role=roles.get(n.instance_id, "manager")) for n in nodes]
+    assert plans.plan_nodes(nodes, "ami", 2) == plans.NodePlan(0, ("i-1", "i-2"), ("i-3", "i-4"))
+    assert plans.plan_nodes(nodes, "ami", 1) == plans.NodePlan(0, ("i-2",), ("i-1", "i-3", "i-4"))
 
 
 def test_nothing_is_launched_when_the_image_already_runs_everywhere():
