@@ -74,6 +74,7 @@ TASKS = {
     "delete_network": steps.delete_network,
     "delete_images": steps.delete_images,
     "confirm_teardown": steps.confirm_teardown,
+    "report_outcome": steps.report_outcome,
 }
 
 

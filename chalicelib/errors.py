@@ -39,3 +39,7 @@ class CommandFailed(SlipwayError):
 
 class TeardownIncomplete(SlipwayError):
     """Something tagged for the environment is still there after teardown."""
+
+
+class GitHubRefused(SlipwayError):
+    """GitHub refused a request in a way that retrying will not change (401, 403, 404, 422)."""

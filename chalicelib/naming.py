@@ -32,6 +32,18 @@ def sibling_state_machine(state_machine_arn: str, environment: str, kind: str) -
     return f"{prefix}:stateMachine:{state_machine_name(environment, kind)}"
 
 
+def execution_console_url(execution_arn: str) -> str:
+    """Where the Step Functions console shows the execution (its region is the ARN's fourth field)."""
+    region = execution_arn.split(":")[3] if execution_arn.count(":") >= 6 else "us-east-1"
+    return (f"https://{region}.console.aws.amazon.com/states/home?region={region}"
+            f"#/v2/executions/details/{execution_arn}")
+
+
+def status_context(environment: str) -> str:
+    """The commit status's name on GitHub: one per environment, so dev and prod show side by side."""
+    return f"slipway/{environment}"
+
+
 def swarm_path(environment: str) -> str:
     return f"/slipway/{environment}/swarm"
 

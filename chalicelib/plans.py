@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import shlex
 import zipfile
@@ -333,3 +334,30 @@ def runs_ahead(me: tuple[datetime, str], running: list[tuple[datetime, str]]) ->
     machines hold the environment one at a time, in the order they started (ties by ARN, so two
     runs never wait for each other). Returns their ARNs, the earliest first."""
     return [arn for start, arn in sorted(running) if (start, arn) < me]
+
+
+def _reason(error: dict | None) -> str:
+    """`Error: message` from a state's caught error (a Lambda's Cause is a JSON object)."""
+    if not isinstance(error, dict):
+        return "unknown error"
+    cause = str(error.get("Cause") or "")
+    try:
+        cause = str(json.loads(cause).get("errorMessage", cause))
+    except (ValueError, AttributeError):
+        pass
+    name = str(error.get("Error") or "Error")
+    first = cause.strip().splitlines()[0] if cause.strip() else ""
+    return f"{name}: {first}" if first else name
+
+
+def status_description(outcome: str, environment: str, state: dict) -> str:
+    """What the commit status says, from the execution's state at its end."""
+    if outcome == "pending":
+        return f"Deploying to {environment}"
+    if outcome == "success":
+        nodes = len((state.get("nodes") or {}).get("current") or [])
+        image = (state.get("image") or {}).get("ami_id") or "?"
+        return f"Deployed to {environment}: {nodes} node{'s' if nodes != 1 else ''} on {image}"
+    if outcome == "error":
+        return f"Deployed to {environment}; removing what it replaced failed ({_reason(state.get('error'))})"
+    return f"Not deployed to {environment}, the previous nodes stay: {_reason(state.get('error'))}"

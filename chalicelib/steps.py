@@ -14,8 +14,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib import aws, naming, plans
 from chalicelib.aws import codebuild, ec2, github, s3, ssm, stepfunctions
-from chalicelib.errors import (BakeFailed, CommandFailed, ConfigurationError, InvalidInput, NodesNotReady,
-                               NodesUnhealthy, SwarmFailed, TeardownIncomplete, TransientError)
+from chalicelib.errors import (BakeFailed, CommandFailed, ConfigurationError, GitHubRefused, InvalidInput,
+                               NodesNotReady, NodesUnhealthy, SlipwayError, SwarmFailed, TeardownIncomplete,
+                               TransientError)
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
 
@@ -43,6 +44,21 @@ def _token(*parts: str) -> str:
 def _github_token(settings) -> str | None:
     return (ssm.get_secure(aws.client("ssm"), settings.github_token_parameter)
             if settings.github_token_parameter else None)
+
+
+def _report(repository: str, commit: str, outcome: str, state: dict, execution_arn: str) -> dict:
+    """Set the commit's status on GitHub (only with a token: reading a public repository needs
+    none, writing a status does). Returns what the console shows as `github`."""
+    settings = get_settings()
+    token = _github_token(settings)
+    if not token:
+        return {"reported": False, "why": "no SLIPWAY_GITHUB_TOKEN_PARAMETER: commit statuses are off"}
+    description = plans.status_description(outcome, settings.environment, state)
+    github.set_status(settings.github_api, repository, commit, token, state=outcome,
+                      description=description, target_url=naming.execution_console_url(execution_arn),
+                      context=naming.status_context(settings.environment))
+    logger.info("commit status set", extra={"state": outcome, "description": description})
+    return {"reported": True, "state": outcome, "description": description}
 
 
 # --- deploy -------------------------------------------------------------------------------
@@ -73,7 +89,33 @@ def prepare(event: dict) -> dict:
     }
     logger.info("deployment prepared", extra={"commit": commit, "image": deployment["image_name"],
                                               "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS}})
-    return {"deployment": deployment, "poll_seconds": settings.poll_seconds}
+    try:
+        report = _report(repository, commit, "pending", {}, event.get("execution_arn") or "")
+    except SlipwayError as exc:  # the status is news about the deployment, never a reason to stop it
+        logger.warning("commit status not set", extra={"why": str(exc)})
+        report = {"reported": False, "why": str(exc)}
+    return {"deployment": deployment, "poll_seconds": settings.poll_seconds, "github": report}
+
+
+def report_outcome(event: dict) -> dict:
+    """The run's last word on GitHub: `success`, `failure` (nothing changed: the previous nodes
+    serve), or `error` (deployed, but removing what it replaced failed). A status GitHub refuses
+    is logged and the run ends as it would have; a transient failure is retried by the state machine."""
+    state, outcome = event["run"], event["outcome"]
+    # A run that failed in 'Prepare deployment' has no deployment yet: its input names the commit.
+    source = state.get("deployment") if isinstance(state.get("deployment"), dict) else state
+    repository, commit = str(source.get("repository") or ""), str(source.get("commit") or "").lower()
+    try:
+        plans.validate_commit(commit)
+    except InvalidInput:
+        return {"reported": False, "why": "the run has no commit to report on"}
+    if not repository:
+        return {"reported": False, "why": "the run has no repository to report on"}
+    try:
+        return _report(repository, commit, outcome, state, event["execution_arn"])
+    except GitHubRefused as exc:
+        logger.warning("commit status refused", extra={"why": str(exc)})
+        return {"reported": False, "why": str(exc)}
 
 
 def find_image(event: dict) -> dict:

@@ -89,6 +89,11 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             "error": deploy.error, "cause": deploy.cause,
         }
         say(f"Deploy {deploy.status}" + (f": {deploy.error}: {deploy.cause}" if deploy.error else ""))
+        statuses = [st for st in emu.github.statuses if st["sha"] == commit]
+        report["deploy"]["github_statuses"] = [
+            {k: st[k] for k in ("state", "description", "context")} for st in statuses]
+        for st in statuses:
+            say(f"  GitHub commit status {st['context']}: {st['state']} - {st['description']}")
 
         prune_ids = []
         if deploy.status == "SUCCEEDED":
@@ -139,6 +144,8 @@ def _finish(report: dict, started: float, as_json: bool, ok: bool) -> int:
     if deploy:
         print(f"  deploy     {deploy['status']} in {deploy['state_transitions']} state transitions: "
               f"image {deploy['ami_id']}, VPC {deploy['vpc_id']}, nodes {', '.join(deploy['instance_ids']) or '-'}")
+    if deploy.get("github_statuses"):
+        print("  github     commit status " + " -> ".join(st["state"] for st in deploy["github_statuses"]))
     if report.get("prune", {}).get("command_ids"):
         print(f"  prune      SSM command {report['prune']['command_ids'][0]}")
     if teardown:

@@ -173,6 +173,8 @@ class Emulator:
             "SLIPWAY_BAKE_PROJECT": f"slipway-{self.environment}-bake",
             "SLIPWAY_BAKE_BUCKET": f"slipway-{self.environment}-bake-{ACCOUNT}-{REGION}",
             "SLIPWAY_WEBHOOK_SECRET_PARAMETER": f"/slipway/{self.environment}/github-webhook-secret",
+            # Commit statuses go to the local GitHub, with a token kept in SSM as on AWS.
+            "SLIPWAY_GITHUB_TOKEN_PARAMETER": f"/slipway/{self.environment}/github-token",
             "POWERTOOLS_METRICS_NAMESPACE": "Slipway",
             "POWERTOOLS_DEV": "false",
         })
@@ -329,6 +331,11 @@ class Emulator:
             Name=os.environ["SLIPWAY_WEBHOOK_SECRET_PARAMETER"], Value=self.webhook_secret,
             Type="SecureString",
         )
+        if os.environ.get("SLIPWAY_GITHUB_TOKEN_PARAMETER"):
+            self.github.token = "ghp_emulated" + uuid.uuid4().hex
+            self.client("ssm").put_parameter(
+                Name=os.environ["SLIPWAY_GITHUB_TOKEN_PARAMETER"], Value=self.github.token,
+                Type="SecureString")
         sfn = self.client("stepfunctions")
         for machine in statemachines.MACHINES:
             definition = statemachines.render(statemachines.path(machine).read_text(), substitutions)

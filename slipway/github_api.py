@@ -1,6 +1,8 @@
-"""A local stand-in for the two GitHub REST calls the pipeline makes, answered from this
-checkout: the top-level trees of a commit (GET /repos/{owner}/{repo}/git/trees/{sha}) and its
-archive (GET /repos/{owner}/{repo}/zipball/{sha}: every file under one folder, as GitHub does).
+"""A local stand-in for the GitHub REST calls the pipeline makes, answered from this checkout:
+the top-level trees of a commit (GET /repos/{owner}/{repo}/git/trees/{sha}), its archive
+(GET /repos/{owner}/{repo}/zipball/{sha}: every file under one folder, as GitHub does), and
+commit statuses (POST /repos/{owner}/{repo}/statuses/{sha}: kept in `statuses`; a bearer token
+equal to `token` is required, as GitHub requires one with write access).
 
 - A commit this checkout has: its real tree ids (`git rev-parse <sha>:ansible`).
 - A commit set in `trees` (tests use this to give two commits the same or other content).
@@ -25,6 +27,8 @@ from slipway import PROJECT_DIR
 
 _TREES = re.compile(r"^/repos/[^/]+/[^/]+/git/trees/([0-9a-fA-F]{4,40})$")
 _ZIPBALL = re.compile(r"^/repos/([^/]+)/([^/]+)/zipball/([0-9a-fA-F]{4,40})$")
+_STATUSES = re.compile(r"^/repos/([^/]+/[^/]+)/statuses/([0-9a-f]{40})$")
+STATUS_STATES = ("pending", "success", "failure", "error")
 FOLDERS = ("ansible", "packer")
 
 
@@ -73,6 +77,10 @@ class FakeGitHub:
         self.trees: dict[str, dict[str, str]] = {}
         self.missing: set[str] = set()  # commits to answer 404 for, as GitHub does for unknown ones
         self.requests: list[str] = []
+        self.token: str | None = None  # what POST .../statuses must present as its bearer token
+        self.statuses: list[dict] = []  # {"repository", "sha", "state", "description", "target_url", "context"}
+        self.status_answer: int | None = None  # answer statuses with this code instead (tests)
+        self.status_headers: dict[str, str] = {}  # and these headers (a rate limit's, say)
         self._server: ThreadingHTTPServer | None = None
 
     def resolve(self, commit: str) -> dict[str, str]:
@@ -137,9 +145,38 @@ class FakeGitHub:
                     {"path": name, "mode": "040000", "type": "tree", "sha": sha}
                     for name, sha in sorted(trees.items())]})
 
-            def _answer(self, status: int, body: dict) -> None:
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                github.requests.append("POST " + self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                match = _STATUSES.match(self.path.split("?")[0])
+                if not match:
+                    self._answer(404, {"message": "Not Found"})
+                    return
+                if not github.token or self.headers.get("Authorization") != f"Bearer {github.token}":
+                    self._answer(401, {"message": "Bad credentials"})
+                    return
+                if github.status_answer:
+                    self._answer(github.status_answer, {"message": "as the test asked"}, github.status_headers)
+                    return
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    self._answer(400, {"message": "Problems parsing JSON"})
+                    return
+                if body.get("state") not in STATUS_STATES or len(body.get("description") or "") > 140:
+                    self._answer(422, {"message": "Validation Failed"})
+                    return
+                status = {"repository": match.group(1), "sha": match.group(2),
+                          **{k: body.get(k) for k in ("state", "description", "target_url", "context")}}
+                github.statuses.append(status)
+                self._answer(201, status)
+
+            def _answer(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -1,5 +1,6 @@
 """GitHub REST adapter (not AWS, but the same kind of thin edge): the tree ids of the folders
-that shape the node image at a commit, and the commit's archive for the bake. Standard library only."""
+that shape the node image at a commit, the commit's archive for the bake, and the commit status
+that shows a deployment's progress on the commit. Standard library only."""
 
 from __future__ import annotations
 
@@ -11,20 +12,27 @@ import urllib.parse
 import urllib.request
 from typing import BinaryIO
 
-from chalicelib.errors import InvalidInput, TransientError
+from chalicelib.errors import GitHubRefused, InvalidInput, TransientError
 
 TIMEOUT_SECONDS = 10
+STATES = ("pending", "success", "failure", "error")
+DESCRIPTION_LIMIT = 140  # GitHub refuses a longer status description
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/vnd.github+json", "User-Agent": "slipway",
+               "X-GitHub-Api-Version": "2022-11-28"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 def _get(api: str, repository: str, path: str, commit: str, token: str | None):
     """Open GET /repos/{repository}/{path}, mapping GitHub's answers to our errors."""
     url = f"{api.rstrip('/')}/repos/{urllib.parse.quote(repository)}/{path}"
-    headers = {"Accept": "application/vnd.github+json", "User-Agent": "slipway",
-               "X-GitHub-Api-Version": "2022-11-28"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_SECONDS)
+        return urllib.request.urlopen(urllib.request.Request(url, headers=_headers(token)),
+                                      timeout=TIMEOUT_SECONDS)
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 409, 422):
             raise InvalidInput(f"GitHub has no commit {commit} in {repository} ({exc.code})") from exc
@@ -56,3 +64,30 @@ def download_archive(api: str, repository: str, commit: str, into: BinaryIO,
     except (OSError, http.client.HTTPException) as exc:
         raise TransientError(f"GitHub's archive of {commit} broke off: {exc}") from exc
     return into.tell()
+
+
+def set_status(api: str, repository: str, commit: str, token: str, *, state: str, description: str,
+               target_url: str, context: str) -> None:
+    """POST /repos/{repository}/statuses/{commit}: the check mark (or cross) GitHub shows beside
+    the commit. The token needs "Commit statuses: write" (classic: `repo:status`)."""
+    if state not in STATES:
+        raise ValueError(f"a commit status is one of {STATES}, not {state!r}")
+    if len(description) > DESCRIPTION_LIMIT:
+        description = description[:DESCRIPTION_LIMIT - 1] + "…"
+    url = f"{api.rstrip('/')}/repos/{urllib.parse.quote(repository)}/statuses/{commit}"
+    body = json.dumps({"state": state, "description": description, "target_url": target_url,
+                       "context": context}).encode()
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers=_headers(token) | {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS):
+            pass
+    except urllib.error.HTTPError as exc:
+        limited = exc.code == 429 or (exc.code == 403 and exc.headers is not None and (
+            exc.headers.get("retry-after") or exc.headers.get("x-ratelimit-remaining") == "0"))
+        if exc.code in (401, 403, 404, 422) and not limited:
+            raise GitHubRefused(f"GitHub refused the commit status for {repository}@{commit[:12]} "
+                                f"({exc.code}): the token needs commit statuses write access") from exc
+        raise TransientError(f"GitHub answered {exc.code} for {url}") from exc
+    except (urllib.error.URLError, TimeoutError, http.client.HTTPException) as exc:
+        raise TransientError(f"GitHub unreachable: {exc}") from exc

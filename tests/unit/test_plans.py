@@ -299,3 +299,18 @@ def test_two_runs_started_in_the_same_instant_never_wait_for_each_other():
     running = [(t, "arn:x"), (t, "arn:y")]
     assert plans.runs_ahead((t, "arn:x"), running) == []
     assert plans.runs_ahead((t, "arn:y"), running) == ["arn:x"]
+
+
+def test_the_commit_status_says_what_happened():
+    import json
+
+    state = {"nodes": {"current": ["i-1", "i-2"]}, "image": {"ami_id": "ami-1"}}
+    assert plans.status_description("pending", "dev", {}) == "Deploying to dev"
+    assert plans.status_description("success", "dev", state) == "Deployed to dev: 2 nodes on ami-1"
+    lambda_error = {"Error": "NodesUnhealthy", "Cause": json.dumps(
+        {"errorMessage": "i-2: health command Failed\nmore", "errorType": "NodesUnhealthy"})}
+    assert plans.status_description("failure", "dev", {"error": lambda_error}) == (
+        "Not deployed to dev, the previous nodes stay: NodesUnhealthy: i-2: health command Failed")
+    assert plans.status_description("error", "prod", {"error": {"Error": "CommandFailed", "Cause": "retire"}}) == (
+        "Deployed to prod; removing what it replaced failed (CommandFailed: retire)")
+    assert plans.status_description("failure", "dev", {}).endswith("unknown error")

@@ -47,3 +47,11 @@ def test_the_sibling_state_machine_is_in_the_same_account_and_region():
         "arn:aws-cn:states:cn-north-1:111122223333:stateMachine:slipway-prod-teardown")
     with pytest.raises(ValueError, match="not a state machine ARN"):
         naming.sibling_state_machine("arn:aws:states:us-east-1:1:execution:x:y", "prod", "deploy")
+
+
+def test_the_commit_status_links_to_the_execution_in_its_region():
+    arn = "arn:aws:states:eu-west-1:111122223333:execution:slipway-dev-deploy:abc"
+    assert naming.execution_console_url(arn) == (
+        "https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1"
+        "#/v2/executions/details/" + arn)
+    assert naming.status_context("prod") == "slipway/prod"

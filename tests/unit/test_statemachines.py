@@ -43,9 +43,32 @@ def test_every_task_retries_transient_errors_and_catches_into_a_fail_state(name)
         assert all(r["IntervalSeconds"] >= 1 for r in state["Retry"])
         catch = state["Catch"][0]
         assert catch["ErrorEquals"] == ["States.ALL"], state_name
+        if state["Resource"] == REPORT:
+            # Telling GitHub never changes how the run ends: success stays success.
+            assert catch["Next"] == state["Next"], state_name
+            continue
         reachable = _reachable(definition, catch["Next"])
         kinds = {definition["States"][n]["Type"] for n in reachable}
         assert "Fail" in kinds and "Succeed" not in kinds, state_name
+
+
+REPORT = "${ReportOutcomeFunctionArn}"
+
+
+def test_every_deployment_ends_by_telling_github():
+    # Each way into a terminal state of the deploy machine goes through a report task, so the
+    # commit's status never stays "pending" (a run that fails before it knows its commit excepted).
+    definition = machine("deploy")
+    states = definition["States"]
+    terminal = {n for n, s in states.items() if s["Type"] in ("Succeed", "Fail")}
+    for name, state in states.items():
+        targets = [state.get("Next"), state.get("Default")] + [c["Next"] for c in state.get("Choices", [])] \
+            + [c["Next"] for c in state.get("Catch", [])]
+        if set(targets) & terminal:
+            assert state.get("Resource") == REPORT, f"{name} ends the run without telling GitHub"
+    reports = {n: s["Parameters"]["outcome"] for n, s in states.items() if s.get("Resource") == REPORT}
+    assert {states[states[n]["Next"]]["Type"] + ":" + o for n, o in reports.items()} == {
+        "Succeed:success", "Fail:failure", "Fail:error"}
 
 
 def _reachable(definition, start):
