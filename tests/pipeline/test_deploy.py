@@ -570,3 +570,13 @@ def test_scaling_down_retires_the_surplus_nodes_and_keeps_the_quorum(make_emulat
     swarm = emu.nodes.swarm_of(left)
     assert swarm.members == {left} and swarm.roles[left] == "manager"
     assert emu.nodes.state(left) == "active"
+
+
+def test_a_commit_deployed_by_hand_from_the_console_needs_only_repository_and_commit(emulator):
+    first = deploy(emulator)
+    sfn = emulator.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=emulator.arns["deploy"], input=json.dumps(
+        {"repository": "example/app", "commit": first.output["deployment"]["commit"]}))["executionArn"]
+    again = _follow(emulator, arn)
+    assert again.status == "SUCCEEDED", (again.error, again.cause)
+    assert again.output["nodes"]["current"] == first.output["nodes"]["current"]  # converged: no change
