@@ -360,4 +360,4 @@ def status_description(outcome: str, environment: str, state: dict) -> str:
         return f"Deployed to {environment}: {nodes} node{'s' if nodes != 1 else ''} on {image}"
     if outcome == "error":
         return f"Deployed to {environment}; removing what it replaced failed ({_reason(state.get('error'))})"
-    return f"Not deployed to {environment}, the previous nodes stay: {_reason(state.get('error'))}"
+    return f"Deploy to {environment} failed, the previous state stays: {_reason(state.get('error'))}"

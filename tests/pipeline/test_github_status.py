@@ -34,7 +34,7 @@ def test_a_failed_replacement_shows_failure_and_why(make_emulator):
     assert second.status == "FAILED" and second.error == "NodesUnhealthy"  # the run's own error
     (pending, _), (state, description) = statuses(emu, commit)
     assert (pending, state) == ("pending", "failure")
-    assert description.startswith("Not deployed to dev, the previous nodes stay: NodesUnhealthy: ")
+    assert description.startswith("Deploy to dev failed, the previous state stays: NodesUnhealthy: ")
     assert {n.instance_id for n in tagged_instances(emu)} == set(first.output["nodes"]["current"])
 
 

@@ -310,7 +310,7 @@ def test_the_commit_status_says_what_happened():
     lambda_error = {"Error": "NodesUnhealthy", "Cause": json.dumps(
         {"errorMessage": "i-2: health command Failed\nmore", "errorType": "NodesUnhealthy"})}
     assert plans.status_description("failure", "dev", {"error": lambda_error}) == (
-        "Not deployed to dev, the previous nodes stay: NodesUnhealthy: i-2: health command Failed")
+        "Deploy to dev failed, the previous state stays: NodesUnhealthy: i-2: health command Failed")
     assert plans.status_description("error", "prod", {"error": {"Error": "CommandFailed", "Cause": "retire"}}) == (
         "Deployed to prod; removing what it replaced failed (CommandFailed: retire)")
     assert plans.status_description("failure", "dev", {}).endswith("unknown error")
