@@ -6,8 +6,8 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
 - CodeBuild: moto runs no build. The emulator stands in for Packer's output: on the build's
   second status check it registers the AMI under the name and tags the Packer template gives it
   and exports AMI_ID, or fails the build when told to.
-- GitHub: the pipeline's one REST call (a commit's top-level trees, for the image's content key)
-  is answered from this checkout by slipway.github_api.
+- GitHub: the pipeline's REST calls (a commit's top-level trees, its archive, commit statuses)
+  are answered by slipway.github_api, with a token kept in SSM as on AWS.
 - EventBridge: the rules Chalice creates are created; when a Run Command finishes, SSM's
   "EC2 Command Status-change Notification" is matched against them (moto's matcher) and delivered
   to the Lambda targets on a worker thread (moto's EventBridge has no Lambda targets).
