@@ -43,3 +43,7 @@ class TeardownIncomplete(SlipwayError):
 
 class GitHubRefused(SlipwayError):
     """GitHub refused a request in a way that retrying will not change (401, 403, 404, 422)."""
+
+
+class QueueTimeout(SlipwayError):
+    """A run waited for the environment's earlier runs longer than SLIPWAY_QUEUE_MAX_CHECKS polls."""

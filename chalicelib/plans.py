@@ -360,4 +360,7 @@ def status_description(outcome: str, environment: str, state: dict) -> str:
         return f"Deployed to {environment}: {nodes} node{'s' if nodes != 1 else ''} on {image}"
     if outcome == "error":
         return f"Deployed to {environment}; removing what it replaced failed ({_reason(state.get('error'))})"
+    if state.get("undo_error"):
+        return (f"Deploy to {environment} failed ({_reason(state.get('error'))}) and so did its undo "
+                f"({_reason(state.get('undo_error'))}): see the execution")
     return f"Deploy to {environment} failed, the previous state stays: {_reason(state.get('error'))}"

@@ -37,6 +37,7 @@ class Settings:
     service_ports: tuple[int, ...]
     poll_seconds: int
     node_ready_attempts: int
+    queue_max_checks: int
     prune_filter: str
     prune_volumes: bool
     prune_max_concurrency: str
@@ -111,6 +112,8 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         service_ports=ports,
         poll_seconds=_int(env, "SLIPWAY_POLL_SECONDS", 30, 0, 3600),
         node_ready_attempts=_int(env, "SLIPWAY_NODE_READY_ATTEMPTS", 40, 1, 1000),
+        # 360 polls of 30 s: three hours behind earlier runs (a few bakes) before giving up.
+        queue_max_checks=_int(env, "SLIPWAY_QUEUE_MAX_CHECKS", 360, 1, 2000),
         prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
         prune_volumes=env.get("SLIPWAY_PRUNE_VOLUMES", "false").lower() == "true",
         prune_max_concurrency=env.get("SLIPWAY_PRUNE_MAX_CONCURRENCY", "25%"),

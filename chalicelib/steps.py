@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from chalicelib import aws, naming, plans
 from chalicelib.aws import codebuild, ec2, github, s3, ssm, stepfunctions
 from chalicelib.errors import (BakeFailed, CommandFailed, ConfigurationError, GitHubRefused, InvalidInput,
-                               NodesNotReady, NodesUnhealthy, SlipwayError, SwarmFailed, TeardownIncomplete,
+                               NodesNotReady, NodesUnhealthy, QueueTimeout, SwarmFailed, TeardownIncomplete,
                                TransientError)
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
@@ -91,7 +91,7 @@ def prepare(event: dict) -> dict:
                                               "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS}})
     try:
         report = _report(repository, commit, "pending", {}, event.get("execution_arn") or "")
-    except SlipwayError as exc:  # the status is news about the deployment, never a reason to stop it
+    except Exception as exc:  # noqa: BLE001 - the status is news, never a reason to stop (sent once)
         logger.warning("commit status not set", extra={"why": str(exc)})
         report = {"reported": False, "why": str(exc)}
     return {"deployment": deployment, "poll_seconds": settings.poll_seconds, "github": report}
@@ -499,6 +499,11 @@ def wait_turn(event: dict) -> dict:
     checks = int((state.get("queue") or {}).get("checks", 0)) + 1
     if ahead:
         logger.info("waiting for earlier runs", extra={"ahead": ahead, "checks": checks})
+        # Bounded, so a run stuck ahead cannot keep this one waiting until its history is full:
+        # it ends through its Catch (GitHub told, nothing to undo: it has changed nothing yet).
+        if checks >= get_settings().queue_max_checks:
+            raise QueueTimeout(f"still behind {', '.join(ahead)} after {checks} checks "
+                               "(SLIPWAY_QUEUE_MAX_CHECKS); start it again once they have ended")
     return {"clear": not ahead, "ahead": ahead, "checks": checks,
             "poll_seconds": get_settings().poll_seconds}
 

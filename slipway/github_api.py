@@ -81,6 +81,7 @@ class FakeGitHub:
         self.statuses: list[dict] = []  # {"repository", "sha", "state", "description", "target_url", "context"}
         self.status_answer: int | None = None  # answer statuses with this code instead (tests)
         self.status_headers: dict[str, str] = {}  # and these headers (a rate limit's, say)
+        self.status_message = "as the test asked"  # and this message
         self._server: ThreadingHTTPServer | None = None
 
     def resolve(self, commit: str) -> dict[str, str]:
@@ -157,7 +158,7 @@ class FakeGitHub:
                     self._answer(401, {"message": "Bad credentials"})
                     return
                 if github.status_answer:
-                    self._answer(github.status_answer, {"message": "as the test asked"}, github.status_headers)
+                    self._answer(github.status_answer, {"message": github.status_message}, github.status_headers)
                     return
                 try:
                     body = json.loads(raw)

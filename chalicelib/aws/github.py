@@ -83,11 +83,24 @@ def set_status(api: str, repository: str, commit: str, token: str, *, state: str
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS):
             pass
     except urllib.error.HTTPError as exc:
-        limited = exc.code == 429 or (exc.code == 403 and exc.headers is not None and (
-            exc.headers.get("retry-after") or exc.headers.get("x-ratelimit-remaining") == "0"))
-        if exc.code in (401, 403, 404, 422) and not limited:
-            raise GitHubRefused(f"GitHub refused the commit status for {repository}@{commit[:12]} "
-                                f"({exc.code}): the token needs commit statuses write access") from exc
-        raise TransientError(f"GitHub answered {exc.code} for {url}") from exc
-    except (urllib.error.URLError, TimeoutError, http.client.HTTPException) as exc:
+        if _rate_limited(exc) or exc.code not in (400, 401, 403, 404, 422):
+            raise TransientError(f"GitHub answered {exc.code} for {url}") from exc
+        raise GitHubRefused(f"GitHub refused the commit status for {repository}@{commit[:12]} "
+                            f"({exc.code}): the token needs commit statuses write access") from exc
+    except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, TLS errors
         raise TransientError(f"GitHub unreachable: {exc}") from exc
+
+
+def _rate_limited(exc: urllib.error.HTTPError) -> bool:
+    """GitHub's primary and secondary rate limits answer 403 (or 429): worth waiting for."""
+    if exc.code == 429:
+        return True
+    if exc.code != 403:
+        return False
+    headers = exc.headers
+    if headers is not None and (headers.get("retry-after") or headers.get("x-ratelimit-remaining") == "0"):
+        return True
+    try:
+        return b"rate limit" in (exc.read() or b"").lower()
+    except (OSError, http.client.HTTPException):
+        return False

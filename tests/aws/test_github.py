@@ -104,3 +104,36 @@ def test_only_githubs_four_states_are_sent(fake):
         github.set_status(fake.url, "octo/app", SHA, "t", state="ok", description="", target_url="",
                           context="slipway/dev")
     assert fake.requests == []
+
+
+def test_a_malformed_request_is_refused_and_a_secondary_rate_limit_waited_for(fake):
+    fake.token, fake.status_answer = "t", 400
+    with pytest.raises(GitHubRefused, match="400"):
+        github.set_status(fake.url, "octo/app", SHA, "t", state="pending", description="",
+                          target_url="", context="slipway/dev")
+    fake.status_answer, fake.status_message = 403, "You have exceeded a secondary rate limit."
+    with pytest.raises(TransientError):
+        github.set_status(fake.url, "octo/app", SHA, "t", state="pending", description="",
+                          target_url="", context="slipway/dev")
+
+
+def test_a_connection_dropped_before_the_answer_is_transient():
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def drop():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.close()  # no status line at all
+
+    threading.Thread(target=drop, daemon=True).start()
+    try:
+        with pytest.raises(TransientError):
+            github.set_status(f"http://127.0.0.1:{listener.getsockname()[1]}", "octo/app", SHA, "t",
+                              state="pending", description="", target_url="", context="slipway/dev")
+    finally:
+        listener.close()

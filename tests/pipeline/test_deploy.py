@@ -580,3 +580,18 @@ def test_a_commit_deployed_by_hand_from_the_console_needs_only_repository_and_co
     again = _follow(emulator, arn)
     assert again.status == "SUCCEEDED", (again.error, again.cause)
     assert again.output["nodes"]["current"] == first.output["nodes"]["current"]  # converged: no change
+
+
+def test_a_run_kept_waiting_too_long_gives_up_having_changed_nothing(make_emulator):
+    # Given a run ahead that takes long, then a queued run stops after SLIPWAY_QUEUE_MAX_CHECKS
+    # checks, says why, and its commit is marked failed; the run ahead is not disturbed.
+    emu = make_emulator(poll_seconds=1, extra_environment={"SLIPWAY_QUEUE_MAX_CHECKS": "2"})
+    ahead = deliver_push(emu, commit_id())[1]
+    commit = new_content(emu, commit_id())
+    queued = _follow(emu, deliver_push(emu, commit)[1]["execution_arn"])
+    assert queued.status == "FAILED" and queued.error == "QueueTimeout", (queued.error, queued.cause)
+    assert "after 2 checks" in queued.cause and "Look for a baked image" not in queued.states
+    assert [s["state"] for s in emu.github.statuses if s["sha"] == commit] == ["pending", "failure"]
+    first = _follow(emu, ahead["execution_arn"])
+    assert first.status == "SUCCEEDED"
+    assert {n.instance_id for n in tagged_instances(emu)} == set(first.output["nodes"]["current"])

@@ -314,3 +314,11 @@ def test_the_commit_status_says_what_happened():
     assert plans.status_description("error", "prod", {"error": {"Error": "CommandFailed", "Cause": "retire"}}) == (
         "Deployed to prod; removing what it replaced failed (CommandFailed: retire)")
     assert plans.status_description("failure", "dev", {}).endswith("unknown error")
+
+
+def test_a_failed_undo_is_not_called_the_previous_state():
+    state = {"error": {"Error": "NodesUnhealthy", "Cause": "x"},
+             "undo_error": {"Error": "TeardownIncomplete", "Cause": "i-1 still shutting down"}}
+    assert plans.status_description("failure", "dev", state) == (
+        "Deploy to dev failed (NodesUnhealthy: x) and so did its undo "
+        "(TeardownIncomplete: i-1 still shutting down): see the execution")
