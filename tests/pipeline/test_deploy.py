@@ -94,7 +94,7 @@ def test_a_commit_github_does_not_know_fails_before_creating_anything(emulator):
     emulator.github.missing.add(commit)
     run = deploy(emulator, commit)
     assert run.status == "FAILED" and run.error == "InvalidInput" and "no commit" in run.cause
-    assert run.states == ["Prepare deployment", "Deployment failed"]
+    assert run.states == ["Prepare deployment", "Report failure to GitHub", "Deployment failed"]
 
 
 def test_new_image_replaces_nodes_and_retires_the_old_ones(make_emulator):
