@@ -336,6 +336,20 @@ def runs_ahead(me: tuple[datetime, str], running: list[tuple[datetime, str]]) ->
     return [arn for start, arn in sorted(running) if (start, arn) < me]
 
 
+def superseded_by(me: tuple[datetime, str], deploys: list[tuple[datetime, str]]) -> str | None:
+    """The newest deploy that started after `me`, which makes a queued deploy pointless: it would
+    replace whatever `me` deployed as soon as `me` ended. None when no deploy started later.
+    (Only for a run still queued: one already deploying is never cut short.)"""
+    later = [run for run in deploys if run > me]
+    return max(later)[1] if later else None
+
+
+def status_state(outcome: str) -> str:
+    """The commit status state GitHub takes for an outcome: GitHub knows only pending, success,
+    failure and error, so a run skipped for a newer one is an `error` ("not deployed")."""
+    return "error" if outcome == "superseded" else outcome
+
+
 def _reason(error: dict | None) -> str:
     """`Error: message` from a state's caught error (a Lambda's Cause is a JSON object)."""
     if not isinstance(error, dict):
@@ -354,6 +368,10 @@ def status_description(outcome: str, environment: str, state: dict) -> str:
     """What the commit status says, from the execution's state at its end."""
     if outcome == "pending":
         return f"Deploying to {environment}"
+    if outcome == "superseded":
+        newer = (state.get("queue") or {}).get("superseded_by") or {}
+        commit = str(newer.get("commit") or "")[:7] or "a newer run"
+        return f"Not deployed to {environment}: skipped for {commit}, pushed after it"
     if outcome == "success":
         nodes = len((state.get("nodes") or {}).get("current") or [])
         image = (state.get("image") or {}).get("ami_id") or "?"

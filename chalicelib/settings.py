@@ -38,6 +38,7 @@ class Settings:
     poll_seconds: int
     node_ready_attempts: int
     queue_max_checks: int
+    skip_superseded: bool
     prune_filter: str
     prune_volumes: bool
     prune_max_concurrency: str
@@ -114,6 +115,7 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         node_ready_attempts=_int(env, "SLIPWAY_NODE_READY_ATTEMPTS", 40, 1, 1000),
         # 360 polls of 30 s: three hours behind earlier runs (a few bakes) before giving up.
         queue_max_checks=_int(env, "SLIPWAY_QUEUE_MAX_CHECKS", 360, 1, 2000),
+        skip_superseded=env.get("SLIPWAY_SKIP_SUPERSEDED", "true").lower() == "true",
         prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
         prune_volumes=env.get("SLIPWAY_PRUNE_VOLUMES", "false").lower() == "true",
         prune_max_concurrency=env.get("SLIPWAY_PRUNE_MAX_CONCURRENCY", "25%"),

@@ -54,11 +54,11 @@ def _report(repository: str, commit: str, outcome: str, state: dict, execution_a
     if not token:
         return {"reported": False, "why": "no SLIPWAY_GITHUB_TOKEN_PARAMETER: commit statuses are off"}
     description = plans.status_description(outcome, settings.environment, state)
-    github.set_status(settings.github_api, repository, commit, token, state=outcome,
+    github.set_status(settings.github_api, repository, commit, token, state=plans.status_state(outcome),
                       description=description, target_url=naming.execution_console_url(execution_arn),
                       context=naming.status_context(settings.environment))
-    logger.info("commit status set", extra={"state": outcome, "description": description})
-    return {"reported": True, "state": outcome, "description": description}
+    logger.info("commit status set", extra={"state": plans.status_state(outcome), "description": description})
+    return {"reported": True, "state": plans.status_state(outcome), "description": description}
 
 
 # --- deploy -------------------------------------------------------------------------------
@@ -99,7 +99,8 @@ def prepare(event: dict) -> dict:
 
 def report_outcome(event: dict) -> dict:
     """The run's last word on GitHub: `success`, `failure` (nothing changed: the previous nodes
-    serve), or `error` (deployed, but removing what it replaced failed). A status GitHub refuses
+    serve), `error` (deployed, but removing what it replaced failed), or `superseded` (skipped in
+    the queue for a newer push; GitHub shows it as `error`, "not deployed"). A status GitHub refuses
     is logged and the run ends as it would have; a transient failure is retried by the state machine."""
     state, outcome = event["run"], event["outcome"]
     # A run that failed in 'Prepare deployment' has no deployment yet: its input names the commit.
@@ -486,26 +487,42 @@ def _scope(event: dict) -> tuple[str, str | None]:
 def wait_turn(event: dict) -> dict:
     """One run at a time per environment: a deploy or teardown goes on only when no run of either
     state machine that started before it is still running. Waiting is the state machine's; this
-    looks once and says who is ahead (shown in the console as `queue.ahead`)."""
+    looks once and says who is ahead (shown in the console as `queue.ahead`). A deploy still
+    queued when a newer deploy has started is skipped (`queue.skip`): the newer one would replace
+    it the moment it ended (SLIPWAY_SKIP_SUPERSEDED=false deploys every push in turn)."""
     state = event["run"]  # the execution's state: a deployment's, or teardown's input
     environment, _ = _scope(state)
     me, machine = event["execution"], event["state_machine"]
+    settings = get_settings()
     sfn = aws.client("stepfunctions")
-    running = []
-    for kind in naming.STATE_MACHINES:
-        running += stepfunctions.running(sfn, naming.sibling_state_machine(machine, environment, kind))
-    mine = next((run for run in running if run[1] == me), None) or (stepfunctions.started_at(sfn, me), me)
-    ahead = [arn.split(":execution:", 1)[-1] for arn in plans.runs_ahead(mine, running)]
+    running = {kind: stepfunctions.running(sfn, naming.sibling_state_machine(machine, environment, kind))
+               for kind in naming.STATE_MACHINES}
+    everyone = [run for runs in running.values() for run in runs]
+    mine = next((run for run in everyone if run[1] == me), None) or (stepfunctions.started_at(sfn, me), me)
+    ahead = [_execution_name(arn) for arn in plans.runs_ahead(mine, everyone)]
     checks = int((state.get("queue") or {}).get("checks", 0)) + 1
-    if ahead:
-        logger.info("waiting for earlier runs", extra={"ahead": ahead, "checks": checks})
-        # Bounded, so a run stuck ahead cannot keep this one waiting until its history is full:
-        # it ends through its Catch (GitHub told, nothing to undo: it has changed nothing yet).
-        if checks >= get_settings().queue_max_checks:
-            raise QueueTimeout(f"still behind {', '.join(ahead)} after {checks} checks "
-                               "(SLIPWAY_QUEUE_MAX_CHECKS); start it again once they have ended")
-    return {"clear": not ahead, "ahead": ahead, "checks": checks,
-            "poll_seconds": get_settings().poll_seconds}
+    answer = {"clear": not ahead, "skip": False, "ahead": ahead, "checks": checks,
+              "poll_seconds": settings.poll_seconds}
+    if not ahead:
+        return answer
+    is_deploy = machine == naming.sibling_state_machine(machine, environment, "deploy")
+    newer = plans.superseded_by(mine, running["deploy"]) if is_deploy and settings.skip_superseded else None
+    if newer:
+        commit = str(stepfunctions.execution_input(sfn, newer).get("commit") or "")
+        logger.info("skipped for a newer deploy", extra={"newer": _execution_name(newer), "commit": commit})
+        return {**answer, "skip": True,
+                "superseded_by": {"execution": _execution_name(newer), "commit": commit}}
+    logger.info("waiting for earlier runs", extra={"ahead": ahead, "checks": checks})
+    # Bounded, so a run stuck ahead cannot keep this one waiting until its history is full:
+    # it ends through its Catch (GitHub told, nothing to undo: it has changed nothing yet).
+    if checks >= settings.queue_max_checks:
+        raise QueueTimeout(f"still behind {', '.join(ahead)} after {checks} checks "
+                           "(SLIPWAY_QUEUE_MAX_CHECKS); start it again once they have ended")
+    return answer
+
+
+def _execution_name(execution_arn: str) -> str:
+    return execution_arn.split(":execution:", 1)[-1]
 
 
 def leave_swarm(event: dict) -> dict:

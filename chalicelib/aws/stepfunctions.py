@@ -28,6 +28,15 @@ def started_at(sfn, execution_arn: str) -> datetime:
     return sfn.describe_execution(executionArn=execution_arn)["startDate"]
 
 
+def execution_input(sfn, execution_arn: str) -> dict:
+    """The input an execution was started with ({} if it is not a JSON object)."""
+    try:
+        found = json.loads(sfn.describe_execution(executionArn=execution_arn).get("input") or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def running(sfn, state_machine_arn: str) -> list[tuple[datetime, str]]:
     """(start date, execution ARN) of every RUNNING execution of the state machine."""
     found = []

@@ -478,6 +478,37 @@ def test_two_pushes_at_once_deploy_one_after_the_other(make_emulator):
     assert {n.image_id for n in nodes} == {second.output["image"]["ami_id"]}
 
 
+def test_a_queued_push_is_skipped_when_a_newer_push_arrives_behind_it(make_emulator):
+    # Given a deployment under way, when two more pushes arrive, then the middle one, still
+    # queued, is skipped (it would be replaced the moment it ended): it changes nothing, bakes
+    # nothing, and its commit says on GitHub which newer commit deploys instead.
+    emu = make_emulator(node_count=2, poll_seconds=1)
+    commits = [new_content(emu, commit_id()) for _ in range(3)]
+    answers = [deliver_push(emu, commit)[1] for commit in commits]
+    first, middle, last = (_follow(emu, a["execution_arn"]) for a in answers)
+    assert first.status == middle.status == last.status == "SUCCEEDED", (first.cause, middle.cause, last.cause)
+    assert middle.states[-2:] == ["Report the skipped run to GitHub", "Skipped for a newer push"]
+    assert "Look for a baked image" not in middle.states and "image" not in middle.output
+    assert middle.output["queue"]["superseded_by"] == {
+        "execution": last.execution_arn.split(":execution:")[1], "commit": commits[2]}
+    assert [(s["state"], s["description"]) for s in emu.github.statuses if s["sha"] == commits[1]] == [
+        ("pending", "Deploying to dev"),
+        ("error", f"Not deployed to dev: skipped for {commits[2][:7]}, pushed after it")]
+    assert "Bake node image" in last.states and "Skipped for a newer push" not in first.states
+    nodes = tagged_instances(emu)
+    assert {n.instance_id for n in nodes} == set(last.output["nodes"]["current"])
+    assert {n.image_id for n in nodes} == {last.output["image"]["ami_id"]}
+
+
+def test_every_push_deploys_in_turn_when_skipping_is_off(make_emulator):
+    emu = make_emulator(poll_seconds=1, extra_environment={"SLIPWAY_SKIP_SUPERSEDED": "false"})
+    answers = [deliver_push(emu, commit_id())[1] for _ in range(3)]
+    runs = [_follow(emu, a["execution_arn"]) for a in answers]
+    assert [r.status for r in runs] == ["SUCCEEDED"] * 3, [r.cause for r in runs]
+    assert all("Deployment succeeded" in r.states for r in runs)
+    assert "Wait for earlier runs" in runs[1].states
+
+
 def test_a_teardown_started_during_a_deploy_waits_for_it_and_leaves_nothing(make_emulator):
     # Given a deployment under way, when someone starts the teardown from the console, then it
     # waits for the deployment to end instead of deleting the network under it, and then removes

@@ -301,6 +301,30 @@ def test_two_runs_started_in_the_same_instant_never_wait_for_each_other():
     assert plans.runs_ahead((t, "arn:y"), running) == ["arn:x"]
 
 
+def test_a_queued_deploy_is_superseded_by_the_newest_deploy_started_after_it():
+    from datetime import datetime, timedelta, timezone
+
+    t = datetime(2026, 11, 28, tzinfo=timezone.utc)
+    me = (t + timedelta(seconds=5), "arn:me")
+    deploys = [(t, "arn:before"), me, (t + timedelta(seconds=7), "arn:newer"),
+               (t + timedelta(seconds=9), "arn:newest")]
+    assert plans.superseded_by(me, deploys) == "arn:newest"
+    assert plans.superseded_by((t + timedelta(seconds=9), "arn:newest"), deploys) is None
+    assert plans.superseded_by(me, [(t, "arn:before"), me]) is None
+    # Two deploys started in the same instant are ordered by ARN as in runs_ahead: y waits for x
+    # and is the newer of the two, so it is not skipped (x goes first and never asks).
+    assert plans.superseded_by((t, "arn:y"), [(t, "arn:x"), (t, "arn:y")]) is None
+    assert plans.superseded_by((t, "arn:x"), [(t, "arn:x"), (t, "arn:y")]) == "arn:y"
+
+
+def test_a_skipped_commit_is_an_error_on_github_that_names_the_newer_commit():
+    state = {"queue": {"superseded_by": {"execution": "x", "commit": "c0ffee" + "0" * 34}}}
+    assert plans.status_state("superseded") == "error"
+    assert plans.status_state("success") == "success" and plans.status_state("failure") == "failure"
+    assert plans.status_description("superseded", "dev", state) == (
+        "Not deployed to dev: skipped for c0ffee0, pushed after it")
+
+
 def test_the_commit_status_says_what_happened():
     import json
 
