@@ -75,12 +75,15 @@ class NodePlan:
 UP = ("pending", "running")
 
 
-def plan_nodes(nodes, image_id: str, desired: int) -> NodePlan:
-    """Keep up to `desired` nodes that are up and run the image, launch the shortfall, mark the
-    rest (another image, stopped, or more than `desired`) for retirement. Scaling down keeps
-    managers before workers (a worker leaves without touching the Raft quorum), otherwise the
-    earliest listed."""
-    up = [n for n in nodes if n.image_id == image_id and n.state in UP]
+def plan_nodes(nodes, image_id: str, desired: int, deployment: str = "") -> NodePlan:
+    """Keep up to `desired` nodes that are up, run the image and are in the swarm (or are this
+    deployment's own, launched by an earlier attempt of its step), launch the shortfall, mark the
+    rest for retirement: another image, stopped, more than `desired`, or launched by a run that
+    ended before they joined (stopped from the console, timed out), which would fail the health
+    gate for ever. Scaling down keeps managers before workers (a worker leaves without touching the
+    Raft quorum), otherwise the earliest listed."""
+    up = [n for n in nodes if n.image_id == image_id and n.state in UP
+          and (n.swarm_role or (deployment and n.deployment == deployment))]
     keep = {n.instance_id for n in sorted(up, key=lambda n: n.swarm_role != "manager")[:desired]}
     current = tuple(n.instance_id for n in up if n.instance_id in keep)
     old = tuple(n.instance_id for n in nodes if n.instance_id not in keep)

@@ -193,7 +193,7 @@ def launch_nodes(event: dict) -> dict:
     client = aws.client("ec2")
     ami_id = event["image"]["ami_id"]
     existing = ec2.list_nodes(client, deployment["environment"])
-    plan = plans.plan_nodes(existing, ami_id, settings.node_count)
+    plan = plans.plan_nodes(existing, ami_id, settings.node_count, deployment["id"])
     # A retried step finds the nodes its first attempt launched among the existing ones: they are
     # still this deployment's new nodes (they must join the swarm), not nodes kept from before.
     new = [n.instance_id for n in existing if n.instance_id in plan.current

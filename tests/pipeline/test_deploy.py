@@ -509,6 +509,34 @@ def test_every_push_deploys_in_turn_when_skipping_is_off(make_emulator):
     assert "Wait for earlier runs" in runs[1].states
 
 
+def test_nodes_of_a_run_stopped_before_they_joined_are_retired_by_the_next_deploy(make_emulator):
+    # Given a deploy stopped from the console after it launched a node and before the node joined
+    # the swarm (no undo runs), then the next deploy of the same image does not count that node
+    # as serving (it would fail the health gate for ever): it launches its own and retires it.
+    import time
+
+    emu = make_emulator(poll_seconds=1)
+    first = deploy(emu)
+    stopped_commit = new_content(emu, commit_id())
+    arn = deliver_push(emu, stopped_commit)[1]["execution_arn"]
+    deadline = time.monotonic() + 60
+    while _entered(emu, arn, "Wait for nodes") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sfn = emu.client("stepfunctions")
+    sfn.stop_execution(executionArn=arn, error="Operator", cause="stopped from the console")
+    assert _follow(emu, arn).status == "ABORTED"
+    stray = {n.instance_id for n in tagged_instances(emu)} - set(first.output["nodes"]["current"])
+    assert len(stray) == 1
+    again = commit_id()
+    emu.github.trees[again] = emu.github.trees[stopped_commit]  # same image, already baked
+    nxt = deploy(emu, again)
+    assert nxt.status == "SUCCEEDED", (nxt.error, nxt.cause)
+    assert "Bake node image" not in nxt.states
+    assert stray & set(nxt.output["nodes"]["old"]) == stray
+    assert {n.instance_id for n in tagged_instances(emu)} == set(nxt.output["nodes"]["current"])
+    assert not stray & set(nxt.output["nodes"]["current"])
+
+
 def test_a_teardown_started_during_a_deploy_waits_for_it_and_leaves_nothing(make_emulator):
     # Given a deployment under way, when someone starts the teardown from the console, then it
     # waits for the deployment to end instead of deleting the network under it, and then removes

@@ -12,8 +12,8 @@ from chalicelib.aws.ssm import Invocation
 from chalicelib.errors import InvalidInput
 
 
-def node(instance_id, image, state="running"):
-    return Node(instance_id, image, state, f"ip-{instance_id}", "10.0.0.1", "dep")
+def node(instance_id, image, state="running", deployment="dep", role="manager"):
+    return Node(instance_id, image, state, f"ip-{instance_id}", "10.0.0.1", deployment, swarm_role=role)
 
 
 def test_nodes_running_the_image_are_kept_and_the_rest_retired():
@@ -36,6 +36,16 @@ def test_scaling_down_retires_workers_before_managers():
 
 def test_nothing_is_launched_when_the_image_already_runs_everywhere():
     assert plans.plan_nodes([node("i-1", "ami")], "ami", 1) == plans.NodePlan(0, ("i-1",), ())
+
+
+def test_nodes_a_stopped_run_launched_but_never_joined_are_retired():
+    # A run stopped from the console (or timed out) after launching its nodes, before they
+    # joined: the next deployment must not keep them, or its health gate fails for ever.
+    nodes = [node("i-1", "ami"), node("i-2", "ami", deployment="stopped", role="")]
+    assert plans.plan_nodes(nodes, "ami", 2, "next") == plans.NodePlan(1, ("i-1",), ("i-2",))
+    # ...but a node of this very deployment, launched by an earlier attempt of its step, stays.
+    mine = [node("i-1", "ami"), node("i-3", "ami", deployment="next", role="")]
+    assert plans.plan_nodes(mine, "ami", 2, "next") == plans.NodePlan(0, ("i-1", "i-3"), ())
 
 
 def test_first_node_initialises_a_swarm_when_there_is_none():
