@@ -49,6 +49,15 @@ def record_prune(event):
     return steps.record_prune(event.to_dict())
 
 
+# A deploy stopped from the console, or timed out, ran none of its own states that tell GitHub:
+# Step Functions' status-change event does, so the commit does not stay "pending".
+@app.on_cw_event({"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
+                  "detail": {"status": ["ABORTED", "TIMED_OUT"]}},
+                 name="report_stopped_run")
+def report_stopped_run(event):
+    return steps.report_stopped_run(event.to_dict())
+
+
 # One Lambda per state-machine Task. The ASL refers to each as ${<CamelName>FunctionArn}.
 TASKS = {
     "prepare": steps.prepare,

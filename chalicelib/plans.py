@@ -349,8 +349,9 @@ def superseded_by(me: tuple[datetime, str], deploys: list[tuple[datetime, str]])
 
 def status_state(outcome: str) -> str:
     """The commit status state GitHub takes for an outcome: GitHub knows only pending, success,
-    failure and error, so a run skipped for a newer one is an `error` ("not deployed")."""
-    return "error" if outcome == "superseded" else outcome
+    failure and error, so a run skipped for a newer one, or stopped before it ended, is an
+    `error` ("not deployed")."""
+    return "error" if outcome in ("superseded", "stopped") else outcome
 
 
 def _reason(error: dict | None) -> str:
@@ -371,6 +372,10 @@ def status_description(outcome: str, environment: str, state: dict) -> str:
     """What the commit status says, from the execution's state at its end."""
     if outcome == "pending":
         return f"Deploying to {environment}"
+    if outcome == "stopped":
+        how = "timed out" if state.get("status") == "TIMED_OUT" else "stopped"
+        return (f"Deploy to {environment} {how} before it ended; the next deployment retires "
+                "the nodes it left")
     if outcome == "superseded":
         newer = (state.get("queue") or {}).get("superseded_by") or {}
         commit = str(newer.get("commit") or "")[:7] or "a newer run"

@@ -7,6 +7,7 @@ the state machine's job: a step that finds work unfinished says so and returns a
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 import zipfile
 
@@ -117,6 +118,31 @@ def report_outcome(event: dict) -> dict:
     except GitHubRefused as exc:
         logger.warning("commit status refused", extra={"why": str(exc)})
         return {"reported": False, "why": str(exc)}
+
+
+def report_stopped_run(event: dict) -> dict:
+    """On Step Functions' "Execution Status Change" for a deploy stopped from the console or timed
+    out: no state of the run itself ran to tell GitHub, so the commit would stay `pending` for
+    ever. Events of other state machines (another stage's, or anything else in the account) are
+    ignored. EventBridge invokes it asynchronously: an error (GitHub down) is retried by Lambda,
+    twice."""
+    settings = get_settings()
+    detail = event.get("detail") or {}
+    status, machine = str(detail.get("status") or ""), str(detail.get("stateMachineArn") or "")
+    if status not in ("ABORTED", "TIMED_OUT"):
+        return {"ignored": f"status {status or 'missing'}"}
+    if not machine.endswith(":stateMachine:" + naming.state_machine_name(settings.environment, "deploy")):
+        return {"ignored": "not this environment's deploy state machine"}
+    try:
+        run = json.loads(detail.get("input") or "{}")
+    except ValueError:
+        run = None
+    if not isinstance(run, dict):
+        return {"ignored": "the execution's input is not a JSON object"}
+    answer = report_outcome({"run": {**run, "status": status}, "outcome": "stopped",
+                             "execution_arn": str(detail.get("executionArn") or "")})
+    logger.info("stopped run reported", extra={"status": status, "github": answer})
+    return answer
 
 
 def find_image(event: dict) -> dict:

@@ -9,8 +9,9 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
 - GitHub: the pipeline's REST calls (a commit's top-level trees, its archive, commit statuses)
   are answered by slipway.github_api, with a token kept in SSM as on AWS.
 - EventBridge: the rules Chalice creates are created; when a Run Command finishes, SSM's
-  "EC2 Command Status-change Notification" is matched against them (moto's matcher) and delivered
-  to the Lambda targets on a worker thread (moto's EventBridge has no Lambda targets).
+  "EC2 Command Status-change Notification", and when an execution is stopped, Step Functions'
+  "Execution Status Change", are matched against them (moto's matcher) and delivered to the
+  Lambda targets on a worker thread (moto's EventBridge has no Lambda targets).
 - EC2: RunInstances honours its ClientToken (a repeat returns the first reservation).
 - Step Functions: an execution started without a name gets a UUID, and a name is taken atomically,
   as on AWS.
@@ -132,6 +133,7 @@ class Emulator:
         self._start_lock = threading.Lock()
         self._last_image_date = None
         self._events: queue.Queue = queue.Queue()
+        self._closing = False
         self.delivered_events: list[dict] = []
         self.results: list[tuple[str, Any]] = []  # (function, what it returned or raised)
         self.app = None
@@ -205,6 +207,7 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop executions still running (their threads would outlive the backends), then close."""
+        self._closing = True  # no "stopped" event for these: nothing is left to receive it
         with contextlib.suppress(Exception):
             sfn = self.client("stepfunctions")
             for arn in self.arns.values():
@@ -371,6 +374,17 @@ class Emulator:
 
         patch(mock.patch.object(StepFunctionsParserBackend, "start_execution", start_execution))
 
+        original_stop_execution = StepFunctionsParserBackend.stop_execution
+
+        def stop_execution(backend, execution_arn, *args, **kwargs):
+            # Step Functions tells EventBridge when an execution ends; a stopped one is what
+            # Slipway listens for (moto sends no such event).
+            execution = original_stop_execution(backend, execution_arn, *args, **kwargs)
+            emulator._execution_stopped(execution, backend.region_name, "ABORTED")
+            return execution
+
+        patch(mock.patch.object(StepFunctionsParserBackend, "stop_execution", stop_execution))
+
         original_run_instances = InstanceBackend.run_instances
 
         def run_instances(backend, image_id, count, user_data, security_group_names, **kwargs):
@@ -533,6 +547,29 @@ class Emulator:
                        "parameters": command.parameters,
                        "requested-date-time": str(command.requested_date_time),
                        "status": status},
+        }
+        self._events.put((region, event))
+
+    def _execution_stopped(self, execution, region: str, status: str) -> None:
+        """What Step Functions sends EventBridge when an execution ends ("Step Functions Execution
+        Status Change"), for a stopped one."""
+        if self._closing:
+            return
+        def millis(moment) -> int | None:
+            return int(moment.timestamp() * 1000) if moment else None
+
+        arn = execution.execution_arn
+        event = {
+            "version": "0", "id": str(uuid.uuid4()),
+            "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+            "account": ACCOUNT, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": region, "resources": [arn],
+            "detail": {"executionArn": arn, "stateMachineArn": execution.state_machine_arn,
+                       "name": execution.name, "status": status,
+                       "startDate": millis(execution.start_date),
+                       "stopDate": millis(getattr(execution, "stop_date", None)) or int(time.time() * 1000),
+                       "input": execution.execution_input, "inputDetails": {"included": True},
+                       "output": None, "outputDetails": None},
         }
         self._events.put((region, event))
 

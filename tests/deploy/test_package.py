@@ -117,7 +117,7 @@ def test_chalice_manages_a_role_per_function_from_the_policy_files():
             f.get("iam_policy_file", settings["iam_policy_file"])
             for f in settings.get("lambda_functions", {}).values()}
         assert files == {f"policy-{stage}.json", f"policy-{stage}-prune.json",
-                         f"policy-{stage}-webhook.json"}
+                         f"policy-{stage}-webhook.json", f"policy-{stage}-report.json"}
         assert all((CHALICE / f).is_file() for f in files)
 
 

@@ -122,7 +122,8 @@ def test_every_function_is_deployed_with_its_own_role_and_the_stack_outputs(depl
         policies[chalice_name] = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
     # The policy each role got is the file .chalice/config.json names for that function.
     expected = {"api_handler": "policy-dev-webhook.json", "prune": "policy-dev-prune.json",
-                "record_prune": "policy-dev-prune.json", "prepare": "policy-dev.json"}
+                "record_prune": "policy-dev-prune.json", "prepare": "policy-dev.json",
+                "report_stopped_run": "policy-dev-report.json"}
     for name, filename in expected.items():
         assert policies[name] == json.loads((checkout / ".chalice" / filename).read_text())
 
@@ -140,7 +141,7 @@ def test_each_function_has_a_log_group_with_the_retention(deployed):
         assert groups.get(name) == 30, name
 
 
-def test_the_prune_schedule_and_the_command_rule_target_their_functions(deployed):
+def test_the_prune_schedule_and_the_event_rules_target_their_functions(deployed):
     endpoint, _, _ = deployed
     events, lam = _client(endpoint, "events"), _client(endpoint, "lambda")
     rules = {r["Name"]: r for r in events.list_rules()["Rules"]}
@@ -148,8 +149,12 @@ def test_the_prune_schedule_and_the_command_rule_target_their_functions(deployed
     assert rules["slipway-dev-prune-event"]["ScheduleExpression"] == "rate(1 day)"
     pattern = json.loads(rules["slipway-dev-record_prune-event"]["EventPattern"])
     assert pattern["detail-type"] == ["EC2 Command Status-change Notification"]
+    stopped = json.loads(rules["slipway-dev-report_stopped_run-event"]["EventPattern"])
+    assert stopped["detail-type"] == ["Step Functions Execution Status Change"]
+    assert stopped["detail"]["status"] == ["ABORTED", "TIMED_OUT"]
     for rule, function in (("slipway-dev-prune-event", "slipway-dev-prune"),
-                           ("slipway-dev-record_prune-event", "slipway-dev-record_prune")):
+                           ("slipway-dev-record_prune-event", "slipway-dev-record_prune"),
+                           ("slipway-dev-report_stopped_run-event", "slipway-dev-report_stopped_run")):
         [target] = events.list_targets_by_rule(Rule=rule)["Targets"]
         assert target["Arn"] == lam.get_function_configuration(FunctionName=function)["FunctionArn"]
 

@@ -70,3 +70,56 @@ def test_without_a_token_no_status_is_sent(make_emulator):
     assert run.status == "SUCCEEDED"
     assert run.output["github"]["reported"] is False and "TOKEN_PARAMETER" in run.output["github"]["why"]
     assert [r for r in emu.github.requests if r.startswith("POST ")] == []
+
+
+def _stop_when(emu, arn, state):
+    import time
+
+    from tests.pipeline.test_deploy import _entered, _follow
+
+    deadline = time.monotonic() + 60
+    while _entered(emu, arn, state) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    emu.client("stepfunctions").stop_execution(executionArn=arn, error="Operator", cause="console")
+    run = _follow(emu, arn)
+    emu.wait_for_events()
+    return run
+
+
+def test_a_deploy_stopped_from_the_console_does_not_stay_pending(make_emulator):
+    # Stopping a run runs none of its states: Step Functions' status-change event reaches
+    # report_stopped_run, which marks the commit not deployed instead of leaving it pending.
+    from tests.conftest import deliver_push
+
+    emu = make_emulator(poll_seconds=1)
+    commit = commit_id()
+    run = _stop_when(emu, deliver_push(emu, commit)[1]["execution_arn"], "Wait for nodes")
+    assert run.status == "ABORTED"
+    assert statuses(emu, commit) == [
+        ("pending", "Deploying to dev"),
+        ("error", "Deploy to dev stopped before it ended; the next deployment retires the nodes it left")]
+    [target] = [s["target_url"] for s in emu.github.statuses if s["state"] == "error"]
+    assert target.endswith("#/v2/executions/details/" + run.execution_arn)
+
+
+def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_emulator):
+    import json
+
+    from chalicelib import steps
+
+    emu = make_emulator(poll_seconds=1)
+    assert deploy(emu).status == "SUCCEEDED"
+    sent = len(emu.github.statuses)
+    arn = emu.client("stepfunctions").start_execution(
+        stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment}))["executionArn"]
+    assert _stop_when(emu, arn, "Terminate nodes").status == "ABORTED"
+    handled = [r for name, r in emu.results if name.endswith("-report_stopped_run")]
+    assert handled == [{"ignored": "not this environment's deploy state machine"}]
+    other = {"detail": {"status": "ABORTED", "input": json.dumps({"commit": commit_id(), "repository": "a/b"}),
+                        "stateMachineArn": emu.arns["deploy"].replace("slipway-dev-deploy", "slipway-prod-deploy")}}
+    assert steps.report_stopped_run(other) == {"ignored": "not this environment's deploy state machine"}
+    assert steps.report_stopped_run({"detail": {"status": "SUCCEEDED"}}) == {"ignored": "status SUCCEEDED"}
+    assert steps.report_stopped_run({"detail": {"status": "ABORTED", "stateMachineArn": emu.arns["deploy"],
+                                                   "input": "[1]"}}) == {
+        "ignored": "the execution's input is not a JSON object"}
+    assert len(emu.github.statuses) == sent
