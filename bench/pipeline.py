@@ -1,6 +1,7 @@
 """Deploy cost on the emulator: mutating AWS calls and state transitions for a first deploy, a
 push that changes nothing in the image, and a push with a new image; first deploys of 1, 3 and
-10 nodes; and the fewest healthy nodes seen during a replacement (sampled every 5 ms)."""
+10 nodes; the fewest healthy nodes seen during a replacement (sampled every 5 ms); and a burst of
+five pushes with new images, with and without skipping queued pushes a newer one supersedes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chalicelib import aws  # noqa: E402
 from slipway.emulator import ACCOUNT, REGION, Emulator  # noqa: E402
-from tests.conftest import commit_id, deploy  # noqa: E402
+from slipway.follow import follow  # noqa: E402
+from tests.conftest import commit_id, deliver_push, deploy  # noqa: E402
 
 READS = ("Describe", "Get", "List", "BatchGet")
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
@@ -91,8 +93,33 @@ def downtime() -> tuple[int, int]:
         return len(samples), min(samples)
 
 
+def burst(skip: bool, pushes: int = 5) -> dict:
+    """`pushes` pushes with new images delivered at once to an environment already deployed:
+    how many deployed, how many were skipped, and what the whole burst cost."""
+    environment = {**QUIET, "SLIPWAY_SKIP_SUPERSEDED": str(skip).lower()}
+    with mock.patch.dict(os.environ, environment), Emulator(poll_seconds=1, extra_environment={
+            "SLIPWAY_SKIP_SUPERSEDED": str(skip).lower()}) as emu:
+        deploy(emu, commit_id())
+        calls = Calls()
+        calls.install()
+        commits = [commit_id() for _ in range(pushes)]
+        for commit in commits:
+            emu.github.trees[commit] = {"ansible": commit, "packer": "f" * 40}
+        arns = [deliver_push(emu, commit)[1]["execution_arn"] for commit in commits]
+        runs = [follow(emu.client("stepfunctions"), arn, say=lambda *a, **k: None, poll=0.05, timeout=600)
+                for arn in arns]
+        assert all(r.status == "SUCCEEDED" for r in runs), [(r.error, r.cause) for r in runs]
+        counted = calls.take()
+        return {"deployed": sum("Deployment succeeded" in r.states for r in runs),
+                "skipped": sum("Skipped for a newer push" in r.states for r in runs),
+                "bakes": sum("Bake node image" in r.states for r in runs),
+                "transitions": sum(r.state_transitions for r in runs),
+                "mutating": sum(counted.values()), "pushes": pushes}
+
+
 def main() -> dict:
-    return {"scenarios": scenarios(), "downtime": downtime()}
+    return {"scenarios": scenarios(), "downtime": downtime(),
+            "burst": {"skip": burst(True), "every push": burst(False)}}
 
 
 def report(results: dict) -> None:
@@ -102,6 +129,10 @@ def report(results: dict) -> None:
         print(f"  {label:<26} {sum(counted.values()):>3} mutating calls, {transitions:>3} transitions  ({detail})")
     n, low = results["downtime"]
     print(f"  replacement of 2 nodes: fewest healthy nodes in {n} samples = {low} (0 would be downtime)")
+    for label, b in results["burst"].items():
+        print(f"  burst of {b['pushes']} pushes with new images, poll 1 s ({label}): {b['deployed']} deployed, "
+              f"{b['skipped']} skipped, {b['bakes']} bakes, {b['mutating']} mutating calls, "
+              f"{b['transitions']} transitions")
 
 
 if __name__ == "__main__":
