@@ -16,6 +16,7 @@ def image_name(environment: str, image_key: str) -> str:
 
 
 STATE_MACHINES = ("deploy", "teardown")
+QUEUE_STATE = "Look for earlier runs"  # the first state after a deploy's input was found good
 
 
 def state_machine_name(environment: str, kind: str) -> str:

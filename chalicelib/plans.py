@@ -339,12 +339,11 @@ def runs_ahead(me: tuple[datetime, str], running: list[tuple[datetime, str]]) ->
     return [arn for start, arn in sorted(running) if (start, arn) < me]
 
 
-def superseded_by(me: tuple[datetime, str], deploys: list[tuple[datetime, str]]) -> str | None:
-    """The newest deploy that started after `me`, which makes a queued deploy pointless: it would
-    replace whatever `me` deployed as soon as `me` ended. None when no deploy started later.
-    (Only for a run still queued: one already deploying is never cut short.)"""
-    later = [run for run in deploys if run > me]
-    return max(later)[1] if later else None
+def newer_deploys(me: tuple[datetime, str], deploys: list[tuple[datetime, str]]) -> list[str]:
+    """Deploys that started after `me`, the newest first: any of them that gets under way makes a
+    queued `me` pointless, since it would replace whatever `me` deployed as soon as `me` ended.
+    (Only asked of a run still queued: one already deploying is never cut short.)"""
+    return [arn for _, arn in sorted((run for run in deploys if run > me), reverse=True)]
 
 
 def status_state(outcome: str) -> str:
@@ -374,12 +373,12 @@ def status_description(outcome: str, environment: str, state: dict) -> str:
         return f"Deploying to {environment}"
     if outcome == "stopped":
         how = "timed out" if state.get("status") == "TIMED_OUT" else "stopped"
-        return (f"Deploy to {environment} {how} before it ended; the next deployment retires "
-                "the nodes it left")
+        return (f"Deploy to {environment} {how} before it ended: not deployed; the next "
+                "deployment cleans up after it")
     if outcome == "superseded":
         newer = (state.get("queue") or {}).get("superseded_by") or {}
         commit = str(newer.get("commit") or "")[:7] or "a newer run"
-        return f"Not deployed to {environment}: skipped for {commit}, pushed after it"
+        return f"Not deployed to {environment}: skipped for {commit}, started after it"
     if outcome == "success":
         nodes = len((state.get("nodes") or {}).get("current") or [])
         image = (state.get("image") or {}).get("ami_id") or "?"

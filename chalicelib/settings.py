@@ -61,6 +61,13 @@ def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int) ->
     return value
 
 
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key, str(default)).strip().lower()
+    if raw not in ("true", "false"):
+        raise ConfigurationError(f"{key} must be true or false, got {env.get(key)!r}")
+    return raw == "true"
+
+
 def _list(env: Mapping[str, str], key: str, default: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(key, default).split(",") if item.strip())
 
@@ -115,9 +122,9 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         node_ready_attempts=_int(env, "SLIPWAY_NODE_READY_ATTEMPTS", 40, 1, 1000),
         # 360 polls of 30 s: three hours behind earlier runs (a few bakes) before giving up.
         queue_max_checks=_int(env, "SLIPWAY_QUEUE_MAX_CHECKS", 360, 1, 2000),
-        skip_superseded=env.get("SLIPWAY_SKIP_SUPERSEDED", "true").lower() == "true",
+        skip_superseded=_bool(env, "SLIPWAY_SKIP_SUPERSEDED", True),
         prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
-        prune_volumes=env.get("SLIPWAY_PRUNE_VOLUMES", "false").lower() == "true",
+        prune_volumes=_bool(env, "SLIPWAY_PRUNE_VOLUMES", False),
         prune_max_concurrency=env.get("SLIPWAY_PRUNE_MAX_CONCURRENCY", "25%"),
         prune_max_errors=env.get("SLIPWAY_PRUNE_MAX_ERRORS", "0"),
         node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),

@@ -113,6 +113,9 @@ def report_outcome(event: dict) -> dict:
         return {"reported": False, "why": "the run has no commit to report on"}
     if not repository:
         return {"reported": False, "why": "the run has no repository to report on"}
+    newer = (state.get("queue") or {}).get("superseded_by") or {}
+    if outcome == "superseded" and str(newer.get("commit") or "").lower() == commit:
+        return {"reported": False, "why": "the run this one was skipped for deploys the same commit"}
     try:
         return _report(repository, commit, outcome, state, event["execution_arn"])
     except GitHubRefused as exc:
@@ -532,7 +535,10 @@ def wait_turn(event: dict) -> dict:
     if not ahead:
         return answer
     is_deploy = machine == naming.sibling_state_machine(machine, environment, "deploy")
-    newer = plans.superseded_by(mine, running["deploy"]) if is_deploy and settings.skip_superseded else None
+    candidates = plans.newer_deploys(mine, running["deploy"]) if is_deploy and settings.skip_superseded else []
+    # Only for a newer run that got past "Prepare deployment": one with bad input, or that cannot
+    # reach GitHub, must not cost this run its turn. Until one has, this run keeps waiting.
+    newer = next((arn for arn in candidates if stepfunctions.entered(sfn, arn, naming.QUEUE_STATE)), None)
     if newer:
         commit = str(stepfunctions.execution_input(sfn, newer).get("commit") or "")
         logger.info("skipped for a newer deploy", extra={"newer": _execution_name(newer), "commit": commit})

@@ -379,8 +379,10 @@ class Emulator:
         def stop_execution(backend, execution_arn, *args, **kwargs):
             # Step Functions tells EventBridge when an execution ends; a stopped one is what
             # Slipway listens for (moto sends no such event).
+            was_running = backend.describe_execution(execution_arn).status == "RUNNING"
             execution = original_stop_execution(backend, execution_arn, *args, **kwargs)
-            emulator._execution_stopped(execution, backend.region_name, "ABORTED")
+            if was_running:  # stopping a run that has ended changes nothing and tells no one
+                emulator._execution_stopped(execution, backend.region_name, "ABORTED")
             return execution
 
         patch(mock.patch.object(StepFunctionsParserBackend, "stop_execution", stop_execution))

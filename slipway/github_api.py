@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -76,6 +77,7 @@ class FakeGitHub:
         self.project_dir = project_dir
         self.trees: dict[str, dict[str, str]] = {}
         self.missing: set[str] = set()  # commits to answer 404 for, as GitHub does for unknown ones
+        self.slow: dict[str, float] = {}  # commits whose trees are answered after this many seconds
         self.requests: list[str] = []
         self.token: str | None = None  # what POST .../statuses must present as its bearer token
         self.statuses: list[dict] = []  # {"repository", "sha", "state", "description", "target_url", "context"}
@@ -138,6 +140,7 @@ class FakeGitHub:
                 if not match:
                     self._answer(404, {"message": "Not Found"})
                     return
+                time.sleep(github.slow.get(match.group(1), 0))
                 if match.group(1) in github.missing:
                     self._answer(404, {"message": "Not Found"})
                     return

@@ -44,3 +44,9 @@ def running(sfn, state_machine_arn: str) -> list[tuple[datetime, str]]:
             stateMachineArn=state_machine_arn, statusFilter="RUNNING"):
         found += [(e["startDate"], e["executionArn"]) for e in page["executions"]]
     return found
+
+
+def entered(sfn, execution_arn: str, state: str, within: int = 100) -> bool:
+    """Whether the execution has entered `state` among its first `within` history events."""
+    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=within)["events"]
+    return any(e.get("stateEnteredEventDetails", {}).get("name") == state for e in events)

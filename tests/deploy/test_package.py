@@ -209,8 +209,11 @@ def test_the_pipeline_tasks_may_not_read_the_webhook_secret():
     for stage in ("dev", "prod"):
         tasks = json.loads((CHALICE / f"policy-{stage}.json").read_text())
         webhook = json.loads((CHALICE / f"policy-{stage}-webhook.json").read_text())
+        report = json.loads((CHALICE / f"policy-{stage}-report.json").read_text())
         for name in ("github-webhook-secret", "github-webhook-secret-previous"):
             assert _decision(tasks, "ssm:GetParameter", arn.format(stage=stage, name=name)) == "Deny"
+            assert _decision(report, "ssm:GetParameter", arn.format(stage=stage, name=name)) == "Deny"
             assert _decision(webhook, "ssm:GetParameter", arn.format(stage=stage, name=name)) == "Allow"
         assert _decision(tasks, "ssm:GetParameter", arn.format(stage=stage, name="github-token")) == "Allow"
+        assert _decision(report, "ssm:GetParameter", arn.format(stage=stage, name="github-token")) == "Allow"
         assert _decision(tasks, "ssm:GetParameter", arn.format(stage=stage, name="swarm/worker-token")) == "Allow"

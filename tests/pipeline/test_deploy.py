@@ -493,11 +493,47 @@ def test_a_queued_push_is_skipped_when_a_newer_push_arrives_behind_it(make_emula
         "execution": last.execution_arn.split(":execution:")[1], "commit": commits[2]}
     assert [(s["state"], s["description"]) for s in emu.github.statuses if s["sha"] == commits[1]] == [
         ("pending", "Deploying to dev"),
-        ("error", f"Not deployed to dev: skipped for {commits[2][:7]}, pushed after it")]
+        ("error", f"Not deployed to dev: skipped for {commits[2][:7]}, started after it")]
     assert "Bake node image" in last.states and "Skipped for a newer push" not in first.states
     nodes = tagged_instances(emu)
     assert {n.instance_id for n in nodes} == set(last.output["nodes"]["current"])
     assert {n.image_id for n in nodes} == {last.output["image"]["ami_id"]}
+
+
+def test_a_newer_run_that_fails_in_prepare_does_not_cost_a_queued_push_its_turn(make_emulator):
+    # A queued push is skipped only for a newer run that got past "Prepare deployment": a run
+    # for a commit GitHub does not know (and is slow to say so) fails there, and the push still
+    # deploys, though it saw that run running while it waited.
+    emu = make_emulator(poll_seconds=1)
+    ahead = deliver_push(emu, commit_id())[1]
+    queued_commit = new_content(emu, commit_id())
+    queued = deliver_push(emu, queued_commit)[1]
+    bad = commit_id()
+    emu.github.missing.add(bad)
+    emu.github.slow[bad] = 3  # three seconds in Prepare: the queued run looks a few times meanwhile
+    newer = deliver_push(emu, bad)[1]
+    first, pushed, failed = (_follow(emu, a["execution_arn"]) for a in (ahead, queued, newer))
+    assert failed.status == "FAILED" and failed.error == "InvalidInput"
+    assert first.status == pushed.status == "SUCCEEDED", (first.cause, pushed.cause)
+    assert "Deployment succeeded" in pushed.states and "Wait for earlier runs" in pushed.states
+    assert {n.image_id for n in tagged_instances(emu)} == {pushed.output["image"]["ami_id"]}
+
+
+def test_a_run_skipped_for_a_run_of_its_own_commit_leaves_that_commits_status_alone(make_emulator):
+    # A push queued behind a deployment, then the same commit started by hand: the push is
+    # skipped, and GitHub shows only the deploying run's pending and success for the commit.
+    emu = make_emulator(poll_seconds=1)
+    ahead = deliver_push(emu, commit_id())[1]
+    commit = new_content(emu, commit_id())
+    queued = deliver_push(emu, commit)[1]
+    sfn = emu.client("stepfunctions")
+    by_hand = sfn.start_execution(stateMachineArn=emu.arns["deploy"], input=json.dumps(
+        {"repository": "example/app", "commit": commit, "ref": "refs/heads/main"}))["executionArn"]
+    first, skipped, deployed = (_follow(emu, arn) for arn in (ahead["execution_arn"], queued["execution_arn"], by_hand))
+    assert (first.status, skipped.status, deployed.status) == ("SUCCEEDED",) * 3
+    assert "Skipped for a newer push" in skipped.states and "Deployment succeeded" in deployed.states
+    assert skipped.output["github"]["reported"] is False
+    assert [s["state"] for s in emu.github.statuses if s["sha"] == commit] == ["pending", "pending", "success"]
 
 
 def test_every_push_deploys_in_turn_when_skipping_is_off(make_emulator):

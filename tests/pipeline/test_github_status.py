@@ -97,7 +97,7 @@ def test_a_deploy_stopped_from_the_console_does_not_stay_pending(make_emulator):
     assert run.status == "ABORTED"
     assert statuses(emu, commit) == [
         ("pending", "Deploying to dev"),
-        ("error", "Deploy to dev stopped before it ended; the next deployment retires the nodes it left")]
+        ("error", "Deploy to dev stopped before it ended: not deployed; the next deployment cleans up after it")]
     [target] = [s["target_url"] for s in emu.github.statuses if s["state"] == "error"]
     assert target.endswith("#/v2/executions/details/" + run.execution_arn)
 

@@ -311,20 +311,20 @@ def test_two_runs_started_in_the_same_instant_never_wait_for_each_other():
     assert plans.runs_ahead((t, "arn:y"), running) == ["arn:x"]
 
 
-def test_a_queued_deploy_is_superseded_by_the_newest_deploy_started_after_it():
+def test_the_deploys_that_can_supersede_a_queued_one_are_the_later_ones_newest_first():
     from datetime import datetime, timedelta, timezone
 
     t = datetime(2026, 11, 28, tzinfo=timezone.utc)
     me = (t + timedelta(seconds=5), "arn:me")
     deploys = [(t, "arn:before"), me, (t + timedelta(seconds=7), "arn:newer"),
                (t + timedelta(seconds=9), "arn:newest")]
-    assert plans.superseded_by(me, deploys) == "arn:newest"
-    assert plans.superseded_by((t + timedelta(seconds=9), "arn:newest"), deploys) is None
-    assert plans.superseded_by(me, [(t, "arn:before"), me]) is None
+    assert plans.newer_deploys(me, deploys) == ["arn:newest", "arn:newer"]
+    assert plans.newer_deploys((t + timedelta(seconds=9), "arn:newest"), deploys) == []
+    assert plans.newer_deploys(me, [(t, "arn:before"), me]) == []
     # Two deploys started in the same instant are ordered by ARN as in runs_ahead: y waits for x
-    # and is the newer of the two, so it is not skipped (x goes first and never asks).
-    assert plans.superseded_by((t, "arn:y"), [(t, "arn:x"), (t, "arn:y")]) is None
-    assert plans.superseded_by((t, "arn:x"), [(t, "arn:x"), (t, "arn:y")]) == "arn:y"
+    # and is the newer of the two, so nothing supersedes it (x goes first and never asks).
+    assert plans.newer_deploys((t, "arn:y"), [(t, "arn:x"), (t, "arn:y")]) == []
+    assert plans.newer_deploys((t, "arn:x"), [(t, "arn:x"), (t, "arn:y")]) == ["arn:y"]
 
 
 def test_a_skipped_commit_is_an_error_on_github_that_names_the_newer_commit():
@@ -332,7 +332,7 @@ def test_a_skipped_commit_is_an_error_on_github_that_names_the_newer_commit():
     assert plans.status_state("superseded") == "error"
     assert plans.status_state("success") == "success" and plans.status_state("failure") == "failure"
     assert plans.status_description("superseded", "dev", state) == (
-        "Not deployed to dev: skipped for c0ffee0, pushed after it")
+        "Not deployed to dev: skipped for c0ffee0, started after it")
 
 
 def test_the_commit_status_says_what_happened():

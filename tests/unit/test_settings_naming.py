@@ -14,6 +14,8 @@ def test_defaults_are_usable():
     assert (s.environment, s.region, s.node_count, s.poll_seconds) == ("dev", "eu-west-1", 1, 30)
     assert (s.vpc_cidr, s.subnet_cidrs, s.service_ports, s.branches) == (
         "10.42.0.0/16", ("10.42.0.0/24",), (80, 443), ("main",))
+    assert (s.skip_superseded, s.prune_volumes) == (True, False)
+    assert from_environment(BASE | {"SLIPWAY_SKIP_SUPERSEDED": "False"}).skip_superseded is False
 
 
 def test_one_subnet_per_zone_each_its_own_slice():
@@ -30,6 +32,8 @@ def test_one_subnet_per_zone_each_its_own_slice():
     ({"SLIPWAY_VPC_CIDR": "10.0.0.0/8"}, "SLIPWAY_VPC_CIDR"),
     ({"SLIPWAY_VPC_CIDR": "nonsense"}, "SLIPWAY_VPC_CIDR"),
     ({"SLIPWAY_SERVICE_PORTS": "80,70000"}, "SLIPWAY_SERVICE_PORTS"),
+    ({"SLIPWAY_SKIP_SUPERSEDED": "yes"}, "SLIPWAY_SKIP_SUPERSEDED must be true or false, got 'yes'"),
+    ({"SLIPWAY_PRUNE_VOLUMES": "1"}, "SLIPWAY_PRUNE_VOLUMES must be true or false"),
 ])
 def test_bad_configuration_is_named(override, message):
     with pytest.raises(ConfigurationError, match=message):

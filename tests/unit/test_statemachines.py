@@ -55,6 +55,27 @@ def test_every_task_retries_transient_errors_and_catches_into_a_fail_state(name)
 REPORT = "${ReportOutcomeFunctionArn}"
 
 
+def test_the_queue_state_is_the_one_after_a_good_prepare():
+    # A queued deploy is only skipped for a newer one that has entered this state (steps.wait_turn).
+    from chalicelib import naming
+
+    for name in ("deploy", "teardown"):
+        states = machine(name)["States"]
+        assert states[naming.QUEUE_STATE]["Resource"] == "${WaitTurnFunctionArn}"
+    assert machine("deploy")["States"]["Prepare deployment"]["Next"] == naming.QUEUE_STATE
+
+
+def test_a_run_times_out_only_after_the_longest_default_wait_in_the_queue():
+    # TimeoutSeconds is the backstop for a run that never ends (reported by report_stopped_run);
+    # it must leave a queued run its whole default wait and then time for a deployment.
+    from chalicelib.settings import from_environment
+
+    defaults = from_environment({"SLIPWAY_ENVIRONMENT": "dev", "AWS_REGION": "eu-west-1"})
+    for name in ("deploy", "teardown"):
+        timeout = machine(name)["TimeoutSeconds"]
+        assert timeout >= defaults.queue_max_checks * defaults.poll_seconds + 2 * 3600, name
+
+
 def test_every_deployment_ends_by_telling_github():
     # Each way into a terminal state of the deploy machine goes through a report task, so the
     # commit's status never stays "pending" (a run that fails before it knows its commit excepted).
