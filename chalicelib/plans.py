@@ -244,13 +244,14 @@ def swarm_view_verdict(invocation, hostnames: dict[str, str]) -> dict[str, str]:
     return problems
 
 
-def retire_script(hostnames: list[str]) -> list[str]:
+def retire_script(hostnames: list[str], demote: list[str] = ()) -> list[str]:
     """Run on a manager that stays: drain each node (its tasks move elsewhere), demote it if it is
     a manager (one at a time, so the managers keep their quorum), then remove it, before it is
     terminated. Only a node the swarm does not know ("No such node") is skipped; a leader election
     (after a leader is demoted) is waited out; any other failure fails the command. Each node done is printed
     ("retired <host>" or "<host>: not in the swarm"), so a command that fails half-way says which
-    nodes may be terminated all the same (`left_swarm`)."""
+    nodes may be terminated all the same (`left_swarm`). Then the managers in `demote`, nodes that
+    stay, become workers ("demoted <host>"): a smaller swarm wants fewer managers."""
     return [
         "set -eu",
         *AGAIN,
@@ -263,7 +264,28 @@ def retire_script(hostnames: list[str]) -> list[str]:
         '  again docker node rm --force "$1" >/dev/null',
         '  echo "retired $1"',
         "}",
-    ] + [f"retire {shlex.quote(host)}" for host in hostnames]
+        "demote_surplus() {",
+        '  again docker node demote "$1" >/dev/null',
+        '  echo "demoted $1"',
+        "}",
+    ] + [f"retire {shlex.quote(host)}" for host in hostnames] + [
+        f"demote_surplus {shlex.quote(host)}" for host in demote]
+
+
+def surplus_managers(managers: list[str], node_count: int, through: str) -> tuple[str, ...]:
+    """Managers among the nodes that stay beyond what a swarm of `node_count` wants (scaling down
+    from three nodes to two leaves two managers, where one would do and two double the chance of
+    losing the quorum). Never `through`, the manager the command runs on; the last listed first."""
+    surplus = len(managers) - managers_wanted(node_count)
+    return tuple(m for m in reversed(managers) if m != through)[:max(0, surplus)]
+
+
+_DEMOTED = re.compile(r"^demoted (\S+)$", re.MULTILINE)
+
+
+def demoted(output: str) -> set[str]:
+    """Host names the retire script's output reports demoted (now workers)."""
+    return set(_DEMOTED.findall(output))
 
 
 _LEFT = re.compile(r"^(?:retired (\S+)|(\S+): not in the swarm)$", re.MULTILINE)

@@ -459,8 +459,13 @@ def retire_old_nodes(event: dict) -> dict:
                                  and n.instance_id not in promoted]
     if not managers:
         raise SwarmFailed("no manager among the nodes that stay to remove the old ones through")
-    return {"old": list(nodes["old"]), "hostnames": hostnames} | _send(
-        deployment, "retire", plans.retire_script(list(hostnames.values())), managers[0])
+    staying = {n.instance_id: n.hostname for n in found if n.instance_id in nodes["current"]}
+    demote = [i for i in plans.surplus_managers(managers, get_settings().node_count, managers[0])
+              if staying.get(i)]
+    return {"old": list(nodes["old"]), "hostnames": hostnames,
+            "demote": {i: staying[i] for i in demote}} | _send(
+        deployment, "retire", plans.retire_script(list(hostnames.values()),
+                                                  [staying[i] for i in demote]), managers[0])
 
 
 def terminate_old_nodes(event: dict) -> dict:
@@ -471,10 +476,15 @@ def terminate_old_nodes(event: dict) -> dict:
     if results is None:
         return retire | {"done": False}
     failure = _failure(retire, results)
+    output = "\n".join(r.output for r in results)
+    # Surplus managers the command made workers: the tag tells later deployments who can take joins.
+    became_workers = plans.demoted(output)
+    ec2.tag_swarm_role(aws.client("ec2"), [i for i, host in (retire.get("demote") or {}).items()
+                                           if host in became_workers], "worker")
     if failure:
         # Nodes already out of the swarm go all the same: left running with their manager tag,
         # a later deployment could try to join or promote through them.
-        left = plans.left_swarm("\n".join(r.output for r in results))
+        left = plans.left_swarm(output)
         gone = [i for i, host in retire["hostnames"].items() if host in left]
         ec2.terminate(aws.client("ec2"), gone)
         logger.error("retire failed half-way", extra={"terminated": gone})

@@ -21,6 +21,7 @@ _JOIN = re.compile(r"docker swarm join --token '?(SWMTKN-[A-Za-z0-9-]+)'?")
 _JOIN_THROUGH = re.compile(r"^for manager in (.+); do$", re.MULTILINE)
 _PROMOTE = re.compile(r"^(?:again )?docker node promote (.+)$", re.MULTILINE)
 _RETIRE = re.compile(r"^retire (.+)$", re.MULTILINE)
+_DEMOTE = re.compile(r"^demote_surplus (.+)$", re.MULTILINE)
 
 NOT_A_MANAGER = ("Error response from daemon: This node is not a swarm manager. Worker nodes "
                  "can't be used to view or modify cluster state.")
@@ -204,6 +205,19 @@ class EmulatedNodes:
             swarm.drained.discard(node)
             out.append(f"retired {host}")
             self.history.append((instance_id, f"docker node rm {host}"))
+        for line in _DEMOTE.findall(script):
+            host = shlex.split(line)[0]
+            node = self._by_hostname(swarm, host, machines)
+            if node is None:
+                return Result(1, "\n".join(out), f"Error response from daemon: node {host} not found")
+            if not self._quorum(swarm, machines):
+                return Result(1, "\n".join(out), NO_QUORUM)
+            if len(swarm.managers()) == 1:
+                return Result(1, "\n".join(out), "Error response from daemon: rpc error: code = "
+                              "FailedPrecondition desc = attempting to demote the last manager of the swarm")
+            swarm.roles[node] = "worker"
+            out.append(f"demoted {host}")
+            self.history.append((instance_id, f"docker node demote {host}"))
         return Result(0, "\n".join(out) + "\n")
 
     def _node_list(self, instance_id: str) -> Result:

@@ -667,6 +667,25 @@ def test_scaling_down_retires_the_surplus_nodes_and_keeps_the_quorum(make_emulat
     assert emu.nodes.state(left) == "active"
 
 
+def test_scaling_three_managers_down_to_two_nodes_leaves_one_manager(make_emulator):
+    # An even number of managers tolerates no more loss than one fewer: after the surplus node
+    # is retired, one of the two that stay is demoted, and its tag says so.
+    emu = make_emulator(node_count=3)
+    first = deploy(emu)
+    scale(emu, 2)
+    second = deploy(emu)
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    stay = second.output["nodes"]["current"]
+    assert len(stay) == 2 and set(stay) < set(first.output["nodes"]["current"])
+    swarm = emu.nodes.swarm_of(stay[0])
+    assert swarm.members == set(stay)
+    assert sorted(swarm.roles[i] for i in stay) == ["manager", "worker"]
+    tags = {n.instance_id: n.swarm_role for n in tagged_instances(emu)}
+    assert tags == {i: swarm.roles[i] for i in stay}
+    third = deploy(emu, new_content(emu, commit_id()))  # and the next replacement works with it
+    assert third.status == "SUCCEEDED", (third.error, third.cause)
+
+
 def test_a_commit_deployed_by_hand_from_the_console_needs_only_repository_and_commit(emulator):
     first = deploy(emulator)
     sfn = emulator.client("stepfunctions")

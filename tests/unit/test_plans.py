@@ -217,6 +217,20 @@ def test_the_retire_script_as_a_shell_runs_it(tmp_path):
         "node update --availability drain ip-w", "node rm --force ip-w"]
 
 
+def test_surplus_managers_of_a_smaller_swarm_are_demoted_after_the_retirements(tmp_path):
+    # Three nodes scaled down to two: the two that stay were both managers, one is made a worker
+    # (not the one the command runs on), after the old node has left.
+    assert plans.surplus_managers(["i-a", "i-b"], 2, through="i-a") == ("i-b",)
+    assert plans.surplus_managers(["i-a", "i-b"], 2, through="i-b") == ("i-a",)
+    assert plans.surplus_managers(["i-a", "i-b", "i-c"], 3, through="i-a") == ()
+    assert plans.surplus_managers(["i-a"] + [f"i-{n}" for n in range(4)], 9, through="i-a") == ("i-3", "i-2")
+    done, calls = run_script(tmp_path, plans.retire_script(["ip-w"], ["ip-b"]))
+    assert done.returncode == 0, done.stderr
+    assert [c for c in calls if not c.startswith("node inspect")] == [
+        "node update --availability drain ip-w", "node rm --force ip-w", "node demote ip-b"]
+    assert plans.left_swarm(done.stdout) == {"ip-w"} and plans.demoted(done.stdout) == {"ip-b"}
+
+
 def test_the_retire_script_waits_out_a_leader_election(tmp_path):
     done, calls = run_script(tmp_path, plans.retire_script(["ip-w", "ip-election", "ip-m"]))
     assert done.returncode == 0, done.stderr
