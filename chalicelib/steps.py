@@ -55,11 +55,12 @@ def _report(repository: str, commit: str, outcome: str, state: dict, execution_a
     if not token:
         return {"reported": False, "why": "no SLIPWAY_GITHUB_TOKEN_PARAMETER: commit statuses are off"}
     description = plans.status_description(outcome, settings.environment, state)
-    github.set_status(settings.github_api, repository, commit, token, state=plans.status_state(outcome),
+    github_state = plans.status_state(outcome)
+    github.set_status(settings.github_api, repository, commit, token, state=github_state,
                       description=description, target_url=naming.execution_console_url(execution_arn),
                       context=naming.status_context(settings.environment))
-    logger.info("commit status set", extra={"state": plans.status_state(outcome), "description": description})
-    return {"reported": True, "state": plans.status_state(outcome), "description": description}
+    logger.info("commit status set", extra={"state": github_state, "description": description})
+    return {"reported": True, "state": github_state, "description": description}
 
 
 # --- deploy -------------------------------------------------------------------------------
@@ -460,12 +461,11 @@ def retire_old_nodes(event: dict) -> dict:
     if not managers:
         raise SwarmFailed("no manager among the nodes that stay to remove the old ones through")
     staying = {n.instance_id: n.hostname for n in found if n.instance_id in nodes["current"]}
-    demote = [i for i in plans.surplus_managers(managers, get_settings().node_count, managers[0])
-              if staying.get(i)]
-    return {"old": list(nodes["old"]), "hostnames": hostnames,
-            "demote": {i: staying[i] for i in demote}} | _send(
-        deployment, "retire", plans.retire_script(list(hostnames.values()),
-                                                  [staying[i] for i in demote]), managers[0])
+    demote = {i: staying[i] for i in plans.surplus_managers(managers, get_settings().node_count, managers[0])
+              if staying.get(i)}
+    return {"old": list(nodes["old"]), "hostnames": hostnames, "demote": demote} | _send(
+        deployment, "retire", plans.retire_script(list(hostnames.values()), list(demote.values())),
+        managers[0])
 
 
 def terminate_old_nodes(event: dict) -> dict:
@@ -548,9 +548,11 @@ def wait_turn(event: dict) -> dict:
     candidates = plans.newer_deploys(mine, running["deploy"]) if is_deploy and settings.skip_superseded else []
     # Only for a newer run that got past "Prepare deployment": one with bad input, or that cannot
     # reach GitHub, must not cost this run its turn. Until one has, this run keeps waiting.
-    newer = next((arn for arn in candidates if stepfunctions.entered(sfn, arn, naming.QUEUE_STATE)), None)
-    if newer:
-        commit = str(stepfunctions.execution_input(sfn, newer).get("commit") or "")
+    for newer in candidates:
+        started_with = stepfunctions.input_if_entered(sfn, newer, naming.QUEUE_STATE)
+        if started_with is None:
+            continue
+        commit = str(started_with.get("commit") or "")
         logger.info("skipped for a newer deploy", extra={"newer": _execution_name(newer), "commit": commit})
         return {**answer, "skip": True,
                 "superseded_by": {"execution": _execution_name(newer), "commit": commit}}

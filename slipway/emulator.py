@@ -557,6 +557,7 @@ class Emulator:
         Status Change"), for a stopped one."""
         if self._closing:
             return
+
         def millis(moment) -> int | None:
             return int(moment.timestamp() * 1000) if moment else None
 
@@ -569,7 +570,7 @@ class Emulator:
             "detail": {"executionArn": arn, "stateMachineArn": execution.state_machine_arn,
                        "name": execution.name, "status": status,
                        "startDate": millis(execution.start_date),
-                       "stopDate": millis(getattr(execution, "stop_date", None)) or int(time.time() * 1000),
+                       "stopDate": millis(execution.stop_date) or int(time.time() * 1000),
                        "input": execution.execution_input, "inputDetails": {"included": True},
                        "output": None, "outputDetails": None},
         }

@@ -193,14 +193,10 @@ class EmulatedNodes:
                 return Result(1, "\n".join(out), NO_QUORUM)
             swarm.drained.add(node)
             if swarm.roles[node] == "manager":
-                if len(swarm.managers()) == 1:
-                    return Result(1, "\n".join(out), "Error response from daemon: rpc error: "
-                                  "code = FailedPrecondition desc = attempting to demote the last "
-                                  "manager of the swarm")
-                swarm.roles[node] = "worker"
+                error = self._demote(swarm, node, machines)
+                if error:
+                    return Result(1, "\n".join(out), error)
                 out.append(f"Manager {host} demoted in the swarm.")
-                if not self._quorum(swarm, machines):
-                    return Result(1, "\n".join(out), NO_QUORUM)
             del swarm.roles[node]
             swarm.drained.discard(node)
             out.append(f"retired {host}")
@@ -210,15 +206,21 @@ class EmulatedNodes:
             node = self._by_hostname(swarm, host, machines)
             if node is None:
                 return Result(1, "\n".join(out), f"Error response from daemon: node {host} not found")
-            if not self._quorum(swarm, machines):
-                return Result(1, "\n".join(out), NO_QUORUM)
-            if len(swarm.managers()) == 1:
-                return Result(1, "\n".join(out), "Error response from daemon: rpc error: code = "
-                              "FailedPrecondition desc = attempting to demote the last manager of the swarm")
-            swarm.roles[node] = "worker"
+            error = NO_QUORUM if not self._quorum(swarm, machines) else self._demote(swarm, node, machines)
+            if error:
+                return Result(1, "\n".join(out), error)
             out.append(f"demoted {host}")
             self.history.append((instance_id, f"docker node demote {host}"))
         return Result(0, "\n".join(out) + "\n")
+
+    def _demote(self, swarm, node: str, machines) -> str | None:
+        """`docker node demote` on a manager: refused for the last one, and it needs the quorum
+        of the managers left. The error Docker would print, or None."""
+        if len(swarm.managers()) == 1:
+            return ("Error response from daemon: rpc error: code = FailedPrecondition desc = "
+                    "attempting to demote the last manager of the swarm")
+        swarm.roles[node] = "worker"
+        return None if self._quorum(swarm, machines) else NO_QUORUM
 
     def _node_list(self, instance_id: str) -> Result:
         swarm, machines, error = self._managed(instance_id)

@@ -28,15 +28,6 @@ def started_at(sfn, execution_arn: str) -> datetime:
     return sfn.describe_execution(executionArn=execution_arn)["startDate"]
 
 
-def execution_input(sfn, execution_arn: str) -> dict:
-    """The input an execution was started with ({} if it is not a JSON object)."""
-    try:
-        found = json.loads(sfn.describe_execution(executionArn=execution_arn).get("input") or "{}")
-    except ValueError:
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def running(sfn, state_machine_arn: str) -> list[tuple[datetime, str]]:
     """(start date, execution ARN) of every RUNNING execution of the state machine."""
     found = []
@@ -46,7 +37,15 @@ def running(sfn, state_machine_arn: str) -> list[tuple[datetime, str]]:
     return found
 
 
-def entered(sfn, execution_arn: str, state: str, within: int = 100) -> bool:
-    """Whether the execution has entered `state` among its first `within` history events."""
+def input_if_entered(sfn, execution_arn: str, state: str, within: int = 100) -> dict | None:
+    """The input the execution was started with once it has entered `state` (among its first
+    `within` history events), else None: one history read answers both ({} for a non-object)."""
     events = sfn.get_execution_history(executionArn=execution_arn, maxResults=within)["events"]
-    return any(e.get("stateEnteredEventDetails", {}).get("name") == state for e in events)
+    if not any(e.get("stateEnteredEventDetails", {}).get("name") == state for e in events):
+        return None
+    started = next((e["executionStartedEventDetails"] for e in events if "executionStartedEventDetails" in e), {})
+    try:
+        found = json.loads(started.get("input") or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
