@@ -5,11 +5,12 @@ Order matters: size, headers and signature are checked before any byte of the bo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from chalicelib import aws, webhook
+from chalicelib import aws, deploy_input, webhook
 from chalicelib.aws import stepfunctions
 from chalicelib.observability import logger, metrics
 from chalicelib.secrets import SecretUnavailable, webhook_secrets
@@ -19,7 +20,7 @@ from chalicelib.settings import get_settings
 @dataclass(frozen=True)
 class Answer:
     status: int
-    body: dict = field(default_factory=dict)
+    body: dict[str, object] = field(default_factory=dict)
 
 
 def _refuse(status: int, reason: str) -> Answer:
@@ -29,17 +30,21 @@ def _refuse(status: int, reason: str) -> Answer:
     return Answer(status, {"error": reason})
 
 
-def receive(headers, body: bytes, content_type: str | None) -> Answer:
+def receive(headers: Mapping[str, str], body: bytes, content_type: str | None) -> Answer:
     lower = {k.lower(): v for k, v in headers.items()}
     delivery = lower.get(webhook.DELIVERY_HEADER, "")
     event = lower.get(webhook.EVENT_HEADER, "")
-    logger.append_keys(delivery_id=delivery or None)
+    # Only a well-formed id goes into every log line; a malformed one is refused below.
+    logger.append_keys(delivery_id=delivery if deploy_input.valid_delivery_id(delivery) else None)
     if len(body) > webhook.MAX_BODY_BYTES:
         return _refuse(413, "payload larger than 3 MiB")
     if (content_type or "").split(";")[0].strip().lower() != "application/json":
         return _refuse(415, "set the webhook's content type to application/json")
     if not delivery or not event:
         return _refuse(400, "X-GitHub-Event and X-GitHub-Delivery are required")
+    problem = deploy_input.delivery_id_problem(delivery)
+    if problem:
+        return _refuse(400, f"X-GitHub-Delivery {problem}")
     settings = get_settings()
     try:
         secrets = webhook_secrets(settings.webhook_secret_parameter)

@@ -1,5 +1,9 @@
 """Pure webhook rules: GitHub signature check, and a push event turned into a deploy request or a
-reason to ignore it. No I/O here: the route feeds it headers, bytes and secrets."""
+reason to ignore it. No I/O here: the route feeds it headers, bytes and secrets.
+
+Whatever a sender signs, the answer is a decision, never an exception: a body too deep to parse or a
+field GitHub would never send is refused with a 400 that says which, and what reaches the execution
+input has passed deploy_input's rules."""
 
 from __future__ import annotations
 
@@ -10,12 +14,15 @@ import json
 import re
 from dataclasses import dataclass
 
+from chalicelib import deploy_input
+from chalicelib.deploy_input import DeployInput
+from chalicelib.errors import InvalidInput
+
 SIGNATURE_HEADER = "x-hub-signature-256"
 EVENT_HEADER = "x-github-event"
 DELIVERY_HEADER = "x-github-delivery"
 MAX_BODY_BYTES = 3 * 1024 * 1024
 _SIGNATURE = re.compile(r"^sha256=([0-9a-f]{64})$")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
 _ZERO_SHA = "0" * 40
 
 
@@ -44,15 +51,13 @@ class DeployRequest:
         identity = "\n".join((self.repository, self.ref, self.before, self.commit)).encode()
         return f"{self.commit[:12]}-{hashlib.sha256(identity).hexdigest()[:40]}"
 
+    def as_deploy_input(self) -> DeployInput:
+        """The execution input, validated again as it is built (InvalidInput if a field is not)."""
+        return DeployInput(self.repository, self.ref, self.commit, self.pusher, self.delivery_id)
+
     def execution_input(self) -> dict[str, str]:
         """Only what the pipeline needs, never the payload."""
-        return {
-            "repository": self.repository,
-            "ref": self.ref,
-            "commit": self.commit,
-            "pusher": self.pusher,
-            "delivery_id": self.delivery_id,
-        }
+        return self.as_deploy_input().as_execution_input()
 
 
 @dataclass(frozen=True)
@@ -99,11 +104,18 @@ def ref_deploys(ref: str, rules: Rules) -> bool:
     return False
 
 
-def decide(event: str, delivery_id: str, body: bytes, rules: Rules):
+Decision = DeployRequest | Pong | Ignore | Refuse
+
+
+def decide(event: str, delivery_id: str, body: bytes, rules: Rules) -> Decision:
     """What to do with a verified delivery: DeployRequest, Pong, Ignore or Refuse."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        # Arrays or objects nested deeper than the interpreter's recursion limit (about 1,000): the
+        # C parser gives up cleanly; GitHub's payloads are a few levels deep.
+        return Refuse(400, "body is nested too deeply to be a GitHub event")
+    except (ValueError, UnicodeDecodeError):  # ValueError covers JSONDecodeError and 4,300+ digit ints
         return Refuse(400, "body is not JSON")
     if not isinstance(payload, dict):
         return Refuse(400, "body is not a JSON object")
@@ -115,7 +127,7 @@ def decide(event: str, delivery_id: str, body: bytes, rules: Rules):
     return _decide_push(payload, delivery_id, rules)
 
 
-def _decide_push(payload: dict, delivery_id: str, rules: Rules):
+def _decide_push(payload: dict[str, object], delivery_id: str, rules: Rules) -> Decision:
     ref = payload.get("ref")
     after = payload.get("after")
     before = payload.get("before")
@@ -125,6 +137,14 @@ def _decide_push(payload: dict, delivery_id: str, rules: Rules):
     full_name = repository.get("full_name")
     if not isinstance(full_name, str) or not full_name:
         return Refuse(400, "repository.full_name is missing")
+    # Checked before anything echoes them (the 403 and the 'not deployed' answers do): a name or a
+    # ref GitHub would never send is a forged or broken delivery, not one to ignore.
+    problem = deploy_input.repository_problem(full_name)
+    if problem:
+        return Refuse(400, f"repository.full_name {problem}")
+    problem = deploy_input.ref_problem(ref)
+    if problem:
+        return Refuse(400, f"ref {problem}")
     if rules.repositories and full_name not in rules.repositories:
         return Refuse(403, f"repository {full_name} is not allowed to deploy here")
     if payload.get("deleted") is True or after == _ZERO_SHA:
@@ -132,15 +152,27 @@ def _decide_push(payload: dict, delivery_id: str, rules: Rules):
     if not ref_deploys(ref, rules):
         return Ignore(f"{ref} is not deployed (branches: {', '.join(rules.branches) or '-'}; "
                       f"tags: {', '.join(rules.tags) or '-'})", "ref")
-    if not _SHA.match(after):
+    if not deploy_input.valid_commit(after):
         return Refuse(400, "'after' is not a commit id")
+    # `before` names the execution (with repository, ref and after): it must be hashable as UTF-8.
+    if before is not None and not (isinstance(before, str) and deploy_input.valid_commit(before)):
+        return Refuse(400, "'before' is not a commit id")
+    problem = deploy_input.delivery_id_problem(delivery_id)
+    if problem:
+        return Refuse(400, f"X-GitHub-Delivery {problem}")
     pusher = payload.get("pusher")
     pusher_name = pusher.get("name") if isinstance(pusher, dict) else None
-    return DeployRequest(
+    request = DeployRequest(
         delivery_id=delivery_id,
         repository=full_name,
         ref=ref,
         before=before if isinstance(before, str) else "",
         commit=after,
-        pusher=pusher_name if isinstance(pusher_name, str) else "",
+        # Shown, never decided on: cut to GitHub's longest name rather than refused.
+        pusher=deploy_input.cut_pusher(pusher_name) if isinstance(pusher_name, str) else "",
     )
+    try:
+        request.as_deploy_input()
+    except InvalidInput as exc:  # every field was checked above; this keeps it so if a check moves
+        return Refuse(400, str(exc))
+    return request

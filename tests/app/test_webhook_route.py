@@ -228,3 +228,48 @@ def test_logs_carry_the_delivery_id_and_never_the_body(emulator):
     accepted = [line for line in lines if line["message"] == "deployment accepted"]
     assert accepted and accepted[0]["delivery_id"] == "d-logs" and accepted[0]["execution"]
     assert not any(secret_marker in json.dumps(line) for line in lines)
+
+
+# --- hostile but correctly signed deliveries (issue 16) -------------------------------------
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    b"[" * 1_000 + b"]" * 1_000,
+])
+def test_a_deeply_nested_body_is_a_400_and_starts_nothing(emulator, body):
+    # Given a correctly signed body of JSON nested far deeper than any GitHub event
+    # When it is delivered
+    code, answer = post(emulator, body)
+    # Then it is refused as malformed (never a 500), and nothing starts
+    assert code == 400 and answer["error"] in ("body is nested too deeply to be a GitHub event",
+                                                "body is not a JSON object",
+                                                "push payload lacks ref, after or repository")
+    assert executions(emulator) == []
+
+
+def test_a_push_naming_a_repository_github_never_allows_is_a_400_naming_the_field(emulator):
+    payload = github.push_payload(after=commit_id())
+    payload["repository"]["full_name"] = "a-b/c;rm -rf ~"
+    code, answer = post(emulator, github.encode(payload))
+    assert code == 400 and answer["error"].startswith("repository.full_name name must be")
+    assert executions(emulator) == []
+
+
+def test_a_push_with_a_100000_character_pusher_starts_a_run_with_the_name_cut(emulator):
+    # Given a signed push whose pusher.name is 100,000 characters
+    body = github.encode(github.push_payload(after=commit_id(), pusher="p" * 100_000))
+    # When it is delivered
+    code, answer = post(emulator, body)
+    # Then the run starts, with a small input whose pusher is cut to GitHub's longest name
+    assert code == 202
+    described = emulator.client("stepfunctions").describe_execution(executionArn=answer["execution_arn"])
+    assert len(described["input"]) < 1024
+    assert json.loads(described["input"])["pusher"] == "p" * 255
+
+
+@pytest.mark.parametrize("delivery", ["x" * 500, "///", "a b"])
+def test_a_malformed_delivery_id_is_a_400_and_starts_nothing(emulator, delivery):
+    code, answer = post(emulator, PUSH, **{"X-GitHub-Delivery": delivery})
+    assert code == 400 and answer["error"].startswith("X-GitHub-Delivery must be a GUID")
+    assert executions(emulator) == []

@@ -129,3 +129,131 @@ def test_other_events_are_ignored_with_a_reason():
 def test_unusable_push_bodies_are_refused_with_400(body):
     decision = webhook.decide("push", "d", body, MAIN)
     assert isinstance(decision, webhook.Refuse) and decision.status == 400
+
+
+# --- hostile but correctly signed bodies (issue 16) ------------------------------------------
+
+def _nested(depth: int, kind: str) -> bytes:
+    if kind == "array":
+        return b"[" * depth + b"]" * depth
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+@pytest.mark.parametrize("depth", [100_000, 1_000_000])
+def test_a_body_nested_beyond_the_parsers_depth_is_refused_with_400(depth, kind):
+    # Given a body of JSON arrays or objects nested 100,000 levels deep (json.loads raises RecursionError)
+    # When it is decided on
+    decision = webhook.decide("push", "d", _nested(depth, kind), MAIN)
+    # Then it is refused as a malformed body, not raised
+    assert decision == webhook.Refuse(400, "body is nested too deeply to be a GitHub event")
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+@pytest.mark.parametrize("depth", [500, 1_000, 5_000])
+def test_a_body_nested_about_as_deep_as_the_recursion_limit_is_a_400_either_way(depth, kind):
+    # Near the limit json.loads may parse it or give up, depending on the stack already in use:
+    # either way the answer is a 400 (not an object, or no push in it).
+    decision = webhook.decide("push", "d", _nested(depth, kind), MAIN)
+    assert isinstance(decision, webhook.Refuse) and decision.status == 400
+    assert decision.reason in ("body is nested too deeply to be a GitHub event", "body is not a JSON object",
+                               "push payload lacks ref, after or repository")
+
+
+def test_a_push_carrying_a_deeply_nested_field_is_refused_with_400():
+    body = b'{"padding":' + _nested(100_000, "array") + b"," + _push()[1:]
+    assert webhook.decide("push", "d", body, MAIN) == webhook.Refuse(
+        400, "body is nested too deeply to be a GitHub event")
+
+
+def test_a_ping_nested_too_deeply_is_refused_too():
+    assert webhook.decide("ping", "d", _nested(100_000, "object"), MAIN).status == 400
+
+
+def _push_with(**repository_and_pusher) -> bytes:
+    payload = json.loads(_push())
+    if "full_name" in repository_and_pusher:
+        payload["repository"]["full_name"] = repository_and_pusher["full_name"]
+    if "pusher" in repository_and_pusher:
+        payload["pusher"]["name"] = repository_and_pusher["pusher"]
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize("full_name,problem", [
+    ("a-b/c;rm -rf ~", "name must be 1-100 letters, digits, '.', '-' or '_', and not '.' or '..'"),
+    ("octo/" + "r" * 101, "name must be 1-100 letters"),
+    ("o" * 40 + "/app", "owner must be 1-39 letters, digits or single hyphens"),
+    ("-octo/app", "owner must be 1-39 letters, digits or single hyphens"),
+    ("octo/..", "not '.' or '..'"),
+    ("octo", "must be 'owner/name'"),
+    ("octo/app\n", "name must be 1-100 letters"),
+])
+def test_a_push_whose_full_name_github_never_allows_is_refused_naming_the_field(full_name, problem):
+    # Given a signed push whose repository.full_name GitHub would not allow
+    # When it is decided on
+    decision = webhook.decide("push", "d", _push_with(full_name=full_name), MAIN)
+    # Then it is a 400 that names repository.full_name and the rule, not a deployment
+    assert isinstance(decision, webhook.Refuse) and decision.status == 400
+    assert decision.reason.startswith("repository.full_name ") and problem in decision.reason
+
+
+def test_a_forged_full_name_is_refused_before_the_allow_list_echoes_it():
+    rules = webhook.Rules(branches=("main",), repositories=("octo/app",))
+    decision = webhook.decide("push", "d", _push_with(full_name="x/" + "y" * 100_000), rules)
+    assert decision.status == 400 and len(decision.reason) < 300
+
+
+def test_an_overlong_pusher_is_cut_not_refused():
+    # Given a signed push whose pusher.name is 100,000 characters
+    decision = webhook.decide("push", "d", _push_with(pusher="p" * 100_000), MAIN)
+    # Then it deploys, with the pusher cut to GitHub's longest name
+    assert isinstance(decision, webhook.DeployRequest)
+    assert decision.execution_input()["pusher"] == "p" * 255
+    assert len(json.dumps(decision.execution_input())) < 1024
+
+
+@pytest.mark.parametrize("ref,problem", [
+    ("refs/heads/" + "m" * 100_000, "ref is longer than 266 bytes"),
+    ("refs/heads/main\n", "ref has a character or sequence git refuses"),
+    ("refs/heads/a..b", "ref has a character or sequence git refuses"),
+    ("refs/heads/.main", "ref has a component starting with '.'"),
+    ("main", "ref must start with refs/"),
+])
+def test_a_malformed_ref_is_refused_with_400_not_ignored(ref, problem):
+    decision = webhook.decide("push", "d", _push(ref=ref), webhook.Rules(branches=("*",)))
+    assert isinstance(decision, webhook.Refuse) and decision.status == 400
+    assert decision.reason.startswith(problem)
+
+
+def test_an_after_with_a_trailing_newline_is_not_a_commit_id():
+    assert webhook.decide("push", "d", _push(after=COMMIT + "\n"), MAIN) == webhook.Refuse(
+        400, "'after' is not a commit id")
+
+
+@pytest.mark.parametrize("delivery", ["x" * 65, "///", "😀", "\t"])
+def test_a_push_with_a_malformed_delivery_id_is_refused(delivery):
+    decision = webhook.decide("push", delivery, _push(), MAIN)
+    assert isinstance(decision, webhook.Refuse) and decision.status == 400
+    assert decision.reason.startswith("X-GitHub-Delivery must be a GUID")
+
+
+def test_a_deploy_request_built_with_an_invalid_field_has_no_execution_input():
+    from chalicelib.errors import InvalidInput
+
+    forged = webhook.DeployRequest("d", "a-b/c;rm -rf ~", "refs/heads/main", BEFORE, COMMIT, "mona")
+    with pytest.raises(InvalidInput) as refused:
+        forged.execution_input()
+    assert str(refused.value).startswith("execution input 'repository' name must be")
+
+
+@pytest.mark.parametrize("before", ["\ud800", "x" * 100_000, "", "g" * 40, 0, []])
+def test_a_before_that_is_not_a_commit_id_is_refused(before):
+    # `before` names the execution: a lone surrogate in it could not even be hashed.
+    assert webhook.decide("push", "d", _push(before=before), MAIN) == webhook.Refuse(
+        400, "'before' is not a commit id")
+
+
+def test_a_push_without_before_still_deploys():
+    payload = json.loads(_push())
+    del payload["before"]
+    assert webhook.decide("push", "d", json.dumps(payload).encode(), MAIN).before == ""
