@@ -1,11 +1,16 @@
 """Slipway's Chalice app: wiring only. Each handler parses, lets chalicelib decide, and answers."""
 
-from chalice import Chalice, ConvertToMiddleware, Response
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, Response
 
 from chalicelib import intake, steps
 from chalicelib.aws import transient_errors
-from chalicelib.settings import prune_schedule
 from chalicelib.observability import logger, metrics
+from chalicelib.settings import prune_schedule
 
 app = Chalice(app_name="slipway")
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context(clear_state=True)))
@@ -20,22 +25,24 @@ PRUNE_SCHEDULE = prune_schedule()
 
 
 @app.route("/github/webhook", methods=["POST"], content_types=WEBHOOK_CONTENT_TYPES)
-def github_webhook():
+def github_webhook() -> Response:
     request = app.current_request
-    answer = intake.receive(request.headers, request.raw_body or b"",
-                            request.headers.get("content-type"))
+    if request is None:  # Chalice sets it for every HTTP invocation
+        raise RuntimeError("no current request")
+    raw = request.raw_body if isinstance(request.raw_body, bytes) else b""
+    answer = intake.receive(request.headers, raw, request.headers.get("content-type"))
     return Response(body=answer.body, status_code=answer.status)
 
 
 @app.schedule(PRUNE_SCHEDULE, name="prune")
-def prune(event):
+def prune(event: CloudWatchEvent) -> dict[str, str | None]:
     return steps.prune()
 
 
 # The same prune on demand: `aws lambda invoke --function-name slipway-<stage>-prune_now
 # --payload '{}' out.json` (the scheduled function expects EventBridge's event shape).
 @app.lambda_function(name="prune_now")
-def prune_now(event, context):
+def prune_now(event: dict[str, Any], context: object) -> dict[str, str | None]:
     return steps.prune()
 
 
@@ -45,7 +52,7 @@ def prune_now(event, context):
                   "detail": {"document-name": ["AWS-RunShellScript"],
                              "parameters": {"commands": [{"prefix": "docker system prune"}]}}},
                  name="record_prune")
-def record_prune(event):
+def record_prune(event: CloudWatchEvent) -> dict[str, Any]:
     return steps.record_prune(event.to_dict())
 
 
@@ -54,12 +61,12 @@ def record_prune(event):
 @app.on_cw_event({"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
                   "detail": {"status": ["ABORTED", "TIMED_OUT"]}},
                  name="report_stopped_run")
-def report_stopped_run(event):
+def report_stopped_run(event: CloudWatchEvent) -> Mapping[str, object]:
     return steps.report_stopped_run(event.to_dict())
 
 
 # One Lambda per state-machine Task. The ASL refers to each as ${<CamelName>FunctionArn}.
-TASKS = {
+TASKS: dict[str, Callable[[Any], Any]] = {
     "prepare": steps.prepare,
     "wait_turn": steps.wait_turn,
     "find_image": steps.find_image,
@@ -87,10 +94,10 @@ TASKS = {
 }
 
 
-def _register(name, step):
+def _register(name: str, step: Callable[[Any], Any]) -> Any:
     step = transient_errors(step)
 
-    def handler(event, context):
+    def handler(event: Any, context: object) -> Any:
         return step(event)
 
     handler.__name__ = name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -9,6 +10,7 @@ from unittest import mock
 
 import pytest
 
+from chalicelib.steps import state
 from slipway import github
 from slipway.emulator import Emulator
 from slipway.follow import follow
@@ -22,9 +24,41 @@ def commit_id() -> str:
     return uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
 
+def shape_problems(emu: Emulator) -> list[str]:
+    """Every answer a step left in the state of any execution of this emulator that does not fit
+    the shape chalicelib/steps/state.py declares for its ResultPath (and every caught error)."""
+    sfn = emu.client("stepfunctions")
+    problems = []
+    for kind, machine_arn in emu.arns.items():
+        definition = json.loads(sfn.describe_state_machine(stateMachineArn=machine_arn)["definition"])
+        paths = {name: s.get("ResultPath", "$") for name, s in definition["States"].items() if s["Type"] == "Task"}
+        executions = [e["executionArn"] for page in sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=machine_arn) for e in page["executions"]]
+        for arn in executions:
+            failed = False  # a Task that failed leaves its Catch's answer, not its step's
+            for event in (e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+                          for e in page["events"]):
+                failed = event["type"].endswith("Failed") or (failed and not event["type"].endswith("Entered"))
+                details = event.get("stateExitedEventDetails") or {}
+                if event["type"] != "TaskStateExited" or details.get("name") not in paths or failed:
+                    continue
+                output = json.loads(details.get("output") or "{}")
+                path = paths[details["name"]]
+                value = output if path == "$" else output.get(path.removeprefix("$."))
+                found = [state.conforms(shape, value, path) for shape in state.shapes_at(kind, path)]
+                if all(found):
+                    problems += [f"{kind} '{details['name']}': {p}" for p in min(found, key=len)]
+                for key in ("error", "undo_error", "leave_error", "github_error"):
+                    if key in output:
+                        problems += [f"{kind} '{details['name']}': {p}"
+                                     for p in state.conforms(state.CaughtError, output[key], f"$.{key}")]
+    return problems
+
+
 @pytest.fixture
 def make_emulator():
-    """Start an emulator with the given options (poll interval 0 so tests do not sleep)."""
+    """Start an emulator with the given options (poll interval 0 so tests do not sleep). At the
+    end, every step's answer in every execution must fit its declared shape (steps/state.py)."""
     started = []
 
     def start(**kwargs) -> Emulator:
@@ -37,9 +71,14 @@ def make_emulator():
         return emu
 
     yield start
+    problems = []
     for emu, patcher in reversed(started):
-        emu.stop()
-        patcher.stop()
+        try:
+            problems += shape_problems(emu)
+        finally:
+            emu.stop()
+            patcher.stop()
+    assert not problems, "steps answered outside their declared shapes:\n" + "\n".join(problems)
 
 
 @pytest.fixture

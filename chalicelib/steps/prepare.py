@@ -1,0 +1,42 @@
+"""'Prepare deployment': the execution input validated, and the names this deployment will use."""
+
+from __future__ import annotations
+
+from chalicelib import deploy_input, naming, plans
+from chalicelib.aws import github
+from chalicelib.observability import logger
+from chalicelib.settings import get_settings
+from chalicelib.steps.common import github_token
+from chalicelib.steps.report import set_commit_status
+from chalicelib.steps.state import Deployment, GitHubReport, Prepared, PrepareInput
+
+
+def prepare(event: PrepareInput) -> Prepared:
+    """Validate the execution input (`deploy_input`: the same rules as the webhook's) and fix the
+    names this deployment will use."""
+    settings = get_settings()
+    started = deploy_input.parse(event.get("input"))
+    commit, repository = started.commit, started.repository
+    deployment_id = event.get("execution") or ""
+    logger.append_keys(deployment_id=deployment_id)
+    token = github_token(settings)
+    trees = github.top_level_trees(settings.github_api, repository, commit, token)
+    key = plans.image_key(trees)
+    deployment = Deployment(
+        id=deployment_id,
+        environment=settings.environment,
+        repository=repository,
+        ref=started.ref,
+        commit=commit,
+        pusher=started.pusher,
+        image_key=key,
+        image_name=naming.image_name(settings.environment, key),
+    )
+    logger.info("deployment prepared", extra={"commit": commit, "image": deployment["image_name"],
+                                              "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS}})
+    try:
+        report = set_commit_status(repository, commit, "pending", {}, event.get("execution_arn") or "", token)
+    except Exception as exc:  # noqa: BLE001  # news only: the status never stops a deployment (sent once)
+        logger.warning("commit status not set", extra={"why": str(exc)})
+        report = GitHubReport(reported=False, why=str(exc))
+    return Prepared(deployment=deployment, poll_seconds=settings.poll_seconds, github=report)

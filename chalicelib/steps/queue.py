@@ -1,0 +1,53 @@
+"""'Look for earlier runs': one run at a time per environment, for both state machines."""
+
+from __future__ import annotations
+
+from chalicelib import aws, naming, plans
+from chalicelib.aws import stepfunctions
+from chalicelib.errors import QueueTimeout
+from chalicelib.observability import logger
+from chalicelib.settings import get_settings
+from chalicelib.steps.common import execution_name, scope
+from chalicelib.steps.state import Queue, SupersededBy, WaitTurnInput
+
+
+def wait_turn(event: WaitTurnInput) -> Queue:
+    """One run at a time per environment: a deploy or teardown goes on only when no run of either
+    state machine that started before it is still running. Waiting is the state machine's; this
+    looks once and says who is ahead (shown in the console as `queue.ahead`). A deploy still
+    queued when a newer deploy has started is skipped (`queue.skip`): the newer one would replace
+    it the moment it ended (SLIPWAY_SKIP_SUPERSEDED=false deploys every push in turn)."""
+    state = event["run"]  # the execution's state: a deployment's, or teardown's input
+    environment, _ = scope(state)
+    me, machine = event["execution"], event["state_machine"]
+    settings = get_settings()
+    sfn = aws.client("stepfunctions")
+    running = {kind: stepfunctions.running(sfn, naming.sibling_state_machine(machine, environment, kind))
+               for kind in naming.STATE_MACHINES}
+    everyone = [run for runs in running.values() for run in runs]
+    mine = next((run for run in everyone if run[1] == me), None) or (stepfunctions.started_at(sfn, me), me)
+    ahead = [execution_name(arn) for arn in plans.runs_ahead(mine, everyone)]
+    checks = int((state.get("queue") or {}).get("checks", 0)) + 1
+    answer = Queue(clear=not ahead, skip=False, ahead=ahead, checks=checks, poll_seconds=settings.poll_seconds)
+    if not ahead:
+        return answer
+    is_deploy = machine == naming.sibling_state_machine(machine, environment, "deploy")
+    candidates = plans.newer_deploys(mine, running["deploy"]) if is_deploy and settings.skip_superseded else []
+    # Only for a newer run that got past "Prepare deployment": one with bad input, or that cannot
+    # reach GitHub, must not cost this run its turn. Until one has, this run keeps waiting.
+    for newer in candidates:
+        started_with = stepfunctions.input_if_entered(sfn, newer, naming.QUEUE_STATE)
+        if started_with is None:
+            continue
+        commit = str(started_with.get("commit") or "")
+        logger.info("skipped for a newer deploy", extra={"newer": execution_name(newer), "commit": commit})
+        return Queue(clear=answer["clear"], skip=True, ahead=ahead, checks=checks,
+                     poll_seconds=settings.poll_seconds,
+                     superseded_by=SupersededBy(execution=execution_name(newer), commit=commit))
+    logger.info("waiting for earlier runs", extra={"ahead": ahead, "checks": checks})
+    # Bounded, so a run stuck ahead cannot keep this one waiting until its history is full:
+    # it ends through its Catch (GitHub told, nothing to undo: it has changed nothing yet).
+    if checks >= settings.queue_max_checks:
+        raise QueueTimeout(f"still behind {', '.join(ahead)} after {checks} checks "
+                           "(SLIPWAY_QUEUE_MAX_CHECKS); start it again once they have ended")
+    return answer

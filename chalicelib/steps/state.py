@@ -1,0 +1,361 @@
+"""The execution state the state machines pass between steps, declared: one TypedDict per ResultPath.
+
+Each Task of statemachines/*.asl.json writes its step's answer at a `ResultPath` of the execution's
+state, and later steps read it from there. This module is that contract written down: the shape a
+step returns is the shape the next one reads, a step is annotated with the shape it returns, and
+`RESULT_PATHS` says, per machine, which shape lives at which path. tests/unit/test_state.py holds
+the ASL files to it (every ResultPath declared, each written by the step that returns its shape),
+and the pipeline tests check every answer a run produced against it (`conforms`).
+
+A TypedDict is built by calling it (`Queue(clear=..., ...)`): that is the one way a step builds
+its answer, so mypy names a missing or misspelt key.
+"""
+
+# No `from __future__ import annotations` here: TypedDict reads NotRequired[...] only from real
+# annotations (on 3.11, postponed ones make every key required).
+import types
+import typing
+from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints
+
+
+class Deployment(TypedDict):
+    """What 'Prepare deployment' fixed for the run: every later step reads it from `$.deployment`."""
+
+    id: str  # the execution's name
+    environment: str
+    repository: str
+    ref: str
+    commit: str
+    pusher: str
+    image_key: str
+    image_name: str
+
+
+class GitHubReport(TypedDict):
+    """What a report to GitHub did (`$.github`): the status set, or why none was."""
+
+    reported: bool
+    state: NotRequired[str]
+    description: NotRequired[str]
+    why: NotRequired[str]
+
+
+class Prepared(TypedDict):
+    """'Prepare deployment' replaces the execution's input with this (ResultPath `$`)."""
+
+    deployment: Deployment
+    poll_seconds: int
+    github: GitHubReport
+
+
+class SupersededBy(TypedDict):
+    execution: str
+    commit: str
+
+
+class Queue(TypedDict):
+    """'Look for earlier runs' (`$.queue`): go on, wait, or skip for a newer push."""
+
+    clear: bool
+    skip: bool
+    ahead: list[str]
+    checks: int
+    poll_seconds: int
+    superseded_by: NotRequired[SupersededBy]
+
+
+class Image(TypedDict):
+    """The node image to run (`$.image`): None until one is baked."""
+
+    ami_id: str | None
+
+
+class Bake(TypedDict):
+    """The CodeBuild bake (`$.bake`): IN_PROGRESS, then SUCCEEDED with the image."""
+
+    build_id: str
+    status: str
+    ami_id: NotRequired[str | None]
+
+
+class Network(TypedDict):
+    """The environment's network, converged (`$.network` of the deploy machine)."""
+
+    vpc_id: str
+    subnet_ids: list[str]
+    internet_gateway_id: str
+    route_table_id: str
+    security_group_id: str
+    created: list[str]
+
+
+class Nodes(TypedDict):
+    """Which nodes this run launched, which serve once it ends, and the previous image's (`$.nodes`)."""
+
+    new: list[str]
+    current: list[str]
+    old: list[str]
+
+
+class Readiness(TypedDict):
+    """Whether the nodes run and are online with SSM (`$.readiness`)."""
+
+    ready: bool
+    attempts: int
+    online: int
+    wanted: int
+
+
+class Swarm(TypedDict):
+    """The swarm's forming, one command at a time (`$.swarm`): built only by `swarm.swarm_state`."""
+
+    action: str  # init, join or none
+    joined: list[str]
+    managers: list[str]
+    command_id: str | None
+    targets: list[str]
+    role: str | None
+    initialised: bool
+    done: NotRequired[bool]
+    complete: NotRequired[bool]
+
+
+class NodeView(TypedDict):
+    """The managers asked for the swarm's view of its nodes, and the nodes' host names."""
+
+    command_id: str
+    targets: list[str]
+    hostnames: dict[str, str]
+
+
+class Health(TypedDict):
+    """The health gate (`$.health`): PENDING until every answer is in, then HEALTHY."""
+
+    command_id: str
+    targets: list[str]
+    status: str
+    view: NodeView
+    manager: NotRequired[str]
+
+
+class Command(TypedDict):
+    """A swarm command sent to one manager (`$.promote`, `$.leave`); `done` once it has finished."""
+
+    command_id: str | None
+    targets: NotRequired[list[str]]
+    what: NotRequired[str]
+    promoted: NotRequired[list[str]]
+    done: NotRequired[bool]
+
+
+class Retire(TypedDict):
+    """Taking the previous image's nodes out of the swarm, then terminating them (`$.retire`)."""
+
+    old: list[str]
+    command_id: str | None
+    hostnames: NotRequired[dict[str, str]]
+    demote: NotRequired[dict[str, str]]
+    targets: NotRequired[list[str]]
+    what: NotRequired[str]
+    done: NotRequired[bool]
+
+
+class ImagesRemoved(TypedDict):
+    """Old images deregistered after a deployment (`$.images` of the deploy machine)."""
+
+    removed: list[str]
+    count: int
+
+
+class Removal(TypedDict):
+    """Nodes being terminated: still there? (`$.removal`)."""
+
+    done: bool
+    remaining: int
+    checks: int
+
+
+class Terminated(TypedDict):
+    """Nodes whose termination was asked for (`$.removal` of deploy, `$.nodes` of teardown)."""
+
+    instance_ids: list[str]
+    poll_seconds: int
+
+
+class NetworkRemoved(TypedDict):
+    """What removing a network deleted, by resource role, and the swarm parameters deleted."""
+
+    removed: dict[str, int]
+    parameters: int
+
+
+class ImagesDeregistered(TypedDict):
+    """Teardown's images (`$.images` of the teardown machine)."""
+
+    images: int
+
+
+class Leftover(TypedDict):
+    """Teardown's last word (`$.leftover`): nothing is tagged for the environment any more."""
+
+    environment: str
+    leftover: dict[str, int]
+
+
+class CaughtError(TypedDict):
+    """What a Catch puts at its ResultPath (`$.error`, `$.undo_error`, ...): Step Functions' own shape."""
+
+    Error: str
+    Cause: str
+
+
+# Per machine: the shape at each ResultPath. Catch paths hold Step Functions' error object.
+RESULT_PATHS: dict[str, dict[str, type]] = {
+    "deploy": {
+        "$": Prepared,
+        "$.queue": Queue,
+        "$.image": Image,
+        "$.bake": Bake,
+        "$.network": Network,
+        "$.nodes": Nodes,
+        "$.readiness": Readiness,
+        "$.swarm": Swarm,
+        "$.health": Health,
+        "$.promote": Command,
+        "$.retire": Retire,
+        "$.images": ImagesRemoved,
+        "$.github": GitHubReport,
+        "$.leave": Command,
+        "$.removal": Removal,
+        "$.undo": NetworkRemoved,
+        "$.error": CaughtError,
+        "$.undo_error": CaughtError,
+        "$.leave_error": CaughtError,
+        "$.github_error": CaughtError,
+    },
+    "teardown": {
+        "$.queue": Queue,
+        "$.nodes": Terminated,
+        "$.removal": Removal,
+        "$.network": NetworkRemoved,
+        "$.images": ImagesDeregistered,
+        "$.leftover": Leftover,
+        "$.error": CaughtError,
+    },
+}
+# 'Remove this deployment's nodes' and 'Check removed nodes are gone' share `$.removal` in the
+# deploy machine: the first answer (Terminated) is read by no one but the Wait that follows.
+SHARED_PATHS: dict[str, dict[str, tuple[type, ...]]] = {"deploy": {"$.removal": (Terminated, Removal)}}
+
+
+def shapes_at(machine: str, path: str) -> tuple[type, ...]:
+    """The shapes a step may leave at `path` of `machine`'s state (KeyError: none declared)."""
+    return SHARED_PATHS.get(machine, {}).get(path) or (RESULT_PATHS[machine][path],)
+
+
+def conforms(shape: type, value: object, where: str = "$") -> list[str]:
+    """What in `value` does not fit `shape` (empty: it fits). Checks keys, required and extra,
+    and the JSON types of the values, recursively; used by the tests on real executions."""
+    return _check(shape, value, where)
+
+
+def _check(expected: Any, value: object, where: str) -> list[str]:
+    if expected is Any:
+        return []
+    if typing.is_typeddict(expected):
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object, got {type(value).__name__}"]
+        hints = get_type_hints(expected)
+        required: frozenset[str] = expected.__required_keys__
+        problems = [f"{where}.{key}: missing" for key in sorted(required - value.keys())]
+        problems += [f"{where}.{key}: not declared in {expected.__name__}" for key in sorted(value.keys() - hints.keys())]
+        for key in sorted(value.keys() & hints.keys()):
+            problems += _check(hints[key], value[key], f"{where}.{key}")
+        return problems
+    origin = get_origin(expected)
+    if origin is NotRequired:
+        return _check(get_args(expected)[0], value, where)
+    if origin in (Union, types.UnionType):
+        options = [_check(arg, value, where) for arg in get_args(expected)]
+        return [] if any(not found for found in options) else min(options, key=len)
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where}: expected a list, got {type(value).__name__}"]
+        (item,) = get_args(expected)
+        return [p for i, v in enumerate(value) for p in _check(item, v, f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object, got {type(value).__name__}"]
+        _, item = get_args(expected)
+        return [p for k, v in value.items() for p in _check(item, v, f"{where}.{k}")]
+    if expected is type(None):
+        return [] if value is None else [f"{where}: expected null, got {value!r}"[:200]]
+    if expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    return [] if ok else [f"{where}: expected {expected.__name__}, got {type(value).__name__}"]
+
+
+# --- what each Task receives ---------------------------------------------------------------
+# Tasks without `Parameters` receive the whole execution state: the deploy machine's is `DeployRun`
+# (every key present once the state that writes it has run), the teardown machine's `TeardownRun`.
+
+
+class DeployRun(TypedDict, total=False):
+    deployment: Deployment
+    poll_seconds: int
+    github: GitHubReport
+    queue: Queue
+    image: Image
+    bake: Bake
+    network: Network
+    nodes: Nodes
+    readiness: Readiness
+    swarm: Swarm
+    health: Health
+    promote: Command
+    retire: Retire
+    images: ImagesRemoved
+    leave: Command
+    removal: Removal
+    undo: NetworkRemoved
+    error: CaughtError
+    undo_error: CaughtError
+    leave_error: CaughtError
+    github_error: CaughtError
+
+
+class TeardownRun(TypedDict, total=False):
+    environment: str  # the teardown's input: the environment to remove
+    queue: Queue
+    nodes: Terminated
+    removal: Removal
+    network: NetworkRemoved
+    images: ImagesDeregistered
+    leftover: Leftover
+    error: CaughtError
+
+
+# Tasks with `Parameters` receive exactly what those build:
+class PrepareInput(TypedDict):
+    input: dict[str, Any]  # the execution's input, as started: validated by `deploy_input.parse`
+    execution: str
+    execution_arn: str
+
+
+class WaitTurnInput(TypedDict):
+    run: dict[str, Any]  # the execution's state: a deployment's, or a teardown's input
+    execution: str
+    state_machine: str
+
+
+class CheckCommandInput(TypedDict):
+    deployment: Deployment
+    command: Command
+
+
+class ReportInput(TypedDict):
+    run: dict[str, Any]  # the execution's state at the end, or its input when Prepare failed
+    outcome: str
+    execution_arn: str

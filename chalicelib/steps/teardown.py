@@ -1,0 +1,87 @@
+"""Removing things, for both machines: the deploy machine's undo of a failed run (scope: its own
+deployment) and the teardown machine (scope: the whole environment)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib import aws, naming, plans
+from chalicelib.aws import ec2, ssm
+from chalicelib.errors import TeardownIncomplete
+from chalicelib.observability import logger
+from chalicelib.settings import get_settings
+from chalicelib.steps.common import deployment_of, scope, send
+from chalicelib.steps.state import (Command, DeployRun, ImagesDeregistered, Leftover, NetworkRemoved, Removal,
+                                    Terminated)
+
+
+def leave_swarm(event: DeployRun) -> Command:
+    """Compensation, first: take this deployment's nodes out of a swarm that was there before it
+    (through one of that swarm's managers), so terminating them leaves no dead member behind.
+    Nothing to do when they formed a swarm of their own, or never joined one."""
+    deployment = deployment_of(event)
+    client = aws.client("ec2")
+    mine = ec2.list_nodes(client, deployment["environment"], deployment=deployment["id"])
+    if not mine:
+        return Command(command_id=None)
+    managers = [n for n in ec2.list_nodes(client, deployment["environment"], states=["running"],
+                                          swarm_role="manager")
+                if n.deployment != deployment["id"]]
+    if not managers:
+        return Command(command_id=None)
+    return send(deployment, "leave", plans.retire_script([n.hostname for n in mine if n.hostname]),
+                managers[0].instance_id)
+
+
+def terminate_nodes(event: Mapping[str, Any]) -> Terminated:
+    environment, deployment = scope(event)
+    nodes = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment)
+    ids = [n.instance_id for n in nodes]
+    ec2.terminate(aws.client("ec2"), ids)
+    logger.info("terminating nodes", extra={"instance_ids": ids, "scope": deployment or environment})
+    return Terminated(instance_ids=ids, poll_seconds=get_settings().poll_seconds)
+
+
+def check_nodes_gone(event: Mapping[str, Any]) -> Removal:
+    """Are the nodes being removed terminated? Counts its checks in `removal` (where both state
+    machines keep its answer) and gives up after SLIPWAY_NODE_READY_ATTEMPTS of them, so an
+    instance stuck shutting down fails the run, naming it, instead of holding it forever."""
+    environment, deployment = scope(event)
+    remaining = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment,
+                               states=ec2.LIVE_STATES + ["shutting-down"])
+    checks = int((event.get("removal") or {}).get("checks", 0)) + 1
+    if remaining and checks >= get_settings().node_ready_attempts:
+        raise TeardownIncomplete(f"nodes not terminated after {checks} checks: "
+                                 f"{sorted(n.instance_id for n in remaining)}")
+    return Removal(done=not remaining, remaining=len(remaining), checks=checks)
+
+
+def delete_network(event: Mapping[str, Any]) -> NetworkRemoved:
+    environment, deployment = scope(event)
+    removed = ec2.delete_network(aws.client("ec2"), environment, deployment)
+    removed["launch-template"] = ec2.delete_launch_templates(aws.client("ec2"), environment, deployment)
+    swarm_left = ec2.list_nodes(aws.client("ec2"), environment)
+    # A failed deployment that initialised a swarm of its own stored that swarm's tokens: its nodes
+    # are gone, so the tokens must go too, or the next deployment would join the previous swarm
+    # with them (and fail). Likewise when no node is left at all.
+    own_swarm = bool(deployment and (event.get("swarm") or {}).get("initialised"))
+    parameters = 0
+    if not swarm_left or own_swarm:
+        parameters = ssm.delete_tree(aws.client("ssm"), naming.swarm_path(environment))
+    logger.info("network removed", extra={"removed": removed, "parameters": parameters})
+    return NetworkRemoved(removed=removed, parameters=parameters)
+
+
+def delete_images(event: Mapping[str, Any]) -> ImagesDeregistered:
+    environment, _ = scope(event)
+    client = aws.client("ec2")
+    return ImagesDeregistered(images=ec2.delete_images(client, ec2.list_images(client, environment)))
+
+
+def confirm_teardown(event: Mapping[str, Any]) -> Leftover:
+    environment, _ = scope(event)
+    left = {k: v for k, v in ec2.count_tagged(aws.client("ec2"), environment).items() if v}
+    if left:
+        raise TeardownIncomplete(f"still tagged for {environment}: {left}")
+    return Leftover(environment=environment, leftover={})
