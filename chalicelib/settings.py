@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,15 @@ from dataclasses import dataclass
 from chalicelib.errors import ConfigurationError
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# One /24 subnet per availability zone; SLIPWAY_SUBNET_COUNT is at most MAX_SUBNETS.
+SUBNET_PREFIX = 24
+MAX_SUBNETS = 6
+# TCP ports SLIPWAY_SERVICE_PORTS must not open to the world: SSH (never), and the swarm's own
+# (cluster management, node gossip), which the security group opens within the group only.
+RESERVED_PORTS = {22: "SSH", 2377: "swarm cluster management", 7946: "swarm node gossip"}
+# Run Command's rate controls, as SendCommand accepts them (a count, or a percentage).
+_MAX_CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]?%|100%)$")
+_MAX_ERRORS = re.compile(r"^([0-9]|[1-9][0-9]+|[0-9]%|[1-9][0-9]%|100%)$")
 
 
 @dataclass(frozen=True)
@@ -72,10 +82,73 @@ def _list(env: Mapping[str, str], key: str, default: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(key, default).split(",") if item.strip())
 
 
+def _network(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network, tuple[str, ...]]:
+    """The VPC's network and its subnets: the first SLIPWAY_SUBNET_COUNT /24 slices of it."""
+    vpc_cidr = env.get("SLIPWAY_VPC_CIDR", "10.42.0.0/16").strip()
+    try:
+        network = ipaddress.ip_network(vpc_cidr)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"SLIPWAY_VPC_CIDR is not a network: {vpc_cidr!r} (an IPv4 network address with its "
+            f"prefix, host bits zero, e.g. 10.42.0.0/16): {exc}") from exc
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise ConfigurationError(f"SLIPWAY_VPC_CIDR must be an IPv4 network (a VPC's primary CIDR "
+                                 f"block is IPv4), got {vpc_cidr!r}")
+    if not 16 <= network.prefixlen <= SUBNET_PREFIX:
+        raise ConfigurationError(f"SLIPWAY_VPC_CIDR must have a prefix between /16 and "
+                                 f"/{SUBNET_PREFIX}, got {vpc_cidr!r}")
+    count = _int(env, "SLIPWAY_SUBNET_COUNT", 1, 1, MAX_SUBNETS)
+    room = 2 ** (SUBNET_PREFIX - network.prefixlen)
+    if count > room:
+        # The longest prefix with room for `count` /24s, e.g. /22 for 3 or 4 of them.
+        wanted = SUBNET_PREFIX - (count - 1).bit_length()
+        raise ConfigurationError(
+            f"SLIPWAY_VPC_CIDR {network} has room for {room} subnet{'s' if room > 1 else ''} of "
+            f"/{SUBNET_PREFIX}; SLIPWAY_SUBNET_COUNT={count} needs a /{wanted} or larger "
+            f"(e.g. SLIPWAY_VPC_CIDR={network.supernet(new_prefix=wanted)}), "
+            f"or SLIPWAY_SUBNET_COUNT={room}")
+    slices = itertools.islice(network.subnets(new_prefix=SUBNET_PREFIX), count)
+    return network, tuple(str(subnet) for subnet in slices)
+
+
+def _ports(env: Mapping[str, str]) -> tuple[int, ...]:
+    """SLIPWAY_SERVICE_PORTS: TCP port numbers, comma separated, each once, in the order given."""
+    raw = env.get("SLIPWAY_SERVICE_PORTS", "80,443")
+    ports: list[int] = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        try:
+            port = int(item)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"SLIPWAY_SERVICE_PORTS must be TCP port numbers (1-65535), comma separated, "
+                f"e.g. 80,443; {item!r} in {raw!r} is not a number") from exc
+        if not 1 <= port <= 65535:
+            raise ConfigurationError(
+                f"SLIPWAY_SERVICE_PORTS must be TCP port numbers (1-65535), comma separated, "
+                f"e.g. 80,443; {port} in {raw!r} is out of range")
+        if port in RESERVED_PORTS:
+            raise ConfigurationError(
+                f"SLIPWAY_SERVICE_PORTS must not open {port} ({RESERVED_PORTS[port]}) to the world; "
+                f"got {raw!r}")
+        if port not in ports:  # a repeat would make the security group refuse the whole rule set
+            ports.append(port)
+    return tuple(ports)
+
+
+def _rate(env: Mapping[str, str], key: str, default: str, pattern: re.Pattern[str], what: str) -> str:
+    raw = env.get(key, default).strip()
+    if not pattern.fullmatch(raw):
+        raise ConfigurationError(f"{key} must be {what}, got {raw!r}")
+    return raw
+
+
 def from_environment(env: Mapping[str, str]) -> Settings:
-    """Build and validate Settings from a mapping shaped like os.environ."""
+    """Build and validate Settings from a mapping shaped like os.environ. Every bad value raises
+    ConfigurationError naming its variable."""
     environment = env.get("SLIPWAY_ENVIRONMENT", "")
-    if not _NAME.match(environment):
+    if not _NAME.fullmatch(environment):
         raise ConfigurationError(
             "SLIPWAY_ENVIRONMENT must be 1-31 lower-case letters, digits or '-', "
             f"starting with a letter; got {environment!r}"
@@ -83,22 +156,8 @@ def from_environment(env: Mapping[str, str]) -> Settings:
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
     if not region:
         raise ConfigurationError("AWS_REGION is not set")
-    vpc_cidr = env.get("SLIPWAY_VPC_CIDR", "10.42.0.0/16")
-    try:
-        network = ipaddress.ip_network(vpc_cidr)
-    except ValueError as exc:
-        raise ConfigurationError(f"SLIPWAY_VPC_CIDR is not a network: {vpc_cidr!r}") from exc
-    if not 16 <= network.prefixlen <= 24:
-        raise ConfigurationError("SLIPWAY_VPC_CIDR must have a prefix between /16 and /24")
-    # One /24 per availability zone (the whole VPC's first slices), SLIPWAY_SUBNET_COUNT of them.
-    subnet_count = _int(env, "SLIPWAY_SUBNET_COUNT", 1, 1, 6)
-    slices = network.subnets(new_prefix=max(network.prefixlen, 24))
-    subnets = tuple(str(next(slices)) for _ in range(subnet_count))
-    ports = tuple(
-        int(p) for p in env.get("SLIPWAY_SERVICE_PORTS", "80,443").split(",") if p.strip()
-    )
-    if any(not 0 < p < 65536 for p in ports):
-        raise ConfigurationError("SLIPWAY_SERVICE_PORTS must be TCP ports, comma separated")
+    network, subnets = _network(env)
+    ports = _ports(env)
     branches = _list(env, "SLIPWAY_BRANCHES", "main")
     return Settings(
         stage=env.get("SLIPWAY_STAGE", "dev"),
@@ -125,8 +184,10 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         skip_superseded=_bool(env, "SLIPWAY_SKIP_SUPERSEDED", True),
         prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
         prune_volumes=_bool(env, "SLIPWAY_PRUNE_VOLUMES", False),
-        prune_max_concurrency=env.get("SLIPWAY_PRUNE_MAX_CONCURRENCY", "25%"),
-        prune_max_errors=env.get("SLIPWAY_PRUNE_MAX_ERRORS", "0"),
+        prune_max_concurrency=_rate(env, "SLIPWAY_PRUNE_MAX_CONCURRENCY", "25%", _MAX_CONCURRENCY,
+                                    "a number of nodes (1 or more) or a percentage (1%-100%)"),
+        prune_max_errors=_rate(env, "SLIPWAY_PRUNE_MAX_ERRORS", "0", _MAX_ERRORS,
+                               "a number of errors (0 or more) or a percentage (0%-100%)"),
         node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),
         command_timeout_seconds=_int(env, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", 600, 30, 172800),
         github_api=env.get("SLIPWAY_GITHUB_API", "https://api.github.com"),

@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib import naming
+from chalicelib.aws import Client, error_code, is_not_found, just_created
+from chalicelib.errors import ConfigurationError
 from chalicelib.observability import logger
 
 ANYWHERE = "0.0.0.0/0"
 # Swarm's own traffic: cluster management, node gossip, overlay network.
 SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+# Not found right after a create (EC2 is eventually consistent: an id it has just given out may
+# be unknown to the next call for a moment). Each is TransientError only in the call that reads
+# what was just made, so that the state machine retries the step (see chalicelib.aws).
+# ensure_network: every id it passes on was created by it, or found by its tags moments ago (by
+# an attempt whose answer was lost, perhaps), so its calls may not see them yet.
+NETWORK_NOT_VISIBLE = frozenset({
+    "InvalidVpcID.NotFound",               # the VPC, to the calls after CreateVpc
+    "InvalidSubnetID.NotFound",            # a subnet, after CreateSubnet
+    "InvalidInternetGatewayID.NotFound",   # the internet gateway, after CreateInternetGateway
+    "InvalidGatewayID.NotFound",           # the same, as CreateRoute names it
+    "InvalidRouteTableID.NotFound",        # the route table, after CreateRouteTable
+    "InvalidGroup.NotFound",               # the security group, after CreateSecurityGroup
+})
+# launch_nodes: RunInstances names the launch template (version) the same step has just created,
+# the subnets and security group `ensure_network` created one step before, and the image the
+# bake may just have registered.
+LAUNCH_NOT_VISIBLE = frozenset({
+    "InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateId.VersionNotFound",
+    "InvalidSubnetID.NotFound", "InvalidGroup.NotFound", "InvalidAMIID.NotFound",
+})
+# DescribeImages by id: the image check_bake read from the bake that has just registered it.
+IMAGE_NOT_VISIBLE = frozenset({"InvalidAMIID.NotFound"})
+# DescribeInstances by id: the ids a step passes are always the run's own nodes, read first by
+# check_nodes right after RunInstances.
+INSTANCE_NOT_VISIBLE = frozenset({"InvalidInstanceID.NotFound"})
+
+AwsDict = dict[str, Any]
+TagsFor = Callable[[str], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -27,37 +60,43 @@ class Node:
     swarm_role: str = ""
 
 
-def _first(items: list[dict]) -> dict | None:
-    return items[0] if items else None
-
-
-def _spec(resource_type: str, tags: dict[str, str]) -> list[dict]:
+def _spec(resource_type: str, tags: dict[str, str]) -> list[AwsDict]:
     return [{"ResourceType": resource_type, "Tags": naming.tag_list(tags)}]
 
 
-def find_image(ec2, name: str) -> str | None:
+def find_image(ec2: Client, name: str) -> str | None:
     images = ec2.describe_images(
         Owners=["self"],
         Filters=[{"Name": "name", "Values": [name]}, {"Name": "state", "Values": ["available"]}],
     )["Images"]
-    return images[0]["ImageId"] if images else None
+    return str(images[0]["ImageId"]) if images else None
 
 
-def ensure_network(ec2, create, *, environment: str, tags_for, vpc_cidr: str,
-                   subnet_cidrs: tuple[str, ...], service_ports: tuple[int, ...]) -> dict:
+def ensure_network(ec2: Client, create: Client, *, environment: str, tags_for: TagsFor, vpc_cidr: str,
+                   subnet_cidrs: tuple[str, ...], service_ports: tuple[int, ...]) -> AwsDict:
     """Find each network resource by its environment tag, create only what is missing, and
     converge its settings (DNS names, public IPs, attachment, route, association, rules).
 
     `create` is a one-attempt client for the creates AWS cannot deduplicate (see chalicelib.aws):
     if such a call's response is lost, this step fails, is retried whole, and finds the resource
     by the tags it was created with. `tags_for(role)` gives the tags for a resource created now.
+    A resource not visible yet to the call after its create (NETWORK_NOT_VISIBLE) is TransientError.
     """
+    with just_created(f"part of the network of {environment}", NETWORK_NOT_VISIBLE):
+        return _converge_network(ec2, create, environment=environment, tags_for=tags_for,
+                                 vpc_cidr=vpc_cidr, subnet_cidrs=subnet_cidrs,
+                                 service_ports=service_ports)
+
+
+def _converge_network(ec2: Client, create: Client, *, environment: str, tags_for: TagsFor,
+                      vpc_cidr: str, subnet_cidrs: tuple[str, ...],
+                      service_ports: tuple[int, ...]) -> AwsDict:
     created: list[str] = []
 
-    def lookup(describe, key: str, id_key: str, role: str) -> dict | None:
+    def lookup(describe: Callable[..., AwsDict], key: str, id_key: str, role: str) -> AwsDict | None:
         found = describe(Filters=naming.tag_filters(environment, role=role))[key]
         # Should a duplicate ever exist, every step agrees on the same one.
-        return min(found, key=lambda r: r[id_key]) if found else None
+        return min(found, key=lambda r: str(r[id_key])) if found else None
 
     vpc = lookup(ec2.describe_vpcs, "Vpcs", "VpcId", "vpc")
     if vpc is None:
@@ -125,16 +164,16 @@ def ensure_network(ec2, create, *, environment: str, tags_for, vpc_cidr: str,
 SUBNET_INDEX_TAG = "slipway:subnet"
 
 
-def _ensure_subnets(ec2, create, environment: str, vpc_id: str, cidrs: tuple[str, ...], tags_for,
-                    created: list[str]) -> list[str]:
+def _ensure_subnets(ec2: Client, create: Client, environment: str, vpc_id: str, cidrs: tuple[str, ...],
+                    tags_for: TagsFor, created: list[str]) -> list[str]:
     """One subnet per availability zone, each found by its index tag, public IPs on launch."""
     found = ec2.describe_subnets(Filters=naming.tag_filters(environment, role="subnet"))["Subnets"]
-    by_index: dict[str, dict] = {}
+    by_index: dict[str, AwsDict] = {}
     for subnet in sorted(found, key=lambda x: x["SubnetId"]):
         index = {t["Key"]: t["Value"] for t in subnet.get("Tags", [])}.get(SUBNET_INDEX_TAG, "0")
         by_index.setdefault(index, subnet)
-    zones = None
-    ids = []
+    zones: list[str] | None = None
+    ids: list[str] = []
     for index, cidr in enumerate(cidrs):
         subnet = by_index.get(str(index))
         if subnet is None:
@@ -143,8 +182,6 @@ def _ensure_subnets(ec2, create, environment: str, vpc_id: str, cidrs: tuple[str
                     Filters=[{"Name": "state", "Values": ["available"]},
                              {"Name": "zone-type", "Values": ["availability-zone"]}])["AvailabilityZones"])
             if index >= len(zones):
-                from chalicelib.errors import ConfigurationError
-
                 raise ConfigurationError(f"{len(cidrs)} subnets asked for, the region has {len(zones)} zones")
             subnet = create.create_subnet(
                 VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zones[index],
@@ -157,11 +194,9 @@ def _ensure_subnets(ec2, create, environment: str, vpc_id: str, cidrs: tuple[str
     return ids
 
 
-def _already_done(call, codes: set[str], **kwargs) -> None:
+def _already_done(call: Callable[..., object], codes: set[str], **kwargs: Any) -> None:
     """Make a call whose repeat AWS refuses with `codes`: a retry after a lost response lands
     there, and the work it asked for is done."""
-    from chalicelib.aws import error_code
-
     try:
         call(**kwargs)
     except ClientError as exc:
@@ -169,8 +204,8 @@ def _already_done(call, codes: set[str], **kwargs) -> None:
             raise
 
 
-def _rule_keys(permissions: list[dict]) -> set[tuple]:
-    keys = set()
+def _rule_keys(permissions: list[AwsDict]) -> set[tuple[Any, ...]]:
+    keys: set[tuple[Any, ...]] = set()
     for p in permissions:
         base = (p.get("IpProtocol"), p.get("FromPort"), p.get("ToPort"))
         keys |= {base + ("cidr", r["CidrIp"]) for r in p.get("IpRanges", [])}
@@ -178,13 +213,13 @@ def _rule_keys(permissions: list[dict]) -> set[tuple]:
     return keys
 
 
-def _missing_rules(existing: list[dict], wanted: list[dict]) -> list[dict]:
+def _missing_rules(existing: list[AwsDict], wanted: list[AwsDict]) -> list[AwsDict]:
     have = _rule_keys(existing)
     return [rule for rule in wanted if not _rule_keys([rule]) <= have]
 
 
-def _ingress(group_id: str, service_ports: tuple[int, ...]) -> list[dict]:
-    rules = [
+def _ingress(group_id: str, service_ports: tuple[int, ...]) -> list[AwsDict]:
+    rules: list[AwsDict] = [
         {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
          "IpRanges": [{"CidrIp": ANYWHERE, "Description": "service"}]}
         for port in service_ports
@@ -198,8 +233,8 @@ def _ingress(group_id: str, service_ports: tuple[int, ...]) -> list[dict]:
 
 
 def _template_data(image_id: str, instance_type: str, security_group_id: str,
-                   instance_profile: str, root_device: str) -> dict:
-    data = {
+                   instance_profile: str, root_device: str) -> AwsDict:
+    data: AwsDict = {
         "ImageId": image_id,
         "InstanceType": instance_type,
         "SecurityGroupIds": [security_group_id],
@@ -216,12 +251,13 @@ def _template_data(image_id: str, instance_type: str, security_group_id: str,
     return data
 
 
-def ensure_launch_template(ec2, create, *, environment: str, tags: dict[str, str], image_id: str,
+def ensure_launch_template(ec2: Client, create: Client, *, environment: str, tags: dict[str, str], image_id: str,
                            instance_type: str, security_group_id: str, instance_profile: str,
                            client_token: str) -> tuple[str, str]:
     """The environment's launch template, with one version per image: (template id, version).
     The template itself is created through the one-attempt `create` client, like the network."""
-    root = ec2.describe_images(ImageIds=[image_id])["Images"][0].get("RootDeviceName", "/dev/sda1")
+    with just_created(f"image {image_id}", IMAGE_NOT_VISIBLE):
+        root = ec2.describe_images(ImageIds=[image_id])["Images"][0].get("RootDeviceName", "/dev/sda1")
     data = _template_data(image_id, instance_type, security_group_id, instance_profile, root)
     found = ec2.describe_launch_templates(
         Filters=naming.tag_filters(environment, role="launch-template"))["LaunchTemplates"]
@@ -230,8 +266,8 @@ def ensure_launch_template(ec2, create, *, environment: str, tags: dict[str, str
             LaunchTemplateName=f"slipway-{environment}-nodes", LaunchTemplateData=data,
             TagSpecifications=_spec("launch-template", tags), ClientToken=client_token,
         )["LaunchTemplate"]
-        return template["LaunchTemplateId"], str(template["LatestVersionNumber"])
-    template_id = min(t["LaunchTemplateId"] for t in found)
+        return str(template["LaunchTemplateId"]), str(template["LatestVersionNumber"])
+    template_id = str(min(t["LaunchTemplateId"] for t in found))
     paginator = ec2.get_paginator("describe_launch_template_versions")
     for page in paginator.paginate(LaunchTemplateId=template_id):
         for version in page["LaunchTemplateVersions"]:
@@ -245,40 +281,47 @@ def ensure_launch_template(ec2, create, *, environment: str, tags: dict[str, str
     return template_id, str(version["VersionNumber"])
 
 
-def launch_nodes(ec2, *, template: tuple[str, str], placement: dict[str, int],
+def launch_nodes(ec2: Client, *, template: tuple[str, str], placement: dict[str, int],
                  tags: dict[str, str], client_token: str) -> list[str]:
     """Launch `placement[subnet]` nodes in each subnet from the template version. One RunInstances
-    per subnet, each with its own ClientToken, so a retried call never makes a second node."""
-    ids = []
+    per subnet, each with its own ClientToken, so a retried call never makes a second node (nor
+    a retried step: the nodes a failed attempt launched are found by their tags)."""
+    ids: list[str] = []
     for subnet_id, count in placement.items():
-        reservation = ec2.run_instances(
-            LaunchTemplate={"LaunchTemplateId": template[0], "Version": template[1]},
-            SubnetId=subnet_id, MinCount=count, MaxCount=count,
-            ClientToken=f"{client_token}-{subnet_id}"[-64:],
-            TagSpecifications=_spec("instance", tags) + _spec("volume", tags),
-        )
+        with just_created(f"launch template {template[0]} version {template[1]}, subnet {subnet_id} "
+                          "or their security group", LAUNCH_NOT_VISIBLE):
+            reservation = ec2.run_instances(
+                LaunchTemplate={"LaunchTemplateId": template[0], "Version": template[1]},
+                SubnetId=subnet_id, MinCount=count, MaxCount=count,
+                ClientToken=f"{client_token}-{subnet_id}"[-64:],
+                TagSpecifications=_spec("instance", tags) + _spec("volume", tags),
+            )
         ids += [i["InstanceId"] for i in reservation["Instances"]]
     return ids
 
 
-def delete_launch_templates(ec2, environment: str, deployment: str | None = None) -> int:
+def delete_launch_templates(ec2: Client, environment: str, deployment: str | None = None) -> int:
     found = ec2.describe_launch_templates(
         Filters=naming.tag_filters(environment, deployment, role="launch-template"))["LaunchTemplates"]
     return sum(_gone(ec2.delete_launch_template, LaunchTemplateId=t["LaunchTemplateId"]) for t in found)
 
 
-def list_nodes(ec2, environment: str, *, deployment: str | None = None,
+def list_nodes(ec2: Client, environment: str, *, deployment: str | None = None,
                states: list[str] | None = None, instance_ids: list[str] | None = None,
                swarm_role: str | None = None) -> list[Node]:
+    """The environment's nodes (of one deployment, in these states, among these ids, of one swarm
+    role). An id not visible yet, just after RunInstances, is TransientError (INSTANCE_NOT_VISIBLE)."""
     filters = naming.tag_filters(environment, deployment, role="node")
     if swarm_role:
         filters.append({"Name": f"tag:{naming.TAG_SWARM_ROLE}", "Values": [swarm_role]})
     filters.append({"Name": "instance-state-name", "Values": states or LIVE_STATES})
-    kwargs = {"Filters": filters}
+    kwargs: AwsDict = {"Filters": filters}
     if instance_ids:
         kwargs["InstanceIds"] = instance_ids
-    nodes = []
-    for page in ec2.get_paginator("describe_instances").paginate(**kwargs):
+    with just_created(f"instances {instance_ids}", INSTANCE_NOT_VISIBLE if instance_ids else ()):
+        pages = list(ec2.get_paginator("describe_instances").paginate(**kwargs))
+    nodes: list[Node] = []
+    for page in pages:
         for reservation in page["Reservations"]:
             for inst in reservation["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
@@ -295,13 +338,13 @@ def list_nodes(ec2, environment: str, *, deployment: str | None = None,
     return sorted(nodes, key=lambda n: n.instance_id)
 
 
-def tag_swarm_role(ec2, instance_ids: list[str], role: str) -> None:
+def tag_swarm_role(ec2: Client, instance_ids: list[str], role: str) -> None:
     """Record a node's swarm role on the instance: later deployments find managers by it."""
     if instance_ids:
         ec2.create_tags(Resources=instance_ids, Tags=naming.tag_list({naming.TAG_SWARM_ROLE: role}))
 
 
-def any_node(ec2, environment: str) -> bool:
+def any_node(ec2: Client, environment: str) -> bool:
     """Whether a running node is tagged for the environment (one page, whatever the fleet size)."""
     filters = naming.tag_filters(environment, role="node")
     filters.append({"Name": "instance-state-name", "Values": ["running"]})
@@ -309,27 +352,25 @@ def any_node(ec2, environment: str) -> bool:
     return any(r["Instances"] for r in page["Reservations"])
 
 
-def terminate(ec2, instance_ids: list[str]) -> None:
+def terminate(ec2: Client, instance_ids: list[str]) -> None:
     """Terminate; repeating it is harmless (terminating a terminated instance succeeds)."""
     if instance_ids:
         ec2.terminate_instances(InstanceIds=instance_ids)
 
 
-def _gone(call, **kwargs) -> bool:
+def _gone(call: Callable[..., object], **kwargs: Any) -> bool:
     """Make a delete; True if it deleted, False if the resource was already gone."""
     try:
         call(**kwargs)
         return True
     except ClientError as exc:
-        from chalicelib.aws import error_code, is_not_found
-
         # A deregistered image answers "Unavailable" for a while before it is "NotFound".
         if is_not_found(exc) or error_code(exc) == "InvalidAMIID.Unavailable":
             return False
         raise
 
 
-def delete_network(ec2, environment: str, deployment: str | None = None) -> dict[str, int]:
+def delete_network(ec2: Client, environment: str, deployment: str | None = None) -> dict[str, int]:
     """Remove tagged network resources in dependency order; 'already gone' counts as done."""
     filters = naming.tag_filters(environment, deployment)
     removed = {"security-group": 0, "route-table": 0, "internet-gateway": 0, "subnet": 0, "vpc": 0}
@@ -353,11 +394,12 @@ def delete_network(ec2, environment: str, deployment: str | None = None) -> dict
     return removed
 
 
-def list_images(ec2, environment: str) -> list[dict]:
-    return ec2.describe_images(Owners=["self"], Filters=naming.tag_filters(environment))["Images"]
+def list_images(ec2: Client, environment: str) -> list[AwsDict]:
+    images: list[AwsDict] = ec2.describe_images(Owners=["self"], Filters=naming.tag_filters(environment))["Images"]
+    return images
 
 
-def delete_images(ec2, images: list[dict]) -> int:
+def delete_images(ec2: Client, images: list[AwsDict]) -> int:
     """Deregister these images (as DescribeImages gave them) and delete their snapshots."""
     count = 0
     for image in images:
@@ -369,7 +411,7 @@ def delete_images(ec2, images: list[dict]) -> int:
     return count
 
 
-def count_tagged(ec2, environment: str) -> dict[str, int]:
+def count_tagged(ec2: Client, environment: str) -> dict[str, int]:
     """How many resources of each type still carry the environment's tag (live instances only)."""
     filters = naming.tag_filters(environment)
     live = [{"Name": "instance-state-name", "Values": LIVE_STATES}]

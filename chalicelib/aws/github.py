@@ -10,6 +10,7 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
+from http.client import HTTPResponse
 from typing import BinaryIO
 
 from chalicelib.errors import GitHubRefused, InvalidInput, TransientError
@@ -27,12 +28,13 @@ def _headers(token: str | None) -> dict[str, str]:
     return headers
 
 
-def _get(api: str, repository: str, path: str, commit: str, token: str | None):
+def _get(api: str, repository: str, path: str, commit: str, token: str | None) -> HTTPResponse:
     """Open GET /repos/{repository}/{path}, mapping GitHub's answers to our errors."""
     url = f"{api.rstrip('/')}/repos/{urllib.parse.quote(repository)}/{path}"
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=_headers(token)),
-                                      timeout=TIMEOUT_SECONDS)
+        response: HTTPResponse = urllib.request.urlopen(
+            urllib.request.Request(url, headers=_headers(token)), timeout=TIMEOUT_SECONDS)
+        return response
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 409, 422):
             raise InvalidInput(f"GitHub has no commit {commit} in {repository} ({exc.code})") from exc

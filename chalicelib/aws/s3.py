@@ -4,16 +4,34 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws import Client, error_code
+from chalicelib.errors import ConfigurationError
 
-def exists(s3, bucket: str, key: str) -> bool:
+# HeadObject has no body to carry a code: botocore gives the status ("404") as the code.
+MISSING_OBJECT = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def _no_bucket(bucket: str, exc: ClientError) -> ConfigurationError:
+    return ConfigurationError(f"SLIPWAY_BAKE_BUCKET names S3 bucket {bucket!r}, which does not exist "
+                              f"(`slipway bootstrap` creates it): {exc}")
+
+
+def exists(s3: Client, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
         return True
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) == "NoSuchBucket":
+            raise _no_bucket(bucket, exc) from exc
+        if error_code(exc) in MISSING_OBJECT:
             return False
         raise
 
 
-def put(s3, bucket: str, key: str, data: bytes) -> None:
-    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/zip")
+def put(s3: Client, bucket: str, key: str, data: bytes) -> None:
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/zip")
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchBucket":  # HeadObject's 404 could not tell
+            raise _no_bucket(bucket, exc) from exc
+        raise

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from chalicelib import naming
+from chalicelib.aws import Client, error_code, just_created
+from chalicelib.errors import ConfigurationError, TransientError
 
 SHELL_DOCUMENT = "AWS-RunShellScript"
 # Statuses after which an invocation will not change any more.
 FINAL_STATUSES = {"Success", "Failed", "Cancelled", "TimedOut", "Undeliverable", "Terminated",
                   "DeliveryTimedOut", "ExecutionTimedOut", "InvalidPlatform", "AccessDenied"}
+# Not found right after a create (see chalicelib.aws). ListCommandInvocations just after
+# SendCommand (the command ids the steps read come from their SendCommand a step before):
+COMMAND_NOT_VISIBLE = frozenset({"InvalidCommandId", "InvocationDoesNotExist"})
+# AddTagsToResource just after PutParameter, in the same call:
+PARAMETER_NOT_VISIBLE = frozenset({"InvalidResourceId"})
 
 
 @dataclass(frozen=True)
@@ -20,11 +30,11 @@ class Invocation:
     output: str
 
 
-def online_instances(ssm, instance_ids: list[str]) -> set[str]:
+def online_instances(ssm: Client, instance_ids: list[str]) -> set[str]:
     """Which of these instances the SSM agent has registered and reports online."""
     if not instance_ids:
         return set()
-    online = set()
+    online: set[str] = set()
     paginator = ssm.get_paginator("describe_instance_information")
     pages = paginator.paginate(Filters=[{"Key": "InstanceIds", "Values": instance_ids}])
     for page in pages:
@@ -34,12 +44,12 @@ def online_instances(ssm, instance_ids: list[str]) -> set[str]:
     return online
 
 
-def run_shell(ssm, *, commands: list[str], comment: str, timeout_seconds: int,
-              instance_ids: list[str] | None = None, targets: list[dict] | None = None,
+def run_shell(ssm: Client, *, commands: list[str], comment: str, timeout_seconds: int,
+              instance_ids: list[str] | None = None, targets: list[dict[str, Any]] | None = None,
               max_concurrency: str | None = None, max_errors: str | None = None,
               log_group: str | None = None) -> str:
     """Send an AWS-RunShellScript command to instances (by id) or to targets (by tag)."""
-    request: dict = {
+    request: dict[str, Any] = {
         "DocumentName": SHELL_DOCUMENT,
         "Comment": comment[:100],
         "Parameters": {"commands": commands, "executionTimeout": [str(timeout_seconds)]},
@@ -56,19 +66,22 @@ def run_shell(ssm, *, commands: list[str], comment: str, timeout_seconds: int,
     if log_group:
         request["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True,
                                              "CloudWatchLogGroupName": log_group}
-    return ssm.send_command(**request)["Command"]["CommandId"]
+    return str(ssm.send_command(**request)["Command"]["CommandId"])
 
 
-def command_comment(ssm, command_id: str) -> str | None:
+def command_comment(ssm: Client, command_id: str) -> str | None:
     commands = ssm.list_commands(CommandId=command_id)["Commands"]
-    return commands[0].get("Comment", "") if commands else None
+    return str(commands[0].get("Comment", "")) if commands else None
 
 
-def invocations(ssm, command_id: str) -> list[Invocation]:
-    """Every per-instance result of a command, with its output (an empty list until delivered)."""
-    result = []
+def invocations(ssm: Client, command_id: str) -> list[Invocation]:
+    """Every per-instance result of a command, with its output (an empty list until delivered).
+    A command SSM does not know yet, just after SendCommand, is TransientError."""
+    result: list[Invocation] = []
     paginator = ssm.get_paginator("list_command_invocations")
-    for page in paginator.paginate(CommandId=command_id, Details=True):
+    with just_created(f"command {command_id}", COMMAND_NOT_VISIBLE):
+        pages = list(paginator.paginate(CommandId=command_id, Details=True))
+    for page in pages:
         for inv in page["CommandInvocations"]:
             plugins = inv.get("CommandPlugins") or [{}]
             result.append(Invocation(
@@ -80,22 +93,46 @@ def invocations(ssm, command_id: str) -> list[Invocation]:
     return result
 
 
-def get_secure(ssm, name: str) -> str | None:
+def _read(ssm: Client, name: str) -> str | None:
     try:
-        return ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-    except ssm.exceptions.ParameterNotFound:
-        return None
+        return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    except ClientError as exc:
+        if error_code(exc) == "ParameterNotFound":
+            return None
+        raise
 
 
-def put_secure(ssm, name: str, value: str, tags: dict[str, str]) -> None:
+def get_secure(ssm: Client, name: str, *, just_put: bool = False) -> str | None:
+    """A SecureString's value, None if there is no such parameter. With `just_put` (the caller
+    knows a PutParameter of it has just been made, such as the join tokens after this run's
+    swarm init), not found is SSM not showing it yet: TransientError."""
+    value = _read(ssm, name)
+    if value is None and just_put:
+        raise TransientError(f"not visible yet, just after its put: parameter {name} (ParameterNotFound)")
+    return value
+
+
+def get_configured(ssm: Client, name: str, setting: str) -> str:
+    """The SecureString that the setting `setting` names: not there is a ConfigurationError."""
+    value = _read(ssm, name)
+    if value is None:
+        raise ConfigurationError(f"{setting} names SSM parameter {name!r}, which does not exist "
+                                 "(create it as a SecureString, or unset the setting)")
+    return value
+
+
+def put_secure(ssm: Client, name: str, value: str, tags: dict[str, str]) -> None:
+    """Write (or overwrite) a SecureString and tag it; repeating it is harmless."""
     ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
-    # PutParameter refuses Tags together with Overwrite, so tag in a second call.
-    ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=name,
-                             Tags=naming.tag_list(tags))
+    # PutParameter refuses Tags together with Overwrite, so tag in a second call, which may not
+    # find the parameter yet.
+    with just_created(f"parameter {name}", PARAMETER_NOT_VISIBLE):
+        ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=name,
+                                 Tags=naming.tag_list(tags))
 
 
-def delete_tree(ssm, path: str) -> int:
-    names = []
+def delete_tree(ssm: Client, path: str) -> int:
+    names: list[str] = []
     for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=path, Recursive=True):
         names += [p["Name"] for p in page["Parameters"]]
     for start in range(0, len(names), 10):

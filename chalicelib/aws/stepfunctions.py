@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
+
+from chalicelib.aws import Client
 
 
 def execution_arn(state_machine_arn: str, name: str) -> str:
     return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
 
 
-def start(sfn, state_machine_arn: str, name: str, payload: dict) -> str:
+def start(sfn: Client, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
     """Start execution `name` and return its ARN. A name already used means this delivery was
     seen before: the existing execution stands and nothing new starts. (Step Functions answers a
     repeat of a running execution's name and input with that execution; a finished one, or other
@@ -19,31 +22,33 @@ def start(sfn, state_machine_arn: str, name: str, payload: dict) -> str:
         response = sfn.start_execution(
             stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload, sort_keys=True)
         )
-        return response["executionArn"]
+        return str(response["executionArn"])
     except sfn.exceptions.ExecutionAlreadyExists:
         return execution_arn(state_machine_arn, name)
 
 
-def started_at(sfn, execution_arn: str) -> datetime:
-    return sfn.describe_execution(executionArn=execution_arn)["startDate"]
+def started_at(sfn: Client, execution_arn: str) -> datetime:
+    started: datetime = sfn.describe_execution(executionArn=execution_arn)["startDate"]
+    return started
 
 
-def running(sfn, state_machine_arn: str) -> list[tuple[datetime, str]]:
+def running(sfn: Client, state_machine_arn: str) -> list[tuple[datetime, str]]:
     """(start date, execution ARN) of every RUNNING execution of the state machine."""
-    found = []
+    found: list[tuple[datetime, str]] = []
     for page in sfn.get_paginator("list_executions").paginate(
             stateMachineArn=state_machine_arn, statusFilter="RUNNING"):
         found += [(e["startDate"], e["executionArn"]) for e in page["executions"]]
     return found
 
 
-def input_if_entered(sfn, execution_arn: str, state: str, within: int = 100) -> dict | None:
+def input_if_entered(sfn: Client, execution_arn: str, state: str, within: int = 100) -> dict[str, Any] | None:
     """The input the execution was started with once it has entered `state` (among its first
     `within` history events), else None: one history read answers both ({} for a non-object)."""
     events = sfn.get_execution_history(executionArn=execution_arn, maxResults=within)["events"]
     if not any(e.get("stateEnteredEventDetails", {}).get("name") == state for e in events):
         return None
-    started = next((e["executionStartedEventDetails"] for e in events if "executionStartedEventDetails" in e), {})
+    started: dict[str, Any] = next(
+        (e["executionStartedEventDetails"] for e in events if "executionStartedEventDetails" in e), {})
     try:
         found = json.loads(started.get("input") or "{}")
     except ValueError:

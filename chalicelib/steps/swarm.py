@@ -48,7 +48,8 @@ def form_swarm(event: DeployRun) -> Swarm:
         aws.client("ec2"), environment, states=["running"], instance_ids=member_ids,
         swarm_role="manager")} if member_ids else {}
     addresses = [managers[i].private_ip for i in member_ids if i in managers]
-    tokens = {role: ssm.get_secure(aws.client("ssm"), join_token_parameter(environment, role))
+    # Tokens this run's own init just stored may not read back yet: that is worth a retry, not a new swarm.
+    tokens = {role: ssm.get_secure(aws.client("ssm"), join_token_parameter(environment, role), just_put=initialised)
               for role in ("manager", "worker")} if addresses else {}
     step = plans.plan_swarm(nodes["new"], joined, new_managers, addresses,
                             bool(tokens) and all(tokens.values()), settings.node_count,

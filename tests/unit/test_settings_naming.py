@@ -40,6 +40,60 @@ def test_bad_configuration_is_named(override, message):
         from_environment(BASE | override)
 
 
+def test_too_many_subnets_for_the_vpc_says_what_would_fit():
+    with pytest.raises(ConfigurationError) as excinfo:
+        from_environment(BASE | {"SLIPWAY_VPC_CIDR": "10.0.0.0/24", "SLIPWAY_SUBNET_COUNT": "3"})
+    assert str(excinfo.value) == (
+        "SLIPWAY_VPC_CIDR 10.0.0.0/24 has room for 1 subnet of /24; SLIPWAY_SUBNET_COUNT=3 needs a "
+        "/22 or larger (e.g. SLIPWAY_VPC_CIDR=10.0.0.0/22), or SLIPWAY_SUBNET_COUNT=1")
+    with pytest.raises(ConfigurationError, match="room for 4 subnets of /24; SLIPWAY_SUBNET_COUNT=5 needs a /21"):
+        from_environment(BASE | {"SLIPWAY_VPC_CIDR": "10.8.4.0/22", "SLIPWAY_SUBNET_COUNT": "5"})
+    fits = from_environment(BASE | {"SLIPWAY_VPC_CIDR": "10.8.4.0/22", "SLIPWAY_SUBNET_COUNT": "4"})
+    assert fits.subnet_cidrs == ("10.8.4.0/24", "10.8.5.0/24", "10.8.6.0/24", "10.8.7.0/24")
+
+
+@pytest.mark.parametrize("override,variable,value", [
+    ({"SLIPWAY_SERVICE_PORTS": "80,http"}, "SLIPWAY_SERVICE_PORTS", "'http'"),
+    ({"SLIPWAY_SERVICE_PORTS": "80,0"}, "SLIPWAY_SERVICE_PORTS", "0"),
+    ({"SLIPWAY_SERVICE_PORTS": "443,-1"}, "SLIPWAY_SERVICE_PORTS", "-1"),
+    ({"SLIPWAY_SERVICE_PORTS": "80,65536"}, "SLIPWAY_SERVICE_PORTS", "65536"),
+    ({"SLIPWAY_SERVICE_PORTS": "80.5"}, "SLIPWAY_SERVICE_PORTS", "'80.5'"),
+    ({"SLIPWAY_SERVICE_PORTS": "22,80"}, "SLIPWAY_SERVICE_PORTS", "22 (SSH)"),
+    ({"SLIPWAY_SERVICE_PORTS": "2377"}, "SLIPWAY_SERVICE_PORTS", "2377 (swarm"),
+    ({"SLIPWAY_VPC_CIDR": "10.0.0.0/24", "SLIPWAY_SUBNET_COUNT": "2"}, "SLIPWAY_SUBNET_COUNT=2", "10.0.0.0/24"),
+    ({"SLIPWAY_VPC_CIDR": "10.0.0.1/16"}, "SLIPWAY_VPC_CIDR", "'10.0.0.1/16'"),
+    ({"SLIPWAY_VPC_CIDR": "fd00::/16"}, "SLIPWAY_VPC_CIDR", "'fd00::/16'"),
+    ({"SLIPWAY_VPC_CIDR": "10.0.0.0/25"}, "SLIPWAY_VPC_CIDR", "'10.0.0.0/25'"),
+    ({"SLIPWAY_SUBNET_COUNT": "7"}, "SLIPWAY_SUBNET_COUNT", "7"),
+    ({"SLIPWAY_SUBNET_COUNT": "two"}, "SLIPWAY_SUBNET_COUNT", "'two'"),
+    ({"SLIPWAY_POLL_SECONDS": "1e3"}, "SLIPWAY_POLL_SECONDS", "'1e3'"),
+    ({"SLIPWAY_POLL_SECONDS": "9" * 5000}, "SLIPWAY_POLL_SECONDS", "999"),  # past int()'s digit limit
+    ({"SLIPWAY_KEEP_IMAGES": ""}, "SLIPWAY_KEEP_IMAGES", "''"),
+    ({"SLIPWAY_COMMAND_TIMEOUT_SECONDS": "5"}, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", "5"),
+    ({"SLIPWAY_PRUNE_MAX_CONCURRENCY": "0"}, "SLIPWAY_PRUNE_MAX_CONCURRENCY", "'0'"),
+    ({"SLIPWAY_PRUNE_MAX_CONCURRENCY": "150%"}, "SLIPWAY_PRUNE_MAX_CONCURRENCY", "'150%'"),
+    ({"SLIPWAY_PRUNE_MAX_ERRORS": "some"}, "SLIPWAY_PRUNE_MAX_ERRORS", "'some'"),
+    ({"SLIPWAY_ENVIRONMENT": "dev\n"}, "SLIPWAY_ENVIRONMENT", "'dev\\n'"),
+])
+def test_every_bad_value_is_a_configuration_error_naming_variable_and_value(override, variable, value):
+    with pytest.raises(ConfigurationError) as excinfo:
+        from_environment(BASE | override)
+    assert variable in str(excinfo.value) and value in str(excinfo.value)
+
+
+def test_service_ports_tolerate_spaces_and_repeats():
+    s = from_environment(BASE | {"SLIPWAY_SERVICE_PORTS": " 443, 80 ,443,"})
+    assert s.service_ports == (443, 80)
+    assert from_environment(BASE | {"SLIPWAY_SERVICE_PORTS": ""}).service_ports == ()
+
+
+def test_run_command_rate_controls_take_counts_and_percentages():
+    s = from_environment(BASE | {"SLIPWAY_PRUNE_MAX_CONCURRENCY": "2", "SLIPWAY_PRUNE_MAX_ERRORS": "10%"})
+    assert (s.prune_max_concurrency, s.prune_max_errors) == ("2", "10%")
+    s = from_environment(BASE | {"SLIPWAY_PRUNE_MAX_CONCURRENCY": "100%", "SLIPWAY_PRUNE_MAX_ERRORS": "0"})
+    assert (s.prune_max_concurrency, s.prune_max_errors) == ("100%", "0")
+
+
 def test_every_resource_tag_set_names_environment_deployment_and_commit():
     tags = naming.tags("dev", "exec-1", "abc", "vpc")
     assert {tags[naming.TAG_ENVIRONMENT], tags[naming.TAG_DEPLOYMENT], tags[naming.TAG_COMMIT]} == {"dev", "exec-1", "abc"}
