@@ -34,14 +34,72 @@ def test_every_placeholder_names_a_function_of_the_app(name):
     assert statemachines.placeholders(statemachines.path(name).read_text()) <= known
 
 
+# Step Functions reports a failed Lambda invoke as Lambda.<Name>: these are the service errors its
+# guide ("Handle Lambda service exceptions") names. Lambda.ClientExecutionTimeoutException is left
+# out on purpose: the invoke timed out on the caller's side, so the function may still be running,
+# and a retry would run a step alongside itself; the Catch ends the run instead.
+LAMBDA_SERVICE_ERRORS = ("Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+                         "Lambda.TooManyRequestsException")
+
+# The one Retry block of every Task: Lambda's transient service errors and chalicelib's TransientError
+# (an AWS or GitHub fault worth trying again); every other error is final and goes to the Catch.
+# ASL cannot share a block, so each Task carries this JSON as it is.
+TRANSIENT_RETRY = [{"ErrorEquals": [*LAMBDA_SERVICE_ERRORS, "TransientError"],
+                    "IntervalSeconds": 2, "MaxAttempts": 4, "BackoffRate": 2.0}]
+RETRY = {"deploy": TRANSIENT_RETRY, "teardown": TRANSIENT_RETRY}
+
+# Tasks whose Retry differs from their machine's, by state name, with the reason. None so far: every
+# step is written to be run again after a transient fault (README, "Failures and faults").
+RETRY_EXCEPTIONS: dict[str, dict[str, str]] = {"deploy": {}, "teardown": {}}
+
+# Tasks without a Catch, by state name, with the reason. None: an error anywhere must reach the
+# undo, GitHub or a Fail state, never end the run where it happened.
+NO_CATCH: dict[str, dict[str, str]] = {"deploy": {}, "teardown": {}}
+
+
 @pytest.mark.parametrize("name", statemachines.MACHINES)
-def test_every_task_retries_transient_errors_and_catches_into_a_fail_state(name):
+def test_every_task_has_its_machine_s_one_retry_block(name):
     definition = machine(name)
+    exceptions = RETRY_EXCEPTIONS[name]
+    assert set(exceptions) <= set(tasks(definition)), "an exception names no Task"
     for state_name, state in tasks(definition).items():
-        retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}
-        assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= retried, state_name
-        assert all(r["IntervalSeconds"] >= 1 for r in state["Retry"])
-        catch = state["Catch"][0]
+        if state_name in exceptions:
+            assert state.get("Retry") != RETRY[name], f"{state_name} is no exception any more"
+        else:
+            assert state.get("Retry") == RETRY[name], state_name
+
+
+@pytest.mark.parametrize("name", statemachines.MACHINES)
+def test_the_retry_block_retries_every_transient_error_and_nothing_final(name):
+    from chalicelib import errors
+
+    [retrier] = RETRY[name]
+    assert retrier["ErrorEquals"] == ["Lambda.ServiceException", "Lambda.AWSLambdaException",
+                                      "Lambda.SdkClientException", "Lambda.TooManyRequestsException",
+                                      "TransientError"]
+    ours = [e for e in retrier["ErrorEquals"] if not e.startswith("Lambda.")]
+    # The names our Python raises are class names in chalicelib.errors (a typo would never match),
+    # and only TransientError among them is worth retrying: BakeFailed, NodesUnhealthy... are final.
+    assert ours == [errors.TransientError.__name__]
+    assert not {"States.ALL", "States.TaskFailed", "Lambda.Unknown"} & set(retrier["ErrorEquals"])
+    assert retrier["IntervalSeconds"] >= 1
+    assert retrier["BackoffRate"] >= 1.0
+    assert 1 <= retrier["MaxAttempts"] <= 10
+    # Bounded: a step that keeps failing reaches its Catch within a minute of waits (2+4+8+16 s).
+    waits = sum(retrier["IntervalSeconds"] * retrier["BackoffRate"] ** attempt
+                for attempt in range(retrier["MaxAttempts"]))
+    assert waits <= 60, waits
+
+
+@pytest.mark.parametrize("name", statemachines.MACHINES)
+def test_every_task_catches_everything_into_a_fail_state(name):
+    definition = machine(name)
+    assert set(NO_CATCH[name]) <= set(tasks(definition)), "an exception names no Task"
+    for state_name, state in tasks(definition).items():
+        if state_name in NO_CATCH[name]:
+            assert "Catch" not in state, f"{state_name} is no exception any more"
+            continue
+        [catch] = state["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"], state_name
         if state["Resource"] == REPORT:
             # Telling GitHub never changes how the run ends: success stays success.
@@ -50,6 +108,25 @@ def test_every_task_retries_transient_errors_and_catches_into_a_fail_state(name)
         reachable = _reachable(definition, catch["Next"])
         kinds = {definition["States"][n]["Type"] for n in reachable}
         assert "Fail" in kinds and "Succeed" not in kinds, state_name
+
+
+@pytest.mark.parametrize("name", statemachines.MACHINES)
+def test_an_error_handler_keeps_the_error_that_started_it(name):
+    # The Fail states report $.error: a Task that runs only after a Catch (the undo, the report)
+    # puts its own error elsewhere, so the first error is the one the run ends with.
+    definition = machine(name)
+    handlers = set().union(*(_reachable(definition, c["Next"]) for s in tasks(definition).values()
+                             for c in s.get("Catch", [])))
+    for state_name in handlers & set(tasks(definition)):
+        for catch in definition["States"][state_name]["Catch"]:
+            assert catch["ResultPath"] not in ("$", "$.error"), state_name
+
+
+@pytest.mark.parametrize("name", statemachines.MACHINES)
+def test_the_asl_is_formatted_as_json_dumps_writes_it(name):
+    # Hand-written, one format: `json.dumps(definition, indent=2)` and a newline (re-run it after an edit).
+    text = statemachines.path(name).read_text()
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
 
 
 REPORT = "${ReportOutcomeFunctionArn}"
