@@ -48,19 +48,31 @@ def prune_now(event: dict[str, Any], context: object) -> dict[str, str | None]:
 
 # SSM emits one event when a command finishes; the prune's results are recorded from it, so no
 # Lambda waits for the nodes. The pattern lets only prune commands through.
-@app.on_cw_event({"source": ["aws.ssm"], "detail-type": ["EC2 Command Status-change Notification"],
-                  "detail": {"document-name": ["AWS-RunShellScript"],
-                             "parameters": {"commands": [{"prefix": "docker system prune"}]}}},
-                 name="record_prune")
+@app.on_cw_event(
+    {
+        "source": ["aws.ssm"],
+        "detail-type": ["EC2 Command Status-change Notification"],
+        "detail": {
+            "document-name": ["AWS-RunShellScript"],
+            "parameters": {"commands": [{"prefix": "docker system prune"}]},
+        },
+    },
+    name="record_prune",
+)
 def record_prune(event: CloudWatchEvent) -> dict[str, Any]:
     return steps.record_prune(event.to_dict())
 
 
 # A deploy stopped from the console, or timed out, ran none of its own states that tell GitHub:
 # Step Functions' status-change event does, so the commit does not stay "pending".
-@app.on_cw_event({"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
-                  "detail": {"status": ["ABORTED", "TIMED_OUT"]}},
-                 name="report_stopped_run")
+@app.on_cw_event(
+    {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {"status": ["ABORTED", "TIMED_OUT"]},
+    },
+    name="report_stopped_run",
+)
 def report_stopped_run(event: CloudWatchEvent) -> Mapping[str, object]:
     return steps.report_stopped_run(event.to_dict())
 

@@ -11,14 +11,21 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chalicelib import aws  # noqa: E402
-from slipway.emulator import Emulator  # noqa: E402
-from tests.conftest import commit_id, deploy  # noqa: E402
-from tests.faults import Fault  # noqa: E402
-from tests.pipeline.test_faults import CASES, tagged  # noqa: E402
+from chalicelib import aws
+from slipway.emulator import Emulator
+from tests.conftest import commit_id, deploy
+from tests.faults import Fault
+from tests.pipeline.test_faults import CASES, tagged
 
-EXPECTED = {"instance": 2, "vpc": 1, "subnet": 1, "internet-gateway": 1, "route-table": 1, "security-group": 1,
-            "launch-template": 1}
+EXPECTED = {
+    "instance": 2,
+    "vpc": 1,
+    "subnet": 1,
+    "internet-gateway": 1,
+    "route-table": 1,
+    "security-group": 1,
+    "launch-template": 1,
+}
 
 
 def main() -> list[tuple]:
@@ -27,16 +34,16 @@ def main() -> list[tuple]:
         for operation, kind in CASES:
             with Emulator(poll_seconds=0, node_count=2) as emu:
                 fault = Fault(operation, kind)
-                fault.install([aws.client("ec2"), aws.client("ec2", retries=False), aws.client("ssm"),
-                               aws.client("codebuild")])
+                fault.install(
+                    [aws.client("ec2"), aws.client("ec2", retries=False), aws.client("ssm"), aws.client("codebuild")]
+                )
                 run = deploy(emu, commit_id())
                 if run.status == "SUCCEEDED":
                     left = {k: v - EXPECTED[k] for k, v in tagged(emu).items() if v != EXPECTED[k]}
                 else:
                     deployment = run.execution_arn.rsplit(":", 1)[-1]
                     left = {k: v for k, v in tagged(emu, deployment).items() if v}
-                rows.append((operation, kind, fault.fired, run.status, run.error or "",
-                             run.state_transitions, left))
+                rows.append((operation, kind, fault.fired, run.status, run.error or "", run.state_transitions, left))
     return rows
 
 
@@ -44,11 +51,15 @@ def report(rows: list[tuple]) -> None:
     print("fault matrix: first deploy, 2 nodes; a fault on the first call of one operation")
     print(f"  {'call':<30} {'fault':<10} {'outcome':<10} {'error':<16} {'transitions':>11}  orphans/duplicates")
     for operation, kind, fired, status, error, transitions, left in rows:
-        print(f"  {operation:<30} {kind:<10} {status:<10} {error:<16} {transitions:>11}  {left or 'none'}"
-              + ("" if fired else "  (NOT INJECTED)"))
+        print(
+            f"  {operation:<30} {kind:<10} {status:<10} {error:<16} {transitions:>11}  {left or 'none'}"
+            + ("" if fired else "  (NOT INJECTED)")
+        )
     ok = sum(1 for r in rows if r[3] == "SUCCEEDED")
-    print(f"  {len(rows)} runs: {ok} SUCCEEDED, {len(rows) - ok} FAILED; "
-          f"{sum(1 for r in rows if r[6])} with anything left over")
+    print(
+        f"  {len(rows)} runs: {ok} SUCCEEDED, {len(rows) - ok} FAILED; "
+        f"{sum(1 for r in rows if r[6])} with anything left over"
+    )
 
 
 if __name__ == "__main__":

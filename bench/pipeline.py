@@ -14,10 +14,10 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chalicelib import aws  # noqa: E402
-from slipway.emulator import ACCOUNT, REGION, Emulator  # noqa: E402
-from slipway.follow import follow  # noqa: E402
-from tests.conftest import commit_id, deliver_push, deploy  # noqa: E402
+from chalicelib import aws
+from slipway.emulator import ACCOUNT, REGION, Emulator
+from slipway.follow import follow
+from tests.conftest import commit_id, deliver_push, deploy
 
 READS = ("Describe", "Get", "List", "BatchGet")
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
@@ -78,8 +78,9 @@ def downtime() -> tuple[int, int]:
 
         def sample():
             while not stop.is_set():
-                running = [i.id for r in backend.reservations.copy().values() for i in r.instances
-                           if i.state == "running"]
+                running = [
+                    i.id for r in backend.reservations.copy().values() for i in r.instances if i.state == "running"
+                ]
                 samples.append(sum(1 for i in running if emu.nodes.state(i) == "active"))
                 stop.wait(0.005)
 
@@ -96,8 +97,10 @@ def downtime() -> tuple[int, int]:
 def burst(skip: bool, pushes: int = 5) -> dict:
     """`pushes` pushes with new images delivered at once to an environment already deployed:
     how many deployed, how many were skipped, and what the whole burst cost."""
-    with mock.patch.dict(os.environ, QUIET), Emulator(poll_seconds=1, extra_environment={
-            "SLIPWAY_SKIP_SUPERSEDED": str(skip).lower()}) as emu:
+    with (
+        mock.patch.dict(os.environ, QUIET),
+        Emulator(poll_seconds=1, extra_environment={"SLIPWAY_SKIP_SUPERSEDED": str(skip).lower()}) as emu,
+    ):
         deploy(emu, commit_id())
         calls = Calls()
         calls.install()
@@ -105,20 +108,27 @@ def burst(skip: bool, pushes: int = 5) -> dict:
         for commit in commits:
             emu.github.trees[commit] = {"ansible": commit, "packer": "f" * 40}
         arns = [deliver_push(emu, commit)[1]["execution_arn"] for commit in commits]
-        runs = [follow(emu.client("stepfunctions"), arn, say=lambda *a, **k: None, poll=0.05, timeout=600)
-                for arn in arns]
+        runs = [
+            follow(emu.client("stepfunctions"), arn, say=lambda *a, **k: None, poll=0.05, timeout=600) for arn in arns
+        ]
         assert all(r.status == "SUCCEEDED" for r in runs), [(r.error, r.cause) for r in runs]
         counted = calls.take()
-        return {"deployed": sum("Deployment succeeded" in r.states for r in runs),
-                "skipped": sum("Skipped for a newer push" in r.states for r in runs),
-                "bakes": sum("Bake node image" in r.states for r in runs),
-                "transitions": sum(r.state_transitions for r in runs),
-                "mutating": sum(counted.values()), "pushes": pushes}
+        return {
+            "deployed": sum("Deployment succeeded" in r.states for r in runs),
+            "skipped": sum("Skipped for a newer push" in r.states for r in runs),
+            "bakes": sum("Bake node image" in r.states for r in runs),
+            "transitions": sum(r.state_transitions for r in runs),
+            "mutating": sum(counted.values()),
+            "pushes": pushes,
+        }
 
 
 def main() -> dict:
-    return {"scenarios": scenarios(), "downtime": downtime(),
-            "burst": {"skip": burst(True), "every push": burst(False)}}
+    return {
+        "scenarios": scenarios(),
+        "downtime": downtime(),
+        "burst": {"skip": burst(True), "every push": burst(False)},
+    }
 
 
 def report(results: dict) -> None:
@@ -129,9 +139,11 @@ def report(results: dict) -> None:
     n, low = results["downtime"]
     print(f"  replacement of 2 nodes: fewest healthy nodes in {n} samples = {low} (0 would be downtime)")
     for label, b in results["burst"].items():
-        print(f"  burst of {b['pushes']} pushes with new images, poll 1 s ({label}): {b['deployed']} deployed, "
-              f"{b['skipped']} skipped, {b['bakes']} bakes, {b['mutating']} mutating calls, "
-              f"{b['transitions']} transitions")
+        print(
+            f"  burst of {b['pushes']} pushes with new images, poll 1 s ({label}): {b['deployed']} deployed, "
+            f"{b['skipped']} skipped, {b['bakes']} bakes, {b['mutating']} mutating calls, "
+            f"{b['transitions']} transitions"
+        )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,19 @@ from slipway.emulator import Emulator
 def calls_for(nodes: int) -> Counter:
     from chalicelib import aws, naming
 
-    with mock.patch.dict(os.environ, {"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"}), \
-            Emulator(poll_seconds=0) as emu:
+    with (
+        mock.patch.dict(os.environ, {"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"}),
+        Emulator(poll_seconds=0) as emu,
+    ):
         ec2 = emu.client("ec2")
         image = ec2.register_image(Name="bench", RootDeviceName="/dev/sda1")["ImageId"]
         tags = naming.tag_list(naming.tags(emu.environment, "bench", "c0ffee", "node"))
-        ec2.run_instances(ImageId=image, MinCount=nodes, MaxCount=nodes,
-                          TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        ec2.run_instances(
+            ImageId=image,
+            MinCount=nodes,
+            MaxCount=nodes,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )
         counter: Counter = Counter()
 
         def count(model, **kwargs):
@@ -33,8 +39,11 @@ def calls_for(nodes: int) -> Counter:
             aws.client(service).meta.events.register(f"provide-client-params.{service}.*", count)
         result = emu.invoke("prune", scheduled_event())
         emu.wait_for_events()
-        recorded = [r for name, r in emu.results if name.endswith("-record_prune") and isinstance(r, dict)
-                    and r.get("command_id") == result["command_id"]]
+        recorded = [
+            r
+            for name, r in emu.results
+            if name.endswith("-record_prune") and isinstance(r, dict) and r.get("command_id") == result["command_id"]
+        ]
         assert recorded and recorded[0]["nodes"] == nodes, recorded
         return counter
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import faults, pipeline, prune, webhook  # noqa: E402
+from bench import faults, pipeline, prune, webhook
 
 if __name__ == "__main__":
     for bench in (webhook, pipeline, prune, faults):

@@ -70,8 +70,12 @@ def import_time(statement: str, rounds: int = 7) -> float:
     samples = []
     for _ in range(rounds):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", statement], cwd=PROJECT_DIR, check=True,
-                       env=os.environ | {"AWS_DEFAULT_REGION": "us-east-1"})
+        subprocess.run(
+            [sys.executable, "-c", statement],
+            cwd=PROJECT_DIR,
+            check=True,
+            env=os.environ | {"AWS_DEFAULT_REGION": "us-east-1"},
+        )
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -88,14 +92,24 @@ def main() -> dict:
             samples = route_cost(emu, body, rounds)
             bare = bare_cost(emu.webhook_secret.encode(), body, rounds)
             p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
-            results[label] = {"bytes": len(body), "rounds": rounds, "p50_ms": p50 * 1e3,
-                              "p99_ms": p99 * 1e3, "bare_ms": bare * 1e3,
-                              "p50_over_bare": p50 / bare, "p99_over_bare": p99 / bare}
+            results[label] = {
+                "bytes": len(body),
+                "rounds": rounds,
+                "p50_ms": p50 * 1e3,
+                "p99_ms": p99 * 1e3,
+                "bare_ms": bare * 1e3,
+                "p50_over_bare": p50 / bare,
+                "p99_over_bare": p99 / bare,
+            }
     python = import_time("pass")
     boto3 = import_time("import boto3")
     app = import_time("import app")
-    results["cold_start"] = {"python_s": python, "import_boto3_s": boto3, "import_app_s": app,
-                             "app_over_boto3": (app - python) / (boto3 - python)}
+    results["cold_start"] = {
+        "python_s": python,
+        "import_boto3_s": boto3,
+        "import_app_s": app,
+        "app_over_boto3": (app - python) / (boto3 - python),
+    }
     return results
 
 
@@ -103,11 +117,16 @@ def report(results: dict) -> None:
     print("webhook route (in-process, Chalice local gateway, emulator; accepted push, StartExecution included)")
     for label in ("7KB", "1MiB"):
         r = results[label]
-        print(f"  {label:>5} ({r['bytes']:>8} B, n={r['rounds']}): p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
-              f"  | bare HMAC+json.loads {r['bare_ms']:6.3f} ms  -> p50 x{r['p50_over_bare']:.1f}, p99 x{r['p99_over_bare']:.1f}")
+        print(
+            f"  {label:>5} ({r['bytes']:>8} B, n={r['rounds']}): p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+            f"  | bare HMAC+json.loads {r['bare_ms']:6.3f} ms"
+            f"  -> p50 x{r['p50_over_bare']:.1f}, p99 x{r['p99_over_bare']:.1f}"
+        )
     c = results["cold_start"]
-    print(f"  cold start: import app {c['import_app_s'] * 1e3:.0f} ms, import boto3 {c['import_boto3_s'] * 1e3:.0f} ms,"
-          f" bare interpreter {c['python_s'] * 1e3:.0f} ms -> (app - bare)/(boto3 - bare) = x{c['app_over_boto3']:.2f}")
+    print(
+        f"  cold start: import app {c['import_app_s'] * 1e3:.0f} ms, import boto3 {c['import_boto3_s'] * 1e3:.0f} ms,"
+        f" bare interpreter {c['python_s'] * 1e3:.0f} ms -> (app - bare)/(boto3 - bare) = x{c['app_over_boto3']:.2f}"
+    )
 
 
 if __name__ == "__main__":

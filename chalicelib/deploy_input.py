@@ -70,12 +70,15 @@ def repository_problem(name: str) -> str | None:
     if not slash:
         return f"must be 'owner/name', got {_shown(name)}"
     if len(owner) > MAX_OWNER or not _OWNER.fullmatch(owner):
-        return (f"owner must be 1-{MAX_OWNER} letters, digits or single hyphens, not starting or ending "
-                f"with a hyphen, got {_shown(owner)}")
-    if (len(repository) > MAX_REPOSITORY_NAME or not _REPOSITORY_NAME.fullmatch(repository)
-            or repository in (".", "..")):
-        return (f"name must be 1-{MAX_REPOSITORY_NAME} letters, digits, '.', '-' or '_', and not '.' "
-                f"or '..', got {_shown(repository)}")
+        return (
+            f"owner must be 1-{MAX_OWNER} letters, digits or single hyphens, not starting or ending "
+            f"with a hyphen, got {_shown(owner)}"
+        )
+    if len(repository) > MAX_REPOSITORY_NAME or not _REPOSITORY_NAME.fullmatch(repository) or repository in (".", ".."):
+        return (
+            f"name must be 1-{MAX_REPOSITORY_NAME} letters, digits, '.', '-' or '_', and not '.' "
+            f"or '..', got {_shown(repository)}"
+        )
     return None
 
 
@@ -91,8 +94,10 @@ def ref_problem(ref: str) -> str | None:
     if not ref.startswith("refs/"):
         return f"must start with refs/, got {_shown(ref)}"
     if _REF_FORBIDDEN.search(ref):
-        return (f"has a character or sequence git refuses in a ref (control, space, ~ ^ : ? * [ \\, "
-                f"'..', '@{{' or '//'), got {_shown(ref)}")
+        return (
+            f"has a character or sequence git refuses in a ref (control, space, ~ ^ : ? * [ \\, "
+            f"'..', '@{{' or '//'), got {_shown(ref)}"
+        )
     if ref.endswith(("/", ".")):
         return f"must not end with '/' or '.', got {_shown(ref)}"
     for part in ref.split("/"):
@@ -119,8 +124,7 @@ def commit_problem(commit: str) -> str | None:
 
 def delivery_id_problem(delivery_id: str) -> str | None:
     if len(delivery_id) > MAX_DELIVERY_ID or not _DELIVERY_ID.fullmatch(delivery_id):
-        return (f"must be a GUID: 1-{MAX_DELIVERY_ID} letters, digits or hyphens, "
-                f"got {_shown(delivery_id)}")
+        return f"must be a GUID: 1-{MAX_DELIVERY_ID} letters, digits or hyphens, got {_shown(delivery_id)}"
     return None
 
 
@@ -143,7 +147,7 @@ def valid_delivery_id(delivery_id: str) -> bool:
 def cut_pusher(name: str) -> str:
     """A pusher name fit to show and to log: without control characters, line or paragraph separators
     and lone surrogates (none is in a name GitHub shows), and cut to MAX_PUSHER characters."""
-    kept = "".join(c for c in name[:4 * MAX_PUSHER] if unicodedata.category(c) not in _NOT_IN_A_NAME)
+    kept = "".join(c for c in name[: 4 * MAX_PUSHER] if unicodedata.category(c) not in _NOT_IN_A_NAME)
     return kept[:MAX_PUSHER].strip()
 
 
@@ -162,8 +166,9 @@ class DeployInput:
             "repository": repository_problem(self.repository),
             "ref": deployable_ref_problem(self.ref) if self.ref else None,
             "commit": commit_problem(self.commit),
-            "pusher": None if cut_pusher(self.pusher) == self.pusher else
-            f"must be at most {MAX_PUSHER} characters, without control characters (see cut_pusher)",
+            "pusher": None
+            if cut_pusher(self.pusher) == self.pusher
+            else f"must be at most {MAX_PUSHER} characters, without control characters (see cut_pusher)",
             "delivery_id": delivery_id_problem(self.delivery_id) if self.delivery_id else None,
         }
         for name, problem in problems.items():
@@ -172,8 +177,13 @@ class DeployInput:
 
     def as_execution_input(self) -> dict[str, str]:
         """Only what the pipeline needs, never the payload."""
-        return {"repository": self.repository, "ref": self.ref, "commit": self.commit, "pusher": self.pusher,
-                "delivery_id": self.delivery_id}
+        return {
+            "repository": self.repository,
+            "ref": self.ref,
+            "commit": self.commit,
+            "pusher": self.pusher,
+            "delivery_id": self.delivery_id,
+        }
 
 
 def _text(raw: Mapping[object, object], name: str, required: bool) -> str:
@@ -196,12 +206,15 @@ def parse(raw: object) -> DeployInput:
     one is not silently dropped. An overlong pusher is cut; anything else wrong raises InvalidInput
     naming the field and the problem."""
     if not isinstance(raw, Mapping):
-        raise InvalidInput("execution input must be a JSON object with at least 'repository' and 'commit', "
-                           f"got {type(raw).__name__}")
+        raise InvalidInput(
+            f"execution input must be a JSON object with at least 'repository' and 'commit', got {type(raw).__name__}"
+        )
     unknown = sorted(str(key) for key in raw if key not in FIELDS)
     if unknown:
-        raise InvalidInput(f"execution input has unknown field(s) {', '.join(_shown(k) for k in unknown[:5])}; "
-                           f"expected {', '.join(FIELDS)}")
+        raise InvalidInput(
+            f"execution input has unknown field(s) {', '.join(_shown(k) for k in unknown[:5])}; "
+            f"expected {', '.join(FIELDS)}"
+        )
     return DeployInput(
         repository=_text(raw, "repository", required=True),
         ref=_text(raw, "ref", required=False),

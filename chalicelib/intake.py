@@ -67,8 +67,9 @@ def receive(headers: Mapping[str, str], body: bytes, content_type: str | None) -
         return Answer(202, {"ignored": decision.reason})
     name = decision.execution_name()
     logger.append_keys(execution=name)
-    arn = stepfunctions.start(aws.client("stepfunctions"), settings.deploy_state_machine_arn, name,
-                              decision.execution_input())
+    arn = stepfunctions.start(
+        aws.client("stepfunctions"), settings.deploy_state_machine_arn, name, decision.execution_input()
+    )
     metrics.add_metric(name="Accepted", unit=MetricUnit.Count, value=1)
     logger.info("deployment accepted", extra={"commit": decision.commit, "ref": decision.ref})
     return Answer(202, {"execution_arn": arn, "commit": decision.commit})

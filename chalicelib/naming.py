@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 TAG_ENVIRONMENT = "slipway:environment"
 TAG_DEPLOYMENT = "slipway:deployment"
 TAG_COMMIT = "slipway:commit"
@@ -36,8 +38,7 @@ def sibling_state_machine(state_machine_arn: str, environment: str, kind: str) -
 def execution_console_url(execution_arn: str) -> str:
     """Where the Step Functions console shows the execution (its region is the ARN's fourth field)."""
     region = execution_arn.split(":")[3] if execution_arn.count(":") >= 6 else "us-east-1"
-    return (f"https://{region}.console.aws.amazon.com/states/home?region={region}"
-            f"#/v2/executions/details/{execution_arn}")
+    return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}"
 
 
 def status_context(environment: str) -> str:
@@ -70,9 +71,9 @@ def tag_list(values: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in values.items()]
 
 
-def tag_filters(environment: str, deployment: str | None = None, **more: str) -> list[dict]:
+def tag_filters(environment: str, deployment: str | None = None, **more: str) -> list[dict[str, Any]]:
     """EC2 Filters selecting what belongs to an environment (and optionally one deployment)."""
-    filters = [{"Name": f"tag:{TAG_ENVIRONMENT}", "Values": [environment]}]
+    filters: list[dict[str, Any]] = [{"Name": f"tag:{TAG_ENVIRONMENT}", "Values": [environment]}]
     if deployment:
         filters.append({"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment]})
     for key, value in more.items():

@@ -90,13 +90,16 @@ def _network(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network, tuple[str, 
     except ValueError as exc:
         raise ConfigurationError(
             f"SLIPWAY_VPC_CIDR is not a network: {vpc_cidr!r} (an IPv4 network address with its "
-            f"prefix, host bits zero, e.g. 10.42.0.0/16): {exc}") from exc
+            f"prefix, host bits zero, e.g. 10.42.0.0/16): {exc}"
+        ) from exc
     if not isinstance(network, ipaddress.IPv4Network):
-        raise ConfigurationError(f"SLIPWAY_VPC_CIDR must be an IPv4 network (a VPC's primary CIDR "
-                                 f"block is IPv4), got {vpc_cidr!r}")
+        raise ConfigurationError(
+            f"SLIPWAY_VPC_CIDR must be an IPv4 network (a VPC's primary CIDR block is IPv4), got {vpc_cidr!r}"
+        )
     if not 16 <= network.prefixlen <= SUBNET_PREFIX:
-        raise ConfigurationError(f"SLIPWAY_VPC_CIDR must have a prefix between /16 and "
-                                 f"/{SUBNET_PREFIX}, got {vpc_cidr!r}")
+        raise ConfigurationError(
+            f"SLIPWAY_VPC_CIDR must have a prefix between /16 and /{SUBNET_PREFIX}, got {vpc_cidr!r}"
+        )
     count = _int(env, "SLIPWAY_SUBNET_COUNT", 1, 1, MAX_SUBNETS)
     room = 2 ** (SUBNET_PREFIX - network.prefixlen)
     if count > room:
@@ -106,7 +109,8 @@ def _network(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network, tuple[str, 
             f"SLIPWAY_VPC_CIDR {network} has room for {room} subnet{'s' if room > 1 else ''} of "
             f"/{SUBNET_PREFIX}; SLIPWAY_SUBNET_COUNT={count} needs a /{wanted} or larger "
             f"(e.g. SLIPWAY_VPC_CIDR={network.supernet(new_prefix=wanted)}), "
-            f"or SLIPWAY_SUBNET_COUNT={room}")
+            f"or SLIPWAY_SUBNET_COUNT={room}"
+        )
     slices = itertools.islice(network.subnets(new_prefix=SUBNET_PREFIX), count)
     return network, tuple(str(subnet) for subnet in slices)
 
@@ -123,15 +127,17 @@ def _ports(env: Mapping[str, str]) -> tuple[int, ...]:
         except ValueError as exc:
             raise ConfigurationError(
                 f"SLIPWAY_SERVICE_PORTS must be TCP port numbers (1-65535), comma separated, "
-                f"e.g. 80,443; {item!r} in {raw!r} is not a number") from exc
+                f"e.g. 80,443; {item!r} in {raw!r} is not a number"
+            ) from exc
         if not 1 <= port <= 65535:
             raise ConfigurationError(
                 f"SLIPWAY_SERVICE_PORTS must be TCP port numbers (1-65535), comma separated, "
-                f"e.g. 80,443; {port} in {raw!r} is out of range")
+                f"e.g. 80,443; {port} in {raw!r} is out of range"
+            )
         if port in RESERVED_PORTS:
             raise ConfigurationError(
-                f"SLIPWAY_SERVICE_PORTS must not open {port} ({RESERVED_PORTS[port]}) to the world; "
-                f"got {raw!r}")
+                f"SLIPWAY_SERVICE_PORTS must not open {port} ({RESERVED_PORTS[port]}) to the world; got {raw!r}"
+            )
         if port not in ports:  # a repeat would make the security group refuse the whole rule set
             ports.append(port)
     return tuple(ports)
@@ -184,10 +190,20 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         skip_superseded=_bool(env, "SLIPWAY_SKIP_SUPERSEDED", True),
         prune_filter=env.get("SLIPWAY_PRUNE_FILTER", "until=24h"),
         prune_volumes=_bool(env, "SLIPWAY_PRUNE_VOLUMES", False),
-        prune_max_concurrency=_rate(env, "SLIPWAY_PRUNE_MAX_CONCURRENCY", "25%", _MAX_CONCURRENCY,
-                                    "a number of nodes (1 or more) or a percentage (1%-100%)"),
-        prune_max_errors=_rate(env, "SLIPWAY_PRUNE_MAX_ERRORS", "0", _MAX_ERRORS,
-                               "a number of errors (0 or more) or a percentage (0%-100%)"),
+        prune_max_concurrency=_rate(
+            env,
+            "SLIPWAY_PRUNE_MAX_CONCURRENCY",
+            "25%",
+            _MAX_CONCURRENCY,
+            "a number of nodes (1 or more) or a percentage (1%-100%)",
+        ),
+        prune_max_errors=_rate(
+            env,
+            "SLIPWAY_PRUNE_MAX_ERRORS",
+            "0",
+            _MAX_ERRORS,
+            "a number of errors (0 or more) or a percentage (0%-100%)",
+        ),
         node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),
         command_timeout_seconds=_int(env, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", 600, 30, 172800),
         github_api=env.get("SLIPWAY_GITHUB_API", "https://api.github.com"),

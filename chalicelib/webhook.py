@@ -99,7 +99,7 @@ def signature_valid(secrets: list[bytes], body: bytes, header: str | None) -> bo
 def ref_deploys(ref: str, rules: Rules) -> bool:
     for prefix, patterns in (("refs/heads/", rules.branches), ("refs/tags/", rules.tags)):
         if ref.startswith(prefix):
-            name = ref[len(prefix):]
+            name = ref[len(prefix) :]
             return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
     return False
 
@@ -150,8 +150,11 @@ def _decide_push(payload: dict[str, object], delivery_id: str, rules: Rules) -> 
     if payload.get("deleted") is True or after == _ZERO_SHA:
         return Ignore(f"{ref} was deleted", "deleted")
     if not ref_deploys(ref, rules):
-        return Ignore(f"{ref} is not deployed (branches: {', '.join(rules.branches) or '-'}; "
-                      f"tags: {', '.join(rules.tags) or '-'})", "ref")
+        return Ignore(
+            f"{ref} is not deployed (branches: {', '.join(rules.branches) or '-'}; "
+            f"tags: {', '.join(rules.tags) or '-'})",
+            "ref",
+        )
     if not deploy_input.valid_commit(after):
         return Refuse(400, "'after' is not a commit id")
     # `before` names the execution (with repository, ref and after): it must be hashable as UTF-8.

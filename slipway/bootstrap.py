@@ -16,8 +16,8 @@ import json
 import re
 import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -66,8 +66,7 @@ def stage_parameters(config: dict, stage: str) -> dict[str, str]:
     env = dict(config.get("environment_variables", {}))
     env.update(config["stages"][stage].get("environment_variables", {}))
     parameters = {"Stage": stage, "Environment": env.get("SLIPWAY_ENVIRONMENT", stage)}
-    retention = config["stages"][stage].get("log_retention_in_days",
-                                            config.get("log_retention_in_days"))
+    retention = config["stages"][stage].get("log_retention_in_days", config.get("log_retention_in_days"))
     if retention:
         parameters["LogRetentionInDays"] = str(retention)
     return parameters
@@ -77,7 +76,7 @@ def render(project_dir: Path, app_name: str = "slipway") -> dict:
     """The template as deployed: definitions and the exact functions the state machines invoke."""
     template = copy.deepcopy(yaml.safe_load((project_dir / TEMPLATE).read_text()))
     arns: list[dict] = []
-    for name, resource in template["Resources"].items():
+    for resource in template["Resources"].values():
         source = (resource.get("Metadata") or {}).get("Slipway", {}).get("Definition")
         if resource["Type"] != "AWS::StepFunctions::StateMachine" or not source:
             continue
@@ -85,19 +84,27 @@ def render(project_dir: Path, app_name: str = "slipway") -> dict:
         definition = json.loads(text)  # a broken file fails here, not in CloudFormation
         substitutions = {}
         for placeholder in sorted(set(PLACEHOLDER.findall(text))):
-            arn = {"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}"
-                              f":function:{app_name}-${{Stage}}-{function_for(placeholder)}"}
+            arn = {
+                "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}"
+                f":function:{app_name}-${{Stage}}-{function_for(placeholder)}"
+            }
             substitutions[placeholder] = arn
             if arn not in arns:
                 arns.append(arn)
         resource["Properties"]["DefinitionString"] = json.dumps(definition, separators=(",", ":"))
         resource["Properties"]["DefinitionSubstitutions"] = substitutions
-    statements = [s for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"
-                  for p in r["Properties"].get("Policies", [])
-                  for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == INVOKE_SID]
+    statements = [
+        s
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::IAM::Role"
+        for p in r["Properties"].get("Policies", [])
+        for s in p["PolicyDocument"]["Statement"]
+        if s.get("Sid") == INVOKE_SID
+    ]
     if len(statements) != 1 or not arns:
-        raise BootstrapError(f"{TEMPLATE}: expected one statement {INVOKE_SID} and state machines "
-                             "with a Metadata Slipway.Definition")
+        raise BootstrapError(
+            f"{TEMPLATE}: expected one statement {INVOKE_SID} and state machines with a Metadata Slipway.Definition"
+        )
     statements[0]["Resource"] = arns
     return template
 
@@ -105,8 +112,10 @@ def render(project_dir: Path, app_name: str = "slipway") -> dict:
 def template_body(template: dict) -> str:
     body = json.dumps(template, separators=(",", ":"))
     if len(body) > MAX_TEMPLATE_BODY:
-        raise BootstrapError(f"the rendered template is {len(body)} bytes, over CloudFormation's "
-                             f"{MAX_TEMPLATE_BODY} for an inline template")
+        raise BootstrapError(
+            f"the rendered template is {len(body)} bytes, over CloudFormation's "
+            f"{MAX_TEMPLATE_BODY} for an inline template"
+        )
     return body
 
 
@@ -138,8 +147,11 @@ def source_archive(project_dir: Path) -> tuple[bytes, str]:
     """packer/ and ansible/ as a zip, what packer/buildspec.yml expects at the build's root:
     from git HEAD when this is a checkout, else from the files on disk."""
     try:
-        data = subprocess.run(["git", "-C", str(project_dir), "archive", "--format=zip", "HEAD",
-                               *SOURCE_FOLDERS], check=True, capture_output=True).stdout
+        data = subprocess.run(
+            ["git", "-C", str(project_dir), "archive", "--format=zip", "HEAD", *SOURCE_FOLDERS],
+            check=True,
+            capture_output=True,
+        ).stdout
         return data, "git HEAD"
     except (OSError, subprocess.CalledProcessError):
         pass
@@ -159,8 +171,11 @@ def _failure_reasons(cfn, name: str) -> str:
         events = cfn.describe_stack_events(StackName=name)["StackEvents"]
     except Exception:  # noqa: BLE001 - only to enrich the message
         return ""
-    reasons = [f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason', '')}" for e in events
-               if e["ResourceStatus"].endswith("FAILED")]
+    reasons = [
+        f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason', '')}"
+        for e in events
+        if e["ResourceStatus"].endswith("FAILED")
+    ]
     return "; ".join(reasons[:5])
 
 
@@ -186,15 +201,18 @@ def deploy(project_dir: Path, stage: str, *, session=None, say: Callable[[str], 
     identity = session.client("sts").get_caller_identity()
     say(f"Stack {name} in account {identity['Account']}, region {session.region_name}")
     request = {
-        "StackName": name, "TemplateBody": body,
+        "StackName": name,
+        "TemplateBody": body,
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         "Capabilities": ["CAPABILITY_NAMED_IAM"],
         "Tags": [{"Key": "slipway:environment", "Value": parameters["Environment"]}],
     }
     existing = _stack(cfn, name)
     if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
-        raise BootstrapError(f"{name} failed to create before ({_failure_reasons(cfn, name)}); "
-                             f"delete it with `slipway bootstrap --stage {stage} --delete`, then retry")
+        raise BootstrapError(
+            f"{name} failed to create before ({_failure_reasons(cfn, name)}); "
+            f"delete it with `slipway bootstrap --stage {stage} --delete`, then retry"
+        )
     try:
         if existing is None:
             cfn.create_stack(**request, OnFailure="ROLLBACK")
@@ -236,16 +254,17 @@ def delete(project_dir: Path, stage: str, *, session=None, say: Callable[[str], 
         if bucket:
             s3 = session.client("s3")
             for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
-                objects = [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                           for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+                objects = [
+                    {"Key": v["Key"], "VersionId": v["VersionId"]}
+                    for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+                ]
                 if objects:
                     s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
         cfn.delete_stack(StackName=name)
         say(f"Waiting for {name} to be deleted…")
         try:
-            cfn.get_waiter("stack_delete_complete").wait(
-                StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 360})
-        except Exception as exc:  # noqa: BLE001 - botocore's WaiterError
+            cfn.get_waiter("stack_delete_complete").wait(StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 360})
+        except Exception as exc:
             raise BootstrapError(f"{name}: {exc} {_failure_reasons(cfn, name)}") from exc
     else:
         say(f"{name} does not exist")

@@ -22,20 +22,27 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of progress")
     demo.add_argument("--verbose", action="store_true", help="also show the functions' own logs")
     demo.add_argument("--nodes", type=int, default=1, help="swarm nodes to run (default 1)")
-    demo.add_argument("--real-nodes", action="store_true",
-                      help="bake the node image with the swarm_node role for real and run each "
-                           "instance as a container with its own dockerd (root and Docker needed)")
+    demo.add_argument(
+        "--real-nodes",
+        action="store_true",
+        help="bake the node image with the swarm_node role for real and run each "
+        "instance as a container with its own dockerd (root and Docker needed)",
+    )
 
     serve = sub.add_parser("serve", help="the webhook endpoint and an AWS endpoint, on the emulator")
     serve.add_argument("--port", type=int, default=8000, help="webhook HTTP port (default 8000)")
     serve.add_argument("--aws-port", type=int, default=5000, help="emulated AWS endpoint port (default 5000)")
     serve.add_argument("--webhook-secret", default=None, help="secret GitHub signs with (default: random, printed)")
     serve.add_argument("--nodes", type=int, default=1, help="swarm nodes per deployment (default 1)")
-    serve.add_argument("--real-nodes", action="store_true",
-                       help="real node containers, as for `slipway demo --real-nodes`")
+    serve.add_argument(
+        "--real-nodes", action="store_true", help="real node containers, as for `slipway demo --real-nodes`"
+    )
 
-    boot = sub.add_parser("bootstrap", help="deploy what `chalice deploy` does not (.chalice/resources.yaml) "
-                                            "and write its outputs into .chalice/config.json")
+    boot = sub.add_parser(
+        "bootstrap",
+        help="deploy what `chalice deploy` does not (.chalice/resources.yaml) "
+        "and write its outputs into .chalice/config.json",
+    )
     boot.add_argument("--stage", default="dev", help="Chalice stage (default dev)")
     boot.add_argument("--project-dir", default=".", help="the Slipway checkout (default .)")
     boot.add_argument("--delete", action="store_true", help="empty the source bucket and delete the stack")
@@ -71,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from slipway import demo as demo_mod
 
-        return demo_mod.run(as_json=args.json, verbose=args.verbose, nodes=args.nodes,
-                            real_nodes=args.real_nodes)
+        return demo_mod.run(as_json=args.json, verbose=args.verbose, nodes=args.nodes, real_nodes=args.real_nodes)
     from slipway import serve as serve_mod
 
-    return serve_mod.run(port=args.port, aws_port=args.aws_port, secret=args.webhook_secret,
-                         nodes=args.nodes, real_nodes=args.real_nodes)
+    return serve_mod.run(
+        port=args.port, aws_port=args.aws_port, secret=args.webhook_secret, nodes=args.nodes, real_nodes=args.real_nodes
+    )
 
 
 if __name__ == "__main__":

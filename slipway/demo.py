@@ -30,18 +30,24 @@ REAL_NODES = [
 def scheduled_event() -> dict:
     """The event EventBridge sends a scheduled Lambda."""
     return {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "123456789012",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/slipway-dev-prune"], "detail": {},
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/slipway-dev-prune"],
+        "detail": {},
     }
 
 
 def local_commit() -> str:
     """The checkout's HEAD, so the demo deploys what you are looking at; random if not a repo."""
     try:
-        out = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
         if len(out) == 40:
             return out
     except (OSError, subprocess.SubprocessError):
@@ -67,8 +73,10 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             return 2
     with mock.patch.dict(os.environ, quiet), Emulator(node_count=nodes, real_nodes=real_nodes, log=log) as emu:
         sfn = emu.client("stepfunctions")
-        say(f"Embedded emulator up: state machines {', '.join(emu.arns)}; "
-            f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM.")
+        say(
+            f"Embedded emulator up: state machines {', '.join(emu.arns)}; "
+            f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM."
+        )
         commit = local_commit()
         body = github.encode(github.push_payload(repository="example/app", after=commit))
         status, answer = emu.deliver(github.delivery_headers(emu.webhook_secret, body), body)
@@ -81,17 +89,20 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         deploy = follow(sfn, answer["execution_arn"], **({"say": say} if as_json else {}))
         out = deploy.output
         report["deploy"] = {
-            "status": deploy.status, "execution_arn": deploy.execution_arn,
+            "status": deploy.status,
+            "execution_arn": deploy.execution_arn,
             "ami_id": (out.get("image") or {}).get("ami_id"),
             "vpc_id": (out.get("network") or {}).get("vpc_id"),
             "instance_ids": (out.get("nodes") or {}).get("current", []),
             "state_transitions": deploy.state_transitions,
-            "error": deploy.error, "cause": deploy.cause,
+            "error": deploy.error,
+            "cause": deploy.cause,
         }
         say(f"Deploy {deploy.status}" + (f": {deploy.error}: {deploy.cause}" if deploy.error else ""))
         statuses = [st for st in emu.github.statuses if st["sha"] == commit]
         report["deploy"]["github_statuses"] = [
-            {k: st[k] for k in ("state", "description", "context")} for st in statuses]
+            {k: st[k] for k in ("state", "description", "context")} for st in statuses
+        ]
         for st in statuses:
             say(f"  GitHub commit status {st['context']}: {st['state']} - {st['description']}")
 
@@ -105,28 +116,48 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
                 output = inv["CommandPlugins"][0].get("Output", "").strip()
                 say(f"  {inv['InstanceId']}: {inv['Status']}: {output}")
             emu.wait_for_events()
-            recorded = [r for name, r in emu.results
-                        if name.endswith("-record_prune") and isinstance(r, dict) and r.get("command_id") == result["command_id"]]
+            recorded = [
+                r
+                for name, r in emu.results
+                if name.endswith("-record_prune")
+                and isinstance(r, dict)
+                and r.get("command_id") == result["command_id"]
+            ]
             if recorded:
-                say(f"  recorded by the command's status-change event: {recorded[0]['nodes']} node(s), "
-                    f"{recorded[0]['reclaimed_bytes']} bytes reclaimed, failed: {recorded[0]['failed'] or 'none'}")
+                say(
+                    f"  recorded by the command's status-change event: {recorded[0]['nodes']} node(s), "
+                    f"{recorded[0]['reclaimed_bytes']} bytes reclaimed, failed: {recorded[0]['failed'] or 'none'}"
+                )
                 report["prune"] = {"recorded": recorded[0]}
         report.setdefault("prune", {})["command_ids"] = prune_ids
 
-        say("\nTeardown execution (input {\"environment\": \"%s\"}):" % emu.environment)
-        teardown_arn = sfn.start_execution(stateMachineArn=emu.arns["teardown"],
-                                           input=json.dumps({"environment": emu.environment}))["executionArn"]
+        say(f'\nTeardown execution (input {{"environment": "{emu.environment}"}}):')
+        teardown_arn = sfn.start_execution(
+            stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment})
+        )["executionArn"]
         teardown = follow(sfn, teardown_arn, **({"say": say} if as_json else {}))
         from chalicelib.aws import ec2
 
         leftover = ec2.count_tagged(emu.client("ec2"), emu.environment)
-        leftover["swarm-parameter"] = len(emu.client("ssm").get_parameters_by_path(
-            Path=f"/slipway/{emu.environment}/swarm", Recursive=True)["Parameters"])
-        report["teardown"] = {"status": teardown.status, "execution_arn": teardown_arn,
-                              "state_transitions": teardown.state_transitions,
-                              "leftover": leftover, "error": teardown.error, "cause": teardown.cause}
-        ok = (deploy.status == "SUCCEEDED" and teardown.status == "SUCCEEDED"
-              and not any(leftover.values()) and bool(prune_ids))
+        leftover["swarm-parameter"] = len(
+            emu.client("ssm").get_parameters_by_path(Path=f"/slipway/{emu.environment}/swarm", Recursive=True)[
+                "Parameters"
+            ]
+        )
+        report["teardown"] = {
+            "status": teardown.status,
+            "execution_arn": teardown_arn,
+            "state_transitions": teardown.state_transitions,
+            "leftover": leftover,
+            "error": teardown.error,
+            "cause": teardown.cause,
+        }
+        ok = (
+            deploy.status == "SUCCEEDED"
+            and teardown.status == "SUCCEEDED"
+            and not any(leftover.values())
+            and bool(prune_ids)
+        )
         say(f"Teardown {teardown.status}")
         return _finish(report, started, as_json, ok)
 
@@ -142,8 +173,10 @@ def _finish(report: dict, started: float, as_json: bool, ok: bool) -> int:
     teardown = report.get("teardown", {})
     print("\nSummary")
     if deploy:
-        print(f"  deploy     {deploy['status']} in {deploy['state_transitions']} state transitions: "
-              f"image {deploy['ami_id']}, VPC {deploy['vpc_id']}, nodes {', '.join(deploy['instance_ids']) or '-'}")
+        print(
+            f"  deploy     {deploy['status']} in {deploy['state_transitions']} state transitions: "
+            f"image {deploy['ami_id']}, VPC {deploy['vpc_id']}, nodes {', '.join(deploy['instance_ids']) or '-'}"
+        )
     if deploy.get("github_statuses"):
         print("  github     commit status " + " -> ".join(st["state"] for st in deploy["github_statuses"]))
     if report.get("prune", {}).get("command_ids"):

@@ -134,8 +134,7 @@ def condition(rule: Mapping[str, Any]) -> str | None:
         inner = [condition(part) for part in parts]
         if any(text is None for text in inner):
             return None
-        nested = [f"({text})" if " and " in text or " or " in text else text
-                  for text in inner if text is not None]
+        nested = [f"({text})" if " and " in text or " or " in text else text for text in inner if text is not None]
         return f" {joiner} ".join(nested)
     if "Not" in rule:
         inner_text = condition(rule["Not"])
@@ -158,8 +157,7 @@ def mermaid(definition: Mapping[str, Any]) -> str:
     lines = ["flowchart TD", f'    {START}(("Start"))']
     ids = _scope(states, "s", lines, depth=1)
     lines.append(f'    {END}(("End"))')
-    lines.extend(_edges(transitions(states, definition["StartAt"]),
-                        {START: START, END: END, **ids}, depth=1))
+    lines.extend(_edges(transitions(states, definition["StartAt"]), {START: START, END: END, **ids}, depth=1))
     lines.extend(_nested_edges(states, "s", depth=1))
     kinds = [(ids[name], state["Type"]) for name, state in states.items()]
     kinds += _nested_types(states, "s")
@@ -210,8 +208,7 @@ def _nested_edges(states: Mapping[str, Any], prefix: str, depth: int) -> Iterato
         for branch_index, (_, branch) in enumerate(_branches(state)):
             branch_prefix = f"{prefix}{index}_{branch_index}_s"
             inner = {name: f"{branch_prefix}{i}" for i, name in enumerate(branch["States"])}
-            yield from _edges(transitions(branch["States"], branch["StartAt"], top=False),
-                              inner, depth)
+            yield from _edges(transitions(branch["States"], branch["StartAt"], top=False), inner, depth)
             yield from _nested_edges(branch["States"], branch_prefix, depth)
 
 
@@ -238,8 +235,10 @@ def _edges(edges: Sequence[Edge], ids: Mapping[str, str], depth: int) -> Iterato
 
 def diagrams() -> dict[str, str]:
     """Each state machine's drawing, by name, from statemachines/<name>.asl.json as it is now."""
-    return {name: mermaid(json.loads(statemachines.path(name).read_text(encoding="utf-8")))
-            for name in statemachines.MACHINES}
+    return {
+        name: mermaid(json.loads(statemachines.path(name).read_text(encoding="utf-8")))
+        for name in statemachines.MACHINES
+    }
 
 
 def block(diagram: str) -> str:
@@ -286,13 +285,13 @@ def problem(readme_text: str, name: str) -> str:
         _span(readme_text, name)
     except ValueError as error:
         return str(error)
-    return (f"the {name} diagram does not match statemachines/{name}.asl.json: "
-            "run `make diagrams`")
+    return f"the {name} diagram does not match statemachines/{name}.asl.json: run `make diagrams`"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slipway.diagram", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m slipway.diagram", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help="redraw the README's diagrams")
     action.add_argument("--check", action="store_true", help="exit 1 if a diagram is stale")

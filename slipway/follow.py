@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 FINISHED = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
@@ -32,8 +32,9 @@ def _print(line: str, end: str = "\n") -> None:
     print(line, end=end, flush=True)
 
 
-def follow(sfn, execution_arn: str, *, say: Callable[..., None] = _print,
-           poll: float = 0.2, timeout: float = 900.0) -> Run:
+def follow(
+    sfn, execution_arn: str, *, say: Callable[..., None] = _print, poll: float = 0.2, timeout: float = 900.0
+) -> Run:
     """Print each state as it is entered and left until the execution finishes."""
     run = Run(execution_arn)
     seen = 0

@@ -9,34 +9,61 @@ import time
 import uuid
 
 
-def push_payload(*, repository: str = "example/app", ref: str = "refs/heads/main",
-                 before: str = "0" * 40, after: str, pusher: str = "octocat",
-                 deleted: bool = False, forced: bool = False) -> dict:
+def push_payload(
+    *,
+    repository: str = "example/app",
+    ref: str = "refs/heads/main",
+    before: str = "0" * 40,
+    after: str,
+    pusher: str = "octocat",
+    deleted: bool = False,
+    forced: bool = False,
+) -> dict:
     """A push event shaped like GitHub's documented one (trimmed of URLs the pipeline ignores)."""
     owner, name = repository.split("/", 1)
     now = int(time.time())
-    head = None if deleted else {
-        "id": after, "tree_id": hashlib.sha1(after.encode()).hexdigest(), "distinct": True,
-        "message": "Deploy with Slipway", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        "url": f"https://github.com/{repository}/commit/{after}",
-        "author": {"name": "Mona Lisa Octocat", "email": "octocat@github.com", "username": pusher},
-        "committer": {"name": "GitHub", "email": "noreply@github.com", "username": "web-flow"},
-        "added": [], "removed": [], "modified": ["README.md"],
-    }
+    head = (
+        None
+        if deleted
+        else {
+            "id": after,
+            "tree_id": hashlib.sha1(after.encode()).hexdigest(),
+            "distinct": True,
+            "message": "Deploy with Slipway",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "url": f"https://github.com/{repository}/commit/{after}",
+            "author": {"name": "Mona Lisa Octocat", "email": "octocat@github.com", "username": pusher},
+            "committer": {"name": "GitHub", "email": "noreply@github.com", "username": "web-flow"},
+            "added": [],
+            "removed": [],
+            "modified": ["README.md"],
+        }
+    )
     return {
-        "ref": ref, "before": before, "after": after,
+        "ref": ref,
+        "before": before,
+        "after": after,
         "repository": {
-            "id": 1296269, "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5", "name": name,
-            "full_name": repository, "private": False,
+            "id": 1296269,
+            "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5",
+            "name": name,
+            "full_name": repository,
+            "private": False,
             "owner": {"name": owner, "login": owner, "id": 1, "type": "User"},
-            "html_url": f"https://github.com/{repository}", "default_branch": "main",
-            "pushed_at": now, "created_at": now - 86400,
+            "html_url": f"https://github.com/{repository}",
+            "default_branch": "main",
+            "pushed_at": now,
+            "created_at": now - 86400,
         },
         "pusher": {"name": pusher, "email": f"{pusher}@github.com"},
         "sender": {"login": pusher, "id": 1, "type": "User"},
-        "created": False, "deleted": deleted, "forced": forced, "base_ref": None,
+        "created": False,
+        "deleted": deleted,
+        "forced": forced,
+        "base_ref": None,
         "compare": f"https://github.com/{repository}/compare/{before[:12]}...{after[:12]}",
-        "commits": [head] if head else [], "head_commit": head,
+        "commits": [head] if head else [],
+        "head_commit": head,
     }
 
 
@@ -44,8 +71,7 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def delivery_headers(secret: str, body: bytes, event: str = "push",
-                     delivery: str | None = None) -> dict[str, str]:
+def delivery_headers(secret: str, body: bytes, event: str = "push", delivery: str | None = None) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         "User-Agent": "GitHub-Hookshot/slipway-emulator",

@@ -39,8 +39,10 @@ def _git_object(kind: str, data: bytes) -> bytes:
 
 def _files(folder: Path) -> list[Path]:
     """The files git would commit under `folder` (its ignore rules applied where it can tell)."""
-    listed = subprocess.run(["git", "-C", str(folder), "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard", "."], capture_output=True)
+    listed = subprocess.run(
+        ["git", "-C", str(folder), "ls-files", "-z", "--cached", "--others", "--exclude-standard", "."],
+        capture_output=True,
+    )
     if listed.returncode == 0:
         return [folder / name for name in listed.stdout.decode().split("\0") if name and (folder / name).is_file()]
     return [p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
@@ -91,8 +93,19 @@ class FakeGitHub:
             return self.trees[commit]
         found = {}
         for folder in FOLDERS:
-            result = subprocess.run(["git", "-C", str(self.project_dir), "rev-parse", "--verify", "--quiet",
-                                     f"{commit}^{{commit}}:{folder}"], capture_output=True, text=True)
+            result = subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(self.project_dir),
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    f"{commit}^{{commit}}:{folder}",
+                ],
+                capture_output=True,
+                text=True,
+            )
             if result.returncode == 0:
                 found[folder] = result.stdout.strip()
         if len(found) == len(FOLDERS):
@@ -102,8 +115,18 @@ class FakeGitHub:
     def archive(self, owner: str, repo: str, commit: str) -> bytes:
         """The commit's zip if this checkout has it, else the working tree's image folders."""
         prefix = f"{owner}-{repo}-{commit[:7]}/"
-        done = subprocess.run(["git", "-C", str(self.project_dir), "archive", "--format=zip",
-                               f"--prefix={prefix}", f"{commit}^{{commit}}"], capture_output=True)
+        done = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(self.project_dir),
+                "archive",
+                "--format=zip",
+                f"--prefix={prefix}",
+                f"{commit}^{{commit}}",
+            ],
+            capture_output=True,
+        )
         if done.returncode == 0 and commit not in self.trees:
             return done.stdout
         buffer = io.BytesIO()
@@ -125,7 +148,7 @@ class FakeGitHub:
         github = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 github.requests.append(self.path)
                 zipball = _ZIPBALL.match(self.path.split("?")[0])
                 if zipball and zipball.group(3) not in github.missing:
@@ -145,11 +168,19 @@ class FakeGitHub:
                     self._answer(404, {"message": "Not Found"})
                     return
                 trees = github.resolve(match.group(1))
-                self._answer(200, {"sha": match.group(1), "truncated": False, "tree": [
-                    {"path": name, "mode": "040000", "type": "tree", "sha": sha}
-                    for name, sha in sorted(trees.items())]})
+                self._answer(
+                    200,
+                    {
+                        "sha": match.group(1),
+                        "truncated": False,
+                        "tree": [
+                            {"path": name, "mode": "040000", "type": "tree", "sha": sha}
+                            for name, sha in sorted(trees.items())
+                        ],
+                    },
+                )
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 github.requests.append("POST " + self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
@@ -171,8 +202,11 @@ class FakeGitHub:
                 if body.get("state") not in STATUS_STATES or len(body.get("description") or "") > 140:
                     self._answer(422, {"message": "Validation Failed"})
                     return
-                status = {"repository": match.group(1), "sha": match.group(2),
-                          **{k: body.get(k) for k in ("state", "description", "target_url", "context")}}
+                status = {
+                    "repository": match.group(1),
+                    "sha": match.group(2),
+                    **{k: body.get(k) for k in ("state", "description", "target_url", "context")},
+                }
                 github.statuses.append(status)
                 self._answer(201, status)
 

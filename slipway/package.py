@@ -27,8 +27,9 @@ def write_resources(project_dir: Path, stage: str, out: Path) -> Path:
     path = out / "resources.json"
     path.write_text(json.dumps(template, indent=2) + "\n")
     parameters = bootstrap.stage_parameters(config, stage)
-    (out / "resources.parameters.json").write_text(json.dumps(
-        [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()], indent=2) + "\n")
+    (out / "resources.parameters.json").write_text(
+        json.dumps([{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()], indent=2) + "\n"
+    )
     return path
 
 
@@ -40,8 +41,9 @@ def write_chalice(project_dir: Path, stage: str, out: Path) -> Path:
     # parameters); any region gives the same output.
     env = dict(os.environ)
     env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
-    subprocess.run([str(chalice), "--project-dir", str(project_dir), "package", "--stage", stage,
-                    str(target)], check=True, env=env)
+    subprocess.run(
+        [str(chalice), "--project-dir", str(project_dir), "package", "--stage", stage, str(target)], check=True, env=env
+    )
     path = target / "sam.json"
     app = bootstrap.load_config(project_dir).get("app_name", "slipway")
     sam = fix_api_log_group(json.loads(path.read_text()), app, stage)
@@ -57,8 +59,11 @@ def fix_api_log_group(sam: dict, app: str, stage: str) -> dict:
     /aws/lambda/<app>-<stage>, is in .chalice/resources.yaml. Only that exact mistake is changed."""
     resources = sam.get("Resources", {})
     group = resources.get("ApiHandlerLogGroup", {}).get("Properties", {})
-    if "APIHandler" in resources and "ApiHandler" not in resources and \
-            group.get("LogGroupName") == {"Fn::Sub": "/aws/lambda/${ApiHandler}"}:
+    if (
+        "APIHandler" in resources
+        and "ApiHandler" not in resources
+        and group.get("LogGroupName") == {"Fn::Sub": "/aws/lambda/${ApiHandler}"}
+    ):
         group["LogGroupName"] = f"/aws/lambda/{app}-{stage}-api_handler"
     return sam
 

@@ -21,11 +21,15 @@ import json
 import re
 import socket
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
-MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": False}, "lambda": {"use_docker": False},
-               "iam": {"load_aws_managed_policies": True}}  # AmazonSSMManagedInstanceCore
+MOTO_CONFIG = {
+    "stepfunctions": {"execute_state_machine": False},
+    "lambda": {"use_docker": False},
+    "iam": {"load_aws_managed_policies": True},
+}  # AmazonSSMManagedInstanceCore
 _SUBSTITUTION = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
 
@@ -66,13 +70,11 @@ def _codebuild_model():
             return "AWS::CodeBuild::Project"
 
         @classmethod
-        def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id,
-                                            region_name, **kwargs):
+        def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
             p = cloudformation_json["Properties"]
 
             def lower(d: dict) -> dict:  # CloudFormation's PascalCase -> the API's camelCase
-                return {k[0].lower() + k[1:]: (lower(v) if isinstance(v, dict) else v)
-                        for k, v in d.items()}
+                return {k[0].lower() + k[1:]: (lower(v) if isinstance(v, dict) else v) for k, v in d.items()}
 
             environment = dict(p["Environment"])
             variables = environment.pop("EnvironmentVariables", [])
@@ -107,8 +109,8 @@ def patched_moto() -> Iterator[None]:
     from moto.apigateway.models import APIGatewayBackend
     from moto.cloudformation import parsing
     from moto.iam.models import Role, iam_backends
-    from moto.utilities.utils import get_partition
     from moto.stepfunctions.models import StateMachine
+    from moto.utilities.utils import get_partition
 
     with contextlib.ExitStack() as stack:
         original_import = APIGatewayBackend.import_rest_api
@@ -137,30 +139,37 @@ def patched_moto() -> Iterator[None]:
             if substitutions:
                 properties = dict(properties)
                 properties["DefinitionString"] = _SUBSTITUTION.sub(
-                    lambda m: str(substitutions.get(m.group(1), m.group(0))),
-                    properties["DefinitionString"])
+                    lambda m: str(substitutions.get(m.group(1), m.group(0))), properties["DefinitionString"]
+                )
                 cloudformation_json = {**cloudformation_json, "Properties": properties}
             return original_create(cls, resource_name, cloudformation_json, account_id, region_name, **kw)
 
-        stack.enter_context(mock.patch.object(
-            StateMachine, "create_from_cloudformation_json", classmethod(create_state_machine)))
+        stack.enter_context(
+            mock.patch.object(StateMachine, "create_from_cloudformation_json", classmethod(create_state_machine))
+        )
 
         original_role = Role.create_from_cloudformation_json.__func__
 
         def create_role(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
             properties = dict(cloudformation_json["Properties"])
             properties["Policies"] = [
-                {**p, "PolicyDocument": p["PolicyDocument"] if isinstance(p["PolicyDocument"], str)
-                 else json.dumps(p["PolicyDocument"])} for p in properties.get("Policies", [])]
-            role = original_role(cls, resource_name, {**cloudformation_json, "Properties": properties},
-                                 account_id, region_name, **kw)
+                {
+                    **p,
+                    "PolicyDocument": p["PolicyDocument"]
+                    if isinstance(p["PolicyDocument"], str)
+                    else json.dumps(p["PolicyDocument"]),
+                }
+                for p in properties.get("Policies", [])
+            ]
+            role = original_role(
+                cls, resource_name, {**cloudformation_json, "Properties": properties}, account_id, region_name, **kw
+            )
             backend = iam_backends[account_id][get_partition(region_name)]
             for arn in properties.get("ManagedPolicyArns", []):
                 backend.attach_role_policy(arn, role.name)
             return role
 
-        stack.enter_context(mock.patch.object(
-            Role, "create_from_cloudformation_json", classmethod(create_role)))
+        stack.enter_context(mock.patch.object(Role, "create_from_cloudformation_json", classmethod(create_role)))
 
         model = _codebuild_model()
         model_map = dict(parsing.get_model_map())
@@ -188,8 +197,9 @@ def aws_server(port: int | None = None) -> Iterator[str]:
         endpoint = f"http://127.0.0.1:{port}"
 
         def reset() -> None:
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
-                                   timeout=10).close()
+            urllib.request.urlopen(
+                urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
+            ).close()
 
         # The backends live as long as this process: start from an empty account, leave one.
         reset()

@@ -23,8 +23,7 @@ def _watch(emu: Emulator, stop: threading.Event) -> None:
                     continue
                 followed.add(execution["executionArn"])
                 print(f"\nExecution {execution['executionArn']}", flush=True)
-                threading.Thread(target=_report, args=(sfn, execution["executionArn"]),
-                                 daemon=True).start()
+                threading.Thread(target=_report, args=(sfn, execution["executionArn"]), daemon=True).start()
 
 
 class _Lines:
@@ -43,8 +42,10 @@ class _Lines:
 
 def _report(sfn, arn: str) -> None:
     run = follow(sfn, arn, say=_Lines(arn.rsplit(":", 1)[-1][:12]), timeout=3600)
-    print(f"Execution {arn.rsplit(':', 1)[-1]} {run.status}"
-          + (f": {run.error}: {run.cause}" if run.error else ""), flush=True)
+    print(
+        f"Execution {arn.rsplit(':', 1)[-1]} {run.status}" + (f": {run.error}: {run.cause}" if run.error else ""),
+        flush=True,
+    )
 
 
 def local_server(app, port: int):
@@ -53,15 +54,15 @@ def local_server(app, port: int):
     from chalice.config import Config
     from chalice.local import LocalChalice, LocalDevServer, create_local_server
 
-    config = Config.create(chalice_stage="dev", app_name=app.app_name, lambda_timeout=60,
-                           lambda_memory_size=256)
+    config = Config.create(chalice_stage="dev", app_name=app.app_name, lambda_timeout=60, lambda_memory_size=256)
     if isinstance(app, LocalChalice):
         return LocalDevServer(app, config, "127.0.0.1", port)
     return create_local_server(app, config, "127.0.0.1", port)
 
 
-def run(port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes: int = 1,
-        real_nodes: bool = False) -> int:
+def run(
+    port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes: int = 1, real_nodes: bool = False
+) -> int:
     logging.getLogger("moto").setLevel(logging.CRITICAL)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     if real_nodes:
@@ -71,20 +72,30 @@ def run(port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes
         if reason:
             print(f"slipway serve --real-nodes: {reason}", file=sys.stderr)
             return 2
-    with Emulator(mode="server", aws_port=aws_port, webhook_secret=secret, node_count=nodes,
-                  real_nodes=real_nodes, log=lambda m: print(f"[real nodes] {m}", flush=True)) as emu:
+    with Emulator(
+        mode="server",
+        aws_port=aws_port,
+        webhook_secret=secret,
+        node_count=nodes,
+        real_nodes=real_nodes,
+        log=lambda m: print(f"[real nodes] {m}", flush=True),
+    ) as emu:
         server = local_server(emu.app.app, port)
         endpoint = f"http://127.0.0.1:{aws_port}"
-        print(f"""Slipway on the embedded emulator
+        cli = f"aws --endpoint-url {endpoint} --region us-east-1"
+        print(
+            f"""Slipway on the embedded emulator
   webhook     POST http://127.0.0.1:{port}/github/webhook   (content type application/json)
   secret      {emu.webhook_secret}
   AWS API     {endpoint}  (region us-east-1, any credentials)
-  deploy      {emu.arns['deploy']}
-  teardown    {emu.arns['teardown']}
+  deploy      {emu.arns["deploy"]}
+  teardown    {emu.arns["teardown"]}
 Try:
-  aws --endpoint-url {endpoint} --region us-east-1 stepfunctions list-executions --state-machine-arn {emu.arns['deploy']}
-  aws --endpoint-url {endpoint} --region us-east-1 lambda invoke --function-name {emu.function_name('prune_now')} --payload '{{}}' /dev/stdout
-Ctrl-C stops everything.""", flush=True)
+  {cli} stepfunctions list-executions --state-machine-arn {emu.arns["deploy"]}
+  {cli} lambda invoke --function-name {emu.function_name("prune_now")} --payload '{{}}' /dev/stdout
+Ctrl-C stops everything.""",
+            flush=True,
+        )
         stop = threading.Event()
         threading.Thread(target=_watch, args=(emu, stop), daemon=True).start()
         thread = threading.Thread(target=server.serve_forever, daemon=True)

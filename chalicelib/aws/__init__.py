@@ -61,8 +61,13 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                 EndpointConnectionError, ReadTimeoutError)
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from chalicelib.errors import TransientError
 
@@ -80,14 +85,27 @@ _clients: dict[tuple[Service, bool], Client] = {}
 
 # Error codes worth trying again later: throttling, AWS-side faults, and a dependency not
 # released yet. No not-found code: see the module docstring and `just_created`.
-TRANSIENT_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
-    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestThrottled",
-    "InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout",
-    "DependencyViolation", "IncorrectState", "IncorrectInstanceState",
-    # A snapshot stays in use for a moment after its image is deregistered.
-    "InvalidSnapshot.InUse",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestThrottled",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "RequestTimeout",
+        "DependencyViolation",
+        "IncorrectState",
+        "IncorrectInstanceState",
+        # A snapshot stays in use for a moment after its image is deregistered.
+        "InvalidSnapshot.InUse",
+    }
+)
 NETWORK_ERRORS = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
 
 P = ParamSpec("P")
@@ -151,6 +169,7 @@ def just_created(what: str, codes: Collection[str]) -> Iterator[None]:
 def transient_errors(step: Callable[P, R]) -> Callable[P, R]:
     """Turn AWS faults worth retrying into TransientError, the error name the state machine's
     Retry matches; everything else propagates unchanged (and the deployment is undone)."""
+
     @functools.wraps(step)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:

@@ -22,8 +22,9 @@ class Build:
     ami_id: str | None
 
 
-def start(codebuild: Client, project: str, variables: dict[str, str], idempotency_token: str,
-          source_location: str) -> str:
+def start(
+    codebuild: Client, project: str, variables: dict[str, str], idempotency_token: str, source_location: str
+) -> str:
     """Start a bake of the source at `source_location` ("bucket/key" of a zip in S3). A project
     that does not exist is a ConfigurationError at once: SLIPWAY_BAKE_PROJECT names it."""
     try:
@@ -31,9 +32,7 @@ def start(codebuild: Client, project: str, variables: dict[str, str], idempotenc
             projectName=project,
             sourceTypeOverride="S3",
             sourceLocationOverride=source_location,
-            environmentVariablesOverride=[
-                {"name": k, "value": v, "type": "PLAINTEXT"} for k, v in variables.items()
-            ],
+            environmentVariablesOverride=[{"name": k, "value": v, "type": "PLAINTEXT"} for k, v in variables.items()],
             idempotencyToken=idempotency_token,
         )["build"]
     except ClientError as exc:
@@ -41,7 +40,8 @@ def start(codebuild: Client, project: str, variables: dict[str, str], idempotenc
             raise ConfigurationError(
                 f"SLIPWAY_BAKE_PROJECT names CodeBuild project {project!r}, which does not exist "
                 f"in this account and region (`slipway bootstrap` creates slipway-<environment>-bake): "
-                f"{exc}") from exc
+                f"{exc}"
+            ) from exc
         raise
     return str(build["id"])
 

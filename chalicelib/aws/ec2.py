@@ -23,21 +23,28 @@ LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 # what was just made, so that the state machine retries the step (see chalicelib.aws).
 # ensure_network: every id it passes on was created by it, or found by its tags moments ago (by
 # an attempt whose answer was lost, perhaps), so its calls may not see them yet.
-NETWORK_NOT_VISIBLE = frozenset({
-    "InvalidVpcID.NotFound",               # the VPC, to the calls after CreateVpc
-    "InvalidSubnetID.NotFound",            # a subnet, after CreateSubnet
-    "InvalidInternetGatewayID.NotFound",   # the internet gateway, after CreateInternetGateway
-    "InvalidGatewayID.NotFound",           # the same, as CreateRoute names it
-    "InvalidRouteTableID.NotFound",        # the route table, after CreateRouteTable
-    "InvalidGroup.NotFound",               # the security group, after CreateSecurityGroup
-})
+NETWORK_NOT_VISIBLE = frozenset(
+    {
+        "InvalidVpcID.NotFound",  # the VPC, to the calls after CreateVpc
+        "InvalidSubnetID.NotFound",  # a subnet, after CreateSubnet
+        "InvalidInternetGatewayID.NotFound",  # the internet gateway, after CreateInternetGateway
+        "InvalidGatewayID.NotFound",  # the same, as CreateRoute names it
+        "InvalidRouteTableID.NotFound",  # the route table, after CreateRouteTable
+        "InvalidGroup.NotFound",  # the security group, after CreateSecurityGroup
+    }
+)
 # launch_nodes: RunInstances names the launch template (version) the same step has just created,
 # the subnets and security group `ensure_network` created one step before, and the image the
 # bake may just have registered.
-LAUNCH_NOT_VISIBLE = frozenset({
-    "InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateId.VersionNotFound",
-    "InvalidSubnetID.NotFound", "InvalidGroup.NotFound", "InvalidAMIID.NotFound",
-})
+LAUNCH_NOT_VISIBLE = frozenset(
+    {
+        "InvalidLaunchTemplateId.NotFound",
+        "InvalidLaunchTemplateId.VersionNotFound",
+        "InvalidSubnetID.NotFound",
+        "InvalidGroup.NotFound",
+        "InvalidAMIID.NotFound",
+    }
+)
 # DescribeImages by id: the image check_bake read from the bake that has just registered it.
 IMAGE_NOT_VISIBLE = frozenset({"InvalidAMIID.NotFound"})
 # DescribeInstances by id: the ids a step passes are always the run's own nodes, read first by
@@ -72,8 +79,16 @@ def find_image(ec2: Client, name: str) -> str | None:
     return str(images[0]["ImageId"]) if images else None
 
 
-def ensure_network(ec2: Client, create: Client, *, environment: str, tags_for: TagsFor, vpc_cidr: str,
-                   subnet_cidrs: tuple[str, ...], service_ports: tuple[int, ...]) -> AwsDict:
+def ensure_network(
+    ec2: Client,
+    create: Client,
+    *,
+    environment: str,
+    tags_for: TagsFor,
+    vpc_cidr: str,
+    subnet_cidrs: tuple[str, ...],
+    service_ports: tuple[int, ...],
+) -> AwsDict:
     """Find each network resource by its environment tag, create only what is missing, and
     converge its settings (DNS names, public IPs, attachment, route, association, rules).
 
@@ -83,14 +98,27 @@ def ensure_network(ec2: Client, create: Client, *, environment: str, tags_for: T
     A resource not visible yet to the call after its create (NETWORK_NOT_VISIBLE) is TransientError.
     """
     with just_created(f"part of the network of {environment}", NETWORK_NOT_VISIBLE):
-        return _converge_network(ec2, create, environment=environment, tags_for=tags_for,
-                                 vpc_cidr=vpc_cidr, subnet_cidrs=subnet_cidrs,
-                                 service_ports=service_ports)
+        return _converge_network(
+            ec2,
+            create,
+            environment=environment,
+            tags_for=tags_for,
+            vpc_cidr=vpc_cidr,
+            subnet_cidrs=subnet_cidrs,
+            service_ports=service_ports,
+        )
 
 
-def _converge_network(ec2: Client, create: Client, *, environment: str, tags_for: TagsFor,
-                      vpc_cidr: str, subnet_cidrs: tuple[str, ...],
-                      service_ports: tuple[int, ...]) -> AwsDict:
+def _converge_network(
+    ec2: Client,
+    create: Client,
+    *,
+    environment: str,
+    tags_for: TagsFor,
+    vpc_cidr: str,
+    subnet_cidrs: tuple[str, ...],
+    service_ports: tuple[int, ...],
+) -> AwsDict:
     created: list[str] = []
 
     def lookup(describe: Callable[..., AwsDict], key: str, id_key: str, role: str) -> AwsDict | None:
@@ -111,14 +139,15 @@ def _converge_network(ec2: Client, create: Client, *, environment: str, tags_for
 
     igw = lookup(ec2.describe_internet_gateways, "InternetGateways", "InternetGatewayId", "internet-gateway")
     if igw is None:
-        igw = create.create_internet_gateway(
-            TagSpecifications=_spec("internet-gateway", tags_for("internet-gateway"))
-        )["InternetGateway"]
+        igw = create.create_internet_gateway(TagSpecifications=_spec("internet-gateway", tags_for("internet-gateway")))[
+            "InternetGateway"
+        ]
         created.append("internet-gateway")
     igw_id = igw["InternetGatewayId"]
     if not any(a.get("VpcId") == vpc_id for a in igw.get("Attachments", [])):
-        _already_done(ec2.attach_internet_gateway, {"Resource.AlreadyAssociated"},
-                      InternetGatewayId=igw_id, VpcId=vpc_id)
+        _already_done(
+            ec2.attach_internet_gateway, {"Resource.AlreadyAssociated"}, InternetGatewayId=igw_id, VpcId=vpc_id
+        )
 
     table = lookup(ec2.describe_route_tables, "RouteTables", "RouteTableId", "route-table")
     if table is None:
@@ -128,28 +157,41 @@ def _converge_network(ec2: Client, create: Client, *, environment: str, tags_for
         created.append("route-table")
     table_id = table["RouteTableId"]
     if not any(r.get("DestinationCidrBlock") == ANYWHERE for r in table.get("Routes", [])):
-        _already_done(ec2.create_route, {"RouteAlreadyExists"},
-                      RouteTableId=table_id, DestinationCidrBlock=ANYWHERE, GatewayId=igw_id)
+        _already_done(
+            ec2.create_route,
+            {"RouteAlreadyExists"},
+            RouteTableId=table_id,
+            DestinationCidrBlock=ANYWHERE,
+            GatewayId=igw_id,
+        )
     associated = {a.get("SubnetId") for a in table.get("Associations", [])}
     for subnet_id in subnet_ids:
         if subnet_id not in associated:
-            _already_done(ec2.associate_route_table, {"Resource.AlreadyAssociated"},
-                          RouteTableId=table_id, SubnetId=subnet_id)
+            _already_done(
+                ec2.associate_route_table, {"Resource.AlreadyAssociated"}, RouteTableId=table_id, SubnetId=subnet_id
+            )
 
     group = lookup(ec2.describe_security_groups, "SecurityGroups", "GroupId", "security-group")
     if group is None:
-        group = {"GroupId": create.create_security_group(
-            GroupName=f"slipway-{environment}-nodes",
-            Description="Slipway swarm nodes: service ports, swarm traffic within the group only",
-            VpcId=vpc_id,
-            TagSpecifications=_spec("security-group", tags_for("security-group")),
-        )["GroupId"], "IpPermissions": []}
+        group = {
+            "GroupId": create.create_security_group(
+                GroupName=f"slipway-{environment}-nodes",
+                Description="Slipway swarm nodes: service ports, swarm traffic within the group only",
+                VpcId=vpc_id,
+                TagSpecifications=_spec("security-group", tags_for("security-group")),
+            )["GroupId"],
+            "IpPermissions": [],
+        }
         created.append("security-group")
     group_id = group["GroupId"]
     missing = _missing_rules(group.get("IpPermissions", []), _ingress(group_id, service_ports))
     if missing:
-        _already_done(ec2.authorize_security_group_ingress, {"InvalidPermission.Duplicate"},
-                      GroupId=group_id, IpPermissions=missing)
+        _already_done(
+            ec2.authorize_security_group_ingress,
+            {"InvalidPermission.Duplicate"},
+            GroupId=group_id,
+            IpPermissions=missing,
+        )
     logger.info("network converged", extra={"vpc_id": vpc_id, "created_roles": created})
     return {
         "vpc_id": vpc_id,
@@ -164,8 +206,15 @@ def _converge_network(ec2: Client, create: Client, *, environment: str, tags_for
 SUBNET_INDEX_TAG = "slipway:subnet"
 
 
-def _ensure_subnets(ec2: Client, create: Client, environment: str, vpc_id: str, cidrs: tuple[str, ...],
-                    tags_for: TagsFor, created: list[str]) -> list[str]:
+def _ensure_subnets(
+    ec2: Client,
+    create: Client,
+    environment: str,
+    vpc_id: str,
+    cidrs: tuple[str, ...],
+    tags_for: TagsFor,
+    created: list[str],
+) -> list[str]:
     """One subnet per availability zone, each found by its index tag, public IPs on launch."""
     found = ec2.describe_subnets(Filters=naming.tag_filters(environment, role="subnet"))["Subnets"]
     by_index: dict[str, AwsDict] = {}
@@ -178,13 +227,21 @@ def _ensure_subnets(ec2: Client, create: Client, environment: str, vpc_id: str, 
         subnet = by_index.get(str(index))
         if subnet is None:
             if zones is None:
-                zones = sorted(z["ZoneName"] for z in ec2.describe_availability_zones(
-                    Filters=[{"Name": "state", "Values": ["available"]},
-                             {"Name": "zone-type", "Values": ["availability-zone"]}])["AvailabilityZones"])
+                zones = sorted(
+                    z["ZoneName"]
+                    for z in ec2.describe_availability_zones(
+                        Filters=[
+                            {"Name": "state", "Values": ["available"]},
+                            {"Name": "zone-type", "Values": ["availability-zone"]},
+                        ]
+                    )["AvailabilityZones"]
+                )
             if index >= len(zones):
                 raise ConfigurationError(f"{len(cidrs)} subnets asked for, the region has {len(zones)} zones")
             subnet = create.create_subnet(
-                VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zones[index],
+                VpcId=vpc_id,
+                CidrBlock=cidr,
+                AvailabilityZone=zones[index],
                 TagSpecifications=_spec("subnet", tags_for("subnet") | {SUBNET_INDEX_TAG: str(index)}),
             )["Subnet"]
             created.append("subnet")
@@ -220,79 +277,109 @@ def _missing_rules(existing: list[AwsDict], wanted: list[AwsDict]) -> list[AwsDi
 
 def _ingress(group_id: str, service_ports: tuple[int, ...]) -> list[AwsDict]:
     rules: list[AwsDict] = [
-        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
-         "IpRanges": [{"CidrIp": ANYWHERE, "Description": "service"}]}
+        {
+            "IpProtocol": "tcp",
+            "FromPort": port,
+            "ToPort": port,
+            "IpRanges": [{"CidrIp": ANYWHERE, "Description": "service"}],
+        }
         for port in service_ports
     ]
     rules += [
-        {"IpProtocol": proto, "FromPort": port, "ToPort": port,
-         "UserIdGroupPairs": [{"GroupId": group_id, "Description": "swarm"}]}
+        {
+            "IpProtocol": proto,
+            "FromPort": port,
+            "ToPort": port,
+            "UserIdGroupPairs": [{"GroupId": group_id, "Description": "swarm"}],
+        }
         for proto, port in SWARM_PORTS
     ]
     return rules
 
 
-def _template_data(image_id: str, instance_type: str, security_group_id: str,
-                   instance_profile: str, root_device: str) -> AwsDict:
+def _template_data(
+    image_id: str, instance_type: str, security_group_id: str, instance_profile: str, root_device: str
+) -> AwsDict:
     data: AwsDict = {
         "ImageId": image_id,
         "InstanceType": instance_type,
         "SecurityGroupIds": [security_group_id],
-        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1,
-                            "HttpEndpoint": "enabled"},
-        "BlockDeviceMappings": [{
-            "DeviceName": root_device,
-            "Ebs": {"VolumeType": "gp3", "VolumeSize": 20, "Encrypted": True,
-                    "DeleteOnTermination": True},
-        }],
+        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"},
+        "BlockDeviceMappings": [
+            {
+                "DeviceName": root_device,
+                "Ebs": {"VolumeType": "gp3", "VolumeSize": 20, "Encrypted": True, "DeleteOnTermination": True},
+            }
+        ],
     }
     if instance_profile:
         data["IamInstanceProfile"] = {"Name": instance_profile}
     return data
 
 
-def ensure_launch_template(ec2: Client, create: Client, *, environment: str, tags: dict[str, str], image_id: str,
-                           instance_type: str, security_group_id: str, instance_profile: str,
-                           client_token: str) -> tuple[str, str]:
+def ensure_launch_template(
+    ec2: Client,
+    create: Client,
+    *,
+    environment: str,
+    tags: dict[str, str],
+    image_id: str,
+    instance_type: str,
+    security_group_id: str,
+    instance_profile: str,
+    client_token: str,
+) -> tuple[str, str]:
     """The environment's launch template, with one version per image: (template id, version).
     The template itself is created through the one-attempt `create` client, like the network."""
     with just_created(f"image {image_id}", IMAGE_NOT_VISIBLE):
         root = ec2.describe_images(ImageIds=[image_id])["Images"][0].get("RootDeviceName", "/dev/sda1")
     data = _template_data(image_id, instance_type, security_group_id, instance_profile, root)
-    found = ec2.describe_launch_templates(
-        Filters=naming.tag_filters(environment, role="launch-template"))["LaunchTemplates"]
+    found = ec2.describe_launch_templates(Filters=naming.tag_filters(environment, role="launch-template"))[
+        "LaunchTemplates"
+    ]
     if not found:
         template = create.create_launch_template(
-            LaunchTemplateName=f"slipway-{environment}-nodes", LaunchTemplateData=data,
-            TagSpecifications=_spec("launch-template", tags), ClientToken=client_token,
+            LaunchTemplateName=f"slipway-{environment}-nodes",
+            LaunchTemplateData=data,
+            TagSpecifications=_spec("launch-template", tags),
+            ClientToken=client_token,
         )["LaunchTemplate"]
         return str(template["LaunchTemplateId"]), str(template["LatestVersionNumber"])
     template_id = str(min(t["LaunchTemplateId"] for t in found))
     paginator = ec2.get_paginator("describe_launch_template_versions")
     for page in paginator.paginate(LaunchTemplateId=template_id):
         for version in page["LaunchTemplateVersions"]:
-            if version["LaunchTemplateData"].get("ImageId") == image_id and \
-                    version["LaunchTemplateData"].get("InstanceType") == instance_type:
+            if (
+                version["LaunchTemplateData"].get("ImageId") == image_id
+                and version["LaunchTemplateData"].get("InstanceType") == instance_type
+            ):
                 return template_id, str(version["VersionNumber"])
     version = ec2.create_launch_template_version(
-        LaunchTemplateId=template_id, LaunchTemplateData=data, ClientToken=client_token,
+        LaunchTemplateId=template_id,
+        LaunchTemplateData=data,
+        ClientToken=client_token,
         VersionDescription=f"image {image_id}",
     )["LaunchTemplateVersion"]
     return template_id, str(version["VersionNumber"])
 
 
-def launch_nodes(ec2: Client, *, template: tuple[str, str], placement: dict[str, int],
-                 tags: dict[str, str], client_token: str) -> list[str]:
+def launch_nodes(
+    ec2: Client, *, template: tuple[str, str], placement: dict[str, int], tags: dict[str, str], client_token: str
+) -> list[str]:
     """Launch `placement[subnet]` nodes in each subnet from the template version. One RunInstances
     per subnet, each with its own ClientToken, so a retried call never makes a second node (nor
     a retried step: the nodes a failed attempt launched are found by their tags)."""
     ids: list[str] = []
     for subnet_id, count in placement.items():
-        with just_created(f"launch template {template[0]} version {template[1]}, subnet {subnet_id} "
-                          "or their security group", LAUNCH_NOT_VISIBLE):
+        with just_created(
+            f"launch template {template[0]} version {template[1]}, subnet {subnet_id} or their security group",
+            LAUNCH_NOT_VISIBLE,
+        ):
             reservation = ec2.run_instances(
                 LaunchTemplate={"LaunchTemplateId": template[0], "Version": template[1]},
-                SubnetId=subnet_id, MinCount=count, MaxCount=count,
+                SubnetId=subnet_id,
+                MinCount=count,
+                MaxCount=count,
                 ClientToken=f"{client_token}-{subnet_id}"[-64:],
                 TagSpecifications=_spec("instance", tags) + _spec("volume", tags),
             )
@@ -301,14 +388,21 @@ def launch_nodes(ec2: Client, *, template: tuple[str, str], placement: dict[str,
 
 
 def delete_launch_templates(ec2: Client, environment: str, deployment: str | None = None) -> int:
-    found = ec2.describe_launch_templates(
-        Filters=naming.tag_filters(environment, deployment, role="launch-template"))["LaunchTemplates"]
+    found = ec2.describe_launch_templates(Filters=naming.tag_filters(environment, deployment, role="launch-template"))[
+        "LaunchTemplates"
+    ]
     return sum(_gone(ec2.delete_launch_template, LaunchTemplateId=t["LaunchTemplateId"]) for t in found)
 
 
-def list_nodes(ec2: Client, environment: str, *, deployment: str | None = None,
-               states: list[str] | None = None, instance_ids: list[str] | None = None,
-               swarm_role: str | None = None) -> list[Node]:
+def list_nodes(
+    ec2: Client,
+    environment: str,
+    *,
+    deployment: str | None = None,
+    states: list[str] | None = None,
+    instance_ids: list[str] | None = None,
+    swarm_role: str | None = None,
+) -> list[Node]:
     """The environment's nodes (of one deployment, in these states, among these ids, of one swarm
     role). An id not visible yet, just after RunInstances, is TransientError (INSTANCE_NOT_VISIBLE)."""
     filters = naming.tag_filters(environment, deployment, role="node")
@@ -325,16 +419,18 @@ def list_nodes(ec2: Client, environment: str, *, deployment: str | None = None,
         for reservation in page["Reservations"]:
             for inst in reservation["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-                nodes.append(Node(
-                    instance_id=inst["InstanceId"],
-                    image_id=inst["ImageId"],
-                    state=inst["State"]["Name"],
-                    hostname=(inst.get("PrivateDnsName") or "").split(".")[0],
-                    private_ip=inst.get("PrivateIpAddress", ""),
-                    deployment=tags.get(naming.TAG_DEPLOYMENT, ""),
-                    subnet_id=inst.get("SubnetId", ""),
-                    swarm_role=tags.get(naming.TAG_SWARM_ROLE, ""),
-                ))
+                nodes.append(
+                    Node(
+                        instance_id=inst["InstanceId"],
+                        image_id=inst["ImageId"],
+                        state=inst["State"]["Name"],
+                        hostname=(inst.get("PrivateDnsName") or "").split(".")[0],
+                        private_ip=inst.get("PrivateIpAddress", ""),
+                        deployment=tags.get(naming.TAG_DEPLOYMENT, ""),
+                        subnet_id=inst.get("SubnetId", ""),
+                        swarm_role=tags.get(naming.TAG_SWARM_ROLE, ""),
+                    )
+                )
     return sorted(nodes, key=lambda n: n.instance_id)
 
 
@@ -383,10 +479,8 @@ def delete_network(ec2: Client, environment: str, deployment: str | None = None)
         removed["route-table"] += _gone(ec2.delete_route_table, RouteTableId=table["RouteTableId"])
     for igw in ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]:
         for attachment in igw.get("Attachments", []):
-            _gone(ec2.detach_internet_gateway, InternetGatewayId=igw["InternetGatewayId"],
-                  VpcId=attachment["VpcId"])
-        removed["internet-gateway"] += _gone(ec2.delete_internet_gateway,
-                                             InternetGatewayId=igw["InternetGatewayId"])
+            _gone(ec2.detach_internet_gateway, InternetGatewayId=igw["InternetGatewayId"], VpcId=attachment["VpcId"])
+        removed["internet-gateway"] += _gone(ec2.delete_internet_gateway, InternetGatewayId=igw["InternetGatewayId"])
     for subnet in ec2.describe_subnets(Filters=filters)["Subnets"]:
         removed["subnet"] += _gone(ec2.delete_subnet, SubnetId=subnet["SubnetId"])
     for vpc in ec2.describe_vpcs(Filters=filters)["Vpcs"]:
@@ -416,8 +510,7 @@ def count_tagged(ec2: Client, environment: str) -> dict[str, int]:
     filters = naming.tag_filters(environment)
     live = [{"Name": "instance-state-name", "Values": LIVE_STATES}]
     return {
-        "instance": sum(len(r["Instances"]) for r in
-                        ec2.describe_instances(Filters=filters + live)["Reservations"]),
+        "instance": sum(len(r["Instances"]) for r in ec2.describe_instances(Filters=filters + live)["Reservations"]),
         "vpc": len(ec2.describe_vpcs(Filters=filters)["Vpcs"]),
         "subnet": len(ec2.describe_subnets(Filters=filters)["Subnets"]),
         "internet-gateway": len(ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]),

@@ -21,8 +21,7 @@ DESCRIPTION_LIMIT = 140  # GitHub refuses a longer status description
 
 
 def _headers(token: str | None) -> dict[str, str]:
-    headers = {"Accept": "application/vnd.github+json", "User-Agent": "slipway",
-               "X-GitHub-Api-Version": "2022-11-28"}
+    headers = {"Accept": "application/vnd.github+json", "User-Agent": "slipway", "X-GitHub-Api-Version": "2022-11-28"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
@@ -33,14 +32,16 @@ def _get(api: str, repository: str, path: str, commit: str, token: str | None) -
     url = f"{api.rstrip('/')}/repos/{urllib.parse.quote(repository)}/{path}"
     try:
         response: HTTPResponse = urllib.request.urlopen(
-            urllib.request.Request(url, headers=_headers(token)), timeout=TIMEOUT_SECONDS)
+            urllib.request.Request(url, headers=_headers(token)), timeout=TIMEOUT_SECONDS
+        )
         return response
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 409, 422):
             raise InvalidInput(f"GitHub has no commit {commit} in {repository} ({exc.code})") from exc
         if exc.code in (401, 403):
-            raise InvalidInput(f"GitHub refused to read {repository} ({exc.code}): set the token "
-                               "parameter for private repositories") from exc
+            raise InvalidInput(
+                f"GitHub refused to read {repository} ({exc.code}): set the token parameter for private repositories"
+            ) from exc
         raise TransientError(f"GitHub answered {exc.code} for {url}") from exc
     except (urllib.error.URLError, TimeoutError) as exc:
         raise TransientError(f"GitHub unreachable: {exc}") from exc
@@ -56,8 +57,7 @@ def top_level_trees(api: str, repository: str, commit: str, token: str | None = 
     return {entry["path"]: entry["sha"] for entry in body.get("tree", []) if entry.get("type") == "tree"}
 
 
-def download_archive(api: str, repository: str, commit: str, into: BinaryIO,
-                     token: str | None = None) -> int:
+def download_archive(api: str, repository: str, commit: str, into: BinaryIO, token: str | None = None) -> int:
     """Write the zip of `repository` at `commit` (GET .../zipball/{commit}, redirects followed)
     into the file `into`, streaming; the number of bytes written."""
     try:
@@ -68,27 +68,32 @@ def download_archive(api: str, repository: str, commit: str, into: BinaryIO,
     return into.tell()
 
 
-def set_status(api: str, repository: str, commit: str, token: str, *, state: str, description: str,
-               target_url: str, context: str) -> None:
+def set_status(
+    api: str, repository: str, commit: str, token: str, *, state: str, description: str, target_url: str, context: str
+) -> None:
     """POST /repos/{repository}/statuses/{commit}: the check mark (or cross) GitHub shows beside
     the commit. The token needs "Commit statuses: write" (classic: `repo:status`)."""
     if state not in STATES:
         raise ValueError(f"a commit status is one of {STATES}, not {state!r}")
     if len(description) > DESCRIPTION_LIMIT:
-        description = description[:DESCRIPTION_LIMIT - 1] + "…"
+        description = description[: DESCRIPTION_LIMIT - 1] + "…"
     url = f"{api.rstrip('/')}/repos/{urllib.parse.quote(repository)}/statuses/{commit}"
-    body = json.dumps({"state": state, "description": description, "target_url": target_url,
-                       "context": context}).encode()
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers=_headers(token) | {"Content-Type": "application/json"})
+    body = json.dumps(
+        {"state": state, "description": description, "target_url": target_url, "context": context}
+    ).encode()
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers=_headers(token) | {"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS):
             pass
     except urllib.error.HTTPError as exc:
         if _rate_limited(exc) or exc.code not in (400, 401, 403, 404, 422):
             raise TransientError(f"GitHub answered {exc.code} for {url}") from exc
-        raise GitHubRefused(f"GitHub refused the commit status for {repository}@{commit[:12]} "
-                            f"({exc.code}): the token needs commit statuses write access") from exc
+        raise GitHubRefused(
+            f"GitHub refused the commit status for {repository}@{commit[:12]} "
+            f"({exc.code}): the token needs commit statuses write access"
+        ) from exc
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, TLS errors
         raise TransientError(f"GitHub unreachable: {exc}") from exc
 

@@ -12,8 +12,9 @@ MISSING_OBJECT = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 def _no_bucket(bucket: str, exc: ClientError) -> ConfigurationError:
-    return ConfigurationError(f"SLIPWAY_BAKE_BUCKET names S3 bucket {bucket!r}, which does not exist "
-                              f"(`slipway bootstrap` creates it): {exc}")
+    return ConfigurationError(
+        f"SLIPWAY_BAKE_BUCKET names S3 bucket {bucket!r}, which does not exist (`slipway bootstrap` creates it): {exc}"
+    )
 
 
 def exists(s3: Client, bucket: str, key: str) -> bool:

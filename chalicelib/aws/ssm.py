@@ -13,8 +13,18 @@ from chalicelib.errors import ConfigurationError, TransientError
 
 SHELL_DOCUMENT = "AWS-RunShellScript"
 # Statuses after which an invocation will not change any more.
-FINAL_STATUSES = {"Success", "Failed", "Cancelled", "TimedOut", "Undeliverable", "Terminated",
-                  "DeliveryTimedOut", "ExecutionTimedOut", "InvalidPlatform", "AccessDenied"}
+FINAL_STATUSES = {
+    "Success",
+    "Failed",
+    "Cancelled",
+    "TimedOut",
+    "Undeliverable",
+    "Terminated",
+    "DeliveryTimedOut",
+    "ExecutionTimedOut",
+    "InvalidPlatform",
+    "AccessDenied",
+}
 # Not found right after a create (see chalicelib.aws). ListCommandInvocations just after
 # SendCommand (the command ids the steps read come from their SendCommand a step before):
 COMMAND_NOT_VISIBLE = frozenset({"InvalidCommandId", "InvocationDoesNotExist"})
@@ -44,10 +54,18 @@ def online_instances(ssm: Client, instance_ids: list[str]) -> set[str]:
     return online
 
 
-def run_shell(ssm: Client, *, commands: list[str], comment: str, timeout_seconds: int,
-              instance_ids: list[str] | None = None, targets: list[dict[str, Any]] | None = None,
-              max_concurrency: str | None = None, max_errors: str | None = None,
-              log_group: str | None = None) -> str:
+def run_shell(
+    ssm: Client,
+    *,
+    commands: list[str],
+    comment: str,
+    timeout_seconds: int,
+    instance_ids: list[str] | None = None,
+    targets: list[dict[str, Any]] | None = None,
+    max_concurrency: str | None = None,
+    max_errors: str | None = None,
+    log_group: str | None = None,
+) -> str:
     """Send an AWS-RunShellScript command to instances (by id) or to targets (by tag)."""
     request: dict[str, Any] = {
         "DocumentName": SHELL_DOCUMENT,
@@ -64,8 +82,7 @@ def run_shell(ssm: Client, *, commands: list[str], comment: str, timeout_seconds
     if max_errors:
         request["MaxErrors"] = max_errors
     if log_group:
-        request["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True,
-                                             "CloudWatchLogGroupName": log_group}
+        request["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": log_group}
     return str(ssm.send_command(**request)["Command"]["CommandId"])
 
 
@@ -84,12 +101,14 @@ def invocations(ssm: Client, command_id: str) -> list[Invocation]:
     for page in pages:
         for inv in page["CommandInvocations"]:
             plugins = inv.get("CommandPlugins") or [{}]
-            result.append(Invocation(
-                instance_id=inv["InstanceId"],
-                status=inv["Status"],
-                response_code=int(plugins[0].get("ResponseCode", -1)),
-                output=plugins[0].get("Output", ""),
-            ))
+            result.append(
+                Invocation(
+                    instance_id=inv["InstanceId"],
+                    status=inv["Status"],
+                    response_code=int(plugins[0].get("ResponseCode", -1)),
+                    output=plugins[0].get("Output", ""),
+                )
+            )
     return result
 
 
@@ -116,8 +135,10 @@ def get_configured(ssm: Client, name: str, setting: str) -> str:
     """The SecureString that the setting `setting` names: not there is a ConfigurationError."""
     value = _read(ssm, name)
     if value is None:
-        raise ConfigurationError(f"{setting} names SSM parameter {name!r}, which does not exist "
-                                 "(create it as a SecureString, or unset the setting)")
+        raise ConfigurationError(
+            f"{setting} names SSM parameter {name!r}, which does not exist "
+            "(create it as a SecureString, or unset the setting)"
+        )
     return value
 
 
@@ -127,8 +148,7 @@ def put_secure(ssm: Client, name: str, value: str, tags: dict[str, str]) -> None
     # PutParameter refuses Tags together with Overwrite, so tag in a second call, which may not
     # find the parameter yet.
     with just_created(f"parameter {name}", PARAMETER_NOT_VISIBLE):
-        ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=name,
-                                 Tags=naming.tag_list(tags))
+        ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=name, Tags=naming.tag_list(tags))
 
 
 def delete_tree(ssm: Client, path: str) -> int:
@@ -136,5 +156,5 @@ def delete_tree(ssm: Client, path: str) -> int:
     for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=path, Recursive=True):
         names += [p["Name"] for p in page["Parameters"]]
     for start in range(0, len(names), 10):
-        ssm.delete_parameters(Names=names[start:start + 10])
+        ssm.delete_parameters(Names=names[start : start + 10])
     return len(names)

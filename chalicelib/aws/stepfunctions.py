@@ -36,7 +36,8 @@ def running(sfn: Client, state_machine_arn: str) -> list[tuple[datetime, str]]:
     """(start date, execution ARN) of every RUNNING execution of the state machine."""
     found: list[tuple[datetime, str]] = []
     for page in sfn.get_paginator("list_executions").paginate(
-            stateMachineArn=state_machine_arn, statusFilter="RUNNING"):
+        stateMachineArn=state_machine_arn, statusFilter="RUNNING"
+    ):
         found += [(e["startDate"], e["executionArn"]) for e in page["executions"]]
     return found
 
@@ -48,7 +49,8 @@ def input_if_entered(sfn: Client, execution_arn: str, state: str, within: int = 
     if not any(e.get("stateEnteredEventDetails", {}).get("name") == state for e in events):
         return None
     started: dict[str, Any] = next(
-        (e["executionStartedEventDetails"] for e in events if "executionStartedEventDetails" in e), {})
+        (e["executionStartedEventDetails"] for e in events if "executionStartedEventDetails" in e), {}
+    )
     try:
         found = json.loads(started.get("input") or "{}")
     except ValueError:

@@ -24,13 +24,42 @@ from chalicelib.steps.queue import wait_turn
 from chalicelib.steps.report import report_outcome, report_stopped_run
 from chalicelib.steps.retire import remove_old_images, retire_old_nodes, terminate_old_nodes
 from chalicelib.steps.swarm import check_command, check_swarm, form_swarm, promote_managers
-from chalicelib.steps.teardown import (check_nodes_gone, confirm_teardown, delete_images, delete_network,
-                                       leave_swarm, terminate_nodes)
+from chalicelib.steps.teardown import (
+    check_nodes_gone,
+    confirm_teardown,
+    delete_images,
+    delete_network,
+    leave_swarm,
+    terminate_nodes,
+)
 
 __all__ = [
-    "check_bake", "check_command", "check_nodes", "check_nodes_gone", "check_swarm", "confirm_teardown",
-    "delete_images", "delete_network", "ensure_network", "evaluate_health", "find_image", "form_swarm",
-    "launch_nodes", "leave_swarm", "prepare", "promote_managers", "prune", "prune_comment", "record_prune",
-    "remove_old_images", "report_outcome", "report_stopped_run", "retire_old_nodes", "start_bake",
-    "start_health_check", "terminate_nodes", "terminate_old_nodes", "wait_turn",
+    "check_bake",
+    "check_command",
+    "check_nodes",
+    "check_nodes_gone",
+    "check_swarm",
+    "confirm_teardown",
+    "delete_images",
+    "delete_network",
+    "ensure_network",
+    "evaluate_health",
+    "find_image",
+    "form_swarm",
+    "launch_nodes",
+    "leave_swarm",
+    "prepare",
+    "promote_managers",
+    "prune",
+    "prune_comment",
+    "record_prune",
+    "remove_old_images",
+    "report_outcome",
+    "report_stopped_run",
+    "retire_old_nodes",
+    "start_bake",
+    "start_health_check",
+    "terminate_nodes",
+    "terminate_old_nodes",
+    "wait_turn",
 ]

@@ -33,16 +33,16 @@ def start_bake(event: DeployRun) -> Bake:
     client = aws.client("s3")
     if not s3.exists(client, settings.bake_bucket, key):
         with tempfile.TemporaryFile() as archive:
-            size = github.download_archive(settings.github_api, deployment["repository"],
-                                           deployment["commit"], archive, github_token(settings))
+            size = github.download_archive(
+                settings.github_api, deployment["repository"], deployment["commit"], archive, github_token(settings)
+            )
             archive.seek(0)
             try:
                 source = plans.image_source(archive)
             except zipfile.BadZipFile as exc:  # cut short on the way: fetch it again
                 raise TransientError(f"GitHub's archive of {deployment['commit']} is not a whole zip") from exc
         s3.put(client, settings.bake_bucket, key, source)
-        logger.info("bake source stored", extra={"key": key, "archive_bytes": size,
-                                                 "source_bytes": len(source)})
+        logger.info("bake source stored", extra={"key": key, "archive_bytes": size, "source_bytes": len(source)})
     # Packer reads PKR_VAR_<name> as the value of variable <name> (packer/variables.pkr.hcl).
     variables = {
         "PKR_VAR_ami_name": deployment["image_name"],
@@ -51,8 +51,13 @@ def start_bake(event: DeployRun) -> Bake:
         "PKR_VAR_commit": deployment["commit"],
         "PKR_VAR_image_key": deployment["image_key"],
     }
-    build_id = codebuild.start(aws.client("codebuild"), settings.bake_project, variables,
-                               client_token(deployment["id"], "bake"), f"{settings.bake_bucket}/{key}")
+    build_id = codebuild.start(
+        aws.client("codebuild"),
+        settings.bake_project,
+        variables,
+        client_token(deployment["id"], "bake"),
+        f"{settings.bake_bucket}/{key}",
+    )
     logger.info("bake started", extra={"build_id": build_id})
     return Bake(build_id=build_id, status="IN_PROGRESS")
 

@@ -38,8 +38,9 @@ def client_token(*parts: str) -> str:
 def github_token(settings: Settings) -> str | None:
     """The GitHub token from SSM, or None when the stage has none. Read once per invocation:
     a step that needs it twice passes it on."""
-    return (ssm.get_secure(aws.client("ssm"), settings.github_token_parameter)
-            if settings.github_token_parameter else None)
+    return (
+        ssm.get_secure(aws.client("ssm"), settings.github_token_parameter) if settings.github_token_parameter else None
+    )
 
 
 def scope(event: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -50,8 +51,10 @@ def scope(event: Mapping[str, Any]) -> tuple[str, str | None]:
         return settings.environment, deployment_of(event)["id"]
     environment = event.get("environment")
     if environment != settings.environment:
-        raise InvalidInput(f"this Slipway manages environment {settings.environment!r}; "
-                           f"start teardown with {{\"environment\": \"{settings.environment}\"}}")
+        raise InvalidInput(
+            f"this Slipway manages environment {settings.environment!r}; "
+            f'start teardown with {{"environment": "{settings.environment}"}}'
+        )
     return environment, None
 
 
@@ -61,12 +64,16 @@ def execution_name(execution_arn: str) -> str:
 
 # --- swarm commands through SSM ------------------------------------------------------------
 
+
 def send(deployment: Deployment, what: str, commands: list[str], target: str) -> Command:
     """Send a swarm command (`what`: promote, retire, leave) to one manager."""
-    command_id = ssm.run_shell(aws.client("ssm"), commands=commands,
-                               comment=f"slipway {what} {deployment['id']}",
-                               timeout_seconds=get_settings().command_timeout_seconds,
-                               instance_ids=[target])
+    command_id = ssm.run_shell(
+        aws.client("ssm"),
+        commands=commands,
+        comment=f"slipway {what} {deployment['id']}",
+        timeout_seconds=get_settings().command_timeout_seconds,
+        instance_ids=[target],
+    )
     logger.info("swarm command sent", extra={"what": what, "through": target, "command_id": command_id})
     return Command(command_id=command_id, targets=[target], what=what)
 
@@ -85,5 +92,9 @@ def failure(what: str, results: list[ssm.Invocation]) -> CommandFailed | None:
     failed = [r for r in results if r.status != "Success"]
     if not failed:
         return None
-    return CommandFailed("; ".join(f"swarm {what} failed on {r.instance_id}: {r.status}"
-                                   f" (exit {r.response_code}) {r.output.strip()[-300:]}" for r in failed))
+    return CommandFailed(
+        "; ".join(
+            f"swarm {what} failed on {r.instance_id}: {r.status} (exit {r.response_code}) {r.output.strip()[-300:]}"
+            for r in failed
+        )
+    )

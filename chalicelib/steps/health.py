@@ -16,24 +16,41 @@ def start_health_check(event: DeployRun) -> Health:
     deployment = deployment_of(event)
     nodes = event["nodes"]
     targets = nodes["current"]
-    found = ec2.list_nodes(aws.client("ec2"), deployment["environment"], states=["running"],
-                           instance_ids=list(targets) + list(nodes["old"]))
+    found = ec2.list_nodes(
+        aws.client("ec2"),
+        deployment["environment"],
+        states=["running"],
+        instance_ids=list(targets) + list(nodes["old"]),
+    )
     # Managers of the swarm the nodes that stay are in: theirs if any of them is one (a swarm of
     # their own, or kept nodes), else the previous image's (they joined its swarm as workers).
     # All are asked, so one manager that is down cannot block the deployment that replaces it.
-    managers = [n.instance_id for n in found if n.swarm_role == "manager" and n.instance_id in targets] \
-        or [n.instance_id for n in found if n.swarm_role == "manager"]
+    managers = [n.instance_id for n in found if n.swarm_role == "manager" and n.instance_id in targets] or [
+        n.instance_id for n in found if n.swarm_role == "manager"
+    ]
     if not managers:
         raise SwarmFailed("no running manager to ask for the swarm's view of its nodes")
-    command_id = ssm.run_shell(aws.client("ssm"), commands=plans.HEALTH_SCRIPT,
-                               comment=f"slipway health {deployment['id']}",
-                               timeout_seconds=60, instance_ids=targets)
-    view = ssm.run_shell(aws.client("ssm"), commands=plans.NODE_LIST_SCRIPT,
-                         comment=f"slipway node list {deployment['id']}",
-                         timeout_seconds=60, instance_ids=managers)
+    command_id = ssm.run_shell(
+        aws.client("ssm"),
+        commands=plans.HEALTH_SCRIPT,
+        comment=f"slipway health {deployment['id']}",
+        timeout_seconds=60,
+        instance_ids=targets,
+    )
+    view = ssm.run_shell(
+        aws.client("ssm"),
+        commands=plans.NODE_LIST_SCRIPT,
+        comment=f"slipway node list {deployment['id']}",
+        timeout_seconds=60,
+        instance_ids=managers,
+    )
     hostnames = {n.instance_id: n.hostname for n in found if n.instance_id in targets}
-    return Health(command_id=command_id, targets=targets, status="PENDING",
-                  view=NodeView(command_id=view, targets=managers, hostnames=hostnames))
+    return Health(
+        command_id=command_id,
+        targets=targets,
+        status="PENDING",
+        view=NodeView(command_id=view, targets=managers, hostnames=hostnames),
+    )
 
 
 def evaluate_health(event: DeployRun) -> Health:

@@ -14,14 +14,19 @@ def ensure_network(event: DeployRun) -> Network:
     deployment = deployment_of(event)
     settings = get_settings()
     converged = ec2.ensure_network(
-        aws.client("ec2"), aws.client("ec2", retries=False),
+        aws.client("ec2"),
+        aws.client("ec2", retries=False),
         environment=deployment["environment"],
         tags_for=lambda role: tags_for(deployment, role),
         vpc_cidr=settings.vpc_cidr,
         subnet_cidrs=settings.subnet_cidrs,
         service_ports=settings.service_ports,
     )
-    return Network(vpc_id=converged["vpc_id"], subnet_ids=converged["subnet_ids"],
-                   internet_gateway_id=converged["internet_gateway_id"],
-                   route_table_id=converged["route_table_id"],
-                   security_group_id=converged["security_group_id"], created=converged["created"])
+    return Network(
+        vpc_id=converged["vpc_id"],
+        subnet_ids=converged["subnet_ids"],
+        internet_gateway_id=converged["internet_gateway_id"],
+        route_table_id=converged["route_table_id"],
+        security_group_id=converged["security_group_id"],
+        created=converged["created"],
+    )

@@ -24,22 +24,25 @@ def launch_nodes(event: DeployRun) -> Nodes:
     plan = plans.plan_nodes(existing, ami_id, settings.node_count, deployment["id"])
     # A retried step finds the nodes its first attempt launched among the existing ones: they are
     # still this deployment's new nodes (they must join the swarm), not nodes kept from before.
-    new = [n.instance_id for n in existing if n.instance_id in plan.current
-           and n.deployment == deployment["id"]]
+    new = [n.instance_id for n in existing if n.instance_id in plan.current and n.deployment == deployment["id"]]
     if plan.launch:
         template = ec2.ensure_launch_template(
-            client, aws.client("ec2", retries=False), environment=deployment["environment"],
-            tags=tags_for(deployment, "launch-template"), image_id=ami_id,
+            client,
+            aws.client("ec2", retries=False),
+            environment=deployment["environment"],
+            tags=tags_for(deployment, "launch-template"),
+            image_id=ami_id,
             instance_type=settings.instance_type,
             security_group_id=network["security_group_id"],
             instance_profile=settings.node_instance_profile,
             client_token=client_token(deployment["id"], "template", ami_id),
         )
         current = [n for n in existing if n.instance_id in plan.current]
-        per_subnet = {subnet: sum(1 for n in current if n.subnet_id == subnet)
-                      for subnet in network["subnet_ids"]}
+        per_subnet = {subnet: sum(1 for n in current if n.subnet_id == subnet) for subnet in network["subnet_ids"]}
         new += ec2.launch_nodes(
-            client, template=template, placement=plans.spread(plan.launch, per_subnet),
+            client,
+            template=template,
+            placement=plans.spread(plan.launch, per_subnet),
             tags=tags_for(deployment, "node") | {naming.TAG_IMAGE: ami_id},
             client_token=client_token(deployment["id"], "launch", ami_id),
         )
@@ -54,8 +57,9 @@ def check_nodes(event: DeployRun) -> Readiness:
     wanted = event["nodes"]["current"]
     readiness = event.get("readiness")
     attempts = (readiness["attempts"] if readiness else 0) + 1
-    nodes = ec2.list_nodes(aws.client("ec2"), deployment["environment"], instance_ids=wanted,
-                           states=["pending", "running"])
+    nodes = ec2.list_nodes(
+        aws.client("ec2"), deployment["environment"], instance_ids=wanted, states=["pending", "running"]
+    )
     running = [n.instance_id for n in nodes if n.state == "running"]
     online = ssm.online_instances(aws.client("ssm"), running)
     ready = len(online) == len(wanted)

@@ -32,8 +32,14 @@ def prepare(event: PrepareInput) -> Prepared:
         image_key=key,
         image_name=naming.image_name(settings.environment, key),
     )
-    logger.info("deployment prepared", extra={"commit": commit, "image": deployment["image_name"],
-                                              "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS}})
+    logger.info(
+        "deployment prepared",
+        extra={
+            "commit": commit,
+            "image": deployment["image_name"],
+            "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS},
+        },
+    )
     try:
         report = set_commit_status(repository, commit, "pending", {}, event.get("execution_arn") or "", token)
     except Exception as exc:  # noqa: BLE001  # news only: the status never stops a deployment (sent once)

@@ -28,8 +28,10 @@ def prune() -> dict[str, str | None]:
         commands=plans.prune_script(settings.prune_filter, settings.prune_volumes),
         comment=prune_comment(settings.environment),
         timeout_seconds=settings.command_timeout_seconds,
-        targets=[{"Key": f"tag:{naming.TAG_ENVIRONMENT}", "Values": [settings.environment]},
-                 {"Key": f"tag:{naming.TAG_ROLE}", "Values": ["node"]}],
+        targets=[
+            {"Key": f"tag:{naming.TAG_ENVIRONMENT}", "Values": [settings.environment]},
+            {"Key": f"tag:{naming.TAG_ROLE}", "Values": ["node"]},
+        ],
         max_concurrency=settings.prune_max_concurrency,
         max_errors=settings.prune_max_errors,
         log_group=f"/slipway/{settings.environment}/prune",
@@ -54,21 +56,39 @@ def record_prune(event: dict[str, Any]) -> dict[str, Any]:
     results = plans.prune_results(ssm.invocations(aws.client("ssm"), command_id))
     for result in results:
         if result.error:
-            logger.error("prune failed on a node", extra={"command_id": command_id,
-                                                          "instance_id": result.instance_id,
-                                                          "error": result.error})
+            logger.error(
+                "prune failed on a node",
+                extra={"command_id": command_id, "instance_id": result.instance_id, "error": result.error},
+            )
         else:
-            logger.info("prune done on a node", extra={"command_id": command_id,
-                                                       "instance_id": result.instance_id,
-                                                       "reclaimed_bytes": result.reclaimed_bytes})
+            logger.info(
+                "prune done on a node",
+                extra={
+                    "command_id": command_id,
+                    "instance_id": result.instance_id,
+                    "reclaimed_bytes": result.reclaimed_bytes,
+                },
+            )
     reclaimed = sum(r.reclaimed_bytes or 0 for r in results)
     failed = [r.instance_id for r in results if r.error]
     metrics.add_metric(name="PruneReclaimedBytes", unit=MetricUnit.Bytes, value=reclaimed)
     metrics.add_metric(name="PruneNodesSucceeded", unit=MetricUnit.Count, value=len(results) - len(failed))
     metrics.add_metric(name="PruneNodesFailed", unit=MetricUnit.Count, value=len(failed))
-    logger.info("prune recorded", extra={"command_id": command_id, "status": detail.get("status"),
-                                         "nodes": len(results), "reclaimed_bytes": reclaimed,
-                                         "failed": failed})
-    return {"command_id": command_id, "status": detail.get("status"), "nodes": len(results),
-            "reclaimed_bytes": reclaimed, "failed": failed,
-            "per_node": {r.instance_id: r.reclaimed_bytes for r in results}}
+    logger.info(
+        "prune recorded",
+        extra={
+            "command_id": command_id,
+            "status": detail.get("status"),
+            "nodes": len(results),
+            "reclaimed_bytes": reclaimed,
+            "failed": failed,
+        },
+    )
+    return {
+        "command_id": command_id,
+        "status": detail.get("status"),
+        "nodes": len(results),
+        "reclaimed_bytes": reclaimed,
+        "failed": failed,
+        "per_node": {r.instance_id: r.reclaimed_bytes for r in results},
+    }

@@ -22,8 +22,10 @@ def wait_turn(event: WaitTurnInput) -> Queue:
     me, machine = event["execution"], event["state_machine"]
     settings = get_settings()
     sfn = aws.client("stepfunctions")
-    running = {kind: stepfunctions.running(sfn, naming.sibling_state_machine(machine, environment, kind))
-               for kind in naming.STATE_MACHINES}
+    running = {
+        kind: stepfunctions.running(sfn, naming.sibling_state_machine(machine, environment, kind))
+        for kind in naming.STATE_MACHINES
+    }
     everyone = [run for runs in running.values() for run in runs]
     mine = next((run for run in everyone if run[1] == me), None) or (stepfunctions.started_at(sfn, me), me)
     ahead = [execution_name(arn) for arn in plans.runs_ahead(mine, everyone)]
@@ -41,13 +43,20 @@ def wait_turn(event: WaitTurnInput) -> Queue:
             continue
         commit = str(started_with.get("commit") or "")
         logger.info("skipped for a newer deploy", extra={"newer": execution_name(newer), "commit": commit})
-        return Queue(clear=answer["clear"], skip=True, ahead=ahead, checks=checks,
-                     poll_seconds=settings.poll_seconds,
-                     superseded_by=SupersededBy(execution=execution_name(newer), commit=commit))
+        return Queue(
+            clear=answer["clear"],
+            skip=True,
+            ahead=ahead,
+            checks=checks,
+            poll_seconds=settings.poll_seconds,
+            superseded_by=SupersededBy(execution=execution_name(newer), commit=commit),
+        )
     logger.info("waiting for earlier runs", extra={"ahead": ahead, "checks": checks})
     # Bounded, so a run stuck ahead cannot keep this one waiting until its history is full:
     # it ends through its Catch (GitHub told, nothing to undo: it has changed nothing yet).
     if checks >= settings.queue_max_checks:
-        raise QueueTimeout(f"still behind {', '.join(ahead)} after {checks} checks "
-                           "(SLIPWAY_QUEUE_MAX_CHECKS); start it again once they have ended")
+        raise QueueTimeout(
+            f"still behind {', '.join(ahead)} after {checks} checks "
+            "(SLIPWAY_QUEUE_MAX_CHECKS); start it again once they have ended"
+        )
     return answer

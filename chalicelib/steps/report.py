@@ -14,8 +14,9 @@ from chalicelib.steps.common import github_token
 from chalicelib.steps.state import GitHubReport, ReportInput
 
 
-def set_commit_status(repository: str, commit: str, outcome: str, state: dict[str, object],
-                      execution_arn: str, token: str | None) -> GitHubReport:
+def set_commit_status(
+    repository: str, commit: str, outcome: str, state: dict[str, object], execution_arn: str, token: str | None
+) -> GitHubReport:
     """Set the commit's status on GitHub (only with a token: reading a public repository needs
     none, writing a status does). Returns what the console shows as `github`."""
     settings = get_settings()
@@ -23,9 +24,16 @@ def set_commit_status(repository: str, commit: str, outcome: str, state: dict[st
         return GitHubReport(reported=False, why="no SLIPWAY_GITHUB_TOKEN_PARAMETER: commit statuses are off")
     description = plans.status_description(outcome, settings.environment, state)
     github_state = plans.status_state(outcome)
-    github.set_status(settings.github_api, repository, commit, token, state=github_state,
-                      description=description, target_url=naming.execution_console_url(execution_arn),
-                      context=naming.status_context(settings.environment))
+    github.set_status(
+        settings.github_api,
+        repository,
+        commit,
+        token,
+        state=github_state,
+        description=description,
+        target_url=naming.execution_console_url(execution_arn),
+        context=naming.status_context(settings.environment),
+    )
     logger.info("commit status set", extra={"state": github_state, "description": description})
     return GitHubReport(reported=True, state=github_state, description=description)
 
@@ -50,8 +58,9 @@ def report_outcome(event: ReportInput) -> GitHubReport:
     if outcome == "superseded" and str(newer.get("commit") or "").lower() == commit:
         return GitHubReport(reported=False, why="the run this one was skipped for deploys the same commit")
     try:
-        return set_commit_status(repository, commit, outcome, state, event["execution_arn"],
-                                 github_token(get_settings()))
+        return set_commit_status(
+            repository, commit, outcome, state, event["execution_arn"], github_token(get_settings())
+        )
     except GitHubRefused as exc:
         logger.warning("commit status refused", extra={"why": str(exc)})
         return GitHubReport(reported=False, why=str(exc))
@@ -77,7 +86,10 @@ def report_stopped_run(event: dict[str, object]) -> GitHubReport | dict[str, str
         run = None
     if not isinstance(run, dict):
         return {"ignored": "the execution's input is not a JSON object"}
-    answer = report_outcome(ReportInput(run={**run, "status": status}, outcome="stopped",
-                                        execution_arn=str(detail.get("executionArn") or "")))
+    answer = report_outcome(
+        ReportInput(
+            run={**run, "status": status}, outcome="stopped", execution_arn=str(detail.get("executionArn") or "")
+        )
+    )
     logger.info("stopped run reported", extra={"status": status, "github": answer})
     return answer

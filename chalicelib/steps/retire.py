@@ -22,22 +22,34 @@ def retire_old_nodes(event: DeployRun) -> Retire:
     ec2.tag_swarm_role(client, promoted, "manager")  # the promotion succeeded
     if not nodes["old"]:
         return Retire(old=[], command_id=None)
-    found = ec2.list_nodes(client, deployment["environment"],
-                           instance_ids=list(nodes["old"]) + list(nodes["current"]))
+    found = ec2.list_nodes(client, deployment["environment"], instance_ids=list(nodes["old"]) + list(nodes["current"]))
     hostnames = {n.instance_id: n.hostname for n in found if n.instance_id in nodes["old"] and n.hostname}
     # The promoted nodes are managers now, whether or not the tag just written reads back yet.
-    managers = list(promoted) + [n.instance_id for n in found if n.instance_id in nodes["current"]
-                                 and n.state == "running" and n.swarm_role == "manager"
-                                 and n.instance_id not in promoted]
+    managers = list(promoted) + [
+        n.instance_id
+        for n in found
+        if n.instance_id in nodes["current"]
+        and n.state == "running"
+        and n.swarm_role == "manager"
+        and n.instance_id not in promoted
+    ]
     if not managers:
         raise SwarmFailed("no manager among the nodes that stay to remove the old ones through")
     staying = {n.instance_id: n.hostname for n in found if n.instance_id in nodes["current"]}
-    demote = {i: staying[i] for i in plans.surplus_managers(managers, get_settings().node_count, managers[0])
-              if staying.get(i)}
-    sent = send(deployment, "retire", plans.retire_script(list(hostnames.values()), list(demote.values())),
-                managers[0])
-    return Retire(old=list(nodes["old"]), hostnames=hostnames, demote=demote, command_id=sent["command_id"],
-                  targets=sent.get("targets") or [], what=sent.get("what") or "retire")
+    demote = {
+        i: staying[i]
+        for i in plans.surplus_managers(managers, get_settings().node_count, managers[0])
+        if staying.get(i)
+    }
+    sent = send(deployment, "retire", plans.retire_script(list(hostnames.values()), list(demote.values())), managers[0])
+    return Retire(
+        old=list(nodes["old"]),
+        hostnames=hostnames,
+        demote=demote,
+        command_id=sent["command_id"],
+        targets=sent.get("targets") or [],
+        what=sent.get("what") or "retire",
+    )
 
 
 def terminate_old_nodes(event: DeployRun) -> Retire:
@@ -53,8 +65,9 @@ def terminate_old_nodes(event: DeployRun) -> Retire:
     output = "\n".join(r.output for r in results)
     # Surplus managers the command made workers: the tag tells later deployments who can take joins.
     became_workers = plans.demoted(output)
-    ec2.tag_swarm_role(aws.client("ec2"), [i for i, host in (retire.get("demote") or {}).items()
-                                           if host in became_workers], "worker")
+    ec2.tag_swarm_role(
+        aws.client("ec2"), [i for i, host in (retire.get("demote") or {}).items() if host in became_workers], "worker"
+    )
     if error:
         # Nodes already out of the swarm go all the same: left running with their manager tag,
         # a later deployment could try to join or promote through them.
@@ -64,8 +77,7 @@ def terminate_old_nodes(event: DeployRun) -> Retire:
         logger.error("retire failed half-way", extra={"terminated": gone})
         raise error
     ec2.terminate(aws.client("ec2"), retire["old"])
-    logger.info("old nodes terminated", extra={"instance_ids": retire["old"],
-                                               "deployment": deployment["id"]})
+    logger.info("old nodes terminated", extra={"instance_ids": retire["old"], "deployment": deployment["id"]})
     done: Retire = {**retire, "done": True}
     return done
 

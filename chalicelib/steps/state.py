@@ -268,7 +268,9 @@ def _check(expected: Any, value: object, where: str) -> list[str]:
         hints = get_type_hints(expected)
         required: frozenset[str] = expected.__required_keys__
         problems = [f"{where}.{key}: missing" for key in sorted(required - value.keys())]
-        problems += [f"{where}.{key}: not declared in {expected.__name__}" for key in sorted(value.keys() - hints.keys())]
+        problems += [
+            f"{where}.{key}: not declared in {expected.__name__}" for key in sorted(value.keys() - hints.keys())
+        ]
         for key in sorted(value.keys() & hints.keys()):
             problems += _check(hints[key], value[key], f"{where}.{key}")
         return problems
@@ -290,10 +292,8 @@ def _check(expected: Any, value: object, where: str) -> list[str]:
         return [p for k, v in value.items() for p in _check(item, v, f"{where}.{k}")]
     if expected is type(None):
         return [] if value is None else [f"{where}: expected null, got {value!r}"[:200]]
-    if expected is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, expected)
+    # JSON has no int/bool distinction Python keeps: True is an int to isinstance, never to a step.
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     return [] if ok else [f"{where}: expected {expected.__name__}, got {type(value).__name__}"]
 
 

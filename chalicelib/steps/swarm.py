@@ -17,12 +17,28 @@ def join_token_parameter(environment: str, role: str) -> str:
     return naming.swarm_parameter(environment, f"{role}-token")
 
 
-def swarm_state(*, action: str, joined: list[str], managers: list[str], command_id: str | None,
-                targets: list[str], role: str | None, initialised: bool,
-                done: bool | None = None, complete: bool | None = None) -> Swarm:
+def swarm_state(
+    *,
+    action: str,
+    joined: list[str],
+    managers: list[str],
+    command_id: str | None,
+    targets: list[str],
+    role: str | None,
+    initialised: bool,
+    done: bool | None = None,
+    complete: bool | None = None,
+) -> Swarm:
     """`$.swarm`, the one way to build it: what is joined, and the command under way."""
-    swarm = Swarm(action=action, joined=joined, managers=managers, command_id=command_id,
-                  targets=targets, role=role, initialised=initialised)
+    swarm = Swarm(
+        action=action,
+        joined=joined,
+        managers=managers,
+        command_id=command_id,
+        targets=targets,
+        role=role,
+        initialised=initialised,
+    )
     if done is not None:
         swarm["done"] = done
     if complete is not None:
@@ -41,33 +57,66 @@ def form_swarm(event: DeployRun) -> Swarm:
     nodes = event["nodes"]
     # Members from before this deployment (the previous image's nodes and those kept), unless this
     # deployment initialised a swarm of its own (its stored tokens are for that one).
-    earlier = [] if initialised else (
-        [i for i in nodes["current"] if i not in nodes["new"]] + list(nodes["old"]))
+    earlier = [] if initialised else ([i for i in nodes["current"] if i not in nodes["new"]] + list(nodes["old"]))
     member_ids = earlier + joined
-    managers = {n.instance_id: n for n in ec2.list_nodes(
-        aws.client("ec2"), environment, states=["running"], instance_ids=member_ids,
-        swarm_role="manager")} if member_ids else {}
+    managers = (
+        {
+            n.instance_id: n
+            for n in ec2.list_nodes(
+                aws.client("ec2"), environment, states=["running"], instance_ids=member_ids, swarm_role="manager"
+            )
+        }
+        if member_ids
+        else {}
+    )
     addresses = [managers[i].private_ip for i in member_ids if i in managers]
     # Tokens this run's own init just stored may not read back yet: that is worth a retry, not a new swarm.
-    tokens = {role: ssm.get_secure(aws.client("ssm"), join_token_parameter(environment, role), just_put=initialised)
-              for role in ("manager", "worker")} if addresses else {}
-    step = plans.plan_swarm(nodes["new"], joined, new_managers, addresses,
-                            bool(tokens) and all(tokens.values()), settings.node_count,
-                            established=any(i in managers for i in earlier))
+    tokens = (
+        {
+            role: ssm.get_secure(aws.client("ssm"), join_token_parameter(environment, role), just_put=initialised)
+            for role in ("manager", "worker")
+        }
+        if addresses
+        else {}
+    )
+    step = plans.plan_swarm(
+        nodes["new"],
+        joined,
+        new_managers,
+        addresses,
+        bool(tokens) and all(tokens.values()),
+        settings.node_count,
+        established=any(i in managers for i in earlier),
+    )
     if step.action == "none":
-        return swarm_state(action="none", joined=joined, managers=new_managers, command_id=None,
-                           targets=[], role=None, initialised=initialised)
+        return swarm_state(
+            action="none",
+            joined=joined,
+            managers=new_managers,
+            command_id=None,
+            targets=[],
+            role=None,
+            initialised=initialised,
+        )
     token = tokens.get(step.role) or ""
     commands = plans.init_script() if step.action == "init" else plans.join_script(token, *step.managers)
-    command_id = ssm.run_shell(aws.client("ssm"), commands=commands,
-                               comment=f"slipway swarm {step.action} {deployment['id']}",
-                               timeout_seconds=settings.command_timeout_seconds,
-                               instance_ids=list(step.targets))
-    logger.info("swarm command sent", extra={"action": step.action, "role": step.role,
-                                             "targets": step.targets})
-    return swarm_state(action=step.action, joined=joined, managers=new_managers, command_id=command_id,
-                       targets=list(step.targets), role=step.role,
-                       initialised=initialised or step.action == "init")
+    command_id = ssm.run_shell(
+        aws.client("ssm"),
+        commands=commands,
+        comment=f"slipway swarm {step.action} {deployment['id']}",
+        timeout_seconds=settings.command_timeout_seconds,
+        instance_ids=list(step.targets),
+    )
+    logger.info("swarm command sent", extra={"action": step.action, "role": step.role, "targets": step.targets})
+    return swarm_state(
+        action=step.action,
+        joined=joined,
+        managers=new_managers,
+        command_id=command_id,
+        targets=list(step.targets),
+        role=step.role,
+        initialised=initialised or step.action == "init",
+    )
 
 
 def check_swarm(event: DeployRun) -> Swarm:
@@ -82,24 +131,36 @@ def check_swarm(event: DeployRun) -> Swarm:
         return pending
     failed = [r for r in results if r.status != "Success"]
     if failed:
-        raise SwarmFailed("; ".join(f"{r.instance_id}: swarm {swarm['action']} {r.status}"
-                                    f" (exit {r.response_code})" for r in failed))
+        raise SwarmFailed(
+            "; ".join(f"{r.instance_id}: swarm {swarm['action']} {r.status} (exit {r.response_code})" for r in failed)
+        )
     if swarm["action"] == "init":
         tokens = plans.parse_tokens(results[0].output)
         if set(tokens) != {"manager", "worker"}:
             raise SwarmFailed(f"{results[0].instance_id}: swarm init printed no join tokens")
         for role, token in tokens.items():
-            ssm.put_secure(aws.client("ssm"), join_token_parameter(deployment["environment"], role),
-                           token, tags_for(deployment, "swarm-token"))
+            ssm.put_secure(
+                aws.client("ssm"),
+                join_token_parameter(deployment["environment"], role),
+                token,
+                tags_for(deployment, "swarm-token"),
+            )
     role = swarm["role"] or "worker"
     # The role on the instance tells later deployments which nodes can take joins.
     ec2.tag_swarm_role(aws.client("ec2"), swarm["targets"], role)
     joined = swarm["joined"] + swarm["targets"]
     managers = swarm["managers"] + (swarm["targets"] if role == "manager" else [])
-    return swarm_state(action=swarm["action"], joined=joined, managers=managers, command_id=command_id,
-                       targets=swarm["targets"], role=swarm["role"],
-                       initialised=swarm.get("initialised", False),
-                       done=True, complete=set(joined) >= set(event["nodes"]["new"]))
+    return swarm_state(
+        action=swarm["action"],
+        joined=joined,
+        managers=managers,
+        command_id=command_id,
+        targets=swarm["targets"],
+        role=swarm["role"],
+        initialised=swarm.get("initialised", False),
+        done=True,
+        complete=set(joined) >= set(event["nodes"]["new"]),
+    )
 
 
 def promote_managers(event: DeployRun) -> Command:
@@ -108,17 +169,18 @@ def promote_managers(event: DeployRun) -> Command:
     deployment = deployment_of(event)
     nodes = event["nodes"]
     current = list(nodes["new"]) + [i for i in nodes["current"] if i not in nodes["new"]]
-    found = {n.instance_id: n for n in ec2.list_nodes(
-        aws.client("ec2"), deployment["environment"], states=["running"],
-        instance_ids=current + list(nodes["old"]))}
-    promote = plans.plan_promotion(current, {i: n.swarm_role for i, n in found.items()},
-                                   get_settings().node_count)
+    found = {
+        n.instance_id: n
+        for n in ec2.list_nodes(
+            aws.client("ec2"), deployment["environment"], states=["running"], instance_ids=current + list(nodes["old"])
+        )
+    }
+    promote = plans.plan_promotion(current, {i: n.swarm_role for i, n in found.items()}, get_settings().node_count)
     if not promote:
         return Command(command_id=None, promoted=[])
     health = event.get("health")
     answered = health.get("manager") if health else None
-    through = [i for i in [answered] + current + list(nodes["old"])
-               if i in found and found[i].swarm_role == "manager"]
+    through = [i for i in [answered] + current + list(nodes["old"]) if i in found and found[i].swarm_role == "manager"]
     if not through:
         raise SwarmFailed("no running manager to promote the new nodes through")
     sent = send(deployment, "promote", plans.promote_script([found[i].hostname for i in promote]), through[0])

@@ -12,8 +12,7 @@ from chalicelib.errors import TeardownIncomplete
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import deployment_of, scope, send
-from chalicelib.steps.state import (Command, DeployRun, ImagesDeregistered, Leftover, NetworkRemoved, Removal,
-                                    Terminated)
+from chalicelib.steps.state import Command, DeployRun, ImagesDeregistered, Leftover, NetworkRemoved, Removal, Terminated
 
 
 def leave_swarm(event: DeployRun) -> Command:
@@ -25,13 +24,16 @@ def leave_swarm(event: DeployRun) -> Command:
     mine = ec2.list_nodes(client, deployment["environment"], deployment=deployment["id"])
     if not mine:
         return Command(command_id=None)
-    managers = [n for n in ec2.list_nodes(client, deployment["environment"], states=["running"],
-                                          swarm_role="manager")
-                if n.deployment != deployment["id"]]
+    managers = [
+        n
+        for n in ec2.list_nodes(client, deployment["environment"], states=["running"], swarm_role="manager")
+        if n.deployment != deployment["id"]
+    ]
     if not managers:
         return Command(command_id=None)
-    return send(deployment, "leave", plans.retire_script([n.hostname for n in mine if n.hostname]),
-                managers[0].instance_id)
+    return send(
+        deployment, "leave", plans.retire_script([n.hostname for n in mine if n.hostname]), managers[0].instance_id
+    )
 
 
 def terminate_nodes(event: Mapping[str, Any]) -> Terminated:
@@ -48,12 +50,14 @@ def check_nodes_gone(event: Mapping[str, Any]) -> Removal:
     machines keep its answer) and gives up after SLIPWAY_NODE_READY_ATTEMPTS of them, so an
     instance stuck shutting down fails the run, naming it, instead of holding it forever."""
     environment, deployment = scope(event)
-    remaining = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment,
-                               states=ec2.LIVE_STATES + ["shutting-down"])
+    remaining = ec2.list_nodes(
+        aws.client("ec2"), environment, deployment=deployment, states=ec2.LIVE_STATES + ["shutting-down"]
+    )
     checks = int((event.get("removal") or {}).get("checks", 0)) + 1
     if remaining and checks >= get_settings().node_ready_attempts:
-        raise TeardownIncomplete(f"nodes not terminated after {checks} checks: "
-                                 f"{sorted(n.instance_id for n in remaining)}")
+        raise TeardownIncomplete(
+            f"nodes not terminated after {checks} checks: {sorted(n.instance_id for n in remaining)}"
+        )
     return Removal(done=not remaining, remaining=len(remaining), checks=checks)
 
 

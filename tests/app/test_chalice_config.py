@@ -20,18 +20,20 @@ print(json.dumps({{e.name: str(e.schedule_expression) for e in app.event_sources
 
 @pytest.mark.parametrize("stage,expected", [("dev", "rate(1 day)"), ("prod", "cron(30 3 * * ? *)")])
 def test_each_stage_deploys_its_own_prune_schedule(stage, expected):
-    result = subprocess.run([sys.executable, "-c", LOAD.format(stage=stage)], cwd=PROJECT_DIR,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD.format(stage=stage)], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == {"prune": expected}
 
 
 def test_a_bad_schedule_stops_the_deploy():
+    import os
+    from unittest import mock
+
     from chalicelib.errors import ConfigurationError
     from chalicelib.settings import prune_schedule
-    from unittest import mock
-    import os
 
-    with mock.patch.dict(os.environ, {"SLIPWAY_PRUNE_SCHEDULE": "daily"}):
-        with pytest.raises(ConfigurationError, match="rate"):
-            prune_schedule()
+    daily = {"SLIPWAY_PRUNE_SCHEDULE": "daily"}
+    with mock.patch.dict(os.environ, daily), pytest.raises(ConfigurationError, match="rate"):
+        prune_schedule()

@@ -35,15 +35,17 @@ def served():
 
 
 def client(endpoint: str, service: str):
-    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="any", aws_secret_access_key="any")
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="any", aws_secret_access_key="any"
+    )
 
 
 def test_a_signed_push_over_http_runs_the_deploy_visible_over_the_aws_endpoint(served):
     emu, web, aws_endpoint = served
     body = github.encode(github.push_payload(after=commit_id()))
-    request = urllib.request.Request(f"{web}/github/webhook", data=body, method="POST",
-                                     headers=github.delivery_headers("s3cret", body))
+    request = urllib.request.Request(
+        f"{web}/github/webhook", data=body, method="POST", headers=github.delivery_headers("s3cret", body)
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 202
         arn = json.load(response)["execution_arn"]
@@ -56,7 +58,6 @@ def test_a_signed_push_over_http_runs_the_deploy_visible_over_the_aws_endpoint(s
 
 def test_lambda_invoke_over_http_runs_the_prune_in_process(served):
     emu, _, aws_endpoint = served
-    response = client(aws_endpoint, "lambda").invoke(FunctionName="slipway-dev-prune_now",
-                                                     Payload=b"{}")
+    response = client(aws_endpoint, "lambda").invoke(FunctionName="slipway-dev-prune_now", Payload=b"{}")
     assert "FunctionError" not in response
     assert json.loads(response["Payload"].read()) == {"command_id": None}  # no nodes yet

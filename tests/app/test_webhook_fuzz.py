@@ -26,7 +26,7 @@ def mutate_bytes(rng: random.Random, data: bytes) -> bytes:
         elif op == 1:
             data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
         elif op == 2:
-            del data[pos:pos + rng.randint(1, 32)]
+            del data[pos : pos + rng.randint(1, 32)]
         else:
             data[pos:pos] = rng.choice([b"null", b"[]", b"{}", b'"', b"\\u0000", b"1e999", b"\xff"])
     return bytes(data)
@@ -36,8 +36,25 @@ def mutate_payload(rng: random.Random, payload: dict) -> dict:
     """Structural mutations that keep JSON valid, so they pass the signature and reach the parser."""
     payload = json.loads(json.dumps(payload))
     key = rng.choice(["ref", "after", "before", "repository", "pusher", "deleted", "commits", "head_commit"])
-    payload[key] = rng.choice([None, 0, -1, 1.5, True, "", "x" * 300, [], {}, ["a"], {"full_name": 3},
-                               "refs/heads/main", "0" * 40, "g" * 40, {"name": None}])
+    payload[key] = rng.choice(
+        [
+            None,
+            0,
+            -1,
+            1.5,
+            True,
+            "",
+            "x" * 300,
+            [],
+            {},
+            ["a"],
+            {"full_name": 3},
+            "refs/heads/main",
+            "0" * 40,
+            "g" * 40,
+            {"name": None},
+        ]
+    )
     if rng.random() < 0.3:
         oversize(rng, payload)
     if rng.random() < 0.2:
@@ -48,8 +65,19 @@ def mutate_payload(rng: random.Random, payload: dict) -> dict:
 def oversize(rng: random.Random, payload: dict) -> str:
     """A field that GitHub bounds, made huge or hostile: a valid push otherwise. Returns its name."""
     field = rng.choice(["pusher", "full_name", "ref", "after", "before", "message"])
-    value = rng.choice(["x" * HUGE, "😀" * (HUGE // 4), "a-b/c;rm -rf ~", "\x00" * 300, "refs/heads/" + "m" * 300,
-                        "refs/heads/a..b", "refs/heads/main\n", "o" * 40 + "/app", "\ud800"])
+    value = rng.choice(
+        [
+            "x" * HUGE,
+            "😀" * (HUGE // 4),
+            "a-b/c;rm -rf ~",
+            "\x00" * 300,
+            "refs/heads/" + "m" * 300,
+            "refs/heads/a..b",
+            "refs/heads/main\n",
+            "o" * 40 + "/app",
+            "\ud800",
+        ]
+    )
     if field == "pusher" and isinstance(payload.get("pusher"), dict):
         payload["pusher"]["name"] = value
     elif field == "full_name" and isinstance(payload.get("repository"), dict):
@@ -73,8 +101,15 @@ def nested(rng: random.Random, payload: dict) -> bytes:
 HEADER_CHOICES = {
     "X-GitHub-Event": [None, "", "push", "ping", "issues", "push\x00", "😀", "x" * 1000],
     "X-GitHub-Delivery": [None, "", "a", "///", "x" * 500, "😀", "\t"],
-    "Content-Type": [None, "", "application/json", "application/json; charset=utf-8", "text/plain",
-                     "application/x-www-form-urlencoded", "APPLICATION/JSON"],
+    "Content-Type": [
+        None,
+        "",
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "APPLICATION/JSON",
+    ],
     "X-Hub-Signature-256": [None, "", "sha256=", "sha1=abc", "sha256=" + "z" * 64, "😀" * 10],
 }
 
@@ -122,8 +157,11 @@ def test_random_deliveries_never_crash_the_route(emulator):
     assert {202, 400} <= hostile.keys(), hostile  # some hostile pushes deploy (cut pusher), most do not
     # No execution started with an input the pipeline would refuse, or one of any size.
     sfn = emulator.client("stepfunctions")
-    started = [e for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=emulator.arns["deploy"])
-               for e in page["executions"]]
+    started = [
+        e
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=emulator.arns["deploy"])
+        for e in page["executions"]
+    ]
     inputs = [sfn.describe_execution(executionArn=e["executionArn"])["input"] for e in started]
     assert inputs
     for given in inputs:

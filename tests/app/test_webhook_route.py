@@ -27,16 +27,19 @@ def executions(emu):
 PUSH = github.encode(github.push_payload(after="d6fde92930d4715a2b49857d24b940956b26d2d3"))
 
 
-@pytest.mark.parametrize("overrides,status", [
-    ({"X-Hub-Signature-256": None}, 401),
-    ({"X-Hub-Signature-256": "sha256=" + "0" * 64}, 401),
-    ({"X-Hub-Signature-256": "sha1=" + "0" * 40}, 401),
-    ({"X-Hub-Signature-256": "sha256=zz"}, 401),
-    ({"X-GitHub-Event": None}, 400),
-    ({"X-GitHub-Delivery": None}, 400),
-    ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
-    ({"Content-Type": "text/plain"}, 415),
-])
+@pytest.mark.parametrize(
+    "overrides,status",
+    [
+        ({"X-Hub-Signature-256": None}, 401),
+        ({"X-Hub-Signature-256": "sha256=" + "0" * 64}, 401),
+        ({"X-Hub-Signature-256": "sha1=" + "0" * 40}, 401),
+        ({"X-Hub-Signature-256": "sha256=zz"}, 401),
+        ({"X-GitHub-Event": None}, 400),
+        ({"X-GitHub-Delivery": None}, 400),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        ({"Content-Type": "text/plain"}, 415),
+    ],
+)
 def test_refusals_start_nothing(emulator, overrides, status):
     code, answer = post(emulator, PUSH, **overrides)
     assert code == status and answer["error"]
@@ -75,8 +78,12 @@ def test_signed_push_to_main_starts_one_execution_with_a_small_input(emulator):
     sfn = emulator.client("stepfunctions")
     described = sfn.describe_execution(executionArn=answer["execution_arn"])
     assert json.loads(described["input"]) == {
-        "repository": "example/app", "ref": "refs/heads/main", "commit": commit,
-        "pusher": "octocat", "delivery_id": "delivery-abc"}
+        "repository": "example/app",
+        "ref": "refs/heads/main",
+        "commit": commit,
+        "pusher": "octocat",
+        "delivery_id": "delivery-abc",
+    }
 
 
 def test_redelivery_answers_with_the_same_execution_and_starts_nothing(emulator):
@@ -103,7 +110,7 @@ def test_githubs_documented_signature_vector_passes_the_route(make_emulator):
     # GitHub's example: secret "It's a Secret to Everybody", payload "Hello, World!".
     emu = make_emulator(webhook_secret="It's a Secret to Everybody")
     headers = github.delivery_headers("unused", b"Hello, World!", event="ping")
-    headers["X-Hub-Signature-256"] = ("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+    headers["X-Hub-Signature-256"] = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
     code, answer = emu.deliver(headers, b"Hello, World!")
     assert code == 400 and answer["error"] == "body is not JSON"  # verified, then parsed
 
@@ -232,19 +239,25 @@ def test_logs_carry_the_delivery_id_and_never_the_body(emulator):
 
 # --- hostile but correctly signed deliveries (issue 16) -------------------------------------
 
-@pytest.mark.parametrize("body", [
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
-    b"[" * 1_000 + b"]" * 1_000,
-])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b"[" * 1_000 + b"]" * 1_000,
+    ],
+)
 def test_a_deeply_nested_body_is_a_400_and_starts_nothing(emulator, body):
     # Given a correctly signed body of JSON nested far deeper than any GitHub event
     # When it is delivered
     code, answer = post(emulator, body)
     # Then it is refused as malformed (never a 500), and nothing starts
-    assert code == 400 and answer["error"] in ("body is nested too deeply to be a GitHub event",
-                                                "body is not a JSON object",
-                                                "push payload lacks ref, after or repository")
+    assert code == 400 and answer["error"] in (
+        "body is nested too deeply to be a GitHub event",
+        "body is not a JSON object",
+        "push payload lacks ref, after or repository",
+    )
     assert executions(emulator) == []
 
 

@@ -13,8 +13,12 @@ REGION = "us-east-1"
 
 @pytest.fixture
 def aws_env():
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }
     with mock.patch.dict(os.environ, env), mock_aws():
         yield
 

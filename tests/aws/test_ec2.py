@@ -1,16 +1,19 @@
 """The EC2 adapter against moto: the network converges by tag and teardown removes only its own."""
 
-import pytest
-
 from chalicelib import naming
 from chalicelib.aws import ec2 as adapter
 
 
 def converge(ec2, environment="dev", deployment="run-1", subnets=("10.42.0.0/24",)):
     return adapter.ensure_network(
-        ec2, ec2, environment=environment,
+        ec2,
+        ec2,
+        environment=environment,
         tags_for=lambda role: naming.tags(environment, deployment, "c0ffee", role),
-        vpc_cidr="10.42.0.0/16", subnet_cidrs=subnets, service_ports=(80, 443))
+        vpc_cidr="10.42.0.0/16",
+        subnet_cidrs=subnets,
+        service_ports=(80, 443),
+    )
 
 
 def test_first_converge_creates_every_piece_tagged(ec2):
@@ -20,8 +23,9 @@ def test_first_converge_creates_every_piece_tagged(ec2):
     tags = {t["Key"]: t["Value"] for t in vpc["Tags"]}
     assert tags[naming.TAG_ENVIRONMENT] == "dev" and tags[naming.TAG_DEPLOYMENT] == "run-1"
     table = ec2.describe_route_tables(RouteTableIds=[net["route_table_id"]])["RouteTables"][0]
-    assert {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": net["internet_gateway_id"]}.items() <= \
-        next(r for r in table["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0").items()
+    assert {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": net["internet_gateway_id"]}.items() <= next(
+        r for r in table["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"
+    ).items()
     assert [a["SubnetId"] for a in table["Associations"] if not a.get("Main")] == net["subnet_ids"]
 
 
@@ -37,15 +41,16 @@ def test_second_converge_makes_no_create_call(ec2, recorder):
 def test_security_group_opens_only_service_ports_to_the_world_and_never_ssh(ec2):
     net = converge(ec2)
     group = ec2.describe_security_groups(GroupIds=[net["security_group_id"]])["SecurityGroups"][0]
-    world = sorted(p["FromPort"] for p in group["IpPermissions"]
-                   if any(r["CidrIp"] == "0.0.0.0/0" for r in p.get("IpRanges", [])))
+    world = sorted(
+        p["FromPort"] for p in group["IpPermissions"] if any(r["CidrIp"] == "0.0.0.0/0" for r in p.get("IpRanges", []))
+    )
     assert world == [80, 443]
     assert not any(p.get("FromPort") == 22 for p in group["IpPermissions"])
-    swarm = {(p["IpProtocol"], p["FromPort"]) for p in group["IpPermissions"]
-             if p.get("UserIdGroupPairs")}
+    swarm = {(p["IpProtocol"], p["FromPort"]) for p in group["IpPermissions"] if p.get("UserIdGroupPairs")}
     assert swarm == {("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789)}
-    assert all(pair["GroupId"] == group["GroupId"]
-               for p in group["IpPermissions"] for pair in p.get("UserIdGroupPairs", []))
+    assert all(
+        pair["GroupId"] == group["GroupId"] for p in group["IpPermissions"] for pair in p.get("UserIdGroupPairs", [])
+    )
 
 
 def test_delete_network_removes_only_what_the_scope_tags(ec2):
@@ -61,7 +66,12 @@ def test_delete_network_removes_only_what_the_scope_tags(ec2):
 def test_deployment_scope_leaves_an_older_deployments_network(ec2):
     converge(ec2, deployment="run-1")
     assert adapter.delete_network(ec2, "dev", deployment="run-2") == {
-        "security-group": 0, "route-table": 0, "internet-gateway": 0, "subnet": 0, "vpc": 0}
+        "security-group": 0,
+        "route-table": 0,
+        "internet-gateway": 0,
+        "subnet": 0,
+        "vpc": 0,
+    }
 
 
 def test_one_subnet_per_zone_all_routed(ec2):
@@ -76,9 +86,16 @@ def test_one_subnet_per_zone_all_routed(ec2):
 
 def template_for(ec2, net, image):
     return adapter.ensure_launch_template(
-        ec2, ec2, environment="dev", tags=naming.tags("dev", "run-1", "c0ffee", "launch-template"),
-        image_id=image, instance_type="t3.small", security_group_id=net["security_group_id"],
-        instance_profile="", client_token="tok-" + image)
+        ec2,
+        ec2,
+        environment="dev",
+        tags=naming.tags("dev", "run-1", "c0ffee", "launch-template"),
+        image_id=image,
+        instance_type="t3.small",
+        security_group_id=net["security_group_id"],
+        instance_profile="",
+        client_token="tok-" + image,
+    )
 
 
 def test_launch_template_has_imdsv2_encrypted_gp3_and_one_version_per_image(ec2):
@@ -86,11 +103,17 @@ def test_launch_template_has_imdsv2_encrypted_gp3_and_one_version_per_image(ec2)
     image = ec2.register_image(Name="slipway-dev-node-x", RootDeviceName="/dev/sda1")["ImageId"]
     template_id, version = template_for(ec2, net, image)
     assert template_for(ec2, net, image) == (template_id, version)  # found again, not recreated
-    data = ec2.describe_launch_template_versions(LaunchTemplateId=template_id)["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=template_id)["LaunchTemplateVersions"][0][
+        "LaunchTemplateData"
+    ]
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
-    assert data["BlockDeviceMappings"][0]["Ebs"] == {"VolumeType": "gp3", "VolumeSize": 20, "Encrypted": True,
-                                                    "DeleteOnTermination": True}
+    assert data["BlockDeviceMappings"][0]["Ebs"] == {
+        "VolumeType": "gp3",
+        "VolumeSize": 20,
+        "Encrypted": True,
+        "DeleteOnTermination": True,
+    }
     newer = ec2.register_image(Name="slipway-dev-node-y", RootDeviceName="/dev/sda1")["ImageId"]
     assert template_for(ec2, net, newer) == (template_id, str(int(version) + 1))
 
@@ -99,8 +122,13 @@ def test_nodes_launch_from_the_template_spread_over_subnets_with_tags(ec2):
     net = converge(ec2, subnets=("10.42.0.0/24", "10.42.1.0/24"))
     image = ec2.register_image(Name="slipway-dev-node-x", RootDeviceName="/dev/sda1")["ImageId"]
     placement = {net["subnet_ids"][0]: 2, net["subnet_ids"][1]: 1}
-    ids = adapter.launch_nodes(ec2, template=template_for(ec2, net, image), placement=placement,
-                               tags=naming.tags("dev", "run-1", "c0ffee", "node"), client_token="tok")
+    ids = adapter.launch_nodes(
+        ec2,
+        template=template_for(ec2, net, image),
+        placement=placement,
+        tags=naming.tags("dev", "run-1", "c0ffee", "node"),
+        client_token="tok",
+    )
     nodes = adapter.list_nodes(ec2, "dev")
     assert sorted(n.instance_id for n in nodes) == sorted(ids) and len(ids) == 3
     assert sorted(n.subnet_id for n in nodes) == sorted([net["subnet_ids"][0]] * 2 + [net["subnet_ids"][1]])

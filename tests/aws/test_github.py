@@ -65,56 +65,79 @@ SHA = "a" * 40
 
 def test_a_commit_status_is_posted_with_the_token(fake):
     fake.token = "ghp_test"
-    github.set_status(fake.url, "octo/app", SHA, "ghp_test", state="success", description="Deployed",
-                      target_url="https://console/x", context="slipway/dev")
-    assert fake.statuses == [{"repository": "octo/app", "sha": SHA, "state": "success",
-                              "description": "Deployed", "target_url": "https://console/x",
-                              "context": "slipway/dev"}]
+    github.set_status(
+        fake.url,
+        "octo/app",
+        SHA,
+        "ghp_test",
+        state="success",
+        description="Deployed",
+        target_url="https://console/x",
+        context="slipway/dev",
+    )
+    assert fake.statuses == [
+        {
+            "repository": "octo/app",
+            "sha": SHA,
+            "state": "success",
+            "description": "Deployed",
+            "target_url": "https://console/x",
+            "context": "slipway/dev",
+        }
+    ]
 
 
 def test_a_long_description_is_cut_to_what_github_accepts(fake):
     fake.token = "t"
-    github.set_status(fake.url, "octo/app", SHA, "t", state="failure", description="x" * 500,
-                      target_url="", context="slipway/dev")
+    github.set_status(
+        fake.url, "octo/app", SHA, "t", state="failure", description="x" * 500, target_url="", context="slipway/dev"
+    )
     assert len(fake.statuses[0]["description"]) == 140 and fake.statuses[0]["description"].endswith("…")
 
 
 def test_a_token_without_write_access_is_refused_not_retried(fake):
     fake.token = "the-right-one"
     with pytest.raises(GitHubRefused, match="401"):
-        github.set_status(fake.url, "octo/app", SHA, "another", state="pending", description="",
-                          target_url="", context="slipway/dev")
+        github.set_status(
+            fake.url, "octo/app", SHA, "another", state="pending", description="", target_url="", context="slipway/dev"
+        )
     fake.token, fake.status_answer = "t", 403
     with pytest.raises(GitHubRefused, match="403"):
-        github.set_status(fake.url, "octo/app", SHA, "t", state="pending", description="",
-                          target_url="", context="slipway/dev")
+        github.set_status(
+            fake.url, "octo/app", SHA, "t", state="pending", description="", target_url="", context="slipway/dev"
+        )
 
 
-@pytest.mark.parametrize("code,headers", [(502, {}), (429, {}), (403, {"x-ratelimit-remaining": "0"}),
-                                          (403, {"retry-after": "60"})])
+@pytest.mark.parametrize(
+    "code,headers", [(502, {}), (429, {}), (403, {"x-ratelimit-remaining": "0"}), (403, {"retry-after": "60"})]
+)
 def test_an_outage_or_a_rate_limit_is_transient(fake, code, headers):
     fake.token, fake.status_answer, fake.status_headers = "t", code, headers
     with pytest.raises(TransientError):
-        github.set_status(fake.url, "octo/app", SHA, "t", state="pending", description="",
-                          target_url="", context="slipway/dev")
+        github.set_status(
+            fake.url, "octo/app", SHA, "t", state="pending", description="", target_url="", context="slipway/dev"
+        )
 
 
 def test_only_githubs_four_states_are_sent(fake):
     with pytest.raises(ValueError, match="one of"):
-        github.set_status(fake.url, "octo/app", SHA, "t", state="ok", description="", target_url="",
-                          context="slipway/dev")
+        github.set_status(
+            fake.url, "octo/app", SHA, "t", state="ok", description="", target_url="", context="slipway/dev"
+        )
     assert fake.requests == []
 
 
 def test_a_malformed_request_is_refused_and_a_secondary_rate_limit_waited_for(fake):
     fake.token, fake.status_answer = "t", 400
     with pytest.raises(GitHubRefused, match="400"):
-        github.set_status(fake.url, "octo/app", SHA, "t", state="pending", description="",
-                          target_url="", context="slipway/dev")
+        github.set_status(
+            fake.url, "octo/app", SHA, "t", state="pending", description="", target_url="", context="slipway/dev"
+        )
     fake.status_answer, fake.status_message = 403, "You have exceeded a secondary rate limit."
     with pytest.raises(TransientError):
-        github.set_status(fake.url, "octo/app", SHA, "t", state="pending", description="",
-                          target_url="", context="slipway/dev")
+        github.set_status(
+            fake.url, "octo/app", SHA, "t", state="pending", description="", target_url="", context="slipway/dev"
+        )
 
 
 def test_a_connection_dropped_before_the_answer_is_transient():
@@ -133,7 +156,15 @@ def test_a_connection_dropped_before_the_answer_is_transient():
     threading.Thread(target=drop, daemon=True).start()
     try:
         with pytest.raises(TransientError):
-            github.set_status(f"http://127.0.0.1:{listener.getsockname()[1]}", "octo/app", SHA, "t",
-                              state="pending", description="", target_url="", context="slipway/dev")
+            github.set_status(
+                f"http://127.0.0.1:{listener.getsockname()[1]}",
+                "octo/app",
+                SHA,
+                "t",
+                state="pending",
+                description="",
+                target_url="",
+                context="slipway/dev",
+            )
     finally:
         listener.close()

@@ -16,14 +16,21 @@ from tests.aws.conftest import Answer
 from tests.faults import FIRST_READ_AFTER, Fault
 
 READ_AFTER_CREATE_CODES = sorted(
-    ec2_adapter.NETWORK_NOT_VISIBLE | ec2_adapter.LAUNCH_NOT_VISIBLE | ec2_adapter.IMAGE_NOT_VISIBLE
-    | ec2_adapter.INSTANCE_NOT_VISIBLE | codebuild_adapter.BUILD_NOT_VISIBLE
-    | ssm_adapter.COMMAND_NOT_VISIBLE | ssm_adapter.PARAMETER_NOT_VISIBLE | {"ParameterNotFound"})
+    ec2_adapter.NETWORK_NOT_VISIBLE
+    | ec2_adapter.LAUNCH_NOT_VISIBLE
+    | ec2_adapter.IMAGE_NOT_VISIBLE
+    | ec2_adapter.INSTANCE_NOT_VISIBLE
+    | codebuild_adapter.BUILD_NOT_VISIBLE
+    | ssm_adapter.COMMAND_NOT_VISIBLE
+    | ssm_adapter.PARAMETER_NOT_VISIBLE
+    | {"ParameterNotFound"}
+)
 
 
 def client_error(code: str, operation: str = "AnyCall") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "not found"},
-                        "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+    return ClientError(
+        {"Error": {"Code": code, "Message": "not found"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, operation
+    )
 
 
 def not_visible(excinfo: pytest.ExceptionInfo[TransientError], code: str) -> None:
@@ -35,13 +42,15 @@ def not_visible(excinfo: pytest.ExceptionInfo[TransientError], code: str) -> Non
 
 # --- the generic rule ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("code", READ_AFTER_CREATE_CODES + ["InvalidKeyPair.NotFound", "NoSuchBucket"])
 def test_not_found_is_never_transient_by_itself(code):
     assert not aws.is_transient(client_error(code))
 
 
-@pytest.mark.parametrize("code", ["ThrottlingException", "RequestLimitExceeded", "InternalError",
-                                  "DependencyViolation"])
+@pytest.mark.parametrize(
+    "code", ["ThrottlingException", "RequestLimitExceeded", "InternalError", "DependencyViolation"]
+)
 def test_throttling_faults_and_dependencies_still_are(code):
     assert aws.is_transient(client_error(code))
 
@@ -57,26 +66,40 @@ def test_a_step_lets_a_not_found_through_as_it_is():
 
 
 def test_just_created_converts_only_its_codes():
-    with pytest.raises(TransientError, match="not visible yet, just after its create: vpc-1"):
-        with aws.just_created("vpc-1", {"InvalidVpcID.NotFound"}):
-            raise client_error("InvalidVpcID.NotFound")
-    with pytest.raises(ClientError):
-        with aws.just_created("vpc-1", {"InvalidVpcID.NotFound"}):
-            raise client_error("InvalidSubnetID.NotFound")
+    with (
+        pytest.raises(TransientError, match="not visible yet, just after its create: vpc-1"),
+        aws.just_created("vpc-1", {"InvalidVpcID.NotFound"}),
+    ):
+        raise client_error("InvalidVpcID.NotFound")
+    with pytest.raises(ClientError), aws.just_created("vpc-1", {"InvalidVpcID.NotFound"}):
+        raise client_error("InvalidSubnetID.NotFound")
 
 
 # --- read after create: ensure_network -----------------------------------------------------
 
+
 def converge(ec2, deployment="run-1", subnets=("10.42.0.0/24",)):
     return ec2_adapter.ensure_network(
-        ec2, ec2, environment="dev",
+        ec2,
+        ec2,
+        environment="dev",
         tags_for=lambda role: naming.tags("dev", deployment, "c0ffee", role),
-        vpc_cidr="10.42.0.0/16", subnet_cidrs=subnets, service_ports=(80, 443))
+        vpc_cidr="10.42.0.0/16",
+        subnet_cidrs=subnets,
+        service_ports=(80, 443),
+    )
 
 
-@pytest.mark.parametrize("create,role", [
-    ("CreateVpc", "vpc"), ("CreateSubnet", "subnet"), ("CreateInternetGateway", "internet-gateway"),
-    ("CreateRouteTable", "route-table"), ("CreateSecurityGroup", "security-group")])
+@pytest.mark.parametrize(
+    "create,role",
+    [
+        ("CreateVpc", "vpc"),
+        ("CreateSubnet", "subnet"),
+        ("CreateInternetGateway", "internet-gateway"),
+        ("CreateRouteTable", "route-table"),
+        ("CreateSecurityGroup", "security-group"),
+    ],
+)
 def test_the_network_not_visible_after_its_create_is_transient_and_the_retry_converges(ec2, create, role):
     fault = Fault(create, "not-found")
     fault.install([ec2])
@@ -88,15 +111,23 @@ def test_the_network_not_visible_after_its_create_is_transient_and_the_retry_con
     net = converge(ec2)
     assert role not in net["created"]
     assert {k: v for k, v in ec2_adapter.count_tagged(ec2, "dev").items() if v} == {
-        "vpc": 1, "subnet": 1, "internet-gateway": 1, "route-table": 1, "security-group": 1}
+        "vpc": 1,
+        "subnet": 1,
+        "internet-gateway": 1,
+        "route-table": 1,
+        "security-group": 1,
+    }
 
 
-@pytest.mark.parametrize("operation,code", [
-    ("CreateRoute", "InvalidGatewayID.NotFound"),          # CreateRoute's name for the new gateway
-    ("AssociateRouteTable", "InvalidSubnetID.NotFound"),
-    ("CreateSubnet", "InvalidVpcID.NotFound"),             # the VPC, to the create that needs it
-    ("AttachInternetGateway", "InvalidVpcID.NotFound"),
-])
+@pytest.mark.parametrize(
+    "operation,code",
+    [
+        ("CreateRoute", "InvalidGatewayID.NotFound"),  # CreateRoute's name for the new gateway
+        ("AssociateRouteTable", "InvalidSubnetID.NotFound"),
+        ("CreateSubnet", "InvalidVpcID.NotFound"),  # the VPC, to the create that needs it
+        ("AttachInternetGateway", "InvalidVpcID.NotFound"),
+    ],
+)
 def test_every_id_ensure_network_just_made_may_be_not_visible_yet(ec2, operation, code):
     Answer(ec2, operation, code)
     with pytest.raises(TransientError) as excinfo:
@@ -114,20 +145,33 @@ def test_a_not_found_of_something_else_in_ensure_network_is_not_transient(ec2):
 
 # --- read after create: launch_nodes, check_nodes and the nodes' later steps ----------------
 
+
 def image(ec2):
     return ec2.register_image(Name="slipway-dev-node-x", RootDeviceName="/dev/sda1")["ImageId"]
 
 
 def template(ec2, net, image_id):
     return ec2_adapter.ensure_launch_template(
-        ec2, ec2, environment="dev", tags=naming.tags("dev", "run-1", "c0ffee", "launch-template"),
-        image_id=image_id, instance_type="t3.small", security_group_id=net["security_group_id"],
-        instance_profile="", client_token="tok-" + image_id)
+        ec2,
+        ec2,
+        environment="dev",
+        tags=naming.tags("dev", "run-1", "c0ffee", "launch-template"),
+        image_id=image_id,
+        instance_type="t3.small",
+        security_group_id=net["security_group_id"],
+        instance_profile="",
+        client_token="tok-" + image_id,
+    )
 
 
 def launch(ec2, net, lt):
-    return ec2_adapter.launch_nodes(ec2, template=lt, placement={net["subnet_ids"][0]: 1},
-                                    tags=naming.tags("dev", "run-1", "c0ffee", "node"), client_token="tok")
+    return ec2_adapter.launch_nodes(
+        ec2,
+        template=lt,
+        placement={net["subnet_ids"][0]: 1},
+        tags=naming.tags("dev", "run-1", "c0ffee", "node"),
+        client_token="tok",
+    )
 
 
 def test_a_launch_template_not_visible_to_run_instances_is_transient_and_the_retry_launches_once(ec2):
@@ -181,6 +225,7 @@ def test_listing_nodes_by_tag_passes_an_unexpected_not_found_through(ec2):
 
 # --- read after create: SSM ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("code", sorted(ssm_adapter.COMMAND_NOT_VISIBLE))
 def test_a_command_not_visible_right_after_send_command_is_transient(ssm, code):
     Answer(ssm, "ListCommandInvocations", code)
@@ -218,20 +263,27 @@ def test_a_parameter_a_setting_names_that_is_missing_is_a_configuration_error(ss
 
 # --- CodeBuild and S3 --------------------------------------------------------------------------
 
+
 @pytest.fixture
 def project(codebuild):
     codebuild.create_project(
-        name="slipway-dev-bake", source={"type": "S3", "location": "bucket/source.zip"},
+        name="slipway-dev-bake",
+        source={"type": "S3", "location": "bucket/source.zip"},
         artifacts={"type": "NO_ARTIFACTS"},
-        environment={"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0",
-                     "computeType": "BUILD_GENERAL1_SMALL"},
-        serviceRole="arn:aws:iam::123456789012:role/slipway-dev-bake")
+        environment={
+            "type": "LINUX_CONTAINER",
+            "image": "aws/codebuild/standard:7.0",
+            "computeType": "BUILD_GENERAL1_SMALL",
+        },
+        serviceRole="arn:aws:iam::123456789012:role/slipway-dev-bake",
+    )
     return "slipway-dev-bake"
 
 
 def start(codebuild, project_name):
-    return codebuild_adapter.start(codebuild, project_name, {"PKR_VAR_commit": "c0ffee"}, "tok",
-                                   "bucket/sources/abc.zip")
+    return codebuild_adapter.start(
+        codebuild, project_name, {"PKR_VAR_commit": "c0ffee"}, "tok", "bucket/sources/abc.zip"
+    )
 
 
 def test_start_build_on_a_missing_project_is_a_configuration_error_at_once(codebuild, project):

@@ -18,11 +18,12 @@ from slipway.statemachines import PLACEHOLDER
 CHALICE = PROJECT_DIR / ".chalice"
 # Actions allowed on Resource "*", each because AWS offers nothing narrower for it: reads
 # (Describe/List/Get) and Step Functions' log delivery (the vended-logs APIs).
-STAR_OK = re.compile(r"^(ec2:Describe|ssm:Describe|ssm:List|ssm:GetConnectionStatus|"
-                     r"logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|"
-                     r"ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)$)")
-SERVICES = {"ec2": "ec2", "create": "ec2", "ssm": "ssm", "codebuild": "codebuild", "sfn": "stepfunctions",
-            "s3": "s3"}
+STAR_OK = re.compile(
+    r"^(ec2:Describe|ssm:Describe|ssm:List|ssm:GetConnectionStatus|"
+    r"logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|"
+    r"ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)$)"
+)
+SERVICES = {"ec2": "ec2", "create": "ec2", "ssm": "ssm", "codebuild": "codebuild", "sfn": "stepfunctions", "s3": "s3"}
 IAM_PREFIX = {"ec2": "ec2", "ssm": "ssm", "codebuild": "codebuild", "stepfunctions": "states", "s3": "s3"}
 # API operations that IAM authorises under another action's name.
 IAM_ACTION = {"s3:HeadObject": "s3:GetObject"}
@@ -45,7 +46,7 @@ def test_rendering_fills_every_placeholder_with_a_function_the_app_defines():
     # Given the ASL files and app.py, when the template is rendered, then each state machine
     # carries its definition and one substitution per placeholder, naming a real Chalice function.
     sys.path.insert(0, str(PROJECT_DIR))
-    from app import app  # noqa: PLC0415 - the app is loaded as Chalice loads it
+    from app import app
 
     functions = {f.name for f in app.pure_lambda_functions}
     template = bootstrap.render(PROJECT_DIR)
@@ -63,8 +64,11 @@ def test_rendering_fills_every_placeholder_with_a_function_the_app_defines():
 
 def test_the_state_machine_role_invokes_exactly_the_substituted_functions():
     template = bootstrap.render(PROJECT_DIR)
-    substituted = {json.dumps(arn, sort_keys=True) for r in template["Resources"].values()
-                   for arn in r["Properties"].get("DefinitionSubstitutions", {}).values()}
+    substituted = {
+        json.dumps(arn, sort_keys=True)
+        for r in template["Resources"].values()
+        for arn in r["Properties"].get("DefinitionSubstitutions", {}).values()
+    }
     role = template["Resources"]["StateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     [invoke] = [s for s in role["Statement"] if s.get("Sid") == bootstrap.INVOKE_SID]
     assert {json.dumps(arn, sort_keys=True) for arn in invoke["Resource"]} == substituted
@@ -80,32 +84,37 @@ def test_placeholder_names_map_back_to_function_names():
 def test_bootstrap_writes_only_the_outputs_settings_reads(tmp_path):
     (tmp_path / ".chalice").mkdir()
     (tmp_path / ".chalice" / "config.json").write_text((CHALICE / "config.json").read_text())
-    outputs = {"DeployStateMachineArn": "arn:aws:states:eu-west-1:1:stateMachine:slipway-dev-deploy",
-               "BakeProjectName": "slipway-dev-bake", "NodeInstanceProfileName": "slipway-dev-node",
-               "SourceBucketName": "b"}
+    outputs = {
+        "DeployStateMachineArn": "arn:aws:states:eu-west-1:1:stateMachine:slipway-dev-deploy",
+        "BakeProjectName": "slipway-dev-bake",
+        "NodeInstanceProfileName": "slipway-dev-node",
+        "SourceBucketName": "b",
+    }
     assert bootstrap.write_outputs(tmp_path, "dev", outputs) == {
         "SLIPWAY_DEPLOY_STATE_MACHINE_ARN": outputs["DeployStateMachineArn"],
-        "SLIPWAY_BAKE_PROJECT": "slipway-dev-bake", "SLIPWAY_NODE_INSTANCE_PROFILE": "slipway-dev-node",
-        "SLIPWAY_BAKE_BUCKET": "b"}
+        "SLIPWAY_BAKE_PROJECT": "slipway-dev-bake",
+        "SLIPWAY_NODE_INSTANCE_PROFILE": "slipway-dev-node",
+        "SLIPWAY_BAKE_BUCKET": "b",
+    }
     assert bootstrap.write_outputs(tmp_path, "dev", outputs) == {}  # a second run changes nothing
     config = json.loads((tmp_path / ".chalice" / "config.json").read_text())
     assert "SLIPWAY_BAKE_PROJECT" not in config["stages"]["prod"]["environment_variables"]
     bootstrap.forget_outputs(tmp_path, "dev")
-    assert json.loads((tmp_path / ".chalice" / "config.json").read_text()) == \
-        json.loads((CHALICE / "config.json").read_text())
+    assert json.loads((tmp_path / ".chalice" / "config.json").read_text()) == json.loads(
+        (CHALICE / "config.json").read_text()
+    )
 
 
 def test_package_writes_templates_that_cfn_lint_passes(tmp_path):
     # When `slipway package` writes dist/ (as `make package` does), then cfn-lint finds nothing.
     written = package.run(PROJECT_DIR, ["dev"], tmp_path)
-    assert [p.relative_to(tmp_path) for p in written] == [Path("dev/resources.json"),
-                                                          Path("dev/chalice/sam.json")]
-    result = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), *map(str, written)],
-                            capture_output=True, text=True)
+    assert [p.relative_to(tmp_path) for p in written] == [Path("dev/resources.json"), Path("dev/chalice/sam.json")]
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), *map(str, written)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     sam = json.loads(written[1].read_text())
-    assert sam["Resources"]["ApiHandlerLogGroup"]["Properties"]["LogGroupName"] == \
-        "/aws/lambda/slipway-dev-api_handler"
+    assert sam["Resources"]["ApiHandlerLogGroup"]["Properties"]["LogGroupName"] == "/aws/lambda/slipway-dev-api_handler"
 
 
 def test_chalice_manages_a_role_per_function_from_the_policy_files():
@@ -114,18 +123,26 @@ def test_chalice_manages_a_role_per_function_from_the_policy_files():
     for stage, settings in config["stages"].items():
         # A function without its own file (start_bake only has a longer timeout) has the stage's.
         files = {settings["iam_policy_file"]} | {
-            f.get("iam_policy_file", settings["iam_policy_file"])
-            for f in settings.get("lambda_functions", {}).values()}
-        assert files == {f"policy-{stage}.json", f"policy-{stage}-prune.json",
-                         f"policy-{stage}-webhook.json", f"policy-{stage}-report.json"}
+            f.get("iam_policy_file", settings["iam_policy_file"]) for f in settings.get("lambda_functions", {}).values()
+        }
+        assert files == {
+            f"policy-{stage}.json",
+            f"policy-{stage}-prune.json",
+            f"policy-{stage}-webhook.json",
+            f"policy-{stage}-report.json",
+        }
         assert all((CHALICE / f).is_file() for f in files)
 
 
 def test_prod_policies_are_dev_policies_for_prod():
     for dev in CHALICE.glob("policy-dev*.json"):
         prod = dev.with_name(dev.name.replace("policy-dev", "policy-prod"))
-        expected = dev.read_text().replace("slipway-dev", "slipway-prod").replace(
-            "/slipway/dev/", "/slipway/prod/").replace('"dev"', '"prod"')
+        expected = (
+            dev.read_text()
+            .replace("slipway-dev", "slipway-prod")
+            .replace("/slipway/dev/", "/slipway/prod/")
+            .replace('"dev"', '"prod"')
+        )
         assert json.loads(prod.read_text()) == json.loads(expected), prod.name
 
 
@@ -150,7 +167,9 @@ def test_ec2_mutations_are_scoped_by_the_environment_tag():
     assert "ec2:TerminateInstances" in owned["Action"]
     send = [s for s in _statements(document) if "ssm:SendCommand" in _listed(s["Action"])]
     assert {r for s in send for r in _listed(s["Resource"])} == {
-        "arn:aws:ssm:*::document/AWS-RunShellScript", "arn:aws:ec2:*:*:instance/*"}
+        "arn:aws:ssm:*::document/AWS-RunShellScript",
+        "arn:aws:ec2:*:*:instance/*",
+    }
     [instances] = [s for s in send if s["Resource"] == "arn:aws:ec2:*:*:instance/*"]
     assert instances["Condition"] == {"StringEquals": {"ssm:resourceTag/slipway:environment": "dev"}}
 
@@ -174,8 +193,12 @@ def _calls() -> set[tuple[str, str]]:
 def test_every_aws_call_in_chalicelib_is_allowed_by_a_lambda_policy():
     # Given the calls the functions make, then some .chalice policy allows each one; a call added
     # without its permission fails here, not in the account.
-    allowed = {a for p in CHALICE.glob("policy-dev*.json")
-               for s in _statements(json.loads(p.read_text())) for a in _listed(s["Action"])}
+    allowed = {
+        a
+        for p in CHALICE.glob("policy-dev*.json")
+        for s in _statements(json.loads(p.read_text()))
+        for a in _listed(s["Action"])
+    }
     missing = []
     for service, method in sorted(_calls()):
         client = boto3.client(service, region_name="us-east-1")
@@ -195,8 +218,9 @@ def _decision(document: dict, action: str, resource: str) -> str:
     from fnmatch import fnmatchcase
 
     def matches(statement):
-        return (any(fnmatchcase(action, a) for a in _listed(statement["Action"]))
-                and any(fnmatchcase(resource, r) for r in _listed(statement["Resource"])))
+        return any(fnmatchcase(action, a) for a in _listed(statement["Action"])) and any(
+            fnmatchcase(resource, r) for r in _listed(statement["Resource"])
+        )
 
     effects = {s["Effect"] for s in _statements(document) if matches(s)}
     return "Deny" if "Deny" in effects else "Allow" if "Allow" in effects else "ImplicitDeny"

@@ -39,8 +39,9 @@ def test_state_machines_validate_as_written(asl_validator, name):
 @pytest.mark.parametrize("name", statemachines.MACHINES)
 def test_state_machines_validate_as_deployed(asl_validator, name, tmp_path):
     text = statemachines.path(name).read_text()
-    arns = {p: f"arn:aws:lambda:eu-west-1:123456789012:function:slipway-prod-{p}"
-            for p in statemachines.placeholders(text)}
+    arns = {
+        p: f"arn:aws:lambda:eu-west-1:123456789012:function:slipway-prod-{p}" for p in statemachines.placeholders(text)
+    }
     rendered = tmp_path / f"{name}.json"
     rendered.write_text(statemachines.render(text, arns))
     result = run(asl_validator, "--json-path", str(rendered))
@@ -48,8 +49,9 @@ def test_state_machines_validate_as_deployed(asl_validator, name, tmp_path):
 
 
 def test_ansible_lint_production_profile_is_clean():
-    result = run(str(BIN / "ansible-lint"), "--offline", "swarm_node.yml", "roles/swarm_node",
-                 cwd=PROJECT_DIR / "ansible")
+    result = run(
+        str(BIN / "ansible-lint"), "--offline", "swarm_node.yml", "roles/swarm_node", cwd=PROJECT_DIR / "ansible"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
 

@@ -1,7 +1,5 @@
 """The Packer template keeps its promises, and the emulator's stand-in bake matches it."""
 
-from pathlib import Path
-
 import hcl2
 import pytest
 import yaml
@@ -46,7 +44,7 @@ def test_image_name_is_the_pipelines_name(source):
 
 def test_image_and_snapshot_tags_are_those_the_emulator_applies(source):
     tags = load("sources.pkr.hcl")["locals"][0]["tags"]
-    expected = {tag: "${var.%s}" % var for tag, var in IMAGE_TAGS.items()} | CONSTANT_IMAGE_TAGS
+    expected = {tag: f"${{var.{var}}}" for tag, var in IMAGE_TAGS.items()} | CONSTANT_IMAGE_TAGS
     assert tags == expected
     for key in ("tags", "snapshot_tags", "run_tags"):
         assert source[key] == "${local.tags}"
@@ -62,7 +60,9 @@ def test_every_variable_is_typed_and_described_and_none_is_a_credential():
 def test_plugins_are_pinned():
     plugins = load("variables.pkr.hcl")["packer"][0]["required_plugins"][0]
     assert {name: spec["version"].startswith("=") for name, spec in plugins.items()} == {
-        "amazon": True, "ansible": True}
+        "amazon": True,
+        "ansible": True,
+    }
 
 
 def test_provisioning_runs_the_same_playbook_and_writes_a_manifest():
@@ -89,8 +89,9 @@ def test_the_pipeline_passes_every_required_variable_through_pkr_var():
 
     from chalicelib import steps
 
-    variables = {name for v in load("variables.pkr.hcl")["variable"] for name, body in v.items()
-                 if "default" not in body}
+    variables = {
+        name for v in load("variables.pkr.hcl")["variable"] for name, body in v.items() if "default" not in body
+    }
     source = inspect.getsource(steps.start_bake)
     assert {name for name in variables if f'"PKR_VAR_{name}"' in source} == variables
 
@@ -115,6 +116,7 @@ def test_debians_packer_accepts_the_template_syntax(tmp_path):
             text = re.sub(r"^packer \{.*?^\}\n", "", text, count=1, flags=re.S | re.M)
             assert "required_plugins" not in text
         (tmp_path / path.name).write_text(text)
-    result = subprocess.run([packer, "validate", "-syntax-only", "."], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [packer, "validate", "-syntax-only", "."], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr

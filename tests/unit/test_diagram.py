@@ -32,8 +32,14 @@ _SUBGRAPH = re.compile(r'subgraph (\w+)\["([^"]*)"\]')
 _CLASS = re.compile(r"class (\w+(?:,\w+)*) (\w+)")
 _CLASSDEF = re.compile(r"classDef (\w+) [\w:#,-]+")
 _ENTITY = re.compile(r"#(quot|lt|gt|\d+);")
-SHAPE = {("[", "]"): "rectangle", ("{", "}"): "rhombus", ("{{", "}}"): "hexagon",
-         ("(", ")"): "rounded", ("([", "])"): "stadium", ("((", "))"): "circle"}
+SHAPE = {
+    ("[", "]"): "rectangle",
+    ("{", "}"): "rhombus",
+    ("{{", "}}"): "hexagon",
+    ("(", ")"): "rounded",
+    ("([", "])"): "stadium",
+    ("((", "))"): "circle",
+}
 
 
 @dataclass
@@ -120,8 +126,9 @@ def readme_text() -> str:
 
 def test_the_readme_shows_the_state_machines_as_they_are() -> None:
     stale = diagram.stale(readme_text(), diagram.diagrams())
-    assert not stale, (f"README.md's {', '.join(stale)} diagram no longer matches "
-                       "statemachines/*.asl.json: run `make diagrams`")
+    assert not stale, (
+        f"README.md's {', '.join(stale)} diagram no longer matches statemachines/*.asl.json: run `make diagrams`"
+    )
     assert diagram.main(["--check"]) == 0
 
 
@@ -132,8 +139,14 @@ def test_every_state_is_one_node_under_its_name_in_its_shape(name: str) -> None:
     labels = Counter(label for _, label in parsed.nodes.values())
     assert labels == Counter([*definition["States"], "Start", "End"])
     shape_of = {label: shape for shape, label in parsed.nodes.values()}
-    want = {"Task": "rectangle", "Choice": "rhombus", "Wait": "hexagon", "Pass": "rounded",
-            "Succeed": "stadium", "Fail": "stadium"}
+    want = {
+        "Task": "rectangle",
+        "Choice": "rhombus",
+        "Wait": "hexagon",
+        "Pass": "rounded",
+        "Succeed": "stadium",
+        "Fail": "stadium",
+    }
     for state_name, state in definition["States"].items():
         assert shape_of[state_name] == want[state["Type"]], state_name
     assert shape_of["Start"] == shape_of["End"] == "circle"
@@ -143,8 +156,7 @@ def test_every_state_is_one_node_under_its_name_in_its_shape(name: str) -> None:
 def test_every_transition_is_an_arrow_and_nothing_else_is(name: str) -> None:
     definition = machine(name)
     parsed = parse(diagram.mermaid(definition))
-    drawn = Counter((parsed.label_of(s), parsed.label_of(t), dashed)
-                    for s, t, _, dashed in parsed.edges)
+    drawn = Counter((parsed.label_of(s), parsed.label_of(t), dashed) for s, t, _, dashed in parsed.edges)
     assert drawn == expected_edges(definition)
 
 
@@ -162,8 +174,11 @@ def test_arrows_carry_the_errors_caught_and_the_choice_rules(name: str) -> None:
         if "Default" in state:
             assert (state["Default"], "Default", False) in arrows
         for number, rule in enumerate(state.get("Choices", []), start=1):
-            label = next(lab for target, lab, dashed in arrows
-                         if target == rule["Next"] and lab not in ("", "Default") and not dashed)
+            label = next(
+                lab
+                for target, lab, dashed in arrows
+                if target == rule["Next"] and lab not in ("", "Default") and not dashed
+            )
             assert label == f"rule {number}" or rule.get("Variable", "$") in label, label
     assert not any("Lambda." in label or "TransientError" in label for _, _, label, _ in parsed.edges)
 
@@ -172,18 +187,27 @@ def test_a_tiny_machine_draws_exactly_so() -> None:
     definition = {
         "StartAt": 'Say "hi"',
         "States": {
-            'Say "hi"': {"Type": "Task", "Resource": "${SayFunctionArn}", "Next": "Done?",
-                         "Retry": [{"ErrorEquals": ["States.ALL"], "MaxAttempts": 2}],
-                         "Catch": [{"ErrorEquals": ["Boom", "States.Timeout"], "Next": "It's over"}]},
-            "Done?": {"Type": "Choice", "Default": "Nap",
-                      "Choices": [{"Variable": "$.done", "BooleanEquals": True, "Next": "Yes"}]},
+            'Say "hi"': {
+                "Type": "Task",
+                "Resource": "${SayFunctionArn}",
+                "Next": "Done?",
+                "Retry": [{"ErrorEquals": ["States.ALL"], "MaxAttempts": 2}],
+                "Catch": [{"ErrorEquals": ["Boom", "States.Timeout"], "Next": "It's over"}],
+            },
+            "Done?": {
+                "Type": "Choice",
+                "Default": "Nap",
+                "Choices": [{"Variable": "$.done", "BooleanEquals": True, "Next": "Yes"}],
+            },
             "Nap": {"Type": "Wait", "Seconds": 1, "Next": "Tidy"},
             "Tidy": {"Type": "Pass", "End": True},
             "Yes": {"Type": "Succeed"},
             "It's over": {"Type": "Fail"},
         },
     }
-    assert diagram.mermaid(definition) == '''\
+    assert (
+        diagram.mermaid(definition)
+        == """\
 flowchart TD
     begin(("Start"))
     s0["Say #quot;hi#quot;"]
@@ -206,7 +230,8 @@ flowchart TD
     class s4 succeed
     classDef fail stroke:#cf222e,stroke-width:3px
     class s5 fail
-'''
+"""
+    )
 
 
 def test_the_same_definition_draws_the_same_bytes() -> None:
@@ -222,26 +247,36 @@ def test_names_that_would_break_mermaid_are_escaped_and_read_back() -> None:
     assert parsed.nodes["s0"] == ("stadium", awkward)
 
 
-@pytest.mark.parametrize(("rule", "label"), [
-    ({"Variable": "$.a", "BooleanEquals": False}, "$.a == false"),
-    ({"Variable": "$.s", "StringEquals": "OK"}, '$.s == "OK"'),
-    ({"Variable": "$.n", "NumericLessThanEquals": 3}, "$.n <= 3"),
-    ({"Variable": "$.n", "NumericGreaterThanPath": "$.m"}, "$.n > $.m"),
-    ({"Variable": "$.t", "TimestampLessThan": "2024-01-01T00:00:00Z"}, '$.t < "2024-01-01T00:00:00Z"'),
-    ({"Variable": "$.s", "StringMatches": "log-*"}, '$.s matches "log-*"'),
-    ({"Variable": "$.x", "IsPresent": False}, "$.x is not present"),
-    ({"Variable": "$.x", "IsNull": True}, "$.x is null"),
-    ({"Not": {"Variable": "$.x", "IsString": True}}, "not ($.x is a string)"),
-    ({"And": [{"Variable": "$.a", "IsPresent": True}, {"Variable": "$.a", "BooleanEquals": True}]},
-     "$.a is present and $.a == true"),
-    ({"Or": [{"Variable": "$.a", "BooleanEquals": True},
-             {"And": [{"Variable": "$.b", "BooleanEquals": True},
-                      {"Variable": "$.c", "BooleanEquals": True}]}]},
-     "$.a == true or ($.b == true and $.c == true)"),
-    ({"Condition": "{% $states.input.n > 1 %}"}, "{% $states.input.n > 1 %}"),
-    ({"Variable": "$.a_rather_long_path.that_goes_on.and_on", "StringEquals": "and on"}, "rule 7"),
-    ({"Variable": "$.x", "SomethingNew": 1}, "rule 7"),
-])
+@pytest.mark.parametrize(
+    ("rule", "label"),
+    [
+        ({"Variable": "$.a", "BooleanEquals": False}, "$.a == false"),
+        ({"Variable": "$.s", "StringEquals": "OK"}, '$.s == "OK"'),
+        ({"Variable": "$.n", "NumericLessThanEquals": 3}, "$.n <= 3"),
+        ({"Variable": "$.n", "NumericGreaterThanPath": "$.m"}, "$.n > $.m"),
+        ({"Variable": "$.t", "TimestampLessThan": "2024-01-01T00:00:00Z"}, '$.t < "2024-01-01T00:00:00Z"'),
+        ({"Variable": "$.s", "StringMatches": "log-*"}, '$.s matches "log-*"'),
+        ({"Variable": "$.x", "IsPresent": False}, "$.x is not present"),
+        ({"Variable": "$.x", "IsNull": True}, "$.x is null"),
+        ({"Not": {"Variable": "$.x", "IsString": True}}, "not ($.x is a string)"),
+        (
+            {"And": [{"Variable": "$.a", "IsPresent": True}, {"Variable": "$.a", "BooleanEquals": True}]},
+            "$.a is present and $.a == true",
+        ),
+        (
+            {
+                "Or": [
+                    {"Variable": "$.a", "BooleanEquals": True},
+                    {"And": [{"Variable": "$.b", "BooleanEquals": True}, {"Variable": "$.c", "BooleanEquals": True}]},
+                ]
+            },
+            "$.a == true or ($.b == true and $.c == true)",
+        ),
+        ({"Condition": "{% $states.input.n > 1 %}"}, "{% $states.input.n > 1 %}"),
+        ({"Variable": "$.a_rather_long_path.that_goes_on.and_on", "StringEquals": "and on"}, "rule 7"),
+        ({"Variable": "$.x", "SomethingNew": 1}, "rule 7"),
+    ],
+)
 def test_a_choice_rule_reads_as_its_condition_or_its_number(rule: dict[str, Any], label: str) -> None:
     assert diagram.rule_label({**rule, "Next": "x"}, 7) == label
 
@@ -250,25 +285,41 @@ def test_parallel_and_map_draw_their_states_inside_them() -> None:
     definition = {
         "StartAt": "Fan out",
         "States": {
-            "Fan out": {"Type": "Parallel", "Next": "Each", "Catch": [
-                {"ErrorEquals": ["States.ALL"], "Next": "Failed"}], "Branches": [
-                {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}},
-                {"StartAt": "B", "States": {"B": {"Type": "Wait", "Seconds": 1, "Next": "C"},
-                                            "C": {"Type": "Task", "Resource": "x", "End": True}}},
-            ]},
-            "Each": {"Type": "Map", "End": True, "ItemProcessor": {
-                "StartAt": "D", "States": {"D": {"Type": "Task", "Resource": "x", "End": True}}}},
+            "Fan out": {
+                "Type": "Parallel",
+                "Next": "Each",
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Failed"}],
+                "Branches": [
+                    {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}},
+                    {
+                        "StartAt": "B",
+                        "States": {
+                            "B": {"Type": "Wait", "Seconds": 1, "Next": "C"},
+                            "C": {"Type": "Task", "Resource": "x", "End": True},
+                        },
+                    },
+                ],
+            },
+            "Each": {
+                "Type": "Map",
+                "End": True,
+                "ItemProcessor": {"StartAt": "D", "States": {"D": {"Type": "Task", "Resource": "x", "End": True}}},
+            },
             "Failed": {"Type": "Fail"},
         },
     }
     parsed = parse(diagram.mermaid(definition))
-    assert sorted(label for _, label in parsed.nodes.values()) == [
-        "A", "B", "C", "D", "End", "Failed", "Start"]
+    assert sorted(label for _, label in parsed.nodes.values()) == ["A", "B", "C", "D", "End", "Failed", "Start"]
     assert {"Fan out", "Each", "Branch 1", "Branch 2"} <= set(parsed.subgraphs.values())
     drawn = {(parsed.label_of(s), parsed.label_of(t), dashed) for s, t, _, dashed in parsed.edges}
-    assert drawn == {("Start", "Fan out", False), ("Fan out", "Each", False),
-                     ("Fan out", "Failed", True), ("B", "C", False), ("Each", "End", False),
-                     ("Failed", "End", False)}
+    assert drawn == {
+        ("Start", "Fan out", False),
+        ("Fan out", "Each", False),
+        ("Fan out", "Failed", True),
+        ("B", "C", False),
+        ("Each", "End", False),
+        ("Failed", "End", False),
+    }
 
 
 README_BEFORE = """# Title
@@ -292,13 +343,15 @@ Words after.
 
 
 def test_update_readme_replaces_only_what_is_between_the_markers() -> None:
-    updated = diagram.update_readme(README_BEFORE, {"deploy": "flowchart TD\n    a\n",
-                                                    "teardown": "flowchart TD\n    b\n"})
+    updated = diagram.update_readme(
+        README_BEFORE, {"deploy": "flowchart TD\n    a\n", "teardown": "flowchart TD\n    b\n"}
+    )
     assert updated == README_BEFORE.replace(
         "```mermaid\nflowchart TD\n    old --> drawing\n```\n",
         "```mermaid\nflowchart TD\n    a\n```\n",
-    ).replace("<!-- diagram:teardown:start -->\n",
-              "<!-- diagram:teardown:start -->\n```mermaid\nflowchart TD\n    b\n```\n")
+    ).replace(
+        "<!-- diagram:teardown:start -->\n", "<!-- diagram:teardown:start -->\n```mermaid\nflowchart TD\n    b\n```\n"
+    )
     assert diagram.update_readme(updated, {"deploy": "flowchart TD\n    a\n"}) == updated
     with pytest.raises(ValueError, match="diagram:prune:start"):
         diagram.update_readme(README_BEFORE, {"prune": "flowchart TD\n"})
@@ -311,12 +364,10 @@ def test_an_asl_change_without_make_diagrams_is_caught() -> None:
     changed = machine("teardown")
     changed["States"]["Deregister images"]["Next"] = "Teardown failed"
     assert diagram.stale(readme, {**drawn, "teardown": diagram.mermaid(changed)}) == ["teardown"]
-    assert diagram.stale(README_BEFORE.replace("<!-- diagram:teardown:end -->", ""), drawn) == [
-        "deploy", "teardown"]
+    assert diagram.stale(README_BEFORE.replace("<!-- diagram:teardown:end -->", ""), drawn) == ["deploy", "teardown"]
 
 
-def test_check_names_the_stale_diagram_and_write_redraws_it(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_names_the_stale_diagram_and_write_redraws_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(diagram.update_readme(README_BEFORE, {"teardown": diagram.diagrams()["teardown"]}))
     assert diagram.main(["--check", "--readme", str(readme)]) == 1

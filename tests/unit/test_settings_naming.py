@@ -13,7 +13,11 @@ def test_defaults_are_usable():
     s = from_environment(BASE)
     assert (s.environment, s.region, s.node_count, s.poll_seconds) == ("dev", "eu-west-1", 1, 30)
     assert (s.vpc_cidr, s.subnet_cidrs, s.service_ports, s.branches) == (
-        "10.42.0.0/16", ("10.42.0.0/24",), (80, 443), ("main",))
+        "10.42.0.0/16",
+        ("10.42.0.0/24",),
+        (80, 443),
+        ("main",),
+    )
     assert (s.skip_superseded, s.prune_volumes) == (True, False)
     assert from_environment(BASE | {"SLIPWAY_SKIP_SUPERSEDED": "False"}).skip_superseded is False
 
@@ -23,18 +27,21 @@ def test_one_subnet_per_zone_each_its_own_slice():
     assert s.subnet_cidrs == ("10.9.0.0/24", "10.9.1.0/24", "10.9.2.0/24")
 
 
-@pytest.mark.parametrize("override,message", [
-    ({"SLIPWAY_ENVIRONMENT": ""}, "SLIPWAY_ENVIRONMENT"),
-    ({"SLIPWAY_ENVIRONMENT": "Prod!"}, "SLIPWAY_ENVIRONMENT"),
-    ({"AWS_REGION": ""}, "AWS_REGION"),
-    ({"SLIPWAY_NODE_COUNT": "many"}, "SLIPWAY_NODE_COUNT"),
-    ({"SLIPWAY_NODE_COUNT": "0"}, "SLIPWAY_NODE_COUNT"),
-    ({"SLIPWAY_VPC_CIDR": "10.0.0.0/8"}, "SLIPWAY_VPC_CIDR"),
-    ({"SLIPWAY_VPC_CIDR": "nonsense"}, "SLIPWAY_VPC_CIDR"),
-    ({"SLIPWAY_SERVICE_PORTS": "80,70000"}, "SLIPWAY_SERVICE_PORTS"),
-    ({"SLIPWAY_SKIP_SUPERSEDED": "yes"}, "SLIPWAY_SKIP_SUPERSEDED must be true or false, got 'yes'"),
-    ({"SLIPWAY_PRUNE_VOLUMES": "1"}, "SLIPWAY_PRUNE_VOLUMES must be true or false"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"SLIPWAY_ENVIRONMENT": ""}, "SLIPWAY_ENVIRONMENT"),
+        ({"SLIPWAY_ENVIRONMENT": "Prod!"}, "SLIPWAY_ENVIRONMENT"),
+        ({"AWS_REGION": ""}, "AWS_REGION"),
+        ({"SLIPWAY_NODE_COUNT": "many"}, "SLIPWAY_NODE_COUNT"),
+        ({"SLIPWAY_NODE_COUNT": "0"}, "SLIPWAY_NODE_COUNT"),
+        ({"SLIPWAY_VPC_CIDR": "10.0.0.0/8"}, "SLIPWAY_VPC_CIDR"),
+        ({"SLIPWAY_VPC_CIDR": "nonsense"}, "SLIPWAY_VPC_CIDR"),
+        ({"SLIPWAY_SERVICE_PORTS": "80,70000"}, "SLIPWAY_SERVICE_PORTS"),
+        ({"SLIPWAY_SKIP_SUPERSEDED": "yes"}, "SLIPWAY_SKIP_SUPERSEDED must be true or false, got 'yes'"),
+        ({"SLIPWAY_PRUNE_VOLUMES": "1"}, "SLIPWAY_PRUNE_VOLUMES must be true or false"),
+    ],
+)
 def test_bad_configuration_is_named(override, message):
     with pytest.raises(ConfigurationError, match=message):
         from_environment(BASE | override)
@@ -45,36 +52,40 @@ def test_too_many_subnets_for_the_vpc_says_what_would_fit():
         from_environment(BASE | {"SLIPWAY_VPC_CIDR": "10.0.0.0/24", "SLIPWAY_SUBNET_COUNT": "3"})
     assert str(excinfo.value) == (
         "SLIPWAY_VPC_CIDR 10.0.0.0/24 has room for 1 subnet of /24; SLIPWAY_SUBNET_COUNT=3 needs a "
-        "/22 or larger (e.g. SLIPWAY_VPC_CIDR=10.0.0.0/22), or SLIPWAY_SUBNET_COUNT=1")
+        "/22 or larger (e.g. SLIPWAY_VPC_CIDR=10.0.0.0/22), or SLIPWAY_SUBNET_COUNT=1"
+    )
     with pytest.raises(ConfigurationError, match="room for 4 subnets of /24; SLIPWAY_SUBNET_COUNT=5 needs a /21"):
         from_environment(BASE | {"SLIPWAY_VPC_CIDR": "10.8.4.0/22", "SLIPWAY_SUBNET_COUNT": "5"})
     fits = from_environment(BASE | {"SLIPWAY_VPC_CIDR": "10.8.4.0/22", "SLIPWAY_SUBNET_COUNT": "4"})
     assert fits.subnet_cidrs == ("10.8.4.0/24", "10.8.5.0/24", "10.8.6.0/24", "10.8.7.0/24")
 
 
-@pytest.mark.parametrize("override,variable,value", [
-    ({"SLIPWAY_SERVICE_PORTS": "80,http"}, "SLIPWAY_SERVICE_PORTS", "'http'"),
-    ({"SLIPWAY_SERVICE_PORTS": "80,0"}, "SLIPWAY_SERVICE_PORTS", "0"),
-    ({"SLIPWAY_SERVICE_PORTS": "443,-1"}, "SLIPWAY_SERVICE_PORTS", "-1"),
-    ({"SLIPWAY_SERVICE_PORTS": "80,65536"}, "SLIPWAY_SERVICE_PORTS", "65536"),
-    ({"SLIPWAY_SERVICE_PORTS": "80.5"}, "SLIPWAY_SERVICE_PORTS", "'80.5'"),
-    ({"SLIPWAY_SERVICE_PORTS": "22,80"}, "SLIPWAY_SERVICE_PORTS", "22 (SSH)"),
-    ({"SLIPWAY_SERVICE_PORTS": "2377"}, "SLIPWAY_SERVICE_PORTS", "2377 (swarm"),
-    ({"SLIPWAY_VPC_CIDR": "10.0.0.0/24", "SLIPWAY_SUBNET_COUNT": "2"}, "SLIPWAY_SUBNET_COUNT=2", "10.0.0.0/24"),
-    ({"SLIPWAY_VPC_CIDR": "10.0.0.1/16"}, "SLIPWAY_VPC_CIDR", "'10.0.0.1/16'"),
-    ({"SLIPWAY_VPC_CIDR": "fd00::/16"}, "SLIPWAY_VPC_CIDR", "'fd00::/16'"),
-    ({"SLIPWAY_VPC_CIDR": "10.0.0.0/25"}, "SLIPWAY_VPC_CIDR", "'10.0.0.0/25'"),
-    ({"SLIPWAY_SUBNET_COUNT": "7"}, "SLIPWAY_SUBNET_COUNT", "7"),
-    ({"SLIPWAY_SUBNET_COUNT": "two"}, "SLIPWAY_SUBNET_COUNT", "'two'"),
-    ({"SLIPWAY_POLL_SECONDS": "1e3"}, "SLIPWAY_POLL_SECONDS", "'1e3'"),
-    ({"SLIPWAY_POLL_SECONDS": "9" * 5000}, "SLIPWAY_POLL_SECONDS", "999"),  # past int()'s digit limit
-    ({"SLIPWAY_KEEP_IMAGES": ""}, "SLIPWAY_KEEP_IMAGES", "''"),
-    ({"SLIPWAY_COMMAND_TIMEOUT_SECONDS": "5"}, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", "5"),
-    ({"SLIPWAY_PRUNE_MAX_CONCURRENCY": "0"}, "SLIPWAY_PRUNE_MAX_CONCURRENCY", "'0'"),
-    ({"SLIPWAY_PRUNE_MAX_CONCURRENCY": "150%"}, "SLIPWAY_PRUNE_MAX_CONCURRENCY", "'150%'"),
-    ({"SLIPWAY_PRUNE_MAX_ERRORS": "some"}, "SLIPWAY_PRUNE_MAX_ERRORS", "'some'"),
-    ({"SLIPWAY_ENVIRONMENT": "dev\n"}, "SLIPWAY_ENVIRONMENT", "'dev\\n'"),
-])
+@pytest.mark.parametrize(
+    "override,variable,value",
+    [
+        ({"SLIPWAY_SERVICE_PORTS": "80,http"}, "SLIPWAY_SERVICE_PORTS", "'http'"),
+        ({"SLIPWAY_SERVICE_PORTS": "80,0"}, "SLIPWAY_SERVICE_PORTS", "0"),
+        ({"SLIPWAY_SERVICE_PORTS": "443,-1"}, "SLIPWAY_SERVICE_PORTS", "-1"),
+        ({"SLIPWAY_SERVICE_PORTS": "80,65536"}, "SLIPWAY_SERVICE_PORTS", "65536"),
+        ({"SLIPWAY_SERVICE_PORTS": "80.5"}, "SLIPWAY_SERVICE_PORTS", "'80.5'"),
+        ({"SLIPWAY_SERVICE_PORTS": "22,80"}, "SLIPWAY_SERVICE_PORTS", "22 (SSH)"),
+        ({"SLIPWAY_SERVICE_PORTS": "2377"}, "SLIPWAY_SERVICE_PORTS", "2377 (swarm"),
+        ({"SLIPWAY_VPC_CIDR": "10.0.0.0/24", "SLIPWAY_SUBNET_COUNT": "2"}, "SLIPWAY_SUBNET_COUNT=2", "10.0.0.0/24"),
+        ({"SLIPWAY_VPC_CIDR": "10.0.0.1/16"}, "SLIPWAY_VPC_CIDR", "'10.0.0.1/16'"),
+        ({"SLIPWAY_VPC_CIDR": "fd00::/16"}, "SLIPWAY_VPC_CIDR", "'fd00::/16'"),
+        ({"SLIPWAY_VPC_CIDR": "10.0.0.0/25"}, "SLIPWAY_VPC_CIDR", "'10.0.0.0/25'"),
+        ({"SLIPWAY_SUBNET_COUNT": "7"}, "SLIPWAY_SUBNET_COUNT", "7"),
+        ({"SLIPWAY_SUBNET_COUNT": "two"}, "SLIPWAY_SUBNET_COUNT", "'two'"),
+        ({"SLIPWAY_POLL_SECONDS": "1e3"}, "SLIPWAY_POLL_SECONDS", "'1e3'"),
+        ({"SLIPWAY_POLL_SECONDS": "9" * 5000}, "SLIPWAY_POLL_SECONDS", "999"),  # past int()'s digit limit
+        ({"SLIPWAY_KEEP_IMAGES": ""}, "SLIPWAY_KEEP_IMAGES", "''"),
+        ({"SLIPWAY_COMMAND_TIMEOUT_SECONDS": "5"}, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", "5"),
+        ({"SLIPWAY_PRUNE_MAX_CONCURRENCY": "0"}, "SLIPWAY_PRUNE_MAX_CONCURRENCY", "'0'"),
+        ({"SLIPWAY_PRUNE_MAX_CONCURRENCY": "150%"}, "SLIPWAY_PRUNE_MAX_CONCURRENCY", "'150%'"),
+        ({"SLIPWAY_PRUNE_MAX_ERRORS": "some"}, "SLIPWAY_PRUNE_MAX_ERRORS", "'some'"),
+        ({"SLIPWAY_ENVIRONMENT": "dev\n"}, "SLIPWAY_ENVIRONMENT", "'dev\\n'"),
+    ],
+)
 def test_every_bad_value_is_a_configuration_error_naming_variable_and_value(override, variable, value):
     with pytest.raises(ConfigurationError) as excinfo:
         from_environment(BASE | override)
@@ -96,13 +107,18 @@ def test_run_command_rate_controls_take_counts_and_percentages():
 
 def test_every_resource_tag_set_names_environment_deployment_and_commit():
     tags = naming.tags("dev", "exec-1", "abc", "vpc")
-    assert {tags[naming.TAG_ENVIRONMENT], tags[naming.TAG_DEPLOYMENT], tags[naming.TAG_COMMIT]} == {"dev", "exec-1", "abc"}
+    assert {tags[naming.TAG_ENVIRONMENT], tags[naming.TAG_DEPLOYMENT], tags[naming.TAG_COMMIT]} == {
+        "dev",
+        "exec-1",
+        "abc",
+    }
 
 
 def test_the_sibling_state_machine_is_in_the_same_account_and_region():
     deploy = "arn:aws-cn:states:cn-north-1:111122223333:stateMachine:slipway-prod-deploy"
     assert naming.sibling_state_machine(deploy, "prod", "teardown") == (
-        "arn:aws-cn:states:cn-north-1:111122223333:stateMachine:slipway-prod-teardown")
+        "arn:aws-cn:states:cn-north-1:111122223333:stateMachine:slipway-prod-teardown"
+    )
     with pytest.raises(ValueError, match="not a state machine ARN"):
         naming.sibling_state_machine("arn:aws:states:us-east-1:1:execution:x:y", "prod", "deploy")
 
@@ -110,6 +126,6 @@ def test_the_sibling_state_machine_is_in_the_same_account_and_region():
 def test_the_commit_status_links_to_the_execution_in_its_region():
     arn = "arn:aws:states:eu-west-1:111122223333:execution:slipway-dev-deploy:abc"
     assert naming.execution_console_url(arn) == (
-        "https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1"
-        "#/v2/executions/details/" + arn)
+        "https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/" + arn
+    )
     assert naming.status_context("prod") == "slipway/prod"

@@ -67,7 +67,11 @@ def test_a_shape_check_names_what_is_missing_extra_or_of_the_wrong_type():
     good = {"new": ["i-1"], "current": ["i-1"], "old": []}
     assert state.conforms(state.Nodes, good) == []
     assert state.conforms(state.Nodes, {"new": ["i-1"], "current": "i-1", "extra": 1}) == [
-        "$.old: missing", "$.extra: not declared in Nodes", "$.current: expected a list, got str"]
+        "$.old: missing",
+        "$.extra: not declared in Nodes",
+        "$.current: expected a list, got str",
+    ]
     assert state.conforms(state.Image, {"ami_id": None}) == []
     assert state.conforms(state.Readiness, {"ready": True, "attempts": True, "online": 1, "wanted": 1}) == [
-        "$.attempts: expected int, got bool"]
+        "$.attempts: expected int, got bool"
+    ]

@@ -19,7 +19,10 @@ def tasks(definition):
 def test_render_fills_placeholders_and_leaves_context_paths_alone():
     text = '{"a": "${FooFunctionArn}", "b.$": "$$.Execution.Name", "c.$": "$.x"}'
     assert json.loads(statemachines.render(text, {"FooFunctionArn": "arn:1"})) == {
-        "a": "arn:1", "b.$": "$$.Execution.Name", "c.$": "$.x"}
+        "a": "arn:1",
+        "b.$": "$$.Execution.Name",
+        "c.$": "$.x",
+    }
 
 
 def test_render_refuses_a_missing_substitution():
@@ -38,14 +41,24 @@ def test_every_placeholder_names_a_function_of_the_app(name):
 # guide ("Handle Lambda service exceptions") names. Lambda.ClientExecutionTimeoutException is left
 # out on purpose: the invoke timed out on the caller's side, so the function may still be running,
 # and a retry would run a step alongside itself; the Catch ends the run instead.
-LAMBDA_SERVICE_ERRORS = ("Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
-                         "Lambda.TooManyRequestsException")
+LAMBDA_SERVICE_ERRORS = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+)
 
 # The one Retry block of every Task: Lambda's transient service errors and chalicelib's TransientError
 # (an AWS or GitHub fault worth trying again); every other error is final and goes to the Catch.
 # ASL cannot share a block, so each Task carries this JSON as it is.
-TRANSIENT_RETRY = [{"ErrorEquals": [*LAMBDA_SERVICE_ERRORS, "TransientError"],
-                    "IntervalSeconds": 2, "MaxAttempts": 4, "BackoffRate": 2.0}]
+TRANSIENT_RETRY = [
+    {
+        "ErrorEquals": [*LAMBDA_SERVICE_ERRORS, "TransientError"],
+        "IntervalSeconds": 2,
+        "MaxAttempts": 4,
+        "BackoffRate": 2.0,
+    }
+]
 RETRY = {"deploy": TRANSIENT_RETRY, "teardown": TRANSIENT_RETRY}
 
 # Tasks whose Retry differs from their machine's, by state name, with the reason. None so far: every
@@ -74,9 +87,13 @@ def test_the_retry_block_retries_every_transient_error_and_nothing_final(name):
     from chalicelib import errors
 
     [retrier] = RETRY[name]
-    assert retrier["ErrorEquals"] == ["Lambda.ServiceException", "Lambda.AWSLambdaException",
-                                      "Lambda.SdkClientException", "Lambda.TooManyRequestsException",
-                                      "TransientError"]
+    assert retrier["ErrorEquals"] == [
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+        "TransientError",
+    ]
     ours = [e for e in retrier["ErrorEquals"] if not e.startswith("Lambda.")]
     # The names our Python raises are class names in chalicelib.errors (a typo would never match),
     # and only TransientError among them is worth retrying: BakeFailed, NodesUnhealthy... are final.
@@ -86,8 +103,9 @@ def test_the_retry_block_retries_every_transient_error_and_nothing_final(name):
     assert retrier["BackoffRate"] >= 1.0
     assert 1 <= retrier["MaxAttempts"] <= 10
     # Bounded: a step that keeps failing reaches its Catch within a minute of waits (2+4+8+16 s).
-    waits = sum(retrier["IntervalSeconds"] * retrier["BackoffRate"] ** attempt
-                for attempt in range(retrier["MaxAttempts"]))
+    waits = sum(
+        retrier["IntervalSeconds"] * retrier["BackoffRate"] ** attempt for attempt in range(retrier["MaxAttempts"])
+    )
     assert waits <= 60, waits
 
 
@@ -115,8 +133,9 @@ def test_an_error_handler_keeps_the_error_that_started_it(name):
     # The Fail states report $.error: a Task that runs only after a Catch (the undo, the report)
     # puts its own error elsewhere, so the first error is the one the run ends with.
     definition = machine(name)
-    handlers = set().union(*(_reachable(definition, c["Next"]) for s in tasks(definition).values()
-                             for c in s.get("Catch", [])))
+    handlers = set().union(
+        *(_reachable(definition, c["Next"]) for s in tasks(definition).values() for c in s.get("Catch", []))
+    )
     for state_name in handlers & set(tasks(definition)):
         for catch in definition["States"][state_name]["Catch"]:
             assert catch["ResultPath"] not in ("$", "$.error"), state_name
@@ -160,13 +179,20 @@ def test_every_deployment_ends_by_telling_github():
     states = definition["States"]
     terminal = {n for n, s in states.items() if s["Type"] in ("Succeed", "Fail")}
     for name, state in states.items():
-        targets = [state.get("Next"), state.get("Default")] + [c["Next"] for c in state.get("Choices", [])] \
+        targets = (
+            [state.get("Next"), state.get("Default")]
+            + [c["Next"] for c in state.get("Choices", [])]
             + [c["Next"] for c in state.get("Catch", [])]
+        )
         if set(targets) & terminal:
             assert state.get("Resource") == REPORT, f"{name} ends the run without telling GitHub"
     reports = {n: s["Parameters"]["outcome"] for n, s in states.items() if s.get("Resource") == REPORT}
     assert {states[states[n]["Next"]]["Type"] + ":" + o for n, o in reports.items()} == {
-        "Succeed:success", "Succeed:superseded", "Fail:failure", "Fail:error"}
+        "Succeed:success",
+        "Succeed:superseded",
+        "Fail:failure",
+        "Fail:error",
+    }
 
 
 def _reachable(definition, start):

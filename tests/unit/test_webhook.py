@@ -17,19 +17,22 @@ def test_githubs_documented_vector_is_accepted():
     assert webhook.signature_valid([GITHUB_SECRET], GITHUB_BODY, GITHUB_SIGNATURE)
 
 
-@pytest.mark.parametrize("header", [
-    None,
-    "",
-    "sha256=",
-    "sha1=" + "0" * 40,
-    GITHUB_SIGNATURE[:-1],
-    GITHUB_SIGNATURE + "0",
-    GITHUB_SIGNATURE.upper(),
-    "sha256=" + "g" * 64,
-    "sha256=" + "é" * 64,
-    "sha256=" + "0" * 64,
-    "SHA256=" + GITHUB_SIGNATURE[7:],
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "sha256=",
+        "sha1=" + "0" * 40,
+        GITHUB_SIGNATURE[:-1],
+        GITHUB_SIGNATURE + "0",
+        GITHUB_SIGNATURE.upper(),
+        "sha256=" + "g" * 64,
+        "sha256=" + "é" * 64,
+        "sha256=" + "0" * 64,
+        "SHA256=" + GITHUB_SIGNATURE[7:],
+    ],
+)
 def test_malformed_or_wrong_signatures_are_rejected(header):
     assert not webhook.signature_valid([GITHUB_SECRET], GITHUB_BODY, header)
 
@@ -55,24 +58,29 @@ BEFORE = "0" * 40
 
 def test_push_to_main_becomes_a_deploy_request_with_only_what_the_pipeline_needs():
     decision = webhook.decide("push", "delivery-1", _push(), MAIN)
-    assert decision == webhook.DeployRequest("delivery-1", "octo/app", "refs/heads/main", BEFORE,
-                                             COMMIT, "mona")
+    assert decision == webhook.DeployRequest("delivery-1", "octo/app", "refs/heads/main", BEFORE, COMMIT, "mona")
     assert decision.execution_input() == {
-        "repository": "octo/app", "ref": "refs/heads/main", "commit": COMMIT,
-        "pusher": "mona", "delivery_id": "delivery-1",
+        "repository": "octo/app",
+        "ref": "refs/heads/main",
+        "commit": COMMIT,
+        "pusher": "mona",
+        "delivery_id": "delivery-1",
     }
 
 
-@pytest.mark.parametrize("ref,rules,deployed", [
-    ("refs/heads/main", MAIN, True),
-    ("refs/heads/release/1.2", webhook.Rules(branches=("release/*",)), True),
-    ("refs/heads/feature", MAIN, False),
-    ("refs/tags/v1.0", webhook.Rules(branches=("main", "*")), False),
-    ("refs/tags/v1.0", webhook.Rules(branches=("main",), tags=("v*",)), True),
-    ("refs/tags/nightly", webhook.Rules(branches=("main",), tags=("v*",)), False),
-    ("refs/heads/mainline", MAIN, False),
-    ("refs/remotes/origin/main", MAIN, False),
-])
+@pytest.mark.parametrize(
+    "ref,rules,deployed",
+    [
+        ("refs/heads/main", MAIN, True),
+        ("refs/heads/release/1.2", webhook.Rules(branches=("release/*",)), True),
+        ("refs/heads/feature", MAIN, False),
+        ("refs/tags/v1.0", webhook.Rules(branches=("main", "*")), False),
+        ("refs/tags/v1.0", webhook.Rules(branches=("main",), tags=("v*",)), True),
+        ("refs/tags/nightly", webhook.Rules(branches=("main",), tags=("v*",)), False),
+        ("refs/heads/mainline", MAIN, False),
+        ("refs/remotes/origin/main", MAIN, False),
+    ],
+)
 def test_only_configured_branches_and_tags_deploy(ref, rules, deployed):
     decision = webhook.decide("push", "d", _push(ref=ref), rules)
     assert isinstance(decision, webhook.DeployRequest) is deployed
@@ -94,7 +102,8 @@ def test_forced_push_deploys_after():
 def test_repository_outside_the_allow_list_is_forbidden():
     rules = webhook.Rules(branches=("main",), repositories=("octo/other",))
     assert webhook.decide("push", "d", _push(), rules) == webhook.Refuse(
-        403, "repository octo/app is not allowed to deploy here")
+        403, "repository octo/app is not allowed to deploy here"
+    )
     allowed = webhook.Rules(branches=("main",), repositories=("octo/app",))
     assert isinstance(webhook.decide("push", "d", _push(), allowed), webhook.DeployRequest)
 
@@ -124,14 +133,16 @@ def test_other_events_are_ignored_with_a_reason():
     assert decision == webhook.Ignore("event 'issues' is not deployed", "event")
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[]", b"\xff\xfe", _push(after="xyz"),
-                                  _push(repository="nope"), _push(ref=None)])
+@pytest.mark.parametrize(
+    "body", [b"not json", b"[]", b"\xff\xfe", _push(after="xyz"), _push(repository="nope"), _push(ref=None)]
+)
 def test_unusable_push_bodies_are_refused_with_400(body):
     decision = webhook.decide("push", "d", body, MAIN)
     assert isinstance(decision, webhook.Refuse) and decision.status == 400
 
 
 # --- hostile but correctly signed bodies (issue 16) ------------------------------------------
+
 
 def _nested(depth: int, kind: str) -> bytes:
     if kind == "array":
@@ -156,14 +167,18 @@ def test_a_body_nested_about_as_deep_as_the_recursion_limit_is_a_400_either_way(
     # either way the answer is a 400 (not an object, or no push in it).
     decision = webhook.decide("push", "d", _nested(depth, kind), MAIN)
     assert isinstance(decision, webhook.Refuse) and decision.status == 400
-    assert decision.reason in ("body is nested too deeply to be a GitHub event", "body is not a JSON object",
-                               "push payload lacks ref, after or repository")
+    assert decision.reason in (
+        "body is nested too deeply to be a GitHub event",
+        "body is not a JSON object",
+        "push payload lacks ref, after or repository",
+    )
 
 
 def test_a_push_carrying_a_deeply_nested_field_is_refused_with_400():
     body = b'{"padding":' + _nested(100_000, "array") + b"," + _push()[1:]
     assert webhook.decide("push", "d", body, MAIN) == webhook.Refuse(
-        400, "body is nested too deeply to be a GitHub event")
+        400, "body is nested too deeply to be a GitHub event"
+    )
 
 
 def test_a_ping_nested_too_deeply_is_refused_too():
@@ -179,15 +194,18 @@ def _push_with(**repository_and_pusher) -> bytes:
     return json.dumps(payload).encode()
 
 
-@pytest.mark.parametrize("full_name,problem", [
-    ("a-b/c;rm -rf ~", "name must be 1-100 letters, digits, '.', '-' or '_', and not '.' or '..'"),
-    ("octo/" + "r" * 101, "name must be 1-100 letters"),
-    ("o" * 40 + "/app", "owner must be 1-39 letters, digits or single hyphens"),
-    ("-octo/app", "owner must be 1-39 letters, digits or single hyphens"),
-    ("octo/..", "not '.' or '..'"),
-    ("octo", "must be 'owner/name'"),
-    ("octo/app\n", "name must be 1-100 letters"),
-])
+@pytest.mark.parametrize(
+    "full_name,problem",
+    [
+        ("a-b/c;rm -rf ~", "name must be 1-100 letters, digits, '.', '-' or '_', and not '.' or '..'"),
+        ("octo/" + "r" * 101, "name must be 1-100 letters"),
+        ("o" * 40 + "/app", "owner must be 1-39 letters, digits or single hyphens"),
+        ("-octo/app", "owner must be 1-39 letters, digits or single hyphens"),
+        ("octo/..", "not '.' or '..'"),
+        ("octo", "must be 'owner/name'"),
+        ("octo/app\n", "name must be 1-100 letters"),
+    ],
+)
 def test_a_push_whose_full_name_github_never_allows_is_refused_naming_the_field(full_name, problem):
     # Given a signed push whose repository.full_name GitHub would not allow
     # When it is decided on
@@ -212,13 +230,16 @@ def test_an_overlong_pusher_is_cut_not_refused():
     assert len(json.dumps(decision.execution_input())) < 1024
 
 
-@pytest.mark.parametrize("ref,problem", [
-    ("refs/heads/" + "m" * 100_000, "ref is longer than 266 bytes"),
-    ("refs/heads/main\n", "ref has a character or sequence git refuses"),
-    ("refs/heads/a..b", "ref has a character or sequence git refuses"),
-    ("refs/heads/.main", "ref has a component starting with '.'"),
-    ("main", "ref must start with refs/"),
-])
+@pytest.mark.parametrize(
+    "ref,problem",
+    [
+        ("refs/heads/" + "m" * 100_000, "ref is longer than 266 bytes"),
+        ("refs/heads/main\n", "ref has a character or sequence git refuses"),
+        ("refs/heads/a..b", "ref has a character or sequence git refuses"),
+        ("refs/heads/.main", "ref has a component starting with '.'"),
+        ("main", "ref must start with refs/"),
+    ],
+)
 def test_a_malformed_ref_is_refused_with_400_not_ignored(ref, problem):
     decision = webhook.decide("push", "d", _push(ref=ref), webhook.Rules(branches=("*",)))
     assert isinstance(decision, webhook.Refuse) and decision.status == 400
@@ -227,7 +248,8 @@ def test_a_malformed_ref_is_refused_with_400_not_ignored(ref, problem):
 
 def test_an_after_with_a_trailing_newline_is_not_a_commit_id():
     assert webhook.decide("push", "d", _push(after=COMMIT + "\n"), MAIN) == webhook.Refuse(
-        400, "'after' is not a commit id")
+        400, "'after' is not a commit id"
+    )
 
 
 @pytest.mark.parametrize("delivery", ["x" * 65, "///", "😀", "\t"])
@@ -249,8 +271,7 @@ def test_a_deploy_request_built_with_an_invalid_field_has_no_execution_input():
 @pytest.mark.parametrize("before", ["\ud800", "x" * 100_000, "", "g" * 40, 0, []])
 def test_a_before_that_is_not_a_commit_id_is_refused(before):
     # `before` names the execution: a lone surrogate in it could not even be hashed.
-    assert webhook.decide("push", "d", _push(before=before), MAIN) == webhook.Refuse(
-        400, "'before' is not a commit id")
+    assert webhook.decide("push", "d", _push(before=before), MAIN) == webhook.Refuse(400, "'before' is not a commit id")
 
 
 def test_a_push_without_before_still_deploys():
