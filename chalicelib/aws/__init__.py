@@ -47,8 +47,9 @@ form_swarm (ssm.get_secure with just_put=True): GetParameter of the join tokens 
     just put after this run's swarm init -> ParameterNotFound.
 
 Where not found means the configuration is wrong, the adapter says which setting: StartBuild on a
-missing project (codebuild.start: SLIPWAY_BAKE_PROJECT), a bake bucket that does not exist (s3:
-SLIPWAY_BAKE_BUCKET), a parameter a setting names that is not there (ssm.get_configured).
+missing project (codebuild.start: SLIPWAY_BAKE_PROJECT) and a bake bucket that does not exist (s3:
+SLIPWAY_BAKE_BUCKET). A GitHub token parameter that is not there turns commit statuses off, as no
+token does (steps/report.py says which).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import naming
 from chalicelib.aws import Client, error_code, just_created
-from chalicelib.errors import ConfigurationError, TransientError
+from chalicelib.errors import TransientError
 
 SHELL_DOCUMENT = "AWS-RunShellScript"
 # Statuses after which an invocation will not change any more.
@@ -128,17 +128,6 @@ def get_secure(ssm: Client, name: str, *, just_put: bool = False) -> str | None:
     value = _read(ssm, name)
     if value is None and just_put:
         raise TransientError(f"not visible yet, just after its put: parameter {name} (ParameterNotFound)")
-    return value
-
-
-def get_configured(ssm: Client, name: str, setting: str) -> str:
-    """The SecureString that the setting `setting` names: not there is a ConfigurationError."""
-    value = _read(ssm, name)
-    if value is None:
-        raise ConfigurationError(
-            f"{setting} names SSM parameter {name!r}, which does not exist "
-            "(create it as a SecureString, or unset the setting)"
-        )
     return value
 
 

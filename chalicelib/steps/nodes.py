@@ -56,7 +56,7 @@ def check_nodes(event: DeployRun) -> Readiness:
     settings = get_settings()
     wanted = event["nodes"]["current"]
     readiness = event.get("readiness")
-    attempts = (readiness["attempts"] if readiness else 0) + 1
+    attempts = (readiness.get("attempts", 0) if readiness else 0) + 1
     nodes = ec2.list_nodes(
         aws.client("ec2"), deployment["environment"], instance_ids=wanted, states=["pending", "running"]
     )

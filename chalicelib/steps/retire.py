@@ -57,11 +57,14 @@ def terminate_old_nodes(event: DeployRun) -> Retire:
     say it has not: the state machine waits and asks again)."""
     deployment = deployment_of(event)
     retire = event["retire"]
-    results = finished(retire["command_id"] or "", retire.get("targets") or [])
+    command_id, targets = retire["command_id"], retire.get("targets")
+    if not (command_id and targets):
+        raise SwarmFailed("no retire command to check: 'Any old nodes?' lets only a sent one through")
+    results = finished(command_id, targets)
     if results is None:
         waiting: Retire = {**retire, "done": False}
         return waiting
-    error = failure(retire.get("what") or "retire", results)
+    error = failure(retire.get("what", "retire"), results)
     output = "\n".join(r.output for r in results)
     # Surplus managers the command made workers: the tag tells later deployments who can take joins.
     became_workers = plans.demoted(output)
@@ -72,7 +75,7 @@ def terminate_old_nodes(event: DeployRun) -> Retire:
         # Nodes already out of the swarm go all the same: left running with their manager tag,
         # a later deployment could try to join or promote through them.
         left = plans.left_swarm(output)
-        gone = [i for i, host in (retire.get("hostnames") or {}).items() if host in left]
+        gone = [i for i, host in retire.get("hostnames", {}).items() if host in left]
         ec2.terminate(aws.client("ec2"), gone)
         logger.error("retire failed half-way", extra={"terminated": gone})
         raise error

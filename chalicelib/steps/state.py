@@ -7,8 +7,9 @@ step returns is the shape the next one reads, a step is annotated with the shape
 the ASL files to it (every ResultPath declared, each written by the step that returns its shape),
 and the pipeline tests check every answer a run produced against it (`conforms`).
 
-A TypedDict is built by calling it (`Queue(clear=..., ...)`): that is the one way a step builds
-its answer, so mypy names a missing or misspelt key.
+A step builds its answer by calling the TypedDict (`Queue(clear=..., ...)`), or, to change one key
+of what it was given, as a literal annotated with it (`pending: Health = {**health, ...}`): either
+way mypy names a missing or misspelt key.
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired[...] only from real

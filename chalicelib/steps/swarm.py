@@ -50,8 +50,8 @@ def form_swarm(event: DeployRun) -> Swarm:
     deployment = deployment_of(event)
     settings = get_settings()
     swarm = event.get("swarm")
-    joined = list(swarm["joined"]) if swarm else []
-    new_managers = list(swarm["managers"]) if swarm else []
+    joined = list(swarm.get("joined", [])) if swarm else []
+    new_managers = list(swarm.get("managers", [])) if swarm else []
     initialised = bool(swarm and swarm.get("initialised"))
     environment = deployment["environment"]
     nodes = event["nodes"]
@@ -98,8 +98,13 @@ def form_swarm(event: DeployRun) -> Swarm:
             role=None,
             initialised=initialised,
         )
-    token = tokens.get(step.role) or ""
-    commands = plans.init_script() if step.action == "init" else plans.join_script(token, *step.managers)
+    if step.action == "init":
+        commands = plans.init_script()
+    else:
+        token = tokens[step.role]
+        if not token:  # plan_swarm joins only when both tokens are known
+            raise SwarmFailed(f"no {step.role} join token to join with")
+        commands = plans.join_script(token, *step.managers)
     command_id = ssm.run_shell(
         aws.client("ssm"),
         commands=commands,
@@ -145,11 +150,13 @@ def check_swarm(event: DeployRun) -> Swarm:
                 token,
                 tags_for(deployment, "swarm-token"),
             )
-    role = swarm["role"] or "worker"
+    joined_as = swarm["role"]
+    if joined_as is None:
+        raise SwarmFailed("the swarm command names no role for its targets")
     # The role on the instance tells later deployments which nodes can take joins.
-    ec2.tag_swarm_role(aws.client("ec2"), swarm["targets"], role)
+    ec2.tag_swarm_role(aws.client("ec2"), swarm["targets"], joined_as)
     joined = swarm["joined"] + swarm["targets"]
-    managers = swarm["managers"] + (swarm["targets"] if role == "manager" else [])
+    managers = swarm["managers"] + (swarm["targets"] if joined_as == "manager" else [])
     return swarm_state(
         action=swarm["action"],
         joined=joined,
@@ -193,9 +200,12 @@ def check_command(event: CheckCommandInput) -> Command:
     CommandFailed if it failed anywhere."""
     deployment_of(event)
     command = event["command"]
-    results = finished(command["command_id"] or "", command.get("targets") or [])
+    command_id, targets, what = command["command_id"], command.get("targets"), command.get("what")
+    if not (command_id and targets and what):
+        raise SwarmFailed(f"no command to check: {command!r}; the Choice before this lets only a sent one through")
+    results = finished(command_id, targets)
     if results is not None:
-        error = failure(command.get("what") or "command", results)
+        error = failure(what, results)
         if error:
             raise error
     answer: Command = {**command, "done": results is not None}

@@ -254,13 +254,6 @@ def test_a_parameter_just_put_but_not_found_is_transient_otherwise_absent(ssm):
     assert ssm_adapter.get_secure(ssm, "/slipway/dev/swarm/manager-token", just_put=True) == "m"
 
 
-def test_a_parameter_a_setting_names_that_is_missing_is_a_configuration_error(ssm):
-    with pytest.raises(ConfigurationError, match="SLIPWAY_GITHUB_TOKEN_PARAMETER.*/slipway/dev/github-token"):
-        ssm_adapter.get_configured(ssm, "/slipway/dev/github-token", "SLIPWAY_GITHUB_TOKEN_PARAMETER")
-    ssm.put_parameter(Name="/slipway/dev/github-token", Value="ghp", Type="SecureString")
-    assert ssm_adapter.get_configured(ssm, "/slipway/dev/github-token", "SLIPWAY_GITHUB_TOKEN_PARAMETER") == "ghp"
-
-
 # --- CodeBuild and S3 --------------------------------------------------------------------------
 
 
