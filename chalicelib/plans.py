@@ -1,19 +1,21 @@
 """Pure decisions of the pipeline, as frozen dataclasses and plain functions tested by equality.
 
-Nothing here calls AWS: steps.py gathers the facts, asks these functions, and executes the answer.
+Nothing here calls AWS: the steps (chalicelib/steps/) gather the facts, asks these functions, and executes the answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import re
 import shlex
 import zipfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from chalicelib.errors import InvalidInput
 
@@ -75,15 +77,46 @@ class NodePlan:
 UP = ("pending", "running")
 
 
-def plan_nodes(nodes, image_id: str, desired: int, deployment: str = "") -> NodePlan:
+class NodeFacts(Protocol):
+    """What the plans read of a node (chalicelib.aws.ec2.Node has it; plans import no adapter)."""
+
+    @property
+    def instance_id(self) -> str: ...
+    @property
+    def image_id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def deployment(self) -> str: ...
+    @property
+    def swarm_role(self) -> str: ...
+
+
+class CommandResult(Protocol):
+    """What the plans read of one node's SSM command result (chalicelib.aws.ssm.Invocation)."""
+
+    @property
+    def instance_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def response_code(self) -> int: ...
+    @property
+    def output(self) -> str: ...
+
+
+def plan_nodes(nodes: Sequence[NodeFacts], image_id: str, desired: int, deployment: str = "") -> NodePlan:
     """Keep up to `desired` nodes that are up, run the image and are in the swarm (or are this
     deployment's own, launched by an earlier attempt of its step), launch the shortfall, mark the
     rest for retirement: another image, stopped, more than `desired`, or launched by a run that
     ended before they joined (stopped from the console, timed out), which would fail the health
     gate for ever. Scaling down keeps managers before workers (a worker leaves without touching the
     Raft quorum), otherwise the earliest listed."""
-    up = [n for n in nodes if n.image_id == image_id and n.state in UP
-          and (n.swarm_role or (deployment and n.deployment == deployment))]
+    up = [
+        n
+        for n in nodes
+        if n.image_id == image_id and n.state in UP and (n.swarm_role or (deployment and n.deployment == deployment))
+    ]
     keep = {n.instance_id for n in sorted(up, key=lambda n: n.swarm_role != "manager")[:desired]}
     current = tuple(n.instance_id for n in up if n.instance_id in keep)
     old = tuple(n.instance_id for n in nodes if n.instance_id not in keep)
@@ -116,9 +149,15 @@ def managers_wanted(node_count: int) -> int:
     return 1 if node_count < 3 else 3 if node_count < 10 else 5
 
 
-def plan_swarm(new: list[str], joined: list[str], new_managers: list[str],
-               manager_addresses: list[str], tokens_known: bool, node_count: int,
-               established: bool) -> SwarmStep:
+def plan_swarm(
+    new: list[str],
+    joined: list[str],
+    new_managers: list[str],
+    manager_addresses: list[str],
+    tokens_known: bool,
+    node_count: int,
+    established: bool,
+) -> SwarmStep:
     """Next swarm step for this deployment's new nodes.
 
     `manager_addresses` are private addresses of managers already in the swarm (nodes that were
@@ -144,14 +183,36 @@ def plan_promotion(current: list[str], roles: dict[str, str], node_count: int) -
     """Which of the nodes that stay (`current`, new ones first) to promote so that, once the old
     nodes are gone, the swarm has `managers_wanted` managers. `roles` maps id to swarm role."""
     need = managers_wanted(node_count) - sum(1 for i in current if roles.get(i) == "manager")
-    return tuple(i for i in current if roles.get(i) != "manager")[:max(0, need)]
+    return tuple(i for i in current if roles.get(i) != "manager")[: max(0, need)]
+
+
+# --- the scripts sent to the nodes -------------------------------------------------------------
+# Every script's first line is the marker of its kind: a shell comment, so a node runs it as a
+# no-op, and what the emulated nodes (slipway/nodes.py) dispatch on, never the script's wording.
+# (The teardown's leave is a retire script.) The prune's EventBridge rule in app.py matches its
+# `docker system prune` line by prefix: EventBridge tries a pattern on each element of an array.
+MARKER_PREFIX = "# slipway:"
+MARKERS: dict[str, str] = {
+    kind: MARKER_PREFIX + kind
+    for kind in ("swarm-init", "swarm-join", "health", "node-list", "promote", "retire", "prune")
+}
+
+
+def command_kind(commands: list[str]) -> str | None:
+    """The kind (a key of MARKERS) the marker on a script's first line names; None when the
+    first line is no known marker."""
+    first = commands[0].split("\n", 1)[0].strip() if commands else ""
+    kind = first.removeprefix(MARKER_PREFIX)
+    return kind if first.startswith(MARKER_PREFIX) and kind in MARKERS else None
 
 
 def init_script() -> list[str]:
     return [
+        MARKERS["swarm-init"],
         "set -eu",
         "state=$(docker info --format '{{.Swarm.LocalNodeState}}')",
-        'if [ "$state" != active ]; then docker swarm init --advertise-addr "$(hostname -I | cut -d" " -f1)" >/dev/null; fi',
+        'if [ "$state" != active ]; then '
+        'docker swarm init --advertise-addr "$(hostname -I | cut -d" " -f1)" >/dev/null; fi',
         'echo "manager_token=$(docker swarm join-token -q manager)"',
         'echo "worker_token=$(docker swarm join-token -q worker)"',
     ]
@@ -167,6 +228,7 @@ def join_script(token: str, *manager_addresses: str) -> list[str]:
     again after a lost answer) is waited for, not repeated (Docker would refuse it)."""
     addresses = " ".join(shlex.quote(a + ":2377") for a in manager_addresses)
     return [
+        MARKERS["swarm-join"],
         "set -eu",
         f"state=$({_STATE})",
         f'n=0; while [ "$state" = pending ] && [ $n -lt 60 ]; do sleep 1; n=$((n+1)); state=$({_STATE}); done',
@@ -184,12 +246,12 @@ def parse_tokens(output: str) -> dict[str, str]:
     return dict(_TOKEN_LINE.findall(output))
 
 
-HEALTH_SCRIPT = ["docker info --format '{{.Swarm.LocalNodeState}}'"]
+HEALTH_SCRIPT = [MARKERS["health"], _STATE]
 
 
-def health_verdict(invocations) -> dict[str, str]:
+def health_verdict(invocations: Iterable[CommandResult]) -> dict[str, str]:
     """Map of instance id to the reason it is unhealthy; empty when every node passed."""
-    problems = {}
+    problems: dict[str, str] = {}
     for inv in invocations:
         state = inv.output.strip()
         if inv.status != "Success":
@@ -216,18 +278,25 @@ AGAIN = [
 
 def promote_script(hostnames: list[str]) -> list[str]:
     """Run on a manager: make managers of nodes that passed the health gate."""
-    return ["set -eu", *AGAIN, "again docker node promote " + " ".join(shlex.quote(h) for h in hostnames)]
+    return [
+        MARKERS["promote"],
+        "set -eu",
+        *AGAIN,
+        "again docker node promote " + " ".join(shlex.quote(h) for h in hostnames),
+    ]
 
 
-NODE_LIST_SCRIPT = ["docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}'"]
+NODE_LIST_SCRIPT = [MARKERS["node-list"], "docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}'"]
 
 
-def swarm_view_verdict(invocation, hostnames: dict[str, str]) -> dict[str, str]:
+def swarm_view_verdict(invocation: CommandResult, hostnames: dict[str, str]) -> dict[str, str]:
     """Map of instance id to why the manager's `docker node ls` (NODE_LIST_SCRIPT) says the node
     cannot take work: not listed, or not Ready and Active. `hostnames` maps id to host name."""
     if invocation.status != "Success":
-        why = f"the manager {invocation.instance_id} could not list the swarm: {invocation.status}" \
-              f" (exit {invocation.response_code})"
+        why = (
+            f"the manager {invocation.instance_id} could not list the swarm: {invocation.status}"
+            f" (exit {invocation.response_code})"
+        )
         return dict.fromkeys(hostnames, why)
     listed: dict[str, list[str]] = {}
     for line in invocation.output.splitlines():
@@ -244,7 +313,7 @@ def swarm_view_verdict(invocation, hostnames: dict[str, str]) -> dict[str, str]:
     return problems
 
 
-def retire_script(hostnames: list[str], demote: list[str] = ()) -> list[str]:
+def retire_script(hostnames: Sequence[str], demote: Sequence[str] = ()) -> list[str]:
     """Run on a manager that stays: drain each node (its tasks move elsewhere), demote it if it is
     a manager (one at a time, so the managers keep their quorum), then remove it, before it is
     terminated. Only a node the swarm does not know ("No such node") is skipped; a leader election
@@ -252,24 +321,28 @@ def retire_script(hostnames: list[str], demote: list[str] = ()) -> list[str]:
     ("retired <host>" or "<host>: not in the swarm"), so a command that fails half-way says which
     nodes may be terminated all the same (`left_swarm`). Then the managers in `demote`, nodes that
     stay, become workers ("demoted <host>"): a smaller swarm wants fewer managers."""
-    return [
-        "set -eu",
-        *AGAIN,
-        "retire() {",
-        "  set +e; role=$(again docker node inspect --format '{{.Spec.Role}}' \"$1\"); rc=$?; set -e",
-        '  if [ $rc = 3 ]; then echo "$1: not in the swarm"; return 0; fi',
-        "  if [ $rc != 0 ]; then return 1; fi",
-        '  again docker node update --availability drain "$1" >/dev/null',
-        '  if [ "$role" = manager ]; then again docker node demote "$1"; fi',
-        '  again docker node rm --force "$1" >/dev/null',
-        '  echo "retired $1"',
-        "}",
-        "demote_surplus() {",
-        '  again docker node demote "$1" >/dev/null',
-        '  echo "demoted $1"',
-        "}",
-    ] + [f"retire {shlex.quote(host)}" for host in hostnames] + [
-        f"demote_surplus {shlex.quote(host)}" for host in demote]
+    return (
+        [
+            MARKERS["retire"],
+            "set -eu",
+            *AGAIN,
+            "retire() {",
+            "  set +e; role=$(again docker node inspect --format '{{.Spec.Role}}' \"$1\"); rc=$?; set -e",
+            '  if [ $rc = 3 ]; then echo "$1: not in the swarm"; return 0; fi',
+            "  if [ $rc != 0 ]; then return 1; fi",
+            '  again docker node update --availability drain "$1" >/dev/null',
+            '  if [ "$role" = manager ]; then again docker node demote "$1"; fi',
+            '  again docker node rm --force "$1" >/dev/null',
+            '  echo "retired $1"',
+            "}",
+            "demote_surplus() {",
+            '  again docker node demote "$1" >/dev/null',
+            '  echo "demoted $1"',
+            "}",
+        ]
+        + [f"retire {shlex.quote(host)}" for host in hostnames]
+        + [f"demote_surplus {shlex.quote(host)}" for host in demote]
+    )
 
 
 def surplus_managers(managers: list[str], node_count: int, through: str) -> tuple[str, ...]:
@@ -277,7 +350,7 @@ def surplus_managers(managers: list[str], node_count: int, through: str) -> tupl
     from three nodes to two leaves two managers, where one would do and two double the chance of
     losing the quorum). Never `through`, the manager the command runs on; the last listed first."""
     surplus = len(managers) - managers_wanted(node_count)
-    return tuple(m for m in reversed(managers) if m != through)[:max(0, surplus)]
+    return tuple(m for m in reversed(managers) if m != through)[: max(0, surplus)]
 
 
 _DEMOTED = re.compile(r"^demoted (\S+)$", re.MULTILINE)
@@ -296,7 +369,7 @@ def left_swarm(output: str) -> set[str]:
     return {a or b for a, b in _LEFT.findall(output)}
 
 
-def images_to_remove(images: list[dict], in_use: set[str], keep: int) -> list[str]:
+def images_to_remove(images: list[dict[str, Any]], in_use: set[str], keep: int) -> list[str]:
     """Image ids beyond the newest `keep`, except those a live node runs."""
     newest_first = sorted(images, key=lambda i: i.get("CreationDate", ""), reverse=True)
     return [i["ImageId"] for i in newest_first[keep:] if i["ImageId"] not in in_use]
@@ -306,7 +379,7 @@ def prune_script(filter_expression: str, volumes: bool = False) -> list[str]:
     """Safe on a serving node: only stopped containers, unused networks, dangling images and build
     cache older than the filter. No --all: an image a stopped service task needs stays."""
     extra = " --volumes" if volumes else ""
-    return [f"docker system prune --force{extra} --filter {shlex.quote(filter_expression)}"]
+    return [MARKERS["prune"], f"docker system prune --force{extra} --filter {shlex.quote(filter_expression)}"]
 
 
 _RECLAIMED = re.compile(r"Total reclaimed space:\s*([0-9]+(?:\.[0-9]+)?)\s*([kKMGTP]?B)\b")
@@ -331,7 +404,7 @@ class NodePrune:
     error: str | None
 
 
-def prune_results(invocations) -> list[NodePrune]:
+def prune_results(invocations: Iterable[CommandResult]) -> list[NodePrune]:
     results = []
     for inv in invocations:
         ok = inv.status == "Success"
@@ -375,28 +448,25 @@ def status_state(outcome: str) -> str:
     return "error" if outcome in ("superseded", "stopped") else outcome
 
 
-def _reason(error: dict | None) -> str:
+def _reason(error: object) -> str:
     """`Error: message` from a state's caught error (a Lambda's Cause is a JSON object)."""
     if not isinstance(error, dict):
         return "unknown error"
     cause = str(error.get("Cause") or "")
-    try:
+    with contextlib.suppress(ValueError, AttributeError):  # not JSON, or not an object: as it is
         cause = str(json.loads(cause).get("errorMessage", cause))
-    except (ValueError, AttributeError):
-        pass
     name = str(error.get("Error") or "Error")
     first = cause.strip().splitlines()[0] if cause.strip() else ""
     return f"{name}: {first}" if first else name
 
 
-def status_description(outcome: str, environment: str, state: dict) -> str:
+def status_description(outcome: str, environment: str, state: Mapping[str, Any]) -> str:
     """What the commit status says, from the execution's state at its end."""
     if outcome == "pending":
         return f"Deploying to {environment}"
     if outcome == "stopped":
         how = "timed out" if state.get("status") == "TIMED_OUT" else "stopped"
-        return (f"Deploy to {environment} {how} before it ended: not deployed; the next "
-                "deployment cleans up after it")
+        return f"Deploy to {environment} {how} before it ended: not deployed; the next deployment cleans up after it"
     if outcome == "superseded":
         newer = (state.get("queue") or {}).get("superseded_by") or {}
         commit = str(newer.get("commit") or "")[:7] or "a newer run"
@@ -408,6 +478,8 @@ def status_description(outcome: str, environment: str, state: dict) -> str:
     if outcome == "error":
         return f"Deployed to {environment}; removing what it replaced failed ({_reason(state.get('error'))})"
     if state.get("undo_error"):
-        return (f"Deploy to {environment} failed ({_reason(state.get('error'))}) and so did its undo "
-                f"({_reason(state.get('undo_error'))}): see the execution")
+        return (
+            f"Deploy to {environment} failed ({_reason(state.get('error'))}) and so did its undo "
+            f"({_reason(state.get('undo_error'))}): see the execution"
+        )
     return f"Deploy to {environment} failed, the previous state stays: {_reason(state.get('error'))}"

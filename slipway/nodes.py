@@ -2,10 +2,14 @@
 
 moto's SendCommand reports Success and prints nothing, so a health gate could never fail and a
 swarm token could never be read. This small model answers Slipway's own scripts (init, join,
-health, promote, retire, prune) the way Docker does, and keeps what matters for a deployment to
-be judged: each node's swarm and role, and the Raft rule that a manager operation needs more
-than half of the managers up (a terminated or broken manager counts as down). It is a stand-in,
-not Docker: `slipway demo` says which parts were emulated.
+health, node list, promote, retire, prune) the way Docker does, and keeps what matters for a
+deployment to be judged: each node's swarm and role, and the Raft rule that a manager operation
+needs more than half of the managers up (a terminated or broken manager counts as down). It is a
+stand-in, not Docker: `slipway demo` says which parts were emulated.
+
+A script is recognised by the marker its first line carries (chalicelib/plans.py MARKERS), never
+by its wording; a script without a known marker raises UnknownScript, so whatever sent it fails
+saying so.
 """
 
 from __future__ import annotations
@@ -13,26 +17,44 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-_JOIN = re.compile(r"docker swarm join --token '?(SWMTKN-[A-Za-z0-9-]+)'?")
-_JOIN_THROUGH = re.compile(r"^for manager in (.+); do$", re.MULTILINE)
+from slipway import PROJECT_DIR
+
+if str(PROJECT_DIR) not in sys.path:  # chalicelib sits beside slipway, not installed with it
+    sys.path.insert(0, str(PROJECT_DIR))
+from chalicelib import plans
+
+_JOIN = re.compile(r"docker swarm join --token (\S+)")
+_JOIN_THROUGH = re.compile(r"^for manager in (.*); do$", re.MULTILINE)
 _PROMOTE = re.compile(r"^(?:again )?docker node promote (.+)$", re.MULTILINE)
 _RETIRE = re.compile(r"^retire (.+)$", re.MULTILINE)
 _DEMOTE = re.compile(r"^demote_surplus (.+)$", re.MULTILINE)
 
-NOT_A_MANAGER = ("Error response from daemon: This node is not a swarm manager. Worker nodes "
-                 "can't be used to view or modify cluster state.")
-NO_QUORUM = ("Error response from daemon: rpc error: code = Unknown desc = The swarm does not "
-             "have a leader. It's possible that too few managers are online. Make sure more than "
-             "half of the managers are online.")
+NOT_A_MANAGER = (
+    "Error response from daemon: This node is not a swarm manager. Worker nodes "
+    "can't be used to view or modify cluster state."
+)
+NO_QUORUM = (
+    "Error response from daemon: rpc error: code = Unknown desc = The swarm does not "
+    "have a leader. It's possible that too few managers are online. Make sure more than "
+    "half of the managers are online."
+)
+
+
+class UnknownScript(RuntimeError):
+    """A script the emulated nodes cannot answer: its first line is no marker of plans.MARKERS,
+    the marker's kind has no emulation here, or the script lacks what its kind must say. Raised,
+    not answered with a failed invocation, so the test or the Lambda that sent it fails naming it."""
 
 
 @dataclass(frozen=True)
 class Machine:
     """What EC2 knows of an instance: its host name, private address, and whether it runs."""
+
     hostname: str
     private_ip: str
     running: bool
@@ -68,6 +90,15 @@ class EmulatedNodes:
         self.broken: set[str] = set()  # instances whose dockerd "is stopped"
         self.reclaimable: dict[str, int] = {}  # bytes a prune would free, per instance
         self.history: list[tuple[str, str]] = []  # (instance id, first line of meaning)
+        self._answers: dict[str, Callable[[str, str], Result]] = {
+            "swarm-init": self._init,
+            "swarm-join": self._join,
+            "health": self._health,
+            "node-list": self._node_list,
+            "promote": self._promote,
+            "retire": self._retire,
+            "prune": self._prune,
+        }
 
     # --- what a test or the demo asks ------------------------------------------------------
 
@@ -88,36 +119,34 @@ class EmulatedNodes:
 
     # --- SSM's side ------------------------------------------------------------------------
 
-    def run(self, instance_id: str, commands: list[str], hostname: str = "") -> Result:
+    def run(self, instance_id: str, commands: list[str]) -> Result:
+        """What the instance answers to a Slipway script, chosen by the script's marker."""
+        answer = self._answers.get(plans.command_kind(commands) or "")
+        if answer is None:
+            raise UnknownScript(_unknown(instance_id, commands))
         script = "\n".join(commands)
         with self._lock:
             if instance_id in self.broken:
                 self.history.append((instance_id, "docker unavailable"))
-                return Result(1, stderr="Cannot connect to the Docker daemon at "
-                                        "unix:///var/run/docker.sock. Is the docker daemon running?")
-            if "docker swarm init" in script:
-                return self._init(instance_id)
-            if "docker swarm join" in script:
-                return self._join(instance_id, script)
-            if _PROMOTE.search(script):
-                return self._promote(instance_id, script)
-            if _RETIRE.search(script):
-                return self._retire(instance_id, script)
-            if "docker node ls" in script:
-                return self._node_list(instance_id)
-            if "docker system prune" in script:
-                return self._prune(instance_id)
-            if "LocalNodeState" in script:
-                self.history.append((instance_id, "docker info"))
-                return Result(0, self.state(instance_id) + "\n")
-            return Result(127, stderr=f"emulated node does not know how to run: {commands[:1]}")
+                return Result(
+                    1,
+                    stderr="Cannot connect to the Docker daemon at "
+                    "unix:///var/run/docker.sock. Is the docker daemon running?",
+                )
+            return answer(instance_id, script)
 
-    def _init(self, instance_id: str) -> Result:
+    def _health(self, instance_id: str, script: str) -> Result:
+        self.history.append((instance_id, "docker info"))
+        return Result(0, self.state(instance_id) + "\n")
+
+    def _init(self, instance_id: str, script: str) -> Result:
         swarm = self._swarm_of(instance_id)
         if swarm is None:
             cluster = secrets.token_hex(25)
-            swarm = Swarm(token=f"SWMTKN-1-{cluster}-{secrets.token_hex(12)}",
-                          worker_token=f"SWMTKN-1-{cluster}-{secrets.token_hex(12)}")
+            swarm = Swarm(
+                token=f"SWMTKN-1-{cluster}-{secrets.token_hex(12)}",
+                worker_token=f"SWMTKN-1-{cluster}-{secrets.token_hex(12)}",
+            )
             swarm.roles[instance_id] = "manager"
             self._swarms.append(swarm)
         self.history.append((instance_id, "docker swarm init"))
@@ -126,9 +155,9 @@ class EmulatedNodes:
     def _join(self, instance_id: str, script: str) -> Result:
         if self._swarm_of(instance_id):
             return Result(0)  # the script skips the join on an active node
-        match, through_line = _JOIN.search(script), _JOIN_THROUGH.search(script)
-        token = match.group(1) if match else None
-        addresses = [a.rsplit(":", 1)[0] for a in shlex.split(through_line.group(1))] if through_line else []
+        token = shlex.split(_needs(_JOIN, script, "swarm-join", "docker swarm join --token <token>"))[0]
+        through = _needs(_JOIN_THROUGH, script, "swarm-join", "for manager in <address:2377...>; do")
+        addresses = [a.rsplit(":", 1)[0] for a in shlex.split(through)]
         swarm = next((s for s in self._swarms if token in (s.token, s.worker_token)), None)
         if swarm is None:
             return Result(1, stderr="Error response from daemon: invalid join token")
@@ -137,17 +166,18 @@ class EmulatedNodes:
         for address in addresses:  # the script's loop: each manager in turn until one answers
             through = next((i for i, m in machines.items() if m.private_ip == address), None)
             if through is None or swarm.roles.get(through) != "manager" or not self._up(through, machines):
-                errors.append(f"Error response from daemon: Timeout was reached before node joined. "
-                              f"The attempt to join the swarm will continue in the background. "
-                              f"({address} is not a reachable manager)")
+                errors.append(
+                    f"Error response from daemon: Timeout was reached before node joined. "
+                    f"The attempt to join the swarm will continue in the background. "
+                    f"({address} is not a reachable manager)"
+                )
                 continue
             if not self._quorum(swarm, machines):
                 errors.append(NO_QUORUM)
                 continue
             swarm.roles[instance_id] = "manager" if token == swarm.token else "worker"
             self.history.append((instance_id, f"docker swarm join through {address}"))
-            return Result(0, f"This node joined a swarm as a {swarm.roles[instance_id]}.\n",
-                          "\n".join(errors))
+            return Result(0, f"This node joined a swarm as a {swarm.roles[instance_id]}.\n", "\n".join(errors))
         return Result(1, stderr="\n".join(errors) or "no manager to join through")
 
     def _managed(self, instance_id: str) -> tuple[Swarm | None, dict[str, Machine], Result | None]:
@@ -165,7 +195,7 @@ class EmulatedNodes:
         if error:
             return error
         out = []
-        for host in shlex.split(_PROMOTE.search(script).group(1)):
+        for host in shlex.split(_needs(_PROMOTE, script, "promote", "docker node promote <hosts>")):
             node = self._by_hostname(swarm, host, machines)
             if node is None:
                 return Result(1, "\n".join(out), f"Error response from daemon: node {host} not found")
@@ -186,9 +216,13 @@ class EmulatedNodes:
                 out.append(f"{host}: not in the swarm")
                 continue
             if node == instance_id:
-                return Result(1, "\n".join(out), "Error response from daemon: rpc error: code = "
-                                                 "FailedPrecondition desc = node is the manager "
-                                                 "this command runs on")
+                return Result(
+                    1,
+                    "\n".join(out),
+                    "Error response from daemon: rpc error: code = "
+                    "FailedPrecondition desc = node is the manager "
+                    "this command runs on",
+                )
             if not self._quorum(swarm, machines):
                 return Result(1, "\n".join(out), NO_QUORUM)
             swarm.drained.add(node)
@@ -217,22 +251,27 @@ class EmulatedNodes:
         """`docker node demote` on a manager: refused for the last one, and it needs the quorum
         of the managers left. The error Docker would print, or None."""
         if len(swarm.managers()) == 1:
-            return ("Error response from daemon: rpc error: code = FailedPrecondition desc = "
-                    "attempting to demote the last manager of the swarm")
+            return (
+                "Error response from daemon: rpc error: code = FailedPrecondition desc = "
+                "attempting to demote the last manager of the swarm"
+            )
         swarm.roles[node] = "worker"
         return None if self._quorum(swarm, machines) else NO_QUORUM
 
-    def _node_list(self, instance_id: str) -> Result:
+    def _node_list(self, instance_id: str, script: str) -> Result:
         swarm, machines, error = self._managed(instance_id)
         if error:
             return error
-        lines = [f"{machines[i].hostname if i in machines else i} "
-                 f"{'Ready' if self._up(i, machines) else 'Down'} "
-                 f"{'Drain' if i in swarm.drained else 'Active'}" for i in swarm.roles]
+        lines = [
+            f"{machines[i].hostname if i in machines else i} "
+            f"{'Ready' if self._up(i, machines) else 'Down'} "
+            f"{'Drain' if i in swarm.drained else 'Active'}"
+            for i in swarm.roles
+        ]
         self.history.append((instance_id, "docker node ls"))
         return Result(0, "".join(line + "\n" for line in lines))
 
-    def _prune(self, instance_id: str) -> Result:
+    def _prune(self, instance_id: str, script: str) -> Result:
         freed = self.reclaimable.pop(instance_id, 0)
         self.history.append((instance_id, "docker system prune"))
         return Result(0, f"Total reclaimed space: {_human(freed)}\n")
@@ -253,6 +292,32 @@ class EmulatedNodes:
 
     def _swarm_of(self, instance_id: str) -> Swarm | None:
         return next((s for s in self._swarms if instance_id in s.roles), None)
+
+
+def _unknown(instance_id: str, commands: list[str]) -> str:
+    """Why an emulated node refuses this script, naming the markers it knows."""
+    first = commands[0].split("\n", 1)[0].strip() if commands else ""
+    kind = plans.command_kind(commands)
+    if kind is not None:
+        return (
+            f"emulated node {instance_id}: no emulation of {plans.MARKERS[kind]!r} scripts; "
+            f"slipway/nodes.py must answer every kind of plans.MARKERS"
+        )
+    what = "an unknown marker" if first.startswith(plans.MARKER_PREFIX) else "no Slipway marker"
+    return (
+        f"emulated node {instance_id} cannot run a script with {what}: its first line must be "
+        f"one of plans.MARKERS ({', '.join(plans.MARKERS.values())}), not {first!r}"
+    )
+
+
+def _needs(pattern: re.Pattern[str], script: str, kind: str, line: str) -> str:
+    """The first group of `pattern` in a script of this kind, or UnknownScript naming the line."""
+    found = pattern.search(script)
+    if found is None:
+        raise UnknownScript(
+            f"a {plans.MARKERS[kind]!r} script without a '{line}' line: the emulated nodes cannot tell what it does"
+        )
+    return found.group(1)
 
 
 def _human(size: int) -> str:

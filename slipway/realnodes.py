@@ -39,8 +39,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from slipway import PROJECT_DIR
 from slipway.nodes import Result
@@ -61,9 +61,18 @@ _CONVERGED_MARK = ".slipway-converged"
 # What a node container needs so that a dockerd runs in it (and a swarm forms), without
 # --privileged. /sys/fs/cgroup from the host gives the inner dockerd a cgroup tree to use.
 NODE_RUN_OPTIONS = (
-    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "MKNOD",
-    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-    "-v", "/sys/fs/cgroup:/sys/fs/cgroup",
+    "--cap-add",
+    "SYS_ADMIN",
+    "--cap-add",
+    "NET_ADMIN",
+    "--cap-add",
+    "MKNOD",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+    "-v",
+    "/sys/fs/cgroup:/sys/fs/cgroup",
 )
 # A node container's PID 1 is docker-init (--init), then `sleep`: the container outlives its
 # dockerd, so a test may stop dockerd and the node answers "Cannot connect to the Docker
@@ -89,13 +98,19 @@ class NodeError(RuntimeError):
 
 # --- the docker CLI ----------------------------------------------------------------------------
 
-def _docker(*args: str, check: bool = True, timeout: float | None = 120, input: str | None = None,
-            ) -> subprocess.CompletedProcess:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
-                            input=input)
+
+def _docker(
+    *args: str,
+    check: bool = True,
+    timeout: float | None = 120,
+    input: str | None = None,
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=input)
     if check and result.returncode != 0:
-        raise NodeError(f"docker {' '.join(args[:3])} failed (exit {result.returncode}): "
-                        f"{(result.stderr or result.stdout).strip()[-1500:]}")
+        raise NodeError(
+            f"docker {' '.join(args[:3])} failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-1500:]}"
+        )
     return result
 
 
@@ -109,8 +124,9 @@ def docker_available() -> str | None:
         if not shutil.which(tool):
             return f"{tool} is not installed (apt-get install {package})"
     try:
-        result = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                                capture_output=True, text=True, timeout=20)
+        result = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=20
+        )
     except subprocess.TimeoutExpired:
         return "dockerd is not answering (docker version timed out after 20s)"
     if result.returncode != 0 or not result.stdout.strip():
@@ -139,18 +155,33 @@ def bake_available() -> str | None:
 
 # --- the bake ----------------------------------------------------------------------------------
 
+
 def base_root(*, timeout: float = 900) -> Path:
-    """A Debian 12 root with python3 and systemd, built once with debootstrap and kept in .cache/."""
+    """A Debian 12 root with python3 and systemd, built once with debootstrap and kept in .cache/.
+    Processes that ask at once (the test suite's workers) wait for the one that builds it."""
     if (BASE_ROOT / "usr" / "bin" / "python3").exists():
         return BASE_ROOT
-    partial = BASE_ROOT.with_name(BASE_ROOT.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["debootstrap", "--variant=minbase", "--include=python3,systemd,systemd-sysv,ca-certificates",
-         "bookworm", str(partial), MIRROR],
-        check=True, capture_output=True, timeout=timeout)
-    partial.rename(BASE_ROOT)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f"{BASE_ROOT.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if (BASE_ROOT / "usr" / "bin" / "python3").exists():  # built while this one waited
+            return BASE_ROOT
+        partial = BASE_ROOT.with_name(BASE_ROOT.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,systemd,systemd-sysv,ca-certificates",
+                "bookworm",
+                str(partial),
+                MIRROR,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        partial.rename(BASE_ROOT)
     return BASE_ROOT
 
 
@@ -165,18 +196,33 @@ def prepare_chroot(root: Path) -> None:
 
 def converge_command(root: Path, playbook: Path = PLAYBOOK) -> list[str]:
     """ansible-playbook converging the swarm_node role on a root through the chroot connection."""
-    return [str(ANSIBLE_PLAYBOOK), "-i", f"{root},", "-c", "community.general.chroot", str(playbook),
-            "-e", "swarm_node_apply_runtime=false", "-e", "ansible_python_interpreter=/usr/bin/python3"]
+    return [
+        str(ANSIBLE_PLAYBOOK),
+        "-i",
+        f"{root},",
+        "-c",
+        "community.general.chroot",
+        str(playbook),
+        "-e",
+        "swarm_node_apply_runtime=false",
+        "-e",
+        "ansible_python_interpreter=/usr/bin/python3",
+    ]
 
 
 def converge(root: Path, *, timeout: float = 1200, playbook: Path = PLAYBOOK) -> subprocess.CompletedProcess:
-    return subprocess.run(converge_command(root, playbook), capture_output=True, text=True, timeout=timeout,
-                          env=os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+    return subprocess.run(
+        converge_command(root, playbook),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+    )
 
 
 def working_tree_tag(folders: tuple[str, ...] = ("ansible",)) -> str:
     """A content hash of the working tree's image folders (every file's path and bytes), for a
-    bake outside the pipeline (which tags with plans.image_content_hash of the commit)."""
+    bake outside the pipeline (which tags with plans.image_key of the commit's trees)."""
     digest = hashlib.sha256()
     for folder in folders:
         for path in sorted((PROJECT_DIR / folder).rglob("*")):
@@ -216,11 +262,14 @@ def converged_root(tag: str, *, log: Callable[[str], object] = print, playbook: 
     result = converge(partial, playbook=playbook)
     if result.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
-        raise NodeError("the swarm_node role failed on the node root:\n"
-                        + result.stdout[-4000:] + result.stderr[-2000:])
+        raise NodeError(
+            "the swarm_node role failed on the node root:\n" + result.stdout[-4000:] + result.stderr[-2000:]
+        )
     recap = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
-    log(f"bake: role converged in {time.monotonic() - converging:.0f}s"
-        + (f" (ok={recap.group(1)} changed={recap.group(2)})" if recap else ""))
+    log(
+        f"bake: role converged in {time.monotonic() - converging:.0f}s"
+        + (f" (ok={recap.group(1)} changed={recap.group(2)})" if recap else "")
+    )
     # The image is what boots, not a chroot: services may start there.
     (partial / "usr" / "sbin" / "policy-rc.d").unlink(missing_ok=True)
     (partial / _CONVERGED_MARK).write_text(json.dumps({"tag": tag, "at": time.time()}) + "\n")
@@ -241,8 +290,14 @@ def _bake_lock(tag: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def bake_image(tag: str, *, log: Callable[[str], object] = print, labels: dict[str, str] | None = None,
-               playbook: Path = PLAYBOOK, root_tag: str | None = None) -> str:
+def bake_image(
+    tag: str,
+    *,
+    log: Callable[[str], object] = print,
+    labels: dict[str, str] | None = None,
+    playbook: Path = PLAYBOOK,
+    root_tag: str | None = None,
+) -> str:
     """The local image `slipway-node:<tag>` (tag: the node image's content hash), baked with the
     swarm_node role from the cached Debian root; returned at once if it already exists."""
     if not _TAG.match(tag):
@@ -268,26 +323,39 @@ def bake_image(tag: str, *, log: Callable[[str], object] = print, labels: dict[s
         args = ["docker", "import"]
         for change in changes:
             args += ["--change", change]
-        tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner",
-                                f"--exclude=./{_CONVERGED_MARK}",
-                                "--exclude=./var/cache/apt/archives/*.deb", "-c", "."],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        tar = subprocess.Popen(
+            [
+                "tar",
+                "-C",
+                str(root),
+                "--numeric-owner",
+                f"--exclude=./{_CONVERGED_MARK}",
+                "--exclude=./var/cache/apt/archives/*.deb",
+                "-c",
+                ".",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
-            imported = subprocess.run(args + ["-", image], stdin=tar.stdout, capture_output=True,
-                                      text=True, timeout=900)
+            imported = subprocess.run(
+                args + ["-", image], stdin=tar.stdout, capture_output=True, text=True, timeout=900
+            )
         finally:
             tar.stdout.close()
             tar_err = tar.stderr.read().decode(errors="replace")
             tar.stderr.close()
             tar.wait()
         if tar.returncode != 0 or imported.returncode != 0:
-            raise NodeError(f"docker import of {root} failed: {tar_err.strip()[-1000:]} "
-                            f"{imported.stderr.strip()[-1000:]}")
+            raise NodeError(
+                f"docker import of {root} failed: {tar_err.strip()[-1000:]} {imported.stderr.strip()[-1000:]}"
+            )
         log(f"bake: imported {image} in {time.monotonic() - started:.0f}s")
         return image
 
 
 # --- the nodes ---------------------------------------------------------------------------------
+
 
 class DockerNodes:
     """Each instance a container running its own dockerd; SSM commands run in it for real.
@@ -297,9 +365,16 @@ class DockerNodes:
     called from any thread, `launch`/`terminate` from others, `close` from a signal handler.
     """
 
-    def __init__(self, subnet: str = "10.42.0.0/16", *, run_id: str | None = None,
-                 remove_images: bool = True, ready_timeout: float = 60,
-                 command_timeout: float = 600, log: Callable[[str], object] | None = None) -> None:
+    def __init__(
+        self,
+        subnet: str = "10.42.0.0/16",
+        *,
+        run_id: str | None = None,
+        remove_images: bool = True,
+        ready_timeout: float = 60,
+        command_timeout: float = 600,
+        log: Callable[[str], object] | None = None,
+    ) -> None:
         self.subnet = str(ipaddress.ip_network(subnet))
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.network = f"slipway-{self.run_id}"
@@ -312,7 +387,7 @@ class DockerNodes:
         self._images: set[str] = set()  # images this object baked (close removes them)
         self._network_ready = False
         self._closed = False
-        self.history: list[tuple[str, str]] = []  # (instance id, first command line)
+        self.history: list[tuple[str, str]] = []  # (instance id, first command line: plans' marker)
 
     # --- labels and names --------------------------------------------------------------------
 
@@ -336,12 +411,17 @@ class DockerNodes:
 
     # --- the bake ----------------------------------------------------------------------------
 
-    def bake(self, tag: str, *, log: Callable[[str], object] | None = None,
-             playbook: Path = PLAYBOOK, root_tag: str | None = None) -> str:
+    def bake(
+        self,
+        tag: str,
+        *,
+        log: Callable[[str], object] | None = None,
+        playbook: Path = PLAYBOOK,
+        root_tag: str | None = None,
+    ) -> str:
         """`bake_image`, remembering the image if this call created it (close removes it)."""
         existed = _TAG.match(tag) is not None and image_exists(image_name(tag))
-        image = bake_image(tag, log=log or self.log, labels=self.labels, playbook=playbook,
-                           root_tag=root_tag)
+        image = bake_image(tag, log=log or self.log, labels=self.labels, playbook=playbook, root_tag=root_tag)
         if not existed:
             with self._lock:
                 self._images.add(image)
@@ -357,14 +437,26 @@ class DockerNodes:
                 raise NodeError("these nodes are closed")
             existing = _docker("network", "inspect", self.network, check=False, timeout=30)
             if existing.returncode != 0:
-                created = _docker("network", "create", "--driver", "bridge", "--subnet", self.subnet,
-                                  *self._label_args("network"), self.network, check=False, timeout=60)
+                created = _docker(
+                    "network",
+                    "create",
+                    "--driver",
+                    "bridge",
+                    "--subnet",
+                    self.subnet,
+                    *self._label_args("network"),
+                    self.network,
+                    check=False,
+                    timeout=60,
+                )
                 if created.returncode != 0:
                     message = created.stderr.strip()
                     if "overlap" in message:
-                        message += (f"\n{self.subnet} is already used by a Docker network: "
-                                    f"{_networks_using(self.subnet) or '?'} (a crashed run's? "
-                                    f"python -m slipway.realnodes cleanup removes those)")
+                        message += (
+                            f"\n{self.subnet} is already used by a Docker network: "
+                            f"{_networks_using(self.subnet) or '?'} (a crashed run's? "
+                            f"python -m slipway.realnodes cleanup removes those)"
+                        )
                     raise NodeError(f"cannot create the node network {self.network}: {message}")
             self._network_ready = True
 
@@ -382,16 +474,32 @@ class DockerNodes:
             if instance_id in self._containers:
                 return self._containers[instance_id]
             self._containers[instance_id] = name
-        started = _docker("run", "-d", "--init", "--pull", "never", "--name", name, "--hostname", hostname,
-                          "--network", self.network, "--ip", ip,
-                          *self._label_args("node", **{INSTANCE_LABEL: instance_id}),
-                          *NODE_RUN_OPTIONS, image, *NODE_COMMAND, check=False, timeout=120)
+        started = _docker(
+            "run",
+            "-d",
+            "--init",
+            "--pull",
+            "never",
+            "--name",
+            name,
+            "--hostname",
+            hostname,
+            "--network",
+            self.network,
+            "--ip",
+            ip,
+            *self._label_args("node", **{INSTANCE_LABEL: instance_id}),
+            *NODE_RUN_OPTIONS,
+            image,
+            *NODE_COMMAND,
+            check=False,
+            timeout=120,
+        )
         if started.returncode != 0:
             with self._lock:
                 self._containers.pop(instance_id, None)
             _docker("rm", "-f", name, check=False, timeout=60)
-            raise NodeError(f"cannot start the node container for {instance_id}: "
-                            f"{started.stderr.strip()[-1500:]}")
+            raise NodeError(f"cannot start the node container for {instance_id}: {started.stderr.strip()[-1500:]}")
         try:
             with self._lock:
                 if self._closed:  # closed while the container started: close() may have missed it
@@ -411,9 +519,26 @@ class DockerNodes:
     def _prepare_network_namespace(name: str) -> None:
         pid = _docker("inspect", "--format", "{{.State.Pid}}", name, timeout=30).stdout.strip()
         for bridge, index in _LATE_BRIDGES:
-            made = subprocess.run(["nsenter", "-t", pid, "-n", "ip", "link", "add", "name", bridge,
-                                   "index", str(index), "type", "bridge"],
-                                  capture_output=True, text=True, timeout=30)
+            made = subprocess.run(
+                [
+                    "nsenter",
+                    "-t",
+                    pid,
+                    "-n",
+                    "ip",
+                    "link",
+                    "add",
+                    "name",
+                    bridge,
+                    "index",
+                    str(index),
+                    "type",
+                    "bridge",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             if made.returncode != 0 and "exists" not in made.stderr:
                 raise NodeError(f"cannot make {bridge} in {name}: {made.stderr.strip()}")
 
@@ -422,15 +547,16 @@ class DockerNodes:
         name = self._name(instance_id)
         deadline = time.monotonic() + (timeout or self.ready_timeout)
         while True:
-            probe = _docker("exec", name, "docker", "info", "--format", "{{.ServerVersion}}",
-                            check=False, timeout=30)
+            probe = _docker("exec", name, "docker", "info", "--format", "{{.ServerVersion}}", check=False, timeout=30)
             if probe.returncode == 0 and probe.stdout.strip():
                 return
             if time.monotonic() > deadline:
                 tail = _docker("exec", name, "tail", "-n", "30", DOCKERD_LOG, check=False, timeout=30)
-                raise NodeError(f"the dockerd of {instance_id} ({name}) did not answer within "
-                                f"{timeout or self.ready_timeout:.0f}s: {probe.stderr.strip()}\n"
-                                f"{tail.stdout or tail.stderr}")
+                raise NodeError(
+                    f"the dockerd of {instance_id} ({name}) did not answer within "
+                    f"{timeout or self.ready_timeout:.0f}s: {probe.stderr.strip()}\n"
+                    f"{tail.stdout or tail.stderr}"
+                )
             time.sleep(0.25)
 
     def terminate(self, instance_id: str) -> None:
@@ -444,10 +570,17 @@ class DockerNodes:
     def stop_docker(self, instance_id: str) -> None:
         """Stop the node's dockerd (the container stays): its docker commands fail from now on."""
         name = self._name(instance_id)
-        _docker("exec", name, "sh", "-c",
-                "kill $(cat /var/run/docker.pid) && "
-                "while [ -e /var/run/docker.pid ] && kill -0 $(cat /var/run/docker.pid) 2>/dev/null;"
-                " do sleep 0.2; done", check=False, timeout=60)
+        _docker(
+            "exec",
+            name,
+            "sh",
+            "-c",
+            "kill $(cat /var/run/docker.pid) && "
+            "while [ -e /var/run/docker.pid ] && kill -0 $(cat /var/run/docker.pid) 2>/dev/null;"
+            " do sleep 0.2; done",
+            check=False,
+            timeout=60,
+        )
 
     def start_docker(self, instance_id: str) -> None:
         """Start the node's dockerd again (after `stop_docker`) and wait until it answers."""
@@ -461,14 +594,13 @@ class DockerNodes:
         with self._lock:
             self._closed = True
             self._containers.clear()
-            images = set(self._images) if (self.remove_images if remove_images is None
-                                           else remove_images) else set()
+            images = set(self._images) if (self.remove_images if remove_images is None else remove_images) else set()
             self._images -= images
         cleanup(self.run_id, images=sorted(images))
         with self._lock:
             self._network_ready = False
 
-    def __enter__(self) -> "DockerNodes":
+    def __enter__(self) -> DockerNodes:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -482,9 +614,10 @@ class DockerNodes:
             raise KeyError(f"no node container for {instance_id}")
         return name
 
-    def run(self, instance_id: str, commands: list[str], hostname: str = "") -> Result:
+    def run(self, instance_id: str, commands: list[str]) -> Result:
         """Run the commands (as one `sh` script, like AWS-RunShellScript) in the instance's
-        container: the real exit code, stdout and stderr."""
+        container: the real exit code, stdout and stderr. Any script runs, marked or not (the
+        marker plans.py puts first is a shell comment)."""
         name = self.container(instance_id)
         script = "\n".join(commands)
         with self._lock:
@@ -505,9 +638,8 @@ class DockerNodes:
         return result.stdout.strip() if result.code == 0 else f"error: {result.stderr.strip()}"
 
     def role(self, instance_id: str) -> str | None:
-        """"manager" or "worker" while the node is in a swarm, else None."""
-        result = self.run(instance_id, [
-            "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}'"])
+        """ "manager" or "worker" while the node is in a swarm, else None."""
+        result = self.run(instance_id, ["docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}'"])
         parts = result.stdout.split()
         if result.code != 0 or len(parts) != 2 or parts[0] != "active":
             return None
@@ -541,8 +673,7 @@ def _networks_using(subnet: str) -> list[str]:
     return found
 
 
-def cleanup(run_id: str | None = None, *, images: list[str] | None = None,
-            all_images: bool = False) -> dict[str, int]:
+def cleanup(run_id: str | None = None, *, images: list[str] | None = None, all_images: bool = False) -> dict[str, int]:
     """Remove the containers and networks labelled slipway.emulator (of one run, or of every
     run), and the given images (or, with all_images, every labelled node image). Never raises."""
     counts = {"containers": 0, "networks": 0, "images": 0}
@@ -554,21 +685,26 @@ def cleanup(run_id: str | None = None, *, images: list[str] | None = None,
         if containers:
             _docker("rm", "-f", *containers, check=False, timeout=300)
             counts["containers"] = len(containers)
-        networks = _docker("network", "ls", "-q", "--filter", f"label={label}",
-                           check=False).stdout.split()
+        networks = _docker("network", "ls", "-q", "--filter", f"label={label}", check=False).stdout.split()
         for network in networks:
             if _docker("network", "rm", network, check=False).returncode == 0:
                 counts["networks"] += 1
         doomed = list(images or [])
         if all_images:
-            doomed += _docker("images", "-q", "--filter", f"label={ROLE_LABEL}=node-image",
-                              check=False).stdout.split()
-        for image in dict.fromkeys(doomed):
-            if _docker("rmi", "-f", image, check=False, timeout=300).returncode == 0:
-                counts["images"] += 1
+            doomed += _docker("images", "-q", "--filter", f"label={ROLE_LABEL}=node-image", check=False).stdout.split()
+        counts["images"] = remove_images(doomed)
     except (OSError, subprocess.SubprocessError):
         pass
     return counts
+
+
+def remove_images(images: list[str]) -> int:
+    """Remove these images (and nothing else: no container, no network). Returns how many went."""
+    removed = 0
+    for image in dict.fromkeys(images):
+        if _docker("rmi", "-f", image, check=False, timeout=300).returncode == 0:
+            removed += 1
+    return removed
 
 
 def main(argv: list[str] | None = None) -> int:

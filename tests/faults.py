@@ -39,8 +39,10 @@ def error_response(request, service: str, code: str, status: int = 400) -> AWSRe
         body = json.dumps({"__type": code, "message": f"injected {code}"})
         headers = {"Content-Type": "application/x-amz-json-1.1"}
     else:
-        body = (f"<Response><Errors><Error><Code>{code}</Code><Message>injected {code}</Message>"
-                f"</Error></Errors><RequestID>fault</RequestID></Response>")
+        body = (
+            f"<Response><Errors><Error><Code>{code}</Code><Message>injected {code}</Message>"
+            f"</Error></Errors><RequestID>fault</RequestID></Response>"
+        )
         headers = {"Content-Type": "text/xml"}
     return AWSResponse(request.url, status, headers, MockRawResponse(body))
 

@@ -61,24 +61,34 @@ def deployed(tmp_path_factory):
     _copy_checkout(checkout)
     with rehearsal.aws_server() as endpoint:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
-        env.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-                    "AWS_REGION": REGION})
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+            }
+        )
         output = _run([str(BIN / "slipway"), "bootstrap", "--stage", STAGE], checkout, env)
         output += _run([str(BIN / "chalice"), "deploy", "--stage", STAGE], checkout, env)
         yield endpoint, checkout, output
 
 
 def _client(endpoint: str, service: str):
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
 
 
 def _deployed_functions(checkout: Path) -> dict[str, str]:
     """{Chalice's name: deployed function name} that `chalice deploy` recorded for the stage."""
     deployed = json.loads((checkout / ".chalice" / "deployed" / f"{STAGE}.json").read_text())
-    return {r["name"]: r["lambda_arn"].rsplit(":", 1)[-1] for r in deployed["resources"]
-            if r["resource_type"] == "lambda_function"}
+    return {
+        r["name"]: r["lambda_arn"].rsplit(":", 1)[-1]
+        for r in deployed["resources"]
+        if r["resource_type"] == "lambda_function"
+    }
 
 
 def _app_functions(checkout: Path) -> set[str]:
@@ -90,9 +100,12 @@ def test_bootstrap_writes_the_stack_outputs_into_the_stage_config(deployed):
     # the four values that only exist after the stack, under the names settings.py reads.
     endpoint, checkout, _ = deployed
     variables = json.loads((checkout / ".chalice" / "config.json").read_text())["stages"][STAGE][
-        "environment_variables"]
-    assert variables["SLIPWAY_DEPLOY_STATE_MACHINE_ARN"] == \
-        f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:slipway-dev-deploy"
+        "environment_variables"
+    ]
+    assert (
+        variables["SLIPWAY_DEPLOY_STATE_MACHINE_ARN"]
+        == f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:slipway-dev-deploy"
+    )
     assert variables["SLIPWAY_BAKE_PROJECT"] == "slipway-dev-bake"
     assert variables["SLIPWAY_NODE_INSTANCE_PROFILE"] == "slipway-dev-node"
     # The name the Lambda policies scope s3:PutObject to (.chalice/policy-dev.json).
@@ -105,14 +118,19 @@ def test_every_function_is_deployed_with_its_own_role_and_the_stack_outputs(depl
     functions = _deployed_functions(checkout)
     # Chalice names the API handler after the app and stage, every other function after itself.
     assert functions["api_handler"] == "slipway-dev"
-    assert {"slipway-dev-prune", "slipway-dev-record_prune", "slipway-dev-prepare",
-            "slipway-dev-terminate_nodes"} <= set(functions.values())
+    assert {
+        "slipway-dev-prune",
+        "slipway-dev-record_prune",
+        "slipway-dev-prepare",
+        "slipway-dev-terminate_nodes",
+    } <= set(functions.values())
     policies = {}
     for chalice_name, name in functions.items():
         config = lam.get_function_configuration(FunctionName=name)
         # The bake downloads a commit's archive: it alone gets more time and memory.
         assert (config["MemorySize"], config["Timeout"]) == (
-            (512, 300) if chalice_name == "start_bake" else (256, 60)), chalice_name
+            (512, 300) if chalice_name == "start_bake" else (256, 60)
+        ), chalice_name
         variables = config["Environment"]["Variables"]
         assert variables["SLIPWAY_DEPLOY_STATE_MACHINE_ARN"].endswith(":stateMachine:slipway-dev-deploy")
         assert variables["SLIPWAY_BAKE_PROJECT"] == "slipway-dev-bake"
@@ -121,23 +139,28 @@ def test_every_function_is_deployed_with_its_own_role_and_the_stack_outputs(depl
         [policy_name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
         policies[chalice_name] = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
     # The policy each role got is the file .chalice/config.json names for that function.
-    expected = {"api_handler": "policy-dev-webhook.json", "prune": "policy-dev-prune.json",
-                "record_prune": "policy-dev-prune.json", "prepare": "policy-dev.json",
-                "report_stopped_run": "policy-dev-report.json"}
+    expected = {
+        "api_handler": "policy-dev-webhook.json",
+        "prune": "policy-dev-prune.json",
+        "record_prune": "policy-dev-prune.json",
+        "prepare": "policy-dev.json",
+        "report_stopped_run": "policy-dev-report.json",
+    }
     for name, filename in expected.items():
         assert policies[name] == json.loads((checkout / ".chalice" / filename).read_text())
 
 
 def test_each_function_has_a_log_group_with_the_retention(deployed):
     endpoint, checkout, _ = deployed
-    groups = {g["logGroupName"]: g.get("retentionInDays") for g in
-              _client(endpoint, "logs").describe_log_groups()["logGroups"]}
+    groups = {
+        g["logGroupName"]: g.get("retentionInDays")
+        for g in _client(endpoint, "logs").describe_log_groups()["logGroups"]
+    }
     # Every function writes to /aws/lambda/<its name>, the API handler included (slipway-dev,
     # whose group the stack makes: Chalice's own is named after api_handler, see resources.yaml).
     for name in _app_functions(checkout):
         assert groups.get(f"/aws/lambda/{name}") == 30, name
-    for name in ("/aws/vendedlogs/states/slipway-dev", "/aws/codebuild/slipway-dev-bake",
-                 "/slipway/dev/prune"):
+    for name in ("/aws/vendedlogs/states/slipway-dev", "/aws/codebuild/slipway-dev-bake", "/slipway/dev/prune"):
         assert groups.get(name) == 30, name
 
 
@@ -152,9 +175,11 @@ def test_the_prune_schedule_and_the_event_rules_target_their_functions(deployed)
     stopped = json.loads(rules["slipway-dev-report_stopped_run-event"]["EventPattern"])
     assert stopped["detail-type"] == ["Step Functions Execution Status Change"]
     assert stopped["detail"]["status"] == ["ABORTED", "TIMED_OUT"]
-    for rule, function in (("slipway-dev-prune-event", "slipway-dev-prune"),
-                           ("slipway-dev-record_prune-event", "slipway-dev-record_prune"),
-                           ("slipway-dev-report_stopped_run-event", "slipway-dev-report_stopped_run")):
+    for rule, function in (
+        ("slipway-dev-prune-event", "slipway-dev-prune"),
+        ("slipway-dev-record_prune-event", "slipway-dev-record_prune"),
+        ("slipway-dev-report_stopped_run-event", "slipway-dev-report_stopped_run"),
+    ):
         [target] = events.list_targets_by_rule(Rule=rule)["Targets"]
         assert target["Arn"] == lam.get_function_configuration(FunctionName=function)["FunctionArn"]
 
@@ -164,10 +189,9 @@ def test_both_state_machines_invoke_deployed_functions_only_through_their_role(d
     sfn, iam, lam = (_client(endpoint, s) for s in ("stepfunctions", "iam", "lambda"))
     machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
     assert set(machines) == {"slipway-dev-deploy", "slipway-dev-teardown"}
-    deployed_arns = {lam.get_function_configuration(FunctionName=n)["FunctionArn"]
-                     for n in _app_functions(checkout)}
+    deployed_arns = {lam.get_function_configuration(FunctionName=n)["FunctionArn"] for n in _app_functions(checkout)}
     invoked: set[str] = set()
-    for name, arn in machines.items():
+    for arn in machines.values():
         machine = sfn.describe_state_machine(stateMachineArn=arn)
         assert not PLACEHOLDER.search(machine["definition"]), "a placeholder was not substituted"
         states = json.loads(machine["definition"])["States"]
@@ -209,8 +233,9 @@ def test_the_webhook_route_is_served_by_the_api_handler(deployed):
     [api] = [a for a in apigw.get_rest_apis()["items"] if a["name"] == "slipway"]
     resources = {r["path"]: r for r in apigw.get_resources(restApiId=api["id"])["items"]}
     method = resources["/github/webhook"]["resourceMethods"]["POST"]
-    integration = apigw.get_integration(restApiId=api["id"], resourceId=resources["/github/webhook"]["id"],
-                                        httpMethod="POST")
+    integration = apigw.get_integration(
+        restApiId=api["id"], resourceId=resources["/github/webhook"]["id"], httpMethod="POST"
+    )
     assert integration["type"].upper() == "AWS_PROXY"  # moto keeps Swagger's spelling
     assert integration["uri"].endswith(":function:slipway-dev/invocations")
     assert method is not None
@@ -223,8 +248,14 @@ def test_a_second_run_of_both_commands_changes_nothing(deployed):
     endpoint, checkout, _ = deployed
     before = (checkout / ".chalice" / "config.json").read_text()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
-    env.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION})
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+        }
+    )
     # (AWS answers an unchanged stack with "No updates are to be performed"; moto updates it.)
     _run([str(BIN / "slipway"), "bootstrap", "--stage", STAGE], checkout, env)
     _run([str(BIN / "chalice"), "deploy", "--stage", STAGE], checkout, env)

@@ -67,22 +67,30 @@ def test_open_files_limit_for_root_and_everyone(converged):
     root = converged[0]
     text = (root / "etc/security/limits.d/90-ulimit-open-files-increase.conf").read_text()
     entries = {tuple(line.split()) for line in text.splitlines() if line and not line.startswith("#")}
-    assert entries == {("root", "soft", "nofile", "65536"), ("root", "hard", "nofile", "65536"),
-                       ("*", "soft", "nofile", "65536"), ("*", "hard", "nofile", "65536")}
+    assert entries == {
+        ("root", "soft", "nofile", "65536"),
+        ("root", "hard", "nofile", "65536"),
+        ("*", "soft", "nofile", "65536"),
+        ("*", "hard", "nofile", "65536"),
+    }
     assert "session required pam_limits.so" in (root / "etc/pam.d/common-session").read_text()
 
 
 def test_kernel_settings_are_persistent(converged):
     root = converged[0]
     lines = (root / "etc/sysctl.d/60-swarm-node.conf").read_text().splitlines()
-    settings = dict(tuple(part.strip() for part in line.split("=", 1)) for line in lines
-                    if "=" in line and not line.startswith("#"))
+    settings = dict(
+        tuple(part.strip() for part in line.split("=", 1)) for line in lines if "=" in line and not line.startswith("#")
+    )
     assert settings == {
         "fs.file-max": "1000000",
         "net.core.optmem_max": "40960",
-        "net.core.rmem_default": "16777216", "net.core.rmem_max": "16777216",
-        "net.core.wmem_default": "16777216", "net.core.wmem_max": "16777216",
-        "net.ipv4.tcp_rmem": "4096 87380 16777216", "net.ipv4.tcp_wmem": "4096 87380 16777216",
+        "net.core.rmem_default": "16777216",
+        "net.core.rmem_max": "16777216",
+        "net.core.wmem_default": "16777216",
+        "net.core.wmem_max": "16777216",
+        "net.ipv4.tcp_rmem": "4096 87380 16777216",
+        "net.ipv4.tcp_wmem": "4096 87380 16777216",
         "net.netfilter.nf_conntrack_tcp_timeout_established": "43200",
         "net.netfilter.nf_conntrack_max": "524288",
     }

@@ -1,13 +1,14 @@
 """Whole executions of the real state machines on the emulator's Step Functions interpreter."""
 
 import json
+from collections.abc import Callable
 
 import pytest
 
-from chalicelib import naming
+from chalicelib import naming, plans
 from chalicelib.aws import ec2 as ec2_adapter
-from slipway.demo import scheduled_event
 from slipway.follow import follow
+from slipway.nodes import Result
 from tests.conftest import CallRecorder, commit_id, deliver_push, deploy, teardown
 
 
@@ -30,12 +31,13 @@ def test_push_deploys_a_healthy_swarm_node_from_the_baked_image(emulator):
     assert all(n.image_id == image["ImageId"] for n in nodes)
     assert {emulator.nodes.state(n.instance_id) for n in nodes} == {"active"}
     token = emulator.client("ssm").get_parameter(
-        Name=naming.swarm_parameter(emulator.environment, "manager-token"), WithDecryption=True)
+        Name=naming.swarm_parameter(emulator.environment, "manager-token"), WithDecryption=True
+    )
     assert token["Parameter"]["Type"] == "SecureString"
     assert token["Parameter"]["Value"].startswith("SWMTKN-")
     # The execution's data never carries the join token (it shows in the console).
     assert "SWMTKN" not in json.dumps(out)
-    assert "Bake node image" in run.states and "Deployment succeeded" == run.states[-1]
+    assert "Bake node image" in run.states and run.states[-1] == "Deployment succeeded"
 
 
 def test_failed_bake_fails_the_execution_with_nothing_provisioned(make_emulator):
@@ -45,8 +47,9 @@ def test_failed_bake_fails_the_execution_with_nothing_provisioned(make_emulator)
     assert run.error == "BakeFailed" and "FAILED" in run.cause
     assert "Provision network" not in run.states
     assert ec2_adapter.count_tagged(emu.client("ec2"), emu.environment) == dict.fromkeys(
-        ["instance", "vpc", "subnet", "internet-gateway", "route-table", "security-group", "image",
-         "launch-template"], 0)
+        ["instance", "vpc", "subnet", "internet-gateway", "route-table", "security-group", "image", "launch-template"],
+        0,
+    )
 
 
 def test_same_commit_pushed_again_skips_the_bake_and_creates_nothing(emulator):
@@ -111,13 +114,15 @@ def test_new_image_replaces_nodes_and_retires_the_old_ones(make_emulator):
     assert second.output["network"]["vpc_id"] == first.output["network"]["vpc_id"]
 
 
-def break_after(emu, command: str):
-    """From now on, a node's dockerd dies right after it runs `command`; returns the original run."""
+def break_after(emu, kind: str) -> Callable[[str, list[str]], Result]:
+    """From now on, a node's dockerd dies right after it runs a script of this kind (a key of
+    plans.MARKERS); returns the original run."""
+    assert kind in plans.MARKERS, kind
     original_run = emu.nodes.run
 
-    def run(instance_id, commands, hostname=""):
-        result = original_run(instance_id, commands, hostname)
-        if command in "\n".join(commands):
+    def run(instance_id: str, commands: list[str]) -> Result:
+        result = original_run(instance_id, commands)
+        if plans.command_kind(commands) == kind:
             emu.nodes.broken.add(instance_id)
         return result
 
@@ -128,7 +133,7 @@ def break_after(emu, command: str):
 def test_unhealthy_new_node_fails_the_deploy_and_keeps_the_old_nodes(make_emulator):
     emu = make_emulator()
     first = deploy(emu)
-    break_after(emu, "docker swarm join")  # dockerd dies right after joining
+    break_after(emu, "swarm-join")  # dockerd dies right after joining
     second = deploy(emu, new_content(emu, commit_id()))
     assert second.status == "FAILED" and second.error == "NodesUnhealthy"
     assert "Cannot connect to the Docker daemon" not in second.cause  # the reason is a status
@@ -142,16 +147,18 @@ def test_teardown_removes_everything_and_can_run_twice(emulator):
     first = teardown(emulator)
     assert first.status == "SUCCEEDED", (first.error, first.cause)
     assert first.output["leftover"] == {"environment": emulator.environment, "leftover": {}}
-    assert emulator.client("ssm").get_parameters_by_path(
-        Path=f"/slipway/{emulator.environment}/swarm", Recursive=True)["Parameters"] == []
+    assert (
+        emulator.client("ssm").get_parameters_by_path(Path=f"/slipway/{emulator.environment}/swarm", Recursive=True)[
+            "Parameters"
+        ]
+        == []
+    )
     assert teardown(emulator).status == "SUCCEEDED"
 
 
 def test_teardown_refuses_another_environment(emulator):
     run = teardown(emulator, environment="prod")
     assert run.status == "FAILED" and run.error == "InvalidInput"
-
-
 
 
 def test_only_the_newest_images_are_kept(make_emulator):
@@ -167,11 +174,10 @@ def test_a_failure_after_the_health_gate_keeps_the_new_nodes(make_emulator):
     first = deploy(emu)
     original_run = emu.nodes.run
 
-    def retire_fails(instance_id, commands, hostname=""):
-        if any("docker node rm" in c for c in commands):
-            from slipway.nodes import Result
+    def retire_fails(instance_id: str, commands: list[str]) -> Result:
+        if plans.command_kind(commands) == "retire":
             return Result(1, stderr="Error response from daemon: rpc error: code = Unknown")
-        return original_run(instance_id, commands, hostname)
+        return original_run(instance_id, commands)
 
     emu.nodes.run = retire_fails
     second = deploy(emu, new_content(emu, commit_id()))
@@ -194,10 +200,8 @@ def test_there_is_always_a_healthy_node_during_a_replacement(make_emulator):
 
     def sample():
         while not stop.is_set():
-            running = [i.id for r in backend.reservations.copy().values() for i in r.instances
-                       if i.state == "running"]
-            samples.append(sum(1 for i in running if emu.nodes.state(i) == "active"
-                               and i not in emu.nodes.broken))
+            running = [i.id for r in backend.reservations.copy().values() for i in r.instances if i.state == "running"]
+            samples.append(sum(1 for i in running if emu.nodes.state(i) == "active" and i not in emu.nodes.broken))
             stop.wait(0.005)
 
     sampler = threading.Thread(target=sample)
@@ -215,8 +219,10 @@ def test_nodes_spread_over_one_subnet_per_zone(make_emulator):
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     nodes = tagged_instances(emu)
     assert len({n.subnet_id for n in nodes}) == 3
-    zones = {s["AvailabilityZone"] for s in emu.client("ec2").describe_subnets(
-        SubnetIds=run.output["network"]["subnet_ids"])["Subnets"]}
+    zones = {
+        s["AvailabilityZone"]
+        for s in emu.client("ec2").describe_subnets(SubnetIds=run.output["network"]["subnet_ids"])["Subnets"]
+    }
     assert len(zones) == 3
     template = emu.client("ec2").describe_launch_templates()["LaunchTemplates"]
     assert [t["LaunchTemplateName"] for t in template] == [f"slipway-{emu.environment}-nodes"]
@@ -228,9 +234,11 @@ def test_a_larger_swarm_has_three_managers_and_workers(make_emulator):
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     roles = sorted(emu.nodes.role(i) for i in run.output["nodes"]["current"])
     assert roles == ["manager", "manager", "manager", "worker"]
-    tagged_roles = sorted({t["Key"]: t["Value"] for t in i["Tags"]}["slipway:swarm-role"]
-                          for r in emu.client("ec2").describe_instances(InstanceIds=run.output["nodes"]["current"])["Reservations"]
-                          for i in r["Instances"])
+    tagged_roles = sorted(
+        {t["Key"]: t["Value"] for t in i["Tags"]}["slipway:swarm-role"]
+        for r in emu.client("ec2").describe_instances(InstanceIds=run.output["nodes"]["current"])["Reservations"]
+        for i in r["Instances"]
+    )
     assert tagged_roles == roles
     replaced = deploy(emu, new_content(emu, commit_id()))
     assert replaced.status == "SUCCEEDED", (replaced.error, replaced.cause)
@@ -249,7 +257,8 @@ def scale(emu, node_count: int) -> None:
 
 def swarm_token(emu) -> str:
     return emu.client("ssm").get_parameter(
-        Name=naming.swarm_parameter(emu.environment, "manager-token"), WithDecryption=True)["Parameter"]["Value"]
+        Name=naming.swarm_parameter(emu.environment, "manager-token"), WithDecryption=True
+    )["Parameter"]["Value"]
 
 
 def test_scaling_up_with_the_same_image_grows_the_one_swarm(make_emulator):
@@ -273,7 +282,7 @@ def test_a_failed_replacement_leaves_the_old_swarm_whole_and_manageable(make_emu
     emu = make_emulator(node_count=1)
     first = deploy(emu)
     old = first.output["nodes"]["current"][0]
-    original_run = break_after(emu, "docker swarm join")  # dockerd dies right after joining
+    original_run = break_after(emu, "swarm-join")  # dockerd dies right after joining
     failed = deploy(emu, new_content(emu, commit_id()))
     assert failed.status == "FAILED" and failed.error == "NodesUnhealthy"
     assert "Check nodes left the swarm" in failed.states  # it was removed through the old manager
@@ -292,10 +301,9 @@ def test_a_replacement_keeps_a_majority_of_managers_up_throughout(make_emulator)
     original_run = emu.nodes.run
     quorum = []
 
-    def watch(instance_id, commands, hostname=""):
-        result = original_run(instance_id, commands, hostname)
-        quorum.append(all(emu.nodes.has_quorum(i) for i in emu.nodes._directory()
-                          if emu.nodes.swarm_of(i)))
+    def watch(instance_id: str, commands: list[str]) -> Result:
+        result = original_run(instance_id, commands)
+        quorum.append(all(emu.nodes.has_quorum(i) for i in emu.nodes._directory() if emu.nodes.swarm_of(i)))
         return result
 
     emu.nodes.run = watch
@@ -313,11 +321,10 @@ def test_a_failed_promotion_is_undone_and_the_old_swarm_kept(make_emulator):
     old = first.output["nodes"]["current"][0]
     original_run = emu.nodes.run
 
-    def promote_fails(instance_id, commands, hostname=""):
-        if any("docker node promote" in c for c in commands):
-            from slipway.nodes import Result
+    def promote_fails(instance_id: str, commands: list[str]) -> Result:
+        if plans.command_kind(commands) == "promote":
             return Result(1, stderr="Error response from daemon: rpc error: code = DeadlineExceeded")
-        return original_run(instance_id, commands, hostname)
+        return original_run(instance_id, commands)
 
     emu.nodes.run = promote_fails
     failed = deploy(emu, new_content(emu, commit_id()))
@@ -335,8 +342,11 @@ def test_a_stopped_node_is_replaced_and_retired(make_emulator):
     second = deploy(emu)  # same image: the stopped node cannot serve, so it is replaced
     assert second.status == "SUCCEEDED", (second.error, second.cause)
     assert second.output["nodes"]["old"] == [stopped]
-    states = {i["InstanceId"]: i["State"]["Name"] for r in emu.client("ec2").describe_instances(
-        InstanceIds=[stopped])["Reservations"] for i in r["Instances"]}
+    states = {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in emu.client("ec2").describe_instances(InstanceIds=[stopped])["Reservations"]
+        for i in r["Instances"]
+    }
     assert states[stopped] in ("shutting-down", "terminated")
 
 
@@ -361,8 +371,9 @@ def test_the_bake_gets_exactly_the_pushed_commits_image_folders(emulator):
 
     from slipway import PROJECT_DIR
 
-    head = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     run = deploy(emulator, head)
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     bucket = emulator.client("s3")
@@ -372,8 +383,9 @@ def test_the_bake_gets_exactly_the_pushed_commits_image_folders(emulator):
     data = bucket.get_object(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"], Key=key)["Body"].read()
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert {n.split("/")[0] for n in names} == {"ansible", "packer"}
-    committed = subprocess.run(["git", "-C", str(PROJECT_DIR), "show", f"{head}:packer/buildspec.yml"],
-                               capture_output=True, check=True).stdout
+    committed = subprocess.run(
+        ["git", "-C", str(PROJECT_DIR), "show", f"{head}:packer/buildspec.yml"], capture_output=True, check=True
+    ).stdout
     assert zipfile.ZipFile(io.BytesIO(data)).read("packer/buildspec.yml") == committed
     build = emulator.client("codebuild").batch_get_builds(ids=[run.output["bake"]["build_id"]])["builds"][0]
     # A later commit with the same image content neither bakes nor downloads the archive again.
@@ -385,35 +397,34 @@ def test_the_bake_gets_exactly_the_pushed_commits_image_folders(emulator):
 
 def test_a_failed_deployment_with_a_swarm_of_its_own_takes_its_tokens_away(make_emulator):
     emu = make_emulator(node_count=1)
-    first = deploy(emu)
-    old = first.output["nodes"]["current"][0]
+    deploy(emu)
     for role in ("manager", "worker"):
         emu.client("ssm").delete_parameter(Name=naming.swarm_parameter(emu.environment, f"{role}-token"))
-    original_run = break_after(emu, "docker swarm init")  # the new swarm's first node dies
+    original_run = break_after(emu, "swarm-init")  # the new swarm's first node dies
     failed = deploy(emu, new_content(emu, commit_id()))
     assert failed.status == "FAILED" and failed.error == "NodesUnhealthy"
     assert ("init", "docker swarm init") in [("init", what) for _, what in emu.nodes.history]
     # The tokens it stored were its own swarm's, which is gone: none is left to mislead the next.
-    assert emu.client("ssm").get_parameters_by_path(
-        Path=naming.swarm_path(emu.environment), Recursive=True)["Parameters"] == []
+    assert (
+        emu.client("ssm").get_parameters_by_path(Path=naming.swarm_path(emu.environment), Recursive=True)["Parameters"]
+        == []
+    )
     emu.nodes.run = original_run
     again = deploy(emu, new_content(emu, commit_id()))
     assert again.status == "SUCCEEDED", (again.error, again.cause)
 
 
 def test_a_retirement_failing_half_way_terminates_the_nodes_already_out(make_emulator):
-    from slipway.nodes import Result
-
     emu = make_emulator(node_count=3)
     first = deploy(emu)
     original_run = emu.nodes.run
 
-    def retire_one_then_fail(instance_id, commands, hostname=""):
+    def retire_one_then_fail(instance_id: str, commands: list[str]) -> Result:
         retire_lines = [c for c in commands if c.startswith("retire ")]
         if len(retire_lines) > 1:
-            done = original_run(instance_id, [c for c in commands if c not in retire_lines[1:]], hostname)
+            done = original_run(instance_id, [c for c in commands if c not in retire_lines[1:]])
             return Result(1, done.stdout, "Error response from daemon: rpc error: code = Unknown")
-        return original_run(instance_id, commands, hostname)
+        return original_run(instance_id, commands)
 
     emu.nodes.run = retire_one_then_fail
     second = deploy(emu, new_content(emu, commit_id()))
@@ -443,18 +454,23 @@ def test_one_manager_down_does_not_block_its_replacement(make_emulator, which):
 
 def _history(emu, arn):
     sfn = emu.client("stepfunctions")
-    return [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
-            for e in page["events"]]
+    return [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn) for e in page["events"]]
 
 
 def _entered(emu, arn, state):
     """When the execution first entered `state` (None if it never did)."""
-    return next((e["timestamp"] for e in _history(emu, arn) if e["type"].endswith("StateEntered")
-                 and e["stateEnteredEventDetails"]["name"] == state), None)
+    return next(
+        (
+            e["timestamp"]
+            for e in _history(emu, arn)
+            if e["type"].endswith("StateEntered") and e["stateEnteredEventDetails"]["name"] == state
+        ),
+        None,
+    )
 
 
 def _follow(emu, arn):
-    return follow(emu.client("stepfunctions"), arn, say=lambda *a, **k: None, poll=0.05, timeout=120)
+    return follow(emu.client("stepfunctions"), arn, say=None, poll=0.05, timeout=120)
 
 
 def test_two_pushes_at_once_deploy_one_after_the_other(make_emulator):
@@ -469,9 +485,11 @@ def test_two_pushes_at_once_deploy_one_after_the_other(make_emulator):
     assert "Wait for earlier runs" in second.states and "Wait for earlier runs" not in first.states
     first_ended = emu.client("stepfunctions").describe_execution(executionArn=first.execution_arn)["stopDate"]
     assert _entered(emu, second.execution_arn, "Look for a baked image") >= first_ended
-    queued = [json.loads(e["stateExitedEventDetails"]["output"])["queue"]
-              for e in _history(emu, second.execution_arn) if e["type"] == "TaskStateExited"
-              and e["stateExitedEventDetails"]["name"] == "Look for earlier runs"]
+    queued = [
+        json.loads(e["stateExitedEventDetails"]["output"])["queue"]
+        for e in _history(emu, second.execution_arn)
+        if e["type"] == "TaskStateExited" and e["stateExitedEventDetails"]["name"] == "Look for earlier runs"
+    ]
     assert queued[0]["ahead"] == [first.execution_arn.split(":execution:")[1]] and queued[-1]["clear"]
     nodes = tagged_instances(emu)
     assert {n.instance_id for n in nodes} == set(second.output["nodes"]["current"])
@@ -490,10 +508,13 @@ def test_a_queued_push_is_skipped_when_a_newer_push_arrives_behind_it(make_emula
     assert middle.states[-2:] == ["Report the skipped run to GitHub", "Skipped for a newer push"]
     assert "Look for a baked image" not in middle.states and "image" not in middle.output
     assert middle.output["queue"]["superseded_by"] == {
-        "execution": last.execution_arn.split(":execution:")[1], "commit": commits[2]}
+        "execution": last.execution_arn.split(":execution:")[1],
+        "commit": commits[2],
+    }
     assert [(s["state"], s["description"]) for s in emu.github.statuses if s["sha"] == commits[1]] == [
         ("pending", "Deploying to dev"),
-        ("error", f"Not deployed to dev: skipped for {commits[2][:7]}, started after it")]
+        ("error", f"Not deployed to dev: skipped for {commits[2][:7]}, started after it"),
+    ]
     assert "Bake node image" in last.states and "Skipped for a newer push" not in first.states
     nodes = tagged_instances(emu)
     assert {n.instance_id for n in nodes} == set(last.output["nodes"]["current"])
@@ -527,8 +548,10 @@ def test_a_run_skipped_for_a_run_of_its_own_commit_leaves_that_commits_status_al
     commit = new_content(emu, commit_id())
     queued = deliver_push(emu, commit)[1]
     sfn = emu.client("stepfunctions")
-    by_hand = sfn.start_execution(stateMachineArn=emu.arns["deploy"], input=json.dumps(
-        {"repository": "example/app", "commit": commit, "ref": "refs/heads/main"}))["executionArn"]
+    by_hand = sfn.start_execution(
+        stateMachineArn=emu.arns["deploy"],
+        input=json.dumps({"repository": "example/app", "commit": commit, "ref": "refs/heads/main"}),
+    )["executionArn"]
     first, skipped, deployed = (_follow(emu, arn) for arn in (ahead["execution_arn"], queued["execution_arn"], by_hand))
     assert (first.status, skipped.status, deployed.status) == ("SUCCEEDED",) * 3
     assert "Skipped for a newer push" in skipped.states and "Deployment succeeded" in deployed.states
@@ -592,13 +615,16 @@ def test_a_deploy_pushed_during_a_teardown_starts_after_it_on_a_clean_slate(make
     emu = make_emulator(poll_seconds=1)
     assert deploy(emu).status == "SUCCEEDED"
     sfn = emu.client("stepfunctions")
-    down_arn = sfn.start_execution(stateMachineArn=emu.arns["teardown"],
-                                   input=json.dumps({"environment": emu.environment}))["executionArn"]
+    down_arn = sfn.start_execution(
+        stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment})
+    )["executionArn"]
     up = deploy(emu)
     down = _follow(emu, down_arn)
     assert down.status == up.status == "SUCCEEDED", (down.cause, up.cause)
-    assert _entered(emu, up.execution_arn, "Look for a baked image") >= sfn.describe_execution(
-        executionArn=down_arn)["stopDate"]
+    assert (
+        _entered(emu, up.execution_arn, "Look for a baked image")
+        >= sfn.describe_execution(executionArn=down_arn)["stopDate"]
+    )
     assert {n.instance_id for n in tagged_instances(emu)} == set(up.output["nodes"]["current"])
 
 
@@ -632,17 +658,20 @@ def test_an_undo_that_cannot_take_nodes_out_of_the_swarm_still_removes_them(make
     old = deploy(emu).output["nodes"]["current"][0]
     original_run = emu.nodes.run
 
-    def run(instance_id, commands, hostname=""):
-        result = original_run(instance_id, commands, hostname)
-        if "docker swarm join" in "\n".join(commands):
+    def run(instance_id: str, commands: list[str]) -> Result:
+        result = original_run(instance_id, commands)
+        if plans.command_kind(commands) == "swarm-join":
             emu.nodes.broken.add(old)
         return result
 
     emu.nodes.run = run
     second = deploy(emu, new_content(emu, commit_id()))
     assert second.status == "FAILED" and second.error == "NodesUnhealthy", (second.error, second.cause)
-    failed = next(json.loads(e["stateEnteredEventDetails"]["input"])
-                  for e in _history(emu, second.execution_arn) if e["type"] == "FailStateEntered")
+    failed = next(
+        json.loads(e["stateEnteredEventDetails"]["input"])
+        for e in _history(emu, second.execution_arn)
+        if e["type"] == "FailStateEntered"
+    )
     assert failed["leave_error"]["Error"] == "CommandFailed" and "undo_error" not in failed
     assert {n.instance_id for n in tagged_instances(emu)} == {old}
 
@@ -689,8 +718,10 @@ def test_scaling_three_managers_down_to_two_nodes_leaves_one_manager(make_emulat
 def test_a_commit_deployed_by_hand_from_the_console_needs_only_repository_and_commit(emulator):
     first = deploy(emulator)
     sfn = emulator.client("stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=emulator.arns["deploy"], input=json.dumps(
-        {"repository": "example/app", "commit": first.output["deployment"]["commit"]}))["executionArn"]
+    arn = sfn.start_execution(
+        stateMachineArn=emulator.arns["deploy"],
+        input=json.dumps({"repository": "example/app", "commit": first.output["deployment"]["commit"]}),
+    )["executionArn"]
     again = _follow(emulator, arn)
     assert again.status == "SUCCEEDED", (again.error, again.cause)
     assert again.output["nodes"]["current"] == first.output["nodes"]["current"]  # converged: no change

@@ -8,14 +8,31 @@ from tests.conftest import commit_id, deploy
 from tests.faults import FIRST_READ_AFTER, Fault
 
 MUTATING = [
-    "StartBuild", "CreateVpc", "ModifyVpcAttribute", "CreateSubnet", "ModifySubnetAttribute",
-    "CreateInternetGateway", "AttachInternetGateway", "CreateRouteTable", "CreateRoute",
-    "AssociateRouteTable", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
-    "CreateLaunchTemplate", "RunInstances",
-    "SendCommand", "PutParameter", "AddTagsToResource", "CreateTags",
+    "StartBuild",
+    "CreateVpc",
+    "ModifyVpcAttribute",
+    "CreateSubnet",
+    "ModifySubnetAttribute",
+    "CreateInternetGateway",
+    "AttachInternetGateway",
+    "CreateRouteTable",
+    "CreateRoute",
+    "AssociateRouteTable",
+    "CreateSecurityGroup",
+    "AuthorizeSecurityGroupIngress",
+    "CreateLaunchTemplate",
+    "RunInstances",
+    "SendCommand",
+    "PutParameter",
+    "AddTagsToResource",
+    "CreateTags",
 ]
-CASES = [(op, kind) for op in MUTATING for kind in ("throttle", "lost", "not-found")
-         if kind != "not-found" or op in FIRST_READ_AFTER]
+CASES = [
+    (op, kind)
+    for op in MUTATING
+    for kind in ("throttle", "lost", "not-found")
+    if kind != "not-found" or op in FIRST_READ_AFTER
+]
 
 
 def tagged(emu, deployment=None):
@@ -37,13 +54,19 @@ def tagged(emu, deployment=None):
 def test_first_deploy_survives_or_undoes_itself(make_emulator, operation, kind):
     emu = make_emulator(node_count=2)
     fault = Fault(operation, kind)
-    fault.install([aws.client("ec2"), aws.client("ec2", retries=False), aws.client("ssm"),
-                   aws.client("codebuild")])
+    fault.install([aws.client("ec2"), aws.client("ec2", retries=False), aws.client("ssm"), aws.client("codebuild")])
     run = deploy(emu, commit_id())
     assert fault.fired == 1, f"{operation} ({kind}) was never injected"
     if run.status == "SUCCEEDED":
-        assert tagged(emu) == {"instance": 2, "vpc": 1, "subnet": 1, "internet-gateway": 1,
-                               "route-table": 1, "security-group": 1, "launch-template": 1}, "duplicate"
+        assert tagged(emu) == {
+            "instance": 2,
+            "vpc": 1,
+            "subnet": 1,
+            "internet-gateway": 1,
+            "route-table": 1,
+            "security-group": 1,
+            "launch-template": 1,
+        }, "duplicate"
         assert len(emu.client("ec2").describe_images(Owners=["self"])["Images"]) == 1
     else:
         deployment = run.output.get("deployment", {}).get("id") or run.execution_arn.rsplit(":", 1)[-1]

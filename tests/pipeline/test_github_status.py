@@ -15,20 +15,25 @@ def test_a_deployment_shows_pending_then_success_on_the_commit(emulator):
     run = deploy(emulator, commit)
     assert run.status == "SUCCEEDED"
     ami = run.output["image"]["ami_id"]
-    assert statuses(emulator, commit) == [("pending", "Deploying to dev"),
-                                          ("success", f"Deployed to dev: 1 node on {ami}")]
+    assert statuses(emulator, commit) == [
+        ("pending", "Deploying to dev"),
+        ("success", f"Deployed to dev: 1 node on {ami}"),
+    ]
     for status in emulator.github.statuses:
         assert status["repository"] == "example/app"
         assert status["context"] == naming.status_context("dev")
         assert status["target_url"].endswith("#/v2/executions/details/" + run.execution_arn)
-    assert run.output["github"] == {"reported": True, "state": "success",
-                                    "description": f"Deployed to dev: 1 node on {ami}"}
+    assert run.output["github"] == {
+        "reported": True,
+        "state": "success",
+        "description": f"Deployed to dev: 1 node on {ami}",
+    }
 
 
 def test_a_failed_replacement_shows_failure_and_why(make_emulator):
     emu = make_emulator()
     first = deploy(emu)
-    break_after(emu, "docker swarm join")
+    break_after(emu, "swarm-join")
     commit = new_content(emu, commit_id())
     second = deploy(emu, commit)
     assert second.status == "FAILED" and second.error == "NodesUnhealthy"  # the run's own error
@@ -97,7 +102,8 @@ def test_a_deploy_stopped_from_the_console_does_not_stay_pending(make_emulator):
     assert run.status == "ABORTED"
     assert statuses(emu, commit) == [
         ("pending", "Deploying to dev"),
-        ("error", "Deploy to dev stopped before it ended: not deployed; the next deployment cleans up after it")]
+        ("error", "Deploy to dev stopped before it ended: not deployed; the next deployment cleans up after it"),
+    ]
     [target] = [s["target_url"] for s in emu.github.statuses if s["state"] == "error"]
     assert target.endswith("#/v2/executions/details/" + run.execution_arn)
 
@@ -111,15 +117,21 @@ def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_
     assert deploy(emu).status == "SUCCEEDED"
     sent = len(emu.github.statuses)
     arn = emu.client("stepfunctions").start_execution(
-        stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment}))["executionArn"]
+        stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment})
+    )["executionArn"]
     assert _stop_when(emu, arn, "Terminate nodes").status == "ABORTED"
     handled = [r for name, r in emu.results if name.endswith("-report_stopped_run")]
     assert handled == [{"ignored": "not this environment's deploy state machine"}]
-    other = {"detail": {"status": "ABORTED", "input": json.dumps({"commit": commit_id(), "repository": "a/b"}),
-                        "stateMachineArn": emu.arns["deploy"].replace("slipway-dev-deploy", "slipway-prod-deploy")}}
+    other = {
+        "detail": {
+            "status": "ABORTED",
+            "input": json.dumps({"commit": commit_id(), "repository": "a/b"}),
+            "stateMachineArn": emu.arns["deploy"].replace("slipway-dev-deploy", "slipway-prod-deploy"),
+        }
+    }
     assert steps.report_stopped_run(other) == {"ignored": "not this environment's deploy state machine"}
     assert steps.report_stopped_run({"detail": {"status": "SUCCEEDED"}}) == {"ignored": "status SUCCEEDED"}
-    assert steps.report_stopped_run({"detail": {"status": "ABORTED", "stateMachineArn": emu.arns["deploy"],
-                                                   "input": "[1]"}}) == {
-        "ignored": "the execution's input is not a JSON object"}
+    assert steps.report_stopped_run(
+        {"detail": {"status": "ABORTED", "stateMachineArn": emu.arns["deploy"], "input": "[1]"}}
+    ) == {"ignored": "the execution's input is not a JSON object"}
     assert len(emu.github.statuses) == sent

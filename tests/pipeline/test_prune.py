@@ -1,6 +1,7 @@
 """The scheduled prune on the emulator: one tag-targeted command, a no-op without nodes, and its
 result recorded from SSM's status-change event (no Lambda waits)."""
 
+from chalicelib import plans
 from slipway.demo import scheduled_event
 from tests.conftest import CallRecorder, deploy
 
@@ -12,8 +13,11 @@ def prune(emu):
 
 
 def recorded(emu, command_id):
-    return [r for name, r in emu.results if name.endswith("-record_prune")
-            and isinstance(r, dict) and r.get("command_id") == command_id]
+    return [
+        r
+        for name, r in emu.results
+        if name.endswith("-record_prune") and isinstance(r, dict) and r.get("command_id") == command_id
+    ]
 
 
 def test_one_command_selects_the_environments_nodes_by_tag(emulator):
@@ -24,9 +28,11 @@ def test_one_command_selects_the_environments_nodes_by_tag(emulator):
     assert command["DocumentName"] == "AWS-RunShellScript"
     assert command["Targets"] == [
         {"Key": "tag:slipway:environment", "Values": [emulator.environment]},
-        {"Key": "tag:slipway:role", "Values": ["node"]}]
+        {"Key": "tag:slipway:role", "Values": ["node"]},
+    ]
     assert "InstanceIds" not in command or command["InstanceIds"] == run.output["nodes"]["current"]
-    assert command["Parameters"]["commands"] == ["docker system prune --force --filter until=24h"]
+    assert command["Parameters"]["commands"] == plans.prune_script("until=24h")
+    assert command["Parameters"]["commands"][1] == "docker system prune --force --filter until=24h"
     assert (command["MaxConcurrency"], command["MaxErrors"]) == ("25%", "0")
     assert command["TimeoutSeconds"] == 600
     invocations = ssm.list_command_invocations(CommandId=result["command_id"], Details=True)["CommandInvocations"]
@@ -83,15 +89,17 @@ def test_prune_calls_do_not_grow_with_the_fleet(make_emulator):
         prune(emu)
         counts[size] = sorted(recorder.calls)
         emu.stop()
-    assert counts[1] == counts[4] == sorted(["DescribeInstances", "SendCommand", "ListCommands",
-                                             "ListCommandInvocations"])
+    assert (
+        counts[1] == counts[4] == sorted(["DescribeInstances", "SendCommand", "ListCommands", "ListCommandInvocations"])
+    )
 
 
 def test_a_command_by_instance_id_reaches_only_those_instances(make_emulator):
     emu = make_emulator(node_count=3)
     nodes = deploy(emu).output["nodes"]["current"]
     ssm = emu.client("ssm")
-    command = ssm.send_command(InstanceIds=nodes[:1], DocumentName="AWS-RunShellScript",
-                               Parameters={"commands": ["docker info --format '{{.Swarm.LocalNodeState}}'"]})
+    command = ssm.send_command(
+        InstanceIds=nodes[:1], DocumentName="AWS-RunShellScript", Parameters={"commands": plans.HEALTH_SCRIPT}
+    )
     invocations = ssm.list_command_invocations(CommandId=command["Command"]["CommandId"])["CommandInvocations"]
     assert [i["InstanceId"] for i in invocations] == nodes[:1]

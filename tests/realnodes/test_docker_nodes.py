@@ -40,8 +40,8 @@ def image():
     existed = realnodes.image_exists(realnodes.image_name(tag))
     name = realnodes.bake_image(tag, log=lambda line: None)
     yield name
-    if not existed:
-        realnodes.cleanup(images=[name])
+    if not existed:  # only the image: other runs' nodes (another module's, a demo's) stay
+        realnodes.remove_images([name])
 
 
 @pytest.fixture
@@ -97,8 +97,7 @@ def test_two_nodes_form_a_swarm_and_pass_the_health_gate(nodes, image):
     assert address.stdout.strip() == A[2], address
 
     health = {i: nodes.run(i, plans.HEALTH_SCRIPT) for i in (A[0], B[0])}
-    assert {i: (r.code, r.stdout.strip()) for i, r in health.items()} == {
-        A[0]: (0, "active"), B[0]: (0, "active")}
+    assert {i: (r.code, r.stdout.strip()) for i, r in health.items()} == {A[0]: (0, "active"), B[0]: (0, "active")}
 
     listed = ready_nodes(nodes, A[0], 2)
     assert sorted((n["Hostname"], n["Status"]) for n in listed) == [(A[1], "Ready"), (B[1], "Ready")]
@@ -154,14 +153,17 @@ def test_promote_on_a_worker_fails_as_docker_says(nodes, image):
 def test_prune_reports_the_space_a_dangling_image_took(nodes, image):
     launch(nodes, image, A)
     # Two one-layer images of 3 MB of random bytes: one untagged (dangling), one tagged.
-    made = nodes.run(A[0], [
-        "set -eu",
-        "cd /tmp && mkdir -p junk && head -c 3000000 /dev/urandom > junk/blob",
-        "tar -C junk -c . | docker import - >/dev/null",
-        "head -c 3000000 /dev/urandom > junk/blob",
-        "tar -C junk -c . | docker import - slipway-keep:1 >/dev/null",
-        "docker images --filter dangling=true --format '{{.ID}}'",
-    ])
+    made = nodes.run(
+        A[0],
+        [
+            "set -eu",
+            "cd /tmp && mkdir -p junk && head -c 3000000 /dev/urandom > junk/blob",
+            "tar -C junk -c . | docker import - >/dev/null",
+            "head -c 3000000 /dev/urandom > junk/blob",
+            "tar -C junk -c . | docker import - slipway-keep:1 >/dev/null",
+            "docker images --filter dangling=true --format '{{.ID}}'",
+        ],
+    )
     assert made.code == 0, made.stderr
     dangling = made.stdout.split()
     assert len(dangling) == 1
@@ -254,7 +256,6 @@ def test_a_join_goes_through_the_next_manager_when_the_first_is_down(nodes, imag
     nodes.stop_docker(A[0])  # one of three managers down: the swarm keeps its quorum
     late = nodes.run(D[0], plans.join_script(tokens["worker"], A[2], B[2]))
     assert late.code == 0, late.stdout + late.stderr
-    listed = eventually(lambda: [n for n in nodes.nodes(B[0]) if n["Hostname"] == D[1]
-                                 and n["Status"] == "Ready"])
+    listed = eventually(lambda: [n for n in nodes.nodes(B[0]) if n["Hostname"] == D[1] and n["Status"] == "Ready"])
     assert listed, nodes.nodes(B[0])
     assert nodes.role(D[0]) == "worker"

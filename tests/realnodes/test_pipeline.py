@@ -13,8 +13,10 @@ import time
 
 import pytest
 
+from chalicelib import plans
 from slipway import realnodes
 from slipway.demo import scheduled_event
+from slipway.nodes import Result
 from tests.conftest import commit_id, deploy
 from tests.pipeline.test_deploy import new_content, tagged_instances
 
@@ -31,8 +33,13 @@ def real(make_emulator):
         pytest.skip(reason)
 
     def start(node_count: int = 2, **environment: str):
-        return make_emulator(node_count=node_count, real_nodes=True, poll_seconds=1,
-                             extra_environment={"SLIPWAY_VPC_CIDR": CIDR} | environment)
+        return make_emulator(
+            node_count=node_count,
+            real_nodes=True,
+            poll_seconds=1,
+            extra_environment={"SLIPWAY_VPC_CIDR": CIDR} | environment,
+        )
+
     return start
 
 
@@ -51,8 +58,7 @@ def test_two_real_nodes_form_one_swarm_of_two_ready_nodes(real):
     manager = next(n for n in nodes if n.swarm_role == "manager")
     assert ready_hosts(emu, manager.instance_id) == {n.hostname: "Ready" for n in nodes}
     # Docker itself says who is a manager: the same as the pipeline's tags.
-    assert {n.instance_id: emu.nodes.role(n.instance_id) for n in nodes} == {
-        n.instance_id: n.swarm_role for n in nodes}
+    assert {n.instance_id: emu.nodes.role(n.instance_id) for n in nodes} == {n.instance_id: n.swarm_role for n in nodes}
 
 
 def test_a_real_replacement_always_has_a_ready_node_and_ends_with_only_the_new_ones(real):
@@ -88,17 +94,25 @@ def test_a_real_prune_reports_what_docker_reclaimed(real):
     run = deploy(emu)
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     node = run.output["nodes"]["current"][0]
-    made = emu.nodes.run(node, [
-        "set -eu", "mkdir -p /tmp/junk && head -c 3000000 /dev/urandom > /tmp/junk/blob",
-        "tar -C /tmp/junk -c . | docker import - >/dev/null",
-        "docker image inspect --format '{{.Size}}' $(docker images -q --filter dangling=true)"])
+    made = emu.nodes.run(
+        node,
+        [
+            "set -eu",
+            "mkdir -p /tmp/junk && head -c 3000000 /dev/urandom > /tmp/junk/blob",
+            "tar -C /tmp/junk -c . | docker import - >/dev/null",
+            "docker image inspect --format '{{.Size}}' $(docker images -q --filter dangling=true)",
+        ],
+    )
     assert made.code == 0, made.stderr
     size = int(made.stdout.strip())
     time.sleep(2.1)  # older than "until=1s", in whole seconds
     result = emu.invoke("prune", scheduled_event())
     emu.wait_for_events()
-    recorded = [r for name, r in emu.results if name.endswith("-record_prune")
-                and isinstance(r, dict) and r.get("command_id") == result["command_id"]]
+    recorded = [
+        r
+        for name, r in emu.results
+        if name.endswith("-record_prune") and isinstance(r, dict) and r.get("command_id") == result["command_id"]
+    ]
     assert recorded and recorded[0]["failed"] == []
     # Docker prints four significant digits ("3.001MB").
     assert abs(recorded[0]["reclaimed_bytes"] - size) <= size * 0.01, (recorded, size)
@@ -111,9 +125,9 @@ def test_a_real_node_whose_dockerd_stops_fails_the_gate_and_the_old_node_keeps_s
     old = first.output["nodes"]["current"][0]
     original_run = emu.nodes.run
 
-    def dockerd_dies_after_joining(instance_id, commands, hostname=""):
-        result = original_run(instance_id, commands, hostname)
-        if "docker swarm join" in "\n".join(commands):
+    def dockerd_dies_after_joining(instance_id: str, commands: list[str]) -> Result:
+        result = original_run(instance_id, commands)
+        if plans.command_kind(commands) == "swarm-join":
             emu.nodes.stop_docker(instance_id)
         return result
 

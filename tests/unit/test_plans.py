@@ -1,8 +1,11 @@
-"""Pure pipeline decisions, compared by equality."""
+"""Pure pipeline decisions, compared by equality; and the markers of the scripts, by which the
+emulated nodes (slipway/nodes.py) recognise them."""
 
 import dataclasses
 import io
 import zipfile
+from collections.abc import Callable
+from datetime import UTC
 
 import pytest
 
@@ -10,6 +13,7 @@ from chalicelib import plans
 from chalicelib.aws.ec2 import Node
 from chalicelib.aws.ssm import Invocation
 from chalicelib.errors import InvalidInput
+from slipway.nodes import EmulatedNodes, Machine, Result, UnknownScript
 
 
 def node(instance_id, image, state="running", deployment="dep", role="manager"):
@@ -55,8 +59,9 @@ def test_first_node_initialises_a_swarm_when_there_is_none():
 def test_nodes_join_as_managers_until_there_are_enough_then_as_workers():
     step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1"], ["i-1"], ["10.0.0.5"], True, 5, False)
     assert step == plans.SwarmStep("join", ("i-2", "i-3"), ("10.0.0.5",), "manager")
-    step = plans.plan_swarm(["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1", "i-2", "i-3"],
-                            ["i-1", "i-2", "i-3"], ["10.0.0.5"], True, 5, False)
+    step = plans.plan_swarm(
+        ["i-1", "i-2", "i-3", "i-4", "i-5"], ["i-1", "i-2", "i-3"], ["i-1", "i-2", "i-3"], ["10.0.0.5"], True, 5, False
+    )
     assert step == plans.SwarmStep("join", ("i-4", "i-5"), ("10.0.0.5",), "worker")
 
 
@@ -96,9 +101,11 @@ def test_join_tokens_are_read_from_the_init_output():
 
 
 def test_health_verdict_names_each_failing_node_and_why():
-    results = [Invocation("i-1", "Success", 0, "active\n"),
-               Invocation("i-2", "Success", 0, "inactive\n"),
-               Invocation("i-3", "Failed", 1, "")]
+    results = [
+        Invocation("i-1", "Success", 0, "active\n"),
+        Invocation("i-2", "Success", 0, "inactive\n"),
+        Invocation("i-3", "Failed", 1, ""),
+    ]
     assert plans.health_verdict(results) == {
         "i-2": "swarm state is 'inactive', expected 'active'",
         "i-3": "health command Failed (exit 1)",
@@ -107,8 +114,12 @@ def test_health_verdict_names_each_failing_node_and_why():
 
 def test_the_managers_view_must_list_every_node_ready_and_active():
     hosts = {"i-1": "ip-1", "i-2": "ip-2", "i-3": "ip-3", "i-4": "ip-4"}
-    view = Invocation("i-1", "Success", 0, "ip-1 Ready Active\nip-2 Down Active\nip-3 Ready Drain\n"
-                                           "ip-4 Down Active\nip-4 Ready Active\n")
+    view = Invocation(
+        "i-1",
+        "Success",
+        0,
+        "ip-1 Ready Active\nip-2 Down Active\nip-3 Ready Drain\nip-4 Down Active\nip-4 Ready Active\n",
+    )
     assert plans.swarm_view_verdict(view, hosts) == {
         "i-2": "the swarm lists ip-2 as Down/Active, expected Ready/Active",
         "i-3": "the swarm lists ip-3 as Ready/Drain, expected Ready/Active",
@@ -116,16 +127,20 @@ def test_the_managers_view_must_list_every_node_ready_and_active():
     assert plans.swarm_view_verdict(view, {"i-9": "ip-9"}) == {"i-9": "the swarm does not list ip-9"}
     failed = Invocation("i-1", "Failed", 1, "Error response from daemon: This node is not a swarm manager.")
     assert plans.swarm_view_verdict(failed, {"i-2": "ip-2"}) == {
-        "i-2": "the manager i-1 could not list the swarm: Failed (exit 1)"}
+        "i-2": "the manager i-1 could not list the swarm: Failed (exit 1)"
+    }
 
 
-@pytest.mark.parametrize("status,ami,verdict", [
-    ("IN_PROGRESS", None, "IN_PROGRESS"),
-    ("SUCCEEDED", "ami-1", "SUCCEEDED"),
-    ("SUCCEEDED", None, "the build succeeded but exported no AMI_ID"),
-    ("FAILED", None, "the build ended FAILED"),
-    ("TIMED_OUT", None, "the build ended TIMED_OUT"),
-])
+@pytest.mark.parametrize(
+    "status,ami,verdict",
+    [
+        ("IN_PROGRESS", None, "IN_PROGRESS"),
+        ("SUCCEEDED", "ami-1", "SUCCEEDED"),
+        ("SUCCEEDED", None, "the build succeeded but exported no AMI_ID"),
+        ("FAILED", None, "the build ended FAILED"),
+        ("TIMED_OUT", None, "the build ended TIMED_OUT"),
+    ],
+)
 def test_bake_status(status, ami, verdict):
     assert plans.bake_status(status, ami) == verdict
 
@@ -154,7 +169,7 @@ def test_scripts_quote_what_they_interpolate():
     assert "for manager in 10.0.0.1:2377 '10.0.0.2;x:2377'; do" in plans.join_script("t", "10.0.0.1", "10.0.0.2;x")
     assert plans.retire_script(["ip-1; rm -rf /"])[-1] == "retire 'ip-1; rm -rf /'"
     assert plans.promote_script(["ip-1", "ip 2"])[-1] == "again docker node promote ip-1 'ip 2'"
-    assert plans.prune_script("until=24h") == ["docker system prune --force --filter until=24h"]
+    assert plans.prune_script("until=24h") == [plans.MARKERS["prune"], "docker system prune --force --filter until=24h"]
 
 
 def test_old_images_beyond_the_newest_kept_go_unless_a_node_runs_them():
@@ -165,8 +180,8 @@ def test_old_images_beyond_the_newest_kept_go_unless_a_node_runs_them():
 
 def test_retire_drains_then_demotes_then_removes_and_fails_loudly():
     script = plans.retire_script(["ip-10-0-0-1", "ip-10-0-0-2"])
-    assert script[0] == "set -eu" and "|| true" not in "\n".join(script)
-    body = "\n".join(script[1:-2])
+    assert script[:2] == [plans.MARKERS["retire"], "set -eu"] and "|| true" not in "\n".join(script)
+    body = "\n".join(script[2:-2])
     assert body.index("drain") < body.index("demote") < body.index("rm --force")
     assert script[-2:] == ["retire ip-10-0-0-1", "retire ip-10-0-0-2"]
 
@@ -201,9 +216,12 @@ def run_script(tmp_path, lines):
     docker.chmod(0o755)
     log = tmp_path / "log"
     log.touch()
-    done = subprocess.run(["sh", "-c", "\n".join(lines)], capture_output=True, text=True,
-                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(log),
-                               "SWARM_RETRY_SECONDS": "0"})
+    done = subprocess.run(
+        ["sh", "-c", "\n".join(lines)],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(log), "SWARM_RETRY_SECONDS": "0"},
+    )
     return done, log.read_text().splitlines()
 
 
@@ -213,8 +231,12 @@ def test_the_retire_script_as_a_shell_runs_it(tmp_path):
     assert "gone: not in the swarm" in done.stdout
     assert plans.left_swarm(done.stdout) == {"ip-m", "gone", "ip-w"}
     assert [c for c in calls if not c.startswith("node inspect")] == [
-        "node update --availability drain ip-m", "node demote ip-m", "node rm --force ip-m",
-        "node update --availability drain ip-w", "node rm --force ip-w"]
+        "node update --availability drain ip-m",
+        "node demote ip-m",
+        "node rm --force ip-m",
+        "node update --availability drain ip-w",
+        "node rm --force ip-w",
+    ]
 
 
 def test_surplus_managers_of_a_smaller_swarm_are_demoted_after_the_retirements(tmp_path):
@@ -227,7 +249,10 @@ def test_surplus_managers_of_a_smaller_swarm_are_demoted_after_the_retirements(t
     done, calls = run_script(tmp_path, plans.retire_script(["ip-w"], ["ip-b"]))
     assert done.returncode == 0, done.stderr
     assert [c for c in calls if not c.startswith("node inspect")] == [
-        "node update --availability drain ip-w", "node rm --force ip-w", "node demote ip-b"]
+        "node update --availability drain ip-w",
+        "node rm --force ip-w",
+        "node demote ip-b",
+    ]
     assert plans.left_swarm(done.stdout) == {"ip-w"} and plans.demoted(done.stdout) == {"ip-b"}
 
 
@@ -246,6 +271,140 @@ def test_the_retire_script_fails_when_a_removal_fails(tmp_path):
     assert plans.left_swarm(done.stdout) == set()
 
 
+# --- markers: what a script is, for the emulated nodes (slipway/nodes.py) --------------------
+
+# Every script plans.py writes, with sample arguments, and the kind of marker it must carry.
+SCRIPTS: dict[str, tuple[str, Callable[[], list[str]]]] = {
+    "init_script": ("swarm-init", plans.init_script),
+    "join_script": ("swarm-join", lambda: plans.join_script("SWMTKN-1-a", "10.0.0.1", "10.0.0.2")),
+    "HEALTH_SCRIPT": ("health", lambda: plans.HEALTH_SCRIPT),
+    "NODE_LIST_SCRIPT": ("node-list", lambda: plans.NODE_LIST_SCRIPT),
+    "promote_script": ("promote", lambda: plans.promote_script(["ip-1", "ip 2"])),
+    "retire_script": ("retire", lambda: plans.retire_script(["ip-1"], ["ip-2"])),
+    "prune_script": ("prune", lambda: plans.prune_script("until=24h", volumes=True)),
+}
+
+
+def test_the_scripts_listed_are_every_script_plans_writes() -> None:
+    found = {
+        name
+        for name, value in vars(plans).items()
+        if (name.endswith("_script") and callable(value)) or name.endswith("_SCRIPT")
+    }
+    assert found == set(SCRIPTS), "list a new script in SCRIPTS, with the kind of its marker"
+    assert sorted(kind for kind, _ in SCRIPTS.values()) == sorted(plans.MARKERS)  # one script a kind
+
+
+def test_markers_are_one_line_shell_comments_one_per_kind() -> None:
+    assert len(set(plans.MARKERS.values())) == len(plans.MARKERS)
+    for kind, marker in plans.MARKERS.items():
+        assert marker == plans.MARKER_PREFIX + kind and marker.startswith("# ") and "\n" not in marker
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_script_carries_exactly_one_known_marker_on_its_first_line(name: str) -> None:
+    kind, build = SCRIPTS[name]
+    script = build()
+    assert script[0] == plans.MARKERS[kind] and plans.command_kind(script) == kind
+    assert "\n".join(script).count(plans.MARKER_PREFIX) == 1
+
+
+def test_the_kind_is_read_from_the_first_line_only() -> None:
+    assert plans.command_kind([plans.MARKERS["health"], "docker info"]) == "health"
+    assert plans.command_kind([plans.MARKERS["health"] + "\ndocker info"]) == "health"  # one command
+    assert plans.command_kind(["  " + plans.MARKERS["prune"] + "  "]) == "prune"
+    assert plans.command_kind(["set -eu", plans.MARKERS["health"]]) is None  # not first
+    assert plans.command_kind(["# slipway:reboot", "reboot"]) is None  # no such kind
+    assert plans.command_kind(["docker swarm init"]) is None
+    assert plans.command_kind([]) is None
+
+
+def test_a_marked_script_runs_in_a_shell_as_the_commands_after_its_marker(tmp_path) -> None:
+    done, calls = run_script(tmp_path, plans.prune_script("until=24h"))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert calls == ["system prune --force --filter until=24h"]
+    done, calls = run_script(tmp_path, plans.HEALTH_SCRIPT)
+    assert done.returncode == 0 and calls[-1] == "info --format {{.Swarm.LocalNodeState}}"
+
+
+def emulated_nodes() -> EmulatedNodes:
+    machines = {f"i-{n}": Machine(f"ip-{n}", f"10.0.0.{n}", True) for n in (1, 2, 3)}
+    return EmulatedNodes(lambda: machines)
+
+
+def test_emulated_nodes_answer_a_reworded_script_by_its_marker() -> None:
+    nodes = emulated_nodes()
+    init = nodes.run(
+        "i-1",
+        [
+            plans.MARKERS["swarm-init"],
+            "docker swarm init >/dev/null 2>&1 || :",
+            'printf "manager_token=%s\\n" "$(docker swarm join-token -q manager)"',
+            'printf "worker_token=%s\\n" "$(docker swarm join-token -q worker)"',
+        ],
+    )
+    tokens = plans.parse_tokens(init.stdout)
+    assert init.code == 0 and sorted(tokens) == ["manager", "worker"]
+    joined = nodes.run(
+        "i-2",
+        [
+            plans.MARKERS["swarm-join"],
+            "for manager in 10.0.0.1:2377; do",
+            f'  docker swarm join --token {tokens["worker"]} "$manager" && exit 0',
+            "done",
+            "exit 1",
+        ],
+    )
+    assert joined.code == 0 and nodes.role("i-2") == "worker"
+    state = [plans.MARKERS["health"], "docker info -f '{{.Swarm.LocalNodeState}}'"]
+    assert nodes.run("i-2", state).stdout == "active\n"
+    # The marker decides, whatever else the script mentions: a health check stays one.
+    words = [plans.MARKERS["health"], "# neither docker swarm init nor docker system prune", *state[1:]]
+    assert nodes.run("i-3", words).stdout == "inactive\n" and nodes.swarm_of("i-3") is None
+    listed = nodes.run("i-1", [plans.MARKERS["node-list"], "docker node ls --format '{{json .}}'"])
+    assert listed.code == 0 and sorted(listed.stdout.splitlines()) == ["ip-1 Ready Active", "ip-2 Ready Active"]
+    promoted = nodes.run("i-1", [plans.MARKERS["promote"], "docker node promote ip-2"])
+    assert promoted.code == 0 and nodes.role("i-2") == "manager"
+    retired = nodes.run("i-1", [plans.MARKERS["retire"], 'retire() { docker node rm -f "$1"; }', "retire ip-2"])
+    assert plans.left_swarm(retired.stdout) == {"ip-2"} and nodes.swarm_of("i-2") is None
+    nodes.reclaimable["i-1"] = 1500
+    assert plans.reclaimed_bytes(nodes.run("i-1", [plans.MARKERS["prune"], "docker system prune -f"]).stdout) == 1500
+
+
+@pytest.mark.parametrize(
+    "commands",
+    [
+        ["docker info --format '{{.Swarm.LocalNodeState}}'"],  # the health check as it was, unmarked
+        ["set -eu", plans.MARKERS["health"], "docker info"],  # a marker, but not first
+        ["# slipway:reboot", "reboot"],  # a marker of no known kind
+        [],
+    ],
+)
+def test_emulated_nodes_refuse_a_script_without_a_known_marker_naming_the_markers(commands: list[str]) -> None:
+    nodes = emulated_nodes()
+    nodes.broken.add("i-1")  # even a node that could not have run it says why
+    with pytest.raises(UnknownScript, match=r"its first line must be one of plans\.MARKERS") as refused:
+        nodes.run("i-1", commands)
+    assert all(marker in str(refused.value) for marker in plans.MARKERS.values())
+    assert nodes.history == []
+
+
+def test_a_marked_script_without_what_its_kind_must_say_is_refused_naming_the_line() -> None:
+    nodes = emulated_nodes()
+    nodes.run("i-1", plans.init_script())
+    with pytest.raises(UnknownScript, match=r"'# slipway:promote' script without a 'docker node promote <hosts>'"):
+        nodes.run("i-1", [plans.MARKERS["promote"], "docker node update --role manager ip-2"])
+    with pytest.raises(UnknownScript, match=r"'for manager in <address:2377...>; do'"):
+        nodes.run("i-2", [plans.MARKERS["swarm-join"], "docker swarm join --token SWMTKN-1-a 10.0.0.1:2377"])
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_emulated_nodes_answer_every_script_plans_writes(name: str) -> None:
+    nodes = emulated_nodes()
+    nodes.run("i-1", plans.init_script())
+    assert isinstance(nodes.run("i-1", SCRIPTS[name][1]()), Result)  # never UnknownScript
+
+
 def github_archive(files: dict[str, bytes], prefix="octo-app-abc1234/") -> io.BytesIO:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -257,11 +416,14 @@ def github_archive(files: dict[str, bytes], prefix="octo-app-abc1234/") -> io.By
 
 
 def test_the_bake_source_is_the_image_folders_of_the_archive_at_its_root():
-    files = {"ansible/swarm_node.yml": b"- hosts: all", "packer/buildspec.yml": b"version: 0.2",
-             "app/main.py": b"print()", "ansible.cfg": b"[defaults]"}
+    files = {
+        "ansible/swarm_node.yml": b"- hosts: all",
+        "packer/buildspec.yml": b"version: 0.2",
+        "app/main.py": b"print()",
+        "ansible.cfg": b"[defaults]",
+    }
     source = plans.image_source(github_archive(files))
-    assert sorted(zipfile.ZipFile(io.BytesIO(source)).namelist()) == [
-        "ansible/swarm_node.yml", "packer/buildspec.yml"]
+    assert sorted(zipfile.ZipFile(io.BytesIO(source)).namelist()) == ["ansible/swarm_node.yml", "packer/buildspec.yml"]
     assert source == plans.image_source(github_archive(files, prefix="octo-app-def5678/"))  # same bytes
     with pytest.raises(InvalidInput, match="packer/"):
         plans.image_source(github_archive({"ansible/swarm_node.yml": b""}))
@@ -278,8 +440,12 @@ case "$1" in info) head -n1 {states}; sed -i 1d {states} ;; esac
     docker.chmod(0o755)
     import subprocess
 
-    done = subprocess.run(["sh", "-c", "\n".join(plans.join_script("SWMTKN-1-a", "10.0.0.1"))],
-                          capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    done = subprocess.run(
+        ["sh", "-c", "\n".join(plans.join_script("SWMTKN-1-a", "10.0.0.1"))],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     calls = (tmp_path / "log").read_text().splitlines()
     assert len(calls) == 3 and not any(c.startswith("swarm join") for c in calls)
@@ -298,40 +464,46 @@ esac
     import subprocess
 
     script = plans.join_script("SWMTKN-1-a", "10.0.0.1", "10.0.0.2", "10.0.0.3")
-    done = subprocess.run(["sh", "-c", "\n".join(script)], capture_output=True, text=True,
-                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    done = subprocess.run(
+        ["sh", "-c", "\n".join(script)], capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "log").read_text().splitlines()[1:] == [
-        "swarm join --token SWMTKN-1-a 10.0.0.1:2377", "swarm leave --force",
-        "swarm join --token SWMTKN-1-a 10.0.0.2:2377"]
+        "swarm join --token SWMTKN-1-a 10.0.0.1:2377",
+        "swarm leave --force",
+        "swarm join --token SWMTKN-1-a 10.0.0.2:2377",
+    ]
 
 
 def test_runs_ahead_are_the_ones_started_earlier_in_start_order():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    t = datetime(2026, 11, 28, tzinfo=timezone.utc)
-    running = [(t + timedelta(seconds=2), "arn:c"), (t, "arn:a"), (t + timedelta(seconds=5), "arn:me"),
-               (t + timedelta(seconds=9), "arn:later")]
+    t = datetime(2026, 11, 28, tzinfo=UTC)
+    running = [
+        (t + timedelta(seconds=2), "arn:c"),
+        (t, "arn:a"),
+        (t + timedelta(seconds=5), "arn:me"),
+        (t + timedelta(seconds=9), "arn:later"),
+    ]
     assert plans.runs_ahead((t + timedelta(seconds=5), "arn:me"), running) == ["arn:a", "arn:c"]
     assert plans.runs_ahead((t, "arn:a"), running) == []
 
 
 def test_two_runs_started_in_the_same_instant_never_wait_for_each_other():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    t = datetime(2026, 11, 28, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 28, tzinfo=UTC)
     running = [(t, "arn:x"), (t, "arn:y")]
     assert plans.runs_ahead((t, "arn:x"), running) == []
     assert plans.runs_ahead((t, "arn:y"), running) == ["arn:x"]
 
 
 def test_the_deploys_that_can_supersede_a_queued_one_are_the_later_ones_newest_first():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    t = datetime(2026, 11, 28, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 28, tzinfo=UTC)
     me = (t + timedelta(seconds=5), "arn:me")
-    deploys = [(t, "arn:before"), me, (t + timedelta(seconds=7), "arn:newer"),
-               (t + timedelta(seconds=9), "arn:newest")]
+    deploys = [(t, "arn:before"), me, (t + timedelta(seconds=7), "arn:newer"), (t + timedelta(seconds=9), "arn:newest")]
     assert plans.newer_deploys(me, deploys) == ["arn:newest", "arn:newer"]
     assert plans.newer_deploys((t + timedelta(seconds=9), "arn:newest"), deploys) == []
     assert plans.newer_deploys(me, [(t, "arn:before"), me]) == []
@@ -346,7 +518,8 @@ def test_a_skipped_commit_is_an_error_on_github_that_names_the_newer_commit():
     assert plans.status_state("superseded") == "error"
     assert plans.status_state("success") == "success" and plans.status_state("failure") == "failure"
     assert plans.status_description("superseded", "dev", state) == (
-        "Not deployed to dev: skipped for c0ffee0, started after it")
+        "Not deployed to dev: skipped for c0ffee0, started after it"
+    )
 
 
 def test_the_commit_status_says_what_happened():
@@ -355,18 +528,25 @@ def test_the_commit_status_says_what_happened():
     state = {"nodes": {"current": ["i-1", "i-2"]}, "image": {"ami_id": "ami-1"}}
     assert plans.status_description("pending", "dev", {}) == "Deploying to dev"
     assert plans.status_description("success", "dev", state) == "Deployed to dev: 2 nodes on ami-1"
-    lambda_error = {"Error": "NodesUnhealthy", "Cause": json.dumps(
-        {"errorMessage": "i-2: health command Failed\nmore", "errorType": "NodesUnhealthy"})}
+    lambda_error = {
+        "Error": "NodesUnhealthy",
+        "Cause": json.dumps({"errorMessage": "i-2: health command Failed\nmore", "errorType": "NodesUnhealthy"}),
+    }
     assert plans.status_description("failure", "dev", {"error": lambda_error}) == (
-        "Deploy to dev failed, the previous state stays: NodesUnhealthy: i-2: health command Failed")
+        "Deploy to dev failed, the previous state stays: NodesUnhealthy: i-2: health command Failed"
+    )
     assert plans.status_description("error", "prod", {"error": {"Error": "CommandFailed", "Cause": "retire"}}) == (
-        "Deployed to prod; removing what it replaced failed (CommandFailed: retire)")
+        "Deployed to prod; removing what it replaced failed (CommandFailed: retire)"
+    )
     assert plans.status_description("failure", "dev", {}).endswith("unknown error")
 
 
 def test_a_failed_undo_is_not_called_the_previous_state():
-    state = {"error": {"Error": "NodesUnhealthy", "Cause": "x"},
-             "undo_error": {"Error": "TeardownIncomplete", "Cause": "i-1 still shutting down"}}
+    state = {
+        "error": {"Error": "NodesUnhealthy", "Cause": "x"},
+        "undo_error": {"Error": "TeardownIncomplete", "Cause": "i-1 still shutting down"},
+    }
     assert plans.status_description("failure", "dev", state) == (
         "Deploy to dev failed (NodesUnhealthy: x) and so did its undo "
-        "(TeardownIncomplete: i-1 still shutting down): see the execution")
+        "(TeardownIncomplete: i-1 still shutting down): see the execution"
+    )

@@ -1,0 +1,26 @@
+"""The emulated nodes recognise the pipeline's scripts by their markers (chalicelib/plans.py
+MARKERS), not by their words: a reworded script still deploys, an unmarked one fails the run
+saying which markers the emulated nodes know."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib import plans
+from tests.conftest import deploy
+
+
+def test_a_reworded_script_deploys_and_an_unmarked_one_fails_the_run_naming_the_markers(
+    make_emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = make_emulator()
+    monkeypatch.setattr(
+        plans, "HEALTH_SCRIPT", [plans.MARKERS["health"], "docker info -f '{{ .Swarm.LocalNodeState }}'"]
+    )
+    first = deploy(emu)
+    assert first.status == "SUCCEEDED", (first.error, first.cause)
+    monkeypatch.setattr(plans, "HEALTH_SCRIPT", ["docker info --format '{{.Swarm.LocalNodeState}}'"])
+    second = deploy(emu)
+    assert second.status == "FAILED" and second.error == "UnknownScript", (second.error, second.cause)
+    assert "no Slipway marker" in second.cause and plans.MARKERS["health"] in second.cause
+    assert emu.nodes.state(first.output["nodes"]["current"][0]) == "active"  # the old node serves on
