@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench serve lint clean package
+.PHONY: demo test bench serve lint clean package diagrams
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml package.json package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Slipway needs Python 3.11 or newer")'
@@ -21,11 +21,19 @@ demo: $(STAMP)  ## push -> bake -> network -> swarm -> prune -> teardown on the 
 serve: $(STAMP)  ## webhook on :8000, emulated AWS on :5000
 	$(BIN)/slipway serve
 
-test: $(STAMP)  ## the whole suite
+test: lint  ## lint, then the whole suite (in parallel: one worker per core, at least two)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## ruff (lint and format) on everything, mypy --strict on what ships to Lambda
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP)  ## figures, never pass/fail on time
 	$(BIN)/python bench/run.py
+
+diagrams: $(STAMP)  ## redraw the README's state-machine pictures from statemachines/*.asl.json
+	$(BIN)/python -m slipway.diagram --write
 
 # The CloudFormation the deploy path creates (README, "Deploy to AWS"), linted and scanned.
 # checkov gets a virtualenv of its own: its dependencies pin boto3/botocore below ours.

@@ -44,6 +44,7 @@ from slipway.nodes import EmulatedNodes, Machine
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 STAGE = "dev"
+_VALID_DEFINITIONS: set[str] = set()  # ASL texts moto has already parsed in this process
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 IMAGE_TAGS = {  # AMI tag -> Packer variable, as packer/sources.pkr.hcl's local.tags sets them
     "Name": "ami_name",
@@ -104,11 +105,21 @@ class Emulator:
     boto3 in other processes.
     """
 
-    def __init__(self, *, environment: str | None = None, webhook_secret: str | None = None,
-                 mode: str = "inprocess", aws_port: int = 5000, poll_seconds: int = 1,
-                 bake_outcome: str = "SUCCEEDED", bake_polls: int = 2, node_count: int = 1,
-                 extra_environment: dict[str, str] | None = None, real_nodes: bool = False,
-                 log=None) -> None:
+    def __init__(
+        self,
+        *,
+        environment: str | None = None,
+        webhook_secret: str | None = None,
+        mode: str = "inprocess",
+        aws_port: int = 5000,
+        poll_seconds: int = 1,
+        bake_outcome: str = "SUCCEEDED",
+        bake_polls: int = 2,
+        node_count: int = 1,
+        extra_environment: dict[str, str] | None = None,
+        real_nodes: bool = False,
+        log=None,
+    ) -> None:
         self.environment = environment or stage_environment()["SLIPWAY_ENVIRONMENT"]
         self.webhook_secret = webhook_secret or uuid.uuid4().hex
         self.mode = mode
@@ -140,7 +151,7 @@ class Emulator:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         try:
             self.start()
         except BaseException:
@@ -160,26 +171,35 @@ class Emulator:
             if reason:
                 raise RealNodesUnavailable(f"--real-nodes needs Docker and the bake's tools: {reason}")
             cidr = self.extra_environment.get("SLIPWAY_VPC_CIDR") or stage_environment().get(
-                "SLIPWAY_VPC_CIDR", "10.42.0.0/16")
+                "SLIPWAY_VPC_CIDR", "10.42.0.0/16"
+            )
             self.nodes = realnodes.DockerNodes(cidr, log=self.log)
             self._stack.callback(self.nodes.close)
         env = {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
         }
         env.update(stage_environment())
-        env.update({
-            "SLIPWAY_ENVIRONMENT": self.environment,
-            "SLIPWAY_POLL_SECONDS": str(self.poll_seconds),
-            "SLIPWAY_NODE_COUNT": str(self.node_count),
-            "SLIPWAY_BAKE_PROJECT": f"slipway-{self.environment}-bake",
-            "SLIPWAY_BAKE_BUCKET": f"slipway-{self.environment}-bake-{ACCOUNT}-{REGION}",
-            "SLIPWAY_WEBHOOK_SECRET_PARAMETER": f"/slipway/{self.environment}/github-webhook-secret",
-            # Commit statuses go to the local GitHub, with a token kept in SSM as on AWS.
-            "SLIPWAY_GITHUB_TOKEN_PARAMETER": f"/slipway/{self.environment}/github-token",
-            "POWERTOOLS_METRICS_NAMESPACE": "Slipway",
-            "POWERTOOLS_DEV": "false",
-        })
+        env.update(
+            {
+                "SLIPWAY_ENVIRONMENT": self.environment,
+                "SLIPWAY_POLL_SECONDS": str(self.poll_seconds),
+                "SLIPWAY_NODE_COUNT": str(self.node_count),
+                "SLIPWAY_BAKE_PROJECT": f"slipway-{self.environment}-bake",
+                "SLIPWAY_BAKE_BUCKET": f"slipway-{self.environment}-bake-{ACCOUNT}-{REGION}",
+                "SLIPWAY_WEBHOOK_SECRET_PARAMETER": f"/slipway/{self.environment}/github-webhook-secret",
+                # Commit statuses go to the local GitHub, with a token kept in SSM as on AWS.
+                "SLIPWAY_GITHUB_TOKEN_PARAMETER": f"/slipway/{self.environment}/github-token",
+                "POWERTOOLS_METRICS_NAMESPACE": "Slipway",
+                "POWERTOOLS_DEV": "false",
+                # moto loads AWS's catalogue of public AMIs (with a volume and a snapshot each) into
+                # every EC2 backend it makes; Slipway only runs images its bake registered.
+                "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+            }
+        )
         self.github.start()
         self._stack.callback(self.github.stop)
         env["SLIPWAY_GITHUB_API"] = self.github.url
@@ -211,11 +231,13 @@ class Emulator:
         with contextlib.suppress(Exception):
             sfn = self.client("stepfunctions")
             for arn in self.arns.values():
-                for page in sfn.get_paginator("list_executions").paginate(
-                        stateMachineArn=arn, statusFilter="RUNNING"):
+                for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn, statusFilter="RUNNING"):
                     for execution in page["executions"]:
-                        sfn.stop_execution(executionArn=execution["executionArn"],
-                                           error="EmulatorStopped", cause="the emulator shut down")
+                        sfn.stop_execution(
+                            executionArn=execution["executionArn"],
+                            error="EmulatorStopped",
+                            cause="the emulator shut down",
+                        )
         self._stack.close()
 
     def _start_server(self) -> None:
@@ -229,8 +251,9 @@ class Emulator:
         # The server's backends live as long as this process: start from an empty account.
         import urllib.request
 
-        urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{self.aws_port}/moto-api/reset", method="POST"), timeout=10).close()
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{self.aws_port}/moto-api/reset", method="POST"), timeout=10
+        ).close()
 
     @staticmethod
     def _reset_caches() -> None:
@@ -255,8 +278,9 @@ class Emulator:
         from chalice.config import Config
         from chalice.local import LocalGateway
 
-        config = Config.create(chalice_stage=STAGE, app_name=self.app.app.app_name,
-                               lambda_timeout=60, lambda_memory_size=256)
+        config = Config.create(
+            chalice_stage=STAGE, app_name=self.app.app.app_name, lambda_timeout=60, lambda_memory_size=256
+        )
         return LocalGateway(self.app.app, config)
 
     def deliver(self, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
@@ -268,8 +292,9 @@ class Emulator:
 
     def invoke(self, name: str, payload: dict) -> dict:
         """`aws lambda invoke` on one of the app's functions (dispatched in-process)."""
-        response = self.client("lambda").invoke(FunctionName=self.function_name(name),
-                                                Payload=json.dumps(payload).encode())
+        response = self.client("lambda").invoke(
+            FunctionName=self.function_name(name), Payload=json.dumps(payload).encode()
+        )
         result = json.loads(response["Payload"].read() or b"null")
         if response.get("FunctionError"):
             raise RuntimeError(f"{name} failed: {result}")
@@ -284,10 +309,20 @@ class Emulator:
         from chalicelib import naming
 
         iam = self.client("iam")
-        trust = json.dumps({"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Action": "sts:AssumeRole",
-            "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com",
-                                      "codebuild.amazonaws.com"]}}]})
+        trust = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "sts:AssumeRole",
+                        "Principal": {
+                            "Service": ["lambda.amazonaws.com", "states.amazonaws.com", "codebuild.amazonaws.com"]
+                        },
+                    }
+                ],
+            }
+        )
         role_arn = iam.create_role(RoleName="slipway-emulated", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
 
         lam = self.client("lambda")
@@ -300,8 +335,11 @@ class Emulator:
         for name in names:
             deployed = self.function_name(name)
             arn = lam.create_function(
-                FunctionName=deployed, Runtime="python3.12", Role=role_arn,
-                Handler=f"app.{name}", Code={"ZipFile": archive.getvalue()},
+                FunctionName=deployed,
+                Runtime="python3.12",
+                Role=role_arn,
+                Handler=f"app.{name}",
+                Code={"ZipFile": archive.getvalue()},
                 Environment={"Variables": {k: v for k, v in stage_environment().items()}},
             )["FunctionArn"]
             self.functions[deployed] = getattr(self.app, name)
@@ -316,34 +354,51 @@ class Emulator:
             else:
                 rule["ScheduleExpression"] = str(source.schedule_expression)
             events.put_rule(**rule)
-            events.put_targets(Rule=rule["Name"], Targets=[{
-                "Id": "1", "Arn": lam.get_function(FunctionName=self.function_name(source.name))
-                ["Configuration"]["FunctionArn"]}])
+            events.put_targets(
+                Rule=rule["Name"],
+                Targets=[
+                    {
+                        "Id": "1",
+                        "Arn": lam.get_function(FunctionName=self.function_name(source.name))["Configuration"][
+                            "FunctionArn"
+                        ],
+                    }
+                ],
+            )
 
         self.client("s3").create_bucket(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"])
         self.client("codebuild").create_project(
             name=os.environ["SLIPWAY_BAKE_PROJECT"],
-            source={"type": "S3", "location": f"{os.environ['SLIPWAY_BAKE_BUCKET']}/source.zip",
-                    "buildspec": "packer/buildspec.yml"},
+            source={
+                "type": "S3",
+                "location": f"{os.environ['SLIPWAY_BAKE_BUCKET']}/source.zip",
+                "buildspec": "packer/buildspec.yml",
+            },
             artifacts={"type": "NO_ARTIFACTS"},
-            environment={"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0",
-                         "computeType": "BUILD_GENERAL1_SMALL"},
+            environment={
+                "type": "LINUX_CONTAINER",
+                "image": "aws/codebuild/standard:7.0",
+                "computeType": "BUILD_GENERAL1_SMALL",
+            },
             serviceRole=role_arn,
         )
         self.client("ssm").put_parameter(
-            Name=os.environ["SLIPWAY_WEBHOOK_SECRET_PARAMETER"], Value=self.webhook_secret,
+            Name=os.environ["SLIPWAY_WEBHOOK_SECRET_PARAMETER"],
+            Value=self.webhook_secret,
             Type="SecureString",
         )
         if os.environ.get("SLIPWAY_GITHUB_TOKEN_PARAMETER"):
             self.github.token = "ghp_emulated" + uuid.uuid4().hex
             self.client("ssm").put_parameter(
-                Name=os.environ["SLIPWAY_GITHUB_TOKEN_PARAMETER"], Value=self.github.token,
-                Type="SecureString")
+                Name=os.environ["SLIPWAY_GITHUB_TOKEN_PARAMETER"], Value=self.github.token, Type="SecureString"
+            )
         sfn = self.client("stepfunctions")
         for machine in statemachines.MACHINES:
             definition = statemachines.render(statemachines.path(machine).read_text(), substitutions)
             self.arns[machine] = sfn.create_state_machine(
-                name=naming.state_machine_name(self.environment, machine), definition=definition, roleArn=role_arn,
+                name=naming.state_machine_name(self.environment, machine),
+                definition=definition,
+                roleArn=role_arn,
             )["stateMachineArn"]
 
     # --- moto patches -------------------------------------------------------------------------
@@ -353,14 +408,25 @@ class Emulator:
         from moto.codebuild.models import CodeBuildBackend
         from moto.codebuild.responses import CodeBuildResponse
         from moto.core.responses import ActionResult
+        from moto.ec2.models.instances import InstanceBackend
         from moto.ssm.models import Command
         from moto.ssm.responses import SimpleSystemManagerResponse
-
-        from moto.ec2.models.instances import InstanceBackend
         from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
         emulator = self
         patch = self._stack.enter_context
+
+        # moto parses a definition with its ASL grammar on every CreateStateMachine (half a second
+        # each); the emulator creates the same two on every start. A definition that parsed once
+        # parses again: skip the repeat, and still refuse (and never remember) one that does not.
+        original_validate = StepFunctionsParserBackend._validate_definition
+
+        def validate_once(definition: str) -> None:
+            if definition not in _VALID_DEFINITIONS:
+                original_validate(definition)
+                _VALID_DEFINITIONS.add(definition)
+
+        patch(mock.patch.object(StepFunctionsParserBackend, "_validate_definition", staticmethod(validate_once)))
 
         original_start_execution = StepFunctionsParserBackend.start_execution
 
@@ -369,8 +435,9 @@ class Emulator:
             # a name is taken atomically: moto checks and adds without a lock, so concurrent
             # starts of one name could both succeed here where AWS lets only one through.
             with emulator._start_lock:
-                return original_start_execution(backend, state_machine_arn, name or str(uuid.uuid4()),
-                                                execution_input, *args, **kwargs)
+                return original_start_execution(
+                    backend, state_machine_arn, name or str(uuid.uuid4()), execution_input, *args, **kwargs
+                )
 
         patch(mock.patch.object(StepFunctionsParserBackend, "start_execution", start_execution))
 
@@ -398,8 +465,7 @@ class Emulator:
                     for reservation in backend.reservations.values():
                         if reservation.instances and reservation.instances[0].client_token == token:
                             return reservation
-                    return original_run_instances(backend, image_id, count, user_data,
-                                                  security_group_names, **kwargs)
+                    return original_run_instances(backend, image_id, count, user_data, security_group_names, **kwargs)
             return original_run_instances(backend, image_id, count, user_data, security_group_names, **kwargs)
 
         patch(mock.patch.object(InstanceBackend, "run_instances", run_instances))
@@ -433,11 +499,14 @@ class Emulator:
         def start_build(response):
             result = original_start(response)
             build_id = result.result["build"]["id"]
-            variables = {v["name"]: v["value"] for v in
-                         response._get_param("environmentVariablesOverride", [])}
+            variables = {v["name"]: v["value"] for v in response._get_param("environmentVariablesOverride", [])}
             with emulator._lock:
-                emulator.bakes[build_id] = {"variables": variables, "polls": 0, "ami_id": None,
-                                            "source": response._get_param("sourceLocationOverride")}
+                emulator.bakes[build_id] = {
+                    "variables": variables,
+                    "polls": 0,
+                    "ami_id": None,
+                    "source": response._get_param("sourceLocationOverride"),
+                }
             return result
 
         patch(mock.patch.object(CodeBuildResponse, "start_build", start_build))
@@ -457,13 +526,21 @@ class Emulator:
             for f in response._get_param("Filters", []) or []:
                 if f.get("Key") == "InstanceIds":
                     wanted.update(f.get("Values", []))
-            infos = [{
-                "InstanceId": inst.id, "PingStatus": "Online", "PlatformType": "Linux",
-                "PlatformName": "Ubuntu", "ResourceType": "EC2Instance", "AgentVersion": "3.3.0.0",
-                "IsLatestVersion": True, "ComputerName": inst.private_dns_name,
-                "IPAddress": inst.private_ip,
-            } for inst in emulator._running_instances(response.region)
-                if not wanted or inst.id in wanted]
+            infos = [
+                {
+                    "InstanceId": inst.id,
+                    "PingStatus": "Online",
+                    "PlatformType": "Linux",
+                    "PlatformName": "Ubuntu",
+                    "ResourceType": "EC2Instance",
+                    "AgentVersion": "3.3.0.0",
+                    "IsLatestVersion": True,
+                    "ComputerName": inst.private_dns_name,
+                    "IPAddress": inst.private_ip,
+                }
+                for inst in emulator._running_instances(response.region)
+                if not wanted or inst.id in wanted
+            ]
             return ActionResult({"InstanceInformationList": infos})
 
         def list_command_invocations(response):
@@ -473,28 +550,41 @@ class Emulator:
             for inv in command.invocations:
                 if wanted and inv["InstanceId"] != wanted:
                     continue
-                items.append({
-                    "CommandId": command.command_id, "InstanceId": inv["InstanceId"],
-                    "DocumentName": command.document_name, "Status": inv["Status"],
-                    "StatusDetails": inv["StatusDetails"],
-                    "CommandPlugins": [{
-                        "Name": inv["PluginName"], "Status": inv["Status"],
-                        "ResponseCode": inv["ResponseCode"],
-                        "Output": (inv["StandardOutputContent"] + inv["StandardErrorContent"])[:2500],
-                    }],
-                })
+                items.append(
+                    {
+                        "CommandId": command.command_id,
+                        "InstanceId": inv["InstanceId"],
+                        "DocumentName": command.document_name,
+                        "Status": inv["Status"],
+                        "StatusDetails": inv["StatusDetails"],
+                        "CommandPlugins": [
+                            {
+                                "Name": inv["PluginName"],
+                                "Status": inv["Status"],
+                                "ResponseCode": inv["ResponseCode"],
+                                "Output": (inv["StandardOutputContent"] + inv["StandardErrorContent"])[:2500],
+                            }
+                        ],
+                    }
+                )
             # Paged as SSM pages it: at most 50 with details, a NextToken for the rest.
             size = min(int(response._get_param("MaxResults") or 50), 50)
             start = int(response._get_param("NextToken") or 0)
-            page = {"CommandInvocations": items[start:start + size]}
+            page = {"CommandInvocations": items[start : start + size]}
             if start + size < len(items):
                 page["NextToken"] = str(start + size)
             return ActionResult(page)
 
-        patch(mock.patch.object(SimpleSystemManagerResponse, "describe_instance_information",
-                                describe_instance_information, create=True))
-        patch(mock.patch.object(SimpleSystemManagerResponse, "list_command_invocations",
-                                list_command_invocations, create=True))
+        patch(
+            mock.patch.object(
+                SimpleSystemManagerResponse, "describe_instance_information", describe_instance_information, create=True
+            )
+        )
+        patch(
+            mock.patch.object(
+                SimpleSystemManagerResponse, "list_command_invocations", list_command_invocations, create=True
+            )
+        )
 
         def targets(command):
             # SSM only reaches managed instances that are online: running ones, not terminated.
@@ -511,10 +601,15 @@ class Emulator:
             result = original_invocation(command, instance_id, plugin_name)
             outcome = emulator.nodes.run(instance_id, list(command.parameters.get("commands", [])))
             status = "Success" if outcome.code == 0 else "Failed"
-            result.update({"Status": status, "StatusDetails": status,
-                           "ResponseCode": outcome.code,
-                           "StandardOutputContent": outcome.stdout,
-                           "StandardErrorContent": outcome.stderr})
+            result.update(
+                {
+                    "Status": status,
+                    "StatusDetails": status,
+                    "ResponseCode": outcome.code,
+                    "StandardOutputContent": outcome.stdout,
+                    "StandardErrorContent": outcome.stderr,
+                }
+            )
             return result
 
         patch(mock.patch.object(Command, "invocation_response", invocation_response))
@@ -538,17 +633,24 @@ class Emulator:
         statuses = {inv["Status"] for inv in command.invocations}
         status = "Success" if statuses <= {"Success"} else "Failed"
         event = {
-            "version": "0", "id": str(uuid.uuid4()),
-            "detail-type": "EC2 Command Status-change Notification", "source": "aws.ssm",
-            "account": ACCOUNT, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "EC2 Command Status-change Notification",
+            "source": "aws.ssm",
+            "account": ACCOUNT,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "region": region,
-            "resources": [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{inv['InstanceId']}"
-                          for inv in command.invocations],
-            "detail": {"command-id": command.command_id, "document-name": command.document_name,
-                       "expire-after": str(command.expires_after),
-                       "parameters": command.parameters,
-                       "requested-date-time": str(command.requested_date_time),
-                       "status": status},
+            "resources": [
+                f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{inv['InstanceId']}" for inv in command.invocations
+            ],
+            "detail": {
+                "command-id": command.command_id,
+                "document-name": command.document_name,
+                "expire-after": str(command.expires_after),
+                "parameters": command.parameters,
+                "requested-date-time": str(command.requested_date_time),
+                "status": status,
+            },
         }
         self._events.put((region, event))
 
@@ -563,16 +665,26 @@ class Emulator:
 
         arn = execution.execution_arn
         event = {
-            "version": "0", "id": str(uuid.uuid4()),
-            "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
-            "account": ACCOUNT, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "region": region, "resources": [arn],
-            "detail": {"executionArn": arn, "stateMachineArn": execution.state_machine_arn,
-                       "name": execution.name, "status": status,
-                       "startDate": millis(execution.start_date),
-                       "stopDate": millis(execution.stop_date) or int(time.time() * 1000),
-                       "input": execution.execution_input, "inputDetails": {"included": True},
-                       "output": None, "outputDetails": None},
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": ACCOUNT,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": region,
+            "resources": [arn],
+            "detail": {
+                "executionArn": arn,
+                "stateMachineArn": execution.state_machine_arn,
+                "name": execution.name,
+                "status": status,
+                "startDate": millis(execution.start_date),
+                "stopDate": millis(execution.stop_date) or int(time.time() * 1000),
+                "input": execution.execution_input,
+                "inputDetails": {"included": True},
+                "output": None,
+                "outputDetails": None,
+            },
         }
         self._events.put((region, event))
 
@@ -607,10 +719,13 @@ class Emulator:
         from moto.ec2.models import ec2_backends
 
         backend = ec2_backends[ACCOUNT][REGION]
-        return {inst.id: Machine((inst.private_dns_name or "").split(".")[0], inst.private_ip or "",
-                                 inst.state == "running")
-                for reservation in list(backend.reservations.values())
-                for inst in reservation.instances}
+        return {
+            inst.id: Machine(
+                (inst.private_dns_name or "").split(".")[0], inst.private_ip or "", inst.state == "running"
+            )
+            for reservation in list(backend.reservations.values())
+            for inst in reservation.instances
+        }
 
     def _running_instances(self, region: str, filters: dict | None = None):
         from moto.ec2.models import ec2_backends
@@ -629,29 +744,38 @@ class Emulator:
                 return
             bake["polls"] += 1
             if bake["polls"] < self.bake_polls:
-                build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD",
-                              "buildComplete": False})
+                build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD", "buildComplete": False})
                 return
             outcome = self.bake_outcome if self._bake_source(bake) else "FAILED"
             if outcome == "SUCCEEDED" and self.real_nodes:
                 if "thread" not in bake:
                     self._start_real_bake(bake)
                 if bake["thread"].is_alive():
-                    build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD",
-                                  "buildComplete": False})
+                    build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD", "buildComplete": False})
                     return
                 outcome = "FAILED" if "error" in bake else outcome
             if outcome != "SUCCEEDED":
-                build.update({"buildStatus": outcome, "currentPhase": "COMPLETED",
-                              "buildComplete": True, "exportedEnvironmentVariables": []})
+                build.update(
+                    {
+                        "buildStatus": outcome,
+                        "currentPhase": "COMPLETED",
+                        "buildComplete": True,
+                        "exportedEnvironmentVariables": [],
+                    }
+                )
                 return
             if bake["ami_id"] is None:
                 bake["ami_id"] = self._register_image(backend.region_name, bake["variables"])
                 if self.real_nodes:
                     self.images[bake["ami_id"]] = bake["image"]
-            build.update({"buildStatus": "SUCCEEDED", "currentPhase": "COMPLETED",
-                          "buildComplete": True,
-                          "exportedEnvironmentVariables": [{"name": "AMI_ID", "value": bake["ami_id"]}]})
+            build.update(
+                {
+                    "buildStatus": "SUCCEEDED",
+                    "currentPhase": "COMPLETED",
+                    "buildComplete": True,
+                    "exportedEnvironmentVariables": [{"name": "AMI_ID", "value": bake["ami_id"]}],
+                }
+            )
 
     def _launch_containers(self, instances) -> None:
         """Real nodes: one container per new instance, from the image baked for its AMI, with the
@@ -663,16 +787,24 @@ class Emulator:
             return
         missing = [i.image_id for i in new if i.image_id not in self.images]
         if missing:
-            raise RuntimeError(f"no local node image for {sorted(set(missing))}: only images "
-                               "baked by this run can be launched with --real-nodes")
+            raise RuntimeError(
+                f"no local node image for {sorted(set(missing))}: only images "
+                "baked by this run can be launched with --real-nodes"
+            )
         with ThreadPoolExecutor(max_workers=min(8, len(new))) as pool:
-            list(pool.map(lambda i: self.nodes.launch(
-                i.id, image=self.images[i.image_id], hostname=i.private_dns_name.split(".")[0],
-                ip=i.private_ip), new))
+            list(
+                pool.map(
+                    lambda i: self.nodes.launch(
+                        i.id, image=self.images[i.image_id], hostname=i.private_dns_name.split(".")[0], ip=i.private_ip
+                    ),
+                    new,
+                )
+            )
 
     def _start_real_bake(self, bake: dict) -> None:
         """Real nodes: bake the local image in the background, as CodeBuild would, while the
         state machine polls; the build stays IN_PROGRESS until it is done."""
+
         def work() -> None:
             import hashlib
             import tempfile
@@ -681,15 +813,19 @@ class Emulator:
                 tag = bake["variables"].get("PKR_VAR_image_key", "")
                 # Converge the role exactly as the build's source has it (the pushed commit's
                 # ansible/), cached by that content.
-                with tempfile.TemporaryDirectory(prefix="slipway-bake-") as workdir, \
-                        zipfile.ZipFile(io.BytesIO(bake["archive"])) as source:
+                with (
+                    tempfile.TemporaryDirectory(prefix="slipway-bake-") as workdir,
+                    zipfile.ZipFile(io.BytesIO(bake["archive"])) as source,
+                ):
                     source.extractall(workdir)
                     digest = hashlib.sha256()
                     for name in sorted(n for n in source.namelist() if n.startswith("ansible/")):
                         digest.update(name.encode() + b"\0" + source.read(name) + b"\0")
                     bake["image"] = self.nodes.bake(
-                        tag, playbook=Path(workdir) / "ansible" / "swarm_node.yml",
-                        root_tag="role-" + digest.hexdigest()[:16])
+                        tag,
+                        playbook=Path(workdir) / "ansible" / "swarm_node.yml",
+                        root_tag="role-" + digest.hexdigest()[:16],
+                    )
             except Exception as exc:  # noqa: BLE001 - the build fails with it, as on CodeBuild
                 bake["error"] = f"{type(exc).__name__}: {exc}"
                 self.log(f"bake failed: {bake['error']}")
@@ -739,8 +875,9 @@ class Emulator:
         handler = self.functions.get(name)
         if handler is None:
             response_headers["x-amz-function-error"] = "Unhandled"
-            return json.dumps({"errorType": "ResourceNotFoundException",
-                               "errorMessage": f"no function {name}"}).encode()
+            return json.dumps(
+                {"errorType": "ResourceNotFoundException", "errorMessage": f"no function {name}"}
+            ).encode()
         event = json.loads(body) if body else {}
         context = LambdaContext(function_name=name, invoked_function_arn=function_name)
         try:

@@ -32,10 +32,18 @@ def _print(line: str, end: str = "\n") -> None:
     print(line, end=end, flush=True)
 
 
+def _quiet(*args: object, **kwargs: object) -> None:
+    pass
+
+
 def follow(
-    sfn, execution_arn: str, *, say: Callable[..., None] = _print, poll: float = 0.2, timeout: float = 900.0
+    sfn, execution_arn: str, *, say: Callable[..., None] | None = _print, poll: float = 0.2, timeout: float = 900.0
 ) -> Run:
-    """Print each state as it is entered and left until the execution finishes."""
+    """Print each state as it is entered and left until the execution finishes. With `say=None`
+    nothing is printed and the history is read once, at the end (GetExecutionHistory returns the
+    whole history every time: reading it on every poll costs more the longer the run)."""
+    live = say is not None
+    say = say or _quiet
     run = Run(execution_arn)
     seen = 0
     open_line = False
@@ -44,8 +52,9 @@ def follow(
     while True:
         status = sfn.describe_execution(executionArn=execution_arn)
         events = []
-        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
-            events += page["events"]
+        if live or status["status"] in FINISHED:
+            for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+                events += page["events"]
         for event in events[seen:]:
             kind = event["type"]
             if kind.endswith("StateEntered"):
@@ -67,7 +76,7 @@ def follow(
                     say("")
                 say(f"  !! {kind}: {failure[0]}: {failure[1][:300]}")
                 open_line = False
-        seen = len(events)
+        seen = max(seen, len(events))
         if status["status"] in FINISHED:
             if open_line:
                 say("")

@@ -20,38 +20,50 @@ QUIET = {"POWERTOOLS_LOG_LEVEL": "WARNING"}
 logging.getLogger("moto").setLevel(logging.CRITICAL)
 
 
+# Modules whose tests run on one pytest-xdist worker, one after the other: they share a module
+# fixture (one converge, one deployment) or a Docker network of a fixed subnet. xdist's own
+# `--dist loadgroup` would take that from an xdist_group mark, but its way of tagging the test ids
+# has no effect on pytest 9 (Node.nodeid is derived, not stored), so the grouping is done here.
+ONE_WORKER = (
+    "tests/deploy/test_rehearsal.py",
+    "tests/infra/test_swarm_node_role.py",
+    "tests/realnodes/test_docker_nodes.py",
+    "tests/realnodes/test_pipeline.py",
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Every test is a unit of work of its own, except those of ONE_WORKER's modules: each module
+    is one unit, sent first (xdist orders units by size), so the longest start earliest."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid
+
+    return Scheduler(config, log)
+
+
 def commit_id() -> str:
     return uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
 
 def shape_problems(emu: Emulator) -> list[str]:
-    """Every answer a step left in the state of any execution of this emulator that does not fit
-    the shape chalicelib/steps/state.py declares for its ResultPath (and every caught error)."""
-    sfn = emu.client("stepfunctions")
+    """Every answer a task's step gave in this emulator (each Lambda invocation it dispatched) that
+    does not fit the shape its step declares it returns: the shape chalicelib/steps/state.py gives
+    the step's ResultPath (tests/unit/test_state.py holds the ASL to those annotations)."""
+    import typing
+
+    import app
+
     problems = []
-    for kind, machine_arn in emu.arns.items():
-        definition = json.loads(sfn.describe_state_machine(stateMachineArn=machine_arn)["definition"])
-        paths = {name: s.get("ResultPath", "$") for name, s in definition["States"].items() if s["Type"] == "Task"}
-        executions = [e["executionArn"] for page in sfn.get_paginator("list_executions").paginate(
-            stateMachineArn=machine_arn) for e in page["executions"]]
-        for arn in executions:
-            failed = False  # a Task that failed leaves its Catch's answer, not its step's
-            for event in (e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
-                          for e in page["events"]):
-                failed = event["type"].endswith("Failed") or (failed and not event["type"].endswith("Entered"))
-                details = event.get("stateExitedEventDetails") or {}
-                if event["type"] != "TaskStateExited" or details.get("name") not in paths or failed:
-                    continue
-                output = json.loads(details.get("output") or "{}")
-                path = paths[details["name"]]
-                value = output if path == "$" else output.get(path.removeprefix("$."))
-                found = [state.conforms(shape, value, path) for shape in state.shapes_at(kind, path)]
-                if all(found):
-                    problems += [f"{kind} '{details['name']}': {p}" for p in min(found, key=len)]
-                for key in ("error", "undo_error", "leave_error", "github_error"):
-                    if key in output:
-                        problems += [f"{kind} '{details['name']}': {p}"
-                                     for p in state.conforms(state.CaughtError, output[key], f"$.{key}")]
+    for function, result in emu.results:
+        task = function.rsplit("-", 1)[-1]  # slipway-<stage>-<task>
+        if task not in app.TASKS or isinstance(result, BaseException):
+            continue
+        shape = typing.get_type_hints(app.TASKS[task])["return"]
+        problems += [f"{task}: {p}" for p in state.conforms(shape, result)]
     return problems
 
 
@@ -86,8 +98,15 @@ def emulator(make_emulator) -> Emulator:
     return make_emulator()
 
 
-def deliver_push(emu: Emulator, commit: str, *, ref: str = "refs/heads/main",
-                 delivery: str | None = None, secret: str | None = None, before: str = "0" * 40):
+def deliver_push(
+    emu: Emulator,
+    commit: str,
+    *,
+    ref: str = "refs/heads/main",
+    delivery: str | None = None,
+    secret: str | None = None,
+    before: str = "0" * 40,
+):
     body = github.encode(github.push_payload(after=commit, ref=ref, before=before))
     headers = github.delivery_headers(secret or emu.webhook_secret, body, delivery=delivery)
     return emu.deliver(headers, body)
@@ -97,17 +116,16 @@ def deploy(emu: Emulator, commit: str | None = None, before: str = "0" * 40):
     """Push `commit` (new by default) and follow the execution to its end."""
     status, answer = deliver_push(emu, commit or commit_id(), before=before)
     assert status == 202, answer
-    return follow(emu.client("stepfunctions"), answer["execution_arn"],
-                  say=lambda *a, **k: None, poll=0.05, timeout=120)
+    return follow(emu.client("stepfunctions"), answer["execution_arn"], say=None, poll=0.05, timeout=120)
 
 
 def teardown(emu: Emulator, environment: str | None = None):
-    import json
 
     sfn = emu.client("stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=emu.arns["teardown"],
-                              input=json.dumps({"environment": environment or emu.environment}))["executionArn"]
-    return follow(sfn, arn, say=lambda *a, **k: None, poll=0.05, timeout=120)
+    arn = sfn.start_execution(
+        stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": environment or emu.environment})
+    )["executionArn"]
+    return follow(sfn, arn, say=None, poll=0.05, timeout=120)
 
 
 class CallRecorder:

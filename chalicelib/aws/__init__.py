@@ -61,6 +61,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
@@ -69,6 +70,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore.loaders import Loader
 
 from chalicelib.errors import TransientError
 
@@ -83,6 +85,11 @@ Service = Literal["codebuild", "ec2", "s3", "ssm", "stepfunctions"]
 
 _lock = threading.Lock()
 _clients: dict[tuple[Service, bool], Client] = {}
+# One session for every client (as boto3's default session would be), and one botocore loader for
+# every session: it only reads botocore's own model files, so it outlives `reset()`; each client
+# of its own session would parse the service's model again (a tenth of a second each, cold).
+_session: boto3.session.Session | None = None
+_loader: Loader | None = None
 
 # Error codes worth trying again later: throttling, AWS-side faults, and a dependency not
 # released yet. No not-found code: see the module docstring and `just_created`.
@@ -123,14 +130,30 @@ def client(service: Service, retries: bool = True) -> Client:
     with _lock:
         if key not in _clients:
             config = CLIENT_CONFIG if retries else ONE_ATTEMPT
-            _clients[key] = boto3.session.Session().client(service, config=config)
+            _clients[key] = _shared_session().client(service, config=config)
         return _clients[key]
 
 
+def _shared_session() -> boto3.session.Session:
+    """The session clients are made from (call with `_lock` held)."""
+    global _session, _loader
+    if _session is None:
+        core = botocore.session.Session()
+        if _loader is None:
+            _loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _loader)
+        _session = boto3.session.Session(botocore_session=core)
+    return _session
+
+
 def reset() -> None:
-    """Drop cached clients (tests and the emulator switch endpoints and credentials)."""
+    """Drop cached clients and their session (tests and the emulator switch endpoints and
+    credentials, which a session resolves once)."""
+    global _session
     with _lock:
         _clients.clear()
+        _session = None
 
 
 def error_code(exc: ClientError) -> str:
