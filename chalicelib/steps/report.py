@@ -20,6 +20,10 @@ def set_commit_status(
     """Set the commit's status on GitHub (only with a token: reading a public repository needs
     none, writing a status does). Returns what the console shows as `github`."""
     settings = get_settings()
+    if not token and settings.github_token_parameter:
+        why = f"SLIPWAY_GITHUB_TOKEN_PARAMETER names {settings.github_token_parameter}, which is missing or empty"
+        logger.warning("commit statuses are off", extra={"why": why})
+        return GitHubReport(reported=False, why=f"{why}: commit statuses are off")
     if not token:
         return GitHubReport(reported=False, why="no SLIPWAY_GITHUB_TOKEN_PARAMETER: commit statuses are off")
     description = plans.status_description(outcome, settings.environment, state)
