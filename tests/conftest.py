@@ -112,11 +112,11 @@ def deliver_push(
     return emu.deliver(headers, body)
 
 
-def deploy(emu: Emulator, commit: str | None = None, before: str = "0" * 40):
+def deploy(emu: Emulator, commit: str | None = None, before: str = "0" * 40, timeout: float = 120):
     """Push `commit` (new by default) and follow the execution to its end."""
     status, answer = deliver_push(emu, commit or commit_id(), before=before)
     assert status == 202, answer
-    return follow(emu.client("stepfunctions"), answer["execution_arn"], say=None, poll=0.05, timeout=120)
+    return follow(emu.client("stepfunctions"), answer["execution_arn"], say=None, poll=0.05, timeout=timeout)
 
 
 def teardown(emu: Emulator, environment: str | None = None):

@@ -22,6 +22,9 @@ from tests.pipeline.test_deploy import new_content, tagged_instances
 
 # Not the default VPC CIDR, so a `slipway demo --real-nodes` can run beside the tests.
 CIDR = "10.198.0.0/16"
+# A real run's first bake converges the role on a fresh Debian root (on a cold .cache/, with the rest
+# of the suite running beside it, that alone can pass two minutes); the bake's own limit is higher.
+REAL_RUN_SECONDS = 900
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def ready_hosts(emu, manager: str) -> dict[str, str]:
 
 def test_two_real_nodes_form_one_swarm_of_two_ready_nodes(real):
     emu = real()
-    run = deploy(emu)
+    run = deploy(emu, timeout=REAL_RUN_SECONDS)
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     nodes = tagged_instances(emu)
     assert len(nodes) == 2 and all(emu.nodes.container(n.instance_id) for n in nodes)
@@ -63,7 +66,7 @@ def test_two_real_nodes_form_one_swarm_of_two_ready_nodes(real):
 
 def test_a_real_replacement_always_has_a_ready_node_and_ends_with_only_the_new_ones(real):
     emu = real()
-    first = deploy(emu)
+    first = deploy(emu, timeout=REAL_RUN_SECONDS)
     assert first.status == "SUCCEEDED", (first.error, first.cause)
     samples, stop = [], threading.Event()
 
@@ -76,7 +79,7 @@ def test_a_real_replacement_always_has_a_ready_node_and_ends_with_only_the_new_o
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        second = deploy(emu, new_content(emu, commit_id()))
+        second = deploy(emu, new_content(emu, commit_id()), timeout=REAL_RUN_SECONDS)
     finally:
         stop.set()
         sampler.join()
@@ -91,7 +94,7 @@ def test_a_real_replacement_always_has_a_ready_node_and_ends_with_only_the_new_o
 
 def test_a_real_prune_reports_what_docker_reclaimed(real):
     emu = real(node_count=1, SLIPWAY_PRUNE_FILTER="until=1s")
-    run = deploy(emu)
+    run = deploy(emu, timeout=REAL_RUN_SECONDS)
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     node = run.output["nodes"]["current"][0]
     made = emu.nodes.run(
@@ -120,7 +123,7 @@ def test_a_real_prune_reports_what_docker_reclaimed(real):
 
 def test_a_real_node_whose_dockerd_stops_fails_the_gate_and_the_old_node_keeps_serving(real):
     emu = real(node_count=1)
-    first = deploy(emu)
+    first = deploy(emu, timeout=REAL_RUN_SECONDS)
     assert first.status == "SUCCEEDED", (first.error, first.cause)
     old = first.output["nodes"]["current"][0]
     original_run = emu.nodes.run
@@ -132,7 +135,7 @@ def test_a_real_node_whose_dockerd_stops_fails_the_gate_and_the_old_node_keeps_s
         return result
 
     emu.nodes.run = dockerd_dies_after_joining
-    second = deploy(emu, new_content(emu, commit_id()))
+    second = deploy(emu, new_content(emu, commit_id()), timeout=REAL_RUN_SECONDS)
     emu.nodes.run = original_run
     assert second.status == "FAILED" and second.error == "NodesUnhealthy", (second.error, second.cause)
     assert emu.nodes.instances() == [old]  # the new node's container is gone, the old one stays
