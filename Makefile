@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench serve lint clean package diagrams
+.PHONY: demo test bench serve lint clean package diagrams citations
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml package.json package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Slipway needs Python 3.11 or newer")'
@@ -31,6 +31,9 @@ lint: $(STAMP)  ## ruff (lint and format) on everything, mypy --strict on what s
 
 bench: $(STAMP)  ## figures, never pass/fail on time
 	$(BIN)/python bench/run.py
+
+citations: $(STAMP)  ## the IAM tests' file:line citations against the sources (SLIPWAY_PACKER_PLUGIN_AMAZON_SRC, SLIPWAY_SSM_AGENT_SRC)
+	$(BIN)/python -m tests.deploy.test_bake_permissions
 
 diagrams: $(STAMP)  ## redraw the README's state-machine pictures from statemachines/*.asl.json
 	$(BIN)/python -m slipway.diagram --write

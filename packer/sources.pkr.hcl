@@ -1,5 +1,6 @@
 locals {
-  # The same tags on the image, its snapshots and the build instance, so teardown finds them all.
+  # The same tags on the image, its snapshots and everything the build creates, so teardown finds
+  # them all.
   tags = {
     "Name"                = var.ami_name
     "slipway:environment" = var.environment
@@ -26,26 +27,17 @@ source "amazon-ebs" "node" {
     most_recent = true
   }
 
-  # No SSH from the world: Packer reaches the build instance through SSM Session Manager with a
-  # temporary instance profile, and its temporary security group admits only the builder's IP.
-  communicator                              = "ssh"
-  ssh_username                              = "ubuntu"
-  ssh_interface                             = "session_manager"
-  temporary_security_group_source_public_ip = true
-  temporary_iam_instance_profile_policy_document {
-    Version = "2012-10-17"
-    Statement {
-      Effect = "Allow"
-      Action = [
-        "ssm:UpdateInstanceInformation",
-        "ssmmessages:CreateControlChannel",
-        "ssmmessages:CreateDataChannel",
-        "ssmmessages:OpenControlChannel",
-        "ssmmessages:OpenDataChannel",
-      ]
-      Resource = ["*"]
-    }
-  }
+  # No SSH from the world: Packer reaches the build instance through SSM Session Manager. The
+  # network, the security group (nothing in) and the instance profile are the stack's, so Packer
+  # creates no security group and no IAM role (the bake role may not), and needs no default VPC.
+  # The public address lets the instance reach Session Manager and apt without a NAT gateway.
+  communicator                = "ssh"
+  ssh_username                = "ubuntu"
+  ssh_interface               = "session_manager"
+  subnet_id                   = var.subnet_id
+  security_group_id           = var.security_group_id
+  associate_public_ip_address = true
+  iam_instance_profile        = var.iam_instance_profile
 
   imds_support = "v2.0"
   metadata_options {
@@ -55,15 +47,21 @@ source "amazon-ebs" "node" {
   }
 
   encrypt_boot = true
+  kms_key_id   = var.kms_key_id
   launch_block_device_mappings {
     device_name           = "/dev/sda1"
     volume_size           = var.root_volume_size
     volume_type           = "gp3"
     encrypted             = true
+    kms_key_id            = var.kms_key_id
     delete_on_termination = true
   }
 
-  tags          = local.tags
-  snapshot_tags = local.tags
-  run_tags      = local.tags
+  # run_tags go on the build instance, its network interface, the temporary key pair and the
+  # intermediate image; run_volume_tags on its volume. The bake role requires the environment's
+  # tag on each of them as it is created.
+  tags            = local.tags
+  snapshot_tags   = local.tags
+  run_tags        = local.tags
+  run_volume_tags = local.tags
 }

@@ -60,3 +60,29 @@ variable "root_volume_size" {
   default     = 20
   description = "Root volume size in GiB."
 }
+
+# Where the build instance runs and as what: the bake network and instance profile that
+# `slipway bootstrap` creates (.chalice/resources.yaml), given by the CodeBuild project as
+# PKR_VAR_<name>. No defaults: without them Packer would fall back to the default VPC and a
+# temporary IAM role, which the bake role does not allow.
+variable "subnet_id" {
+  type        = string
+  description = "Subnet of the bake network the build instance runs in (stack resource BakeSubnet)."
+}
+
+variable "security_group_id" {
+  type        = string
+  description = "Security group of the build instance: nothing in, HTTPS and HTTP out (stack resource BakeSecurityGroup)."
+}
+
+variable "iam_instance_profile" {
+  type        = string
+  description = "Instance profile of the build instance: Session Manager only (stack resource BakeInstanceProfile)."
+}
+
+variable "kms_key_id" {
+  type        = string
+  default     = ""
+  description = "The stage's own KMS key (SLIPWAY_KMS_KEY_ARN) for the build volume and the image; empty for EBS's default key."
+}
+

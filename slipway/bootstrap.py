@@ -6,18 +6,27 @@ The template is rendered first: CloudFormation cannot read local files, so each 
 definition (statemachines/*.asl.json) is put into it, with one DefinitionSubstitution per
 ${XxxFunctionArn} placeholder pointing at the name Chalice gives that function, and the state
 machines' role may invoke exactly those functions. `make package` writes the same rendering.
+
+The rendering is larger than CloudFormation takes inline (TemplateBody, 51,200 bytes), so it goes
+through the stack's own source bucket (TemplateURL): a new stack is first created with that bucket
+alone (the same resource, so the update keeps it), then updated to the whole template.
+
+`resolve` evaluates the template's intrinsic functions for given names and ids, as CloudFormation
+would: the emulator creates the node role from it, and the policy tests read concrete ARNs.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import re
 import subprocess
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -26,8 +35,13 @@ from slipway.statemachines import PLACEHOLDER
 TEMPLATE = Path(".chalice") / "resources.yaml"
 CONFIG = Path(".chalice") / "config.json"
 INVOKE_SID = "InvokeTheTaskFunctions"
-# CloudFormation's limit for a template sent inline (TemplateBody).
+# CloudFormation's limits for a template sent inline (TemplateBody) and read from S3 (TemplateURL).
 MAX_TEMPLATE_BODY = 51_200
+MAX_TEMPLATE_URL = 1_000_000
+# The rendered template, in the source bucket (versioned: the bucket's lifecycle forgets old ones).
+TEMPLATE_KEY = "templates/resources.json"
+# What a new stack is created with first: the bucket the whole template is then read from.
+SEED_RESOURCES = ("SourceBucket", "SourceBucketPolicy")
 SOURCE_KEY = "source.zip"
 SOURCE_FOLDERS = ("packer", "ansible")
 # Stack output -> the variable chalicelib/settings.py reads.
@@ -59,8 +73,14 @@ def load_config(project_dir: Path) -> dict:
     return json.loads((project_dir / CONFIG).read_text())
 
 
-def stage_parameters(config: dict, stage: str) -> dict[str, str]:
-    """The template's parameters for a stage of .chalice/config.json."""
+def load_template(project_dir: Path) -> dict:
+    """.chalice/resources.yaml as written (not rendered)."""
+    return yaml.safe_load((project_dir / TEMPLATE).read_text())
+
+
+def stage_parameters(config: dict, stage: str, region: str | None = None) -> dict[str, str]:
+    """The template's parameters for a stage of .chalice/config.json. SLIPWAY_KMS_KEY_ARN, the
+    stage's own key, becomes KmsKeyArn (checked as the functions check it, when the region is known)."""
     if stage not in config.get("stages", {}):
         raise BootstrapError(f"no stage {stage!r} in .chalice/config.json")
     env = dict(config.get("environment_variables", {}))
@@ -69,12 +89,21 @@ def stage_parameters(config: dict, stage: str) -> dict[str, str]:
     retention = config["stages"][stage].get("log_retention_in_days", config.get("log_retention_in_days"))
     if retention:
         parameters["LogRetentionInDays"] = str(retention)
+    key = env.get("SLIPWAY_KMS_KEY_ARN", "").strip()
+    if key:
+        from chalicelib.errors import ConfigurationError
+        from chalicelib.settings import kms_key_arn
+
+        try:
+            parameters["KmsKeyArn"] = kms_key_arn(key, region or key.split(":")[3])
+        except (ConfigurationError, IndexError) as exc:
+            raise BootstrapError(f"stage {stage}: {exc}") from exc
     return parameters
 
 
 def render(project_dir: Path, app_name: str = "slipway") -> dict:
     """The template as deployed: definitions and the exact functions the state machines invoke."""
-    template = copy.deepcopy(yaml.safe_load((project_dir / TEMPLATE).read_text()))
+    template = copy.deepcopy(load_template(project_dir))
     arns: list[dict] = []
     for resource in template["Resources"].values():
         source = (resource.get("Metadata") or {}).get("Slipway", {}).get("Definition")
@@ -109,14 +138,197 @@ def render(project_dir: Path, app_name: str = "slipway") -> dict:
     return template
 
 
-def template_body(template: dict) -> str:
+def template_body(template: dict, limit: int = MAX_TEMPLATE_URL) -> str:
+    """The template as sent; over CloudFormation's limit (for a template read from S3 unless told
+    otherwise) it is refused here rather than by CloudFormation."""
     body = json.dumps(template, separators=(",", ":"))
-    if len(body) > MAX_TEMPLATE_BODY:
+    if len(body) > limit:
         raise BootstrapError(
-            f"the rendered template is {len(body)} bytes, over CloudFormation's "
-            f"{MAX_TEMPLATE_BODY} for an inline template"
+            f"the rendered template is {len(body)} bytes, over CloudFormation's {limit} for a template "
+            + ("sent inline" if limit == MAX_TEMPLATE_BODY else "read from S3")
         )
     return body
+
+
+def seed_template(template: dict) -> dict:
+    """What a new stack is created with: the whole template's parameters (the same are passed) and
+    its source bucket exactly as the whole template defines it (so the update keeps that bucket)."""
+    return {
+        "AWSTemplateFormatVersion": template["AWSTemplateFormatVersion"],
+        "Description": template["Description"],
+        "Parameters": template["Parameters"],
+        "Resources": {name: template["Resources"][name] for name in SEED_RESOURCES},
+        "Outputs": {"SourceBucketName": template["Outputs"]["SourceBucketName"]},
+    }
+
+
+# --- intrinsic functions, as CloudFormation evaluates them -------------------------------------
+
+_SUB = re.compile(r"\$\{([^}!]+)\}")
+
+
+def example_ids(template: dict, parameters: Mapping[str, str], account: str, region: str) -> dict[str, Any]:
+    """Physical ids and attributes for every resource, as CloudFormation would name them: given
+    names where the template gives one (resolved), made-up ids (subnet-…, sg-…) otherwise.
+    Keys: the logical id (what Ref gives) and "<logical id>.<attribute>" (what GetAtt gives)."""
+    context: dict[str, Any] = {}
+    partition = "aws"
+
+    def name(properties: dict, key: str, logical: str) -> str:
+        value = properties.get(key)
+        return str(resolve(value, context, parameters, account, region)) if value is not None else logical
+
+    for logical, resource in template["Resources"].items():
+        kind, properties = resource["Type"], resource.get("Properties", {})
+        made_up = hashlib.sha256(logical.encode()).hexdigest()[:17]
+        if kind == "AWS::S3::Bucket":
+            bucket = name(properties, "BucketName", logical.lower())
+            context[logical] = bucket
+            context[f"{logical}.Arn"] = f"arn:{partition}:s3:::{bucket}"
+        elif kind == "AWS::Logs::LogGroup":
+            group = name(properties, "LogGroupName", logical)
+            context[logical] = group
+            context[f"{logical}.Arn"] = f"arn:{partition}:logs:{region}:{account}:log-group:{group}:*"
+        elif kind == "AWS::IAM::Role":
+            role = name(properties, "RoleName", logical)
+            context[logical] = role
+            context[f"{logical}.Arn"] = f"arn:{partition}:iam::{account}:role/{role}"
+        elif kind == "AWS::IAM::InstanceProfile":
+            profile = name(properties, "InstanceProfileName", logical)
+            context[logical] = profile
+            context[f"{logical}.Arn"] = f"arn:{partition}:iam::{account}:instance-profile/{profile}"
+        elif kind == "AWS::EC2::SecurityGroup":
+            context[logical] = context[f"{logical}.GroupId"] = f"sg-{made_up}"
+        elif kind.startswith("AWS::EC2::"):
+            prefix = {"AWS::EC2::VPC": "vpc", "AWS::EC2::Subnet": "subnet", "AWS::EC2::RouteTable": "rtb"}
+            context[logical] = f"{prefix.get(kind, 'id')}-{made_up}"
+        else:
+            context[logical] = name(properties, "Name", logical)
+    return context
+
+
+def resolve(
+    value: Any,
+    ids: Mapping[str, Any],
+    parameters: Mapping[str, str],
+    account: str,
+    region: str,
+    conditions: Mapping[str, bool] | None = None,
+) -> Any:
+    """`value` with Ref, Fn::Sub, Fn::GetAtt, Fn::If and Fn::Join evaluated (AWS::NoValue drops
+    the key or list item, as CloudFormation does). An unknown function or name raises KeyError."""
+    pseudo = {
+        "AWS::Partition": "aws",
+        "AWS::Region": region,
+        "AWS::AccountId": account,
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+    no_value = object()
+
+    def ref(name: str) -> Any:
+        for source in (pseudo, parameters, ids):
+            if name in source:
+                return source[name]
+        raise KeyError(f"Ref to {name!r}: neither a parameter, a pseudo parameter nor a resource")
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [v for v in (walk(item) for item in node) if v is not no_value]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((function, argument),) = node.items()
+            if function == "Ref":
+                return no_value if argument == "AWS::NoValue" else ref(argument)
+            if function == "Fn::GetAtt":
+                logical, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
+                return ids[f"{logical}.{attribute}"]
+            if function == "Fn::Sub":
+                text, local = (argument, {}) if isinstance(argument, str) else (argument[0], walk(argument[1]))
+
+                def fill(match: re.Match[str]) -> str:
+                    key = match.group(1)
+                    if key in local:
+                        return str(local[key])
+                    return str(ids[key] if "." in key else ref(key))
+
+                return _SUB.sub(fill, text)
+            if function == "Fn::If":
+                condition, if_true, if_false = argument
+                if conditions is None or condition not in conditions:
+                    raise KeyError(f"Fn::If on {condition!r}: its value was not given")
+                return walk(if_true if conditions[condition] else if_false)
+            if function == "Fn::Join":
+                separator, items = argument
+                return separator.join(str(v) for v in walk(items))
+            if function.startswith("Fn::"):
+                raise KeyError(f"{function} is not evaluated here")
+        return {k: v for k, v in ((k, walk(v)) for k, v in node.items()) if v is not no_value}
+
+    return walk(value)
+
+
+def conditions(template: dict, parameters: Mapping[str, str]) -> dict[str, bool]:
+    """The template's conditions for these parameters (Fn::Equals, Fn::Not, Fn::And, Fn::Or)."""
+    defaults = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+    values = defaults | dict(parameters)
+
+    def truth(node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1:
+            ((function, argument),) = node.items()
+            if function == "Fn::Equals":
+                left, right = (truth(a) for a in argument)
+                return str(left) == str(right)
+            if function == "Fn::Not":
+                return not truth(argument[0])
+            if function == "Fn::And":
+                return all(truth(a) for a in argument)
+            if function == "Fn::Or":
+                return any(truth(a) for a in argument)
+            if function == "Ref":
+                return values[argument]
+            if function == "Condition":
+                return truth(template["Conditions"][argument])
+        return node
+
+    return {name: bool(truth(node)) for name, node in template.get("Conditions", {}).items()}
+
+
+def role_policies(
+    template: dict,
+    role: str,
+    parameters: Mapping[str, str],
+    account: str,
+    region: str,
+    ids: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A role as CloudFormation would create it: its name, trust policy, managed policy ARNs and
+    every policy document it gets (its own Policies and each AWS::IAM::Policy naming it whose
+    Condition holds), all resolved. `ids` overrides example_ids' made-up ids."""
+    values = {k: str(v["Default"]) for k, v in template.get("Parameters", {}).items() if "Default" in v} | dict(
+        parameters
+    )
+    truths = conditions(template, values)
+    known = example_ids(template, values, account, region) | dict(ids or {})
+
+    def evaluate(node: Any) -> Any:
+        return resolve(node, known, values, account, region, truths)
+
+    properties = template["Resources"][role]["Properties"]
+    documents = {p["PolicyName"]: evaluate(p["PolicyDocument"]) for p in properties.get("Policies", [])}
+    for resource in template["Resources"].values():
+        attached = resource.get("Properties", {}).get("Roles", [])
+        created = truths.get(resource.get("Condition", ""), "Condition" not in resource)
+        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in attached and created:
+            documents[evaluate(resource["Properties"]["PolicyName"])] = evaluate(
+                resource["Properties"]["PolicyDocument"]
+            )
+    return {
+        "RoleName": evaluate(properties["RoleName"]),
+        "AssumeRolePolicyDocument": evaluate(properties["AssumeRolePolicyDocument"]),
+        "ManagedPolicyArns": evaluate(properties.get("ManagedPolicyArns", [])),
+        "Policies": documents,
+    }
 
 
 def write_outputs(project_dir: Path, stage: str, outputs: dict[str, str]) -> dict[str, str]:
@@ -188,33 +400,10 @@ def _stack(cfn, name: str) -> dict | None:
         raise
 
 
-def deploy(project_dir: Path, stage: str, *, session=None, say: Callable[[str], None] = print) -> dict[str, str]:
-    """Create or update the stack, upload the bake's source, write the outputs into config.json."""
-    import boto3
-
-    session = session or boto3.session.Session()
-    config = load_config(project_dir)
-    parameters = stage_parameters(config, stage)
-    body = template_body(render(project_dir, config.get("app_name", "slipway")))
-    cfn = session.client("cloudformation")
-    name = stack_name(stage)
-    identity = session.client("sts").get_caller_identity()
-    say(f"Stack {name} in account {identity['Account']}, region {session.region_name}")
-    request = {
-        "StackName": name,
-        "TemplateBody": body,
-        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        "Capabilities": ["CAPABILITY_NAMED_IAM"],
-        "Tags": [{"Key": "slipway:environment", "Value": parameters["Environment"]}],
-    }
-    existing = _stack(cfn, name)
-    if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
-        raise BootstrapError(
-            f"{name} failed to create before ({_failure_reasons(cfn, name)}); "
-            f"delete it with `slipway bootstrap --stage {stage} --delete`, then retry"
-        )
+def _apply(cfn, name: str, request: dict, *, create: bool, say: Callable[[str], None]) -> None:
+    """Create or update the stack and wait for it; an update that changes nothing is done."""
     try:
-        if existing is None:
+        if create:
             cfn.create_stack(**request, OnFailure="ROLLBACK")
             waiter = "stack_create_complete"
         else:
@@ -228,10 +417,53 @@ def deploy(project_dir: Path, stage: str, *, session=None, say: Callable[[str], 
         say(f"{name} is up to date")
     except Exception as exc:  # botocore's WaiterError
         raise BootstrapError(f"{name}: {exc} {_failure_reasons(cfn, name)}") from exc
+
+
+def _outputs(cfn, name: str) -> dict[str, str]:
     stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def deploy(project_dir: Path, stage: str, *, session=None, say: Callable[[str], None] = print) -> dict[str, str]:
+    """Create or update the stack, upload the bake's source, write the outputs into config.json."""
+    import boto3
+
+    session = session or boto3.session.Session()
+    config = load_config(project_dir)
+    parameters = stage_parameters(config, stage, session.region_name)
+    template = render(project_dir, config.get("app_name", "slipway"))
+    body = template_body(template)
+    cfn = session.client("cloudformation")
+    s3 = session.client("s3")
+    name = stack_name(stage)
+    identity = session.client("sts").get_caller_identity()
+    say(f"Stack {name} in account {identity['Account']}, region {session.region_name}")
+    request = {
+        "StackName": name,
+        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        "Capabilities": ["CAPABILITY_NAMED_IAM"],
+        # Not slipway:environment: CloudFormation gives a stack's tags to every resource it makes,
+        # and teardown removes what carries that tag; the resources that belong to the
+        # environment carry it themselves (.chalice/resources.yaml).
+        "Tags": [{"Key": "slipway:stack", "Value": name}],
+    }
+    existing = _stack(cfn, name)
+    if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
+        raise BootstrapError(
+            f"{name} failed to create before ({_failure_reasons(cfn, name)}); "
+            f"delete it with `slipway bootstrap --stage {stage} --delete`, then retry"
+        )
+    if existing is None:
+        say(f"Creating {name} with its source bucket first: the whole template is read from there")
+        seed = template_body(seed_template(template), MAX_TEMPLATE_BODY)
+        _apply(cfn, name, {**request, "TemplateBody": seed}, create=True, say=say)
+    bucket = _outputs(cfn, name)["SourceBucketName"]
+    s3.put_object(Bucket=bucket, Key=TEMPLATE_KEY, Body=body.encode())
+    url = f"https://{bucket}.s3.{session.region_name}.amazonaws.com/{TEMPLATE_KEY}"
+    _apply(cfn, name, {**request, "TemplateURL": url}, create=False, say=say)
+    outputs = _outputs(cfn, name)
     data, origin = source_archive(project_dir)
-    session.client("s3").put_object(Bucket=outputs["SourceBucketName"], Key=SOURCE_KEY, Body=data)
+    s3.put_object(Bucket=outputs["SourceBucketName"], Key=SOURCE_KEY, Body=data)
     say(f"Uploaded s3://{outputs['SourceBucketName']}/{SOURCE_KEY} ({len(data)} bytes, from {origin})")
     written = write_outputs(project_dir, stage, outputs)
     for variable, value in written.items():

@@ -260,3 +260,36 @@ def test_a_second_run_of_both_commands_changes_nothing(deployed):
     _run([str(BIN / "slipway"), "bootstrap", "--stage", STAGE], checkout, env)
     _run([str(BIN / "chalice"), "deploy", "--stage", STAGE], checkout, env)
     assert (checkout / ".chalice" / "config.json").read_text() == before
+
+
+def test_the_bake_runs_in_the_stacks_own_network_with_its_own_profile(deployed):
+    # The project gives Packer the stack's subnet, security group and instance profile; they exist,
+    # the group lets nothing in, and none of them carries the environment's tag (teardown's).
+    endpoint, _, _ = deployed
+    [project] = _client(endpoint, "codebuild").batch_get_projects(names=["slipway-dev-bake"])["projects"]
+    variables = {v["name"]: v["value"] for v in project["environment"]["environmentVariables"]}
+    assert "PKR_VAR_kms_key_id" not in variables  # the stage has no key of its own
+    ec2, iam = _client(endpoint, "ec2"), _client(endpoint, "iam")
+    [subnet] = ec2.describe_subnets(SubnetIds=[variables["PKR_VAR_subnet_id"]])["Subnets"]
+    [group] = ec2.describe_security_groups(GroupIds=[variables["PKR_VAR_security_group_id"]])["SecurityGroups"]
+    assert group["VpcId"] == subnet["VpcId"] and group["IpPermissions"] == []
+    # (Its egress, HTTPS and HTTP only, is checked on the template: moto's CloudFormation ignores
+    # SecurityGroupEgress and keeps the default allow-all rule, which CloudFormation replaces.)
+    [vpc] = ec2.describe_vpcs(VpcIds=[subnet["VpcId"]])["Vpcs"]
+    assert not vpc["IsDefault"]
+    for resource in (subnet, group, vpc):
+        assert "slipway:environment" not in {t["Key"] for t in resource.get("Tags", [])}
+    profile = iam.get_instance_profile(InstanceProfileName=variables["PKR_VAR_iam_instance_profile"])["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == ["slipway-dev-bake-instance"]
+    [policy] = iam.list_role_policies(RoleName="slipway-dev-node")["PolicyNames"]
+    sids = {
+        s["Sid"]
+        for s in iam.get_role_policy(RoleName="slipway-dev-node", PolicyName=policy)["PolicyDocument"]["Statement"]
+    }
+    assert {
+        "WritePruneOutput",
+        "FindThePruneLogGroup",
+        "ReadTheStacksSecrets",
+        "NoOtherParameters",
+        "PullImages",
+    } <= sids

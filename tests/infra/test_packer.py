@@ -34,8 +34,12 @@ def test_imdsv2_encryption_and_no_ssh_from_the_world(source):
     assert source["encrypt_boot"] is True
     assert source["launch_block_device_mappings"][0]["encrypted"] is True
     assert source["ssh_interface"] == "session_manager"
-    assert source["temporary_security_group_source_public_ip"] is True
-    assert "temporary_security_group_source_cidrs" not in source
+    # The stack's security group (nothing in), subnet and instance profile: no temporary group
+    # open to some address, no default VPC, no temporary IAM role.
+    assert source["security_group_id"] == "${var.security_group_id}"
+    assert source["subnet_id"] == "${var.subnet_id}"
+    assert source["iam_instance_profile"] == "${var.iam_instance_profile}"
+    assert not [key for key in source if key.startswith("temporary_")]
 
 
 def test_image_name_is_the_pipelines_name(source):
@@ -85,15 +89,23 @@ def test_buildspec_verifies_packer_and_exports_the_ami_id():
 
 
 def test_the_pipeline_passes_every_required_variable_through_pkr_var():
+    # Each required variable comes from the start of each bake (the deployment's names) or from
+    # the CodeBuild project itself (where the build instance runs: the stack's bake network).
     import inspect
 
     from chalicelib import steps
+    from slipway import bootstrap
 
     variables = {
         name for v in load("variables.pkr.hcl")["variable"] for name, body in v.items() if "default" not in body
     }
     source = inspect.getsource(steps.start_bake)
-    assert {name for name in variables if f'"PKR_VAR_{name}"' in source} == variables
+    per_bake = {name for name in variables if f'"PKR_VAR_{name}"' in source}
+    environment = bootstrap.load_template(PROJECT_DIR)["Resources"]["BakeProject"]["Properties"]["Environment"]
+    for choice in environment["EnvironmentVariables"]["Fn::If"][1:]:  # with the stage's key and without
+        per_project = {v["Name"].removeprefix("PKR_VAR_") for v in choice if v["Name"].startswith("PKR_VAR_")}
+        assert per_bake | (per_project & variables) == variables
+        assert not per_bake & per_project
 
 
 def test_debians_packer_accepts_the_template_syntax(tmp_path):
