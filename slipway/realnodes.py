@@ -14,13 +14,21 @@ The pieces, for the emulator to wire in:
   is the VPC's CIDR (so each container has the instance's private address and host name),
   `terminate`, `stop_docker`/`start_docker`, and `close`, which removes every container, the
   network and the images it baked.
+- For real stacks (tests/realnodes/test_stack_real.py): `start_aws_endpoint()` serves this
+  process's moto on the network's `gateway` and gives every command `run` runs AWS_ENDPOINT_URL,
+  AWS_REGION and fake credentials (the instance role and IMDS, on EC2); `insecure_registries`
+  lets the nodes' dockerds pull from a `slipway.registry.LocalRegistry` over HTTP;
+  `published_ports` publishes node ports on this machine's loopback (`host_port` says where).
 
 Everything this module creates carries the label `slipway.emulator=<run id>`; `cleanup()`
 removes what a crashed run left behind.
 
 Node containers need capabilities, not `--privileged` (which fails on some kernels with "unable
-to apply caps"): SYS_ADMIN, NET_ADMIN, MKNOD, no seccomp or AppArmor profile, and the host's
-cgroup tree. Their dockerd runs with --iptables=false and picks the vfs storage driver.
+to apply caps"): SYS_ADMIN, SYS_PTRACE (for `docker exec` and health checks in nested
+containers), NET_ADMIN, MKNOD, no seccomp or AppArmor profile, and the host's cgroup tree. Their
+dockerd runs with --iptables=false (this kernel has no IPVS, so Swarm's routing mesh and service
+VIPs cannot work with or without iptables: publish ports with `mode: host`, use
+`endpoint_mode: dnsrr`); its /var/lib/docker is a volume, so it uses overlay2.
 """
 
 from __future__ import annotations
@@ -39,8 +47,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from slipway import PROJECT_DIR
 from slipway.nodes import Result
@@ -60,9 +69,14 @@ _CONVERGED_MARK = ".slipway-converged"
 
 # What a node container needs so that a dockerd runs in it (and a swarm forms), without
 # --privileged. /sys/fs/cgroup from the host gives the inner dockerd a cgroup tree to use.
+# SYS_PTRACE: runc's `exec` into a nested container opens its namespaces through /proc/<pid>/ns;
+# without it every `docker exec` there, and so every HEALTHCHECK, fails with "error executing
+# setns process: exit status 1" (a task of a service with a health check never gets healthy).
 NODE_RUN_OPTIONS = (
     "--cap-add",
     "SYS_ADMIN",
+    "--cap-add",
+    "SYS_PTRACE",
     "--cap-add",
     "NET_ADMIN",
     "--cap-add",
@@ -80,7 +94,8 @@ NODE_RUN_OPTIONS = (
 NODE_COMMAND = ["sleep", "infinity"]
 DOCKERD = "/usr/sbin/dockerd --iptables=false"
 DOCKERD_LOG = "/var/log/slipway-dockerd.log"
-_START_DOCKERD = f"{DOCKERD} >>{DOCKERD_LOG} 2>&1"
+# The fake credentials a node's commands get with `aws_endpoint` (the instance role's, on EC2).
+NODE_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # The bridges the node's dockerd makes, made first with interface indexes above eth0's. On EC2,
 # eth0 comes first and `hostname -I | cut -d" " -f1` (the init script) is the private address;
 # in a container, eth0 keeps the host's (large) index and a docker0 made inside would come
@@ -374,8 +389,22 @@ class DockerNodes:
         ready_timeout: float = 60,
         command_timeout: float = 600,
         log: Callable[[str], object] | None = None,
+        aws_endpoint: str | None = None,
+        aws_region: str = "us-east-1",
+        insecure_registries: Sequence[str] = (),
+        published_ports: Sequence[int] = (),
     ) -> None:
+        """`aws_endpoint` (e.g. a ThreadedMotoServer on `gateway`): every command `run` runs
+        gets AWS_ENDPOINT_URL, AWS_REGION and fake credentials, as the instance role and IMDS
+        give them on EC2. `insecure_registries`: host:port registries the nodes' dockerds pull
+        from over plain HTTP (a `registry.LocalRegistry` on `gateway`). `published_ports`: the
+        node ports (a swarm's published ports) each node container publishes on this machine's
+        loopback (`host_port` tells where)."""
         self.subnet = str(ipaddress.ip_network(subnet))
+        self.aws_endpoint = aws_endpoint
+        self.aws_region = aws_region
+        self.insecure_registries = tuple(insecure_registries)
+        self.published_ports = tuple(int(port) for port in published_ports)
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.network = f"slipway-{self.run_id}"
         self.remove_images = remove_images
@@ -387,6 +416,7 @@ class DockerNodes:
         self._images: set[str] = set()  # images this object baked (close removes them)
         self._network_ready = False
         self._closed = False
+        self._aws_server: Any = None  # a moto.server.ThreadedMotoServer (start_aws_endpoint)
         self.history: list[tuple[str, str]] = []  # (instance id, first command line: plans' marker)
 
     # --- labels and names --------------------------------------------------------------------
@@ -400,6 +430,19 @@ class DockerNodes:
         for key, value in {**self.labels, ROLE_LABEL: role, **extra}.items():
             args += ["--label", f"{key}={value}"]
         return args
+
+    @property
+    def gateway(self) -> str:
+        """This machine's address on the node network (its first address, as on a VPC's router):
+        where node containers reach services of this machine (moto, a registry). It exists once
+        the network does (`ensure_network`)."""
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+    @property
+    def dockerd_command(self) -> str:
+        """How a node's dockerd is started (a shell command line, logging to DOCKERD_LOG)."""
+        flags = "".join(f" --insecure-registry {shlex.quote(r)}" for r in self.insecure_registries)
+        return f"{DOCKERD}{flags} >>{DOCKERD_LOG} 2>&1"
 
     def container(self, instance_id: str) -> str | None:
         with self._lock:
@@ -429,6 +472,27 @@ class DockerNodes:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
+    def start_aws_endpoint(self, port: int = 0) -> str:
+        """Serve this process's moto on the node network's gateway (a `ThreadedMotoServer`: it
+        shares the state of `mock_aws` in the same process) and point every command `run` runs
+        at it (`aws_endpoint`). Returns the endpoint URL; `close` stops the server."""
+        from moto.server import ThreadedMotoServer
+
+        gateway = self.ensure_network()
+        with self._lock:
+            if self._aws_server is not None:
+                return self.aws_endpoint or ""
+            server = ThreadedMotoServer(ip_address=gateway, port=port, verbose=False)
+            server.start()
+            self._aws_server = server
+            self.aws_endpoint = f"http://{gateway}:{server.get_host_and_port()[1]}"
+            return self.aws_endpoint
+
+    def ensure_network(self) -> str:
+        """Create the node network now (launch does it anyway); returns its gateway address."""
+        self._ensure_network()
+        return self.gateway
+
     def _ensure_network(self) -> None:
         with self._lock:
             if self._network_ready:
@@ -444,6 +508,8 @@ class DockerNodes:
                     "bridge",
                     "--subnet",
                     self.subnet,
+                    "--gateway",
+                    self.gateway,
                     *self._label_args("network"),
                     self.network,
                     check=False,
@@ -474,6 +540,13 @@ class DockerNodes:
             if instance_id in self._containers:
                 return self._containers[instance_id]
             self._containers[instance_id] = name
+        try:
+            volume = self._storage_volume(name, instance_id)
+        except BaseException:
+            with self._lock:
+                self._containers.pop(instance_id, None)
+            _remove_node_container(name)
+            raise
         started = _docker(
             "run",
             "-d",
@@ -489,6 +562,9 @@ class DockerNodes:
             "--ip",
             ip,
             *self._label_args("node", **{INSTANCE_LABEL: instance_id}),
+            *[arg for port in self.published_ports for arg in ("-p", f"127.0.0.1::{port}")],
+            "--mount",
+            f"type=volume,src={volume},dst=/var/lib/docker",
             *NODE_RUN_OPTIONS,
             image,
             *NODE_COMMAND,
@@ -498,21 +574,34 @@ class DockerNodes:
         if started.returncode != 0:
             with self._lock:
                 self._containers.pop(instance_id, None)
-            _docker("rm", "-f", name, check=False, timeout=60)
+            _remove_node_container(name)
             raise NodeError(f"cannot start the node container for {instance_id}: {started.stderr.strip()[-1500:]}")
         try:
             with self._lock:
                 if self._closed:  # closed while the container started: close() may have missed it
                     raise NodeError("these nodes were closed while launching")
             self._prepare_network_namespace(name)
-            _docker("exec", "-d", name, "sh", "-c", _START_DOCKERD, timeout=30)
+            _docker("exec", "-d", name, "sh", "-c", self.dockerd_command, timeout=30)
             self.wait_ready(instance_id)
         except BaseException:
             with self._lock:
                 self._containers.pop(instance_id, None)
-            _docker("rm", "-f", name, check=False, timeout=60)
+            _remove_node_container(name)
             raise
         self.log(f"node {instance_id}: container {name} ({hostname}, {ip}) ready")
+        return name
+
+    def _storage_volume(self, name: str, instance_id: str) -> str:
+        """The node's /var/lib/docker: a volume (ext4, this machine's), so the node's dockerd
+        uses overlay2; on the container's own overlay root it could only pick vfs, which copies
+        every image layer whole for each layer and each container (seconds per task start)."""
+        _docker(
+            "volume",
+            "create",
+            *self._label_args("node-storage", **{INSTANCE_LABEL: instance_id}),
+            name,
+            timeout=60,
+        )
         return name
 
     @staticmethod
@@ -564,7 +653,7 @@ class DockerNodes:
         with self._lock:
             name = self._containers.pop(instance_id, None)
         if name:
-            _docker("rm", "-f", name, check=False, timeout=120)
+            _remove_node_container(name)
             self.log(f"node {instance_id}: container {name} removed")
 
     def stop_docker(self, instance_id: str) -> None:
@@ -585,7 +674,7 @@ class DockerNodes:
     def start_docker(self, instance_id: str) -> None:
         """Start the node's dockerd again (after `stop_docker`) and wait until it answers."""
         name = self._name(instance_id)
-        _docker("exec", "-d", name, "sh", "-c", _START_DOCKERD, timeout=30)
+        _docker("exec", "-d", name, "sh", "-c", self.dockerd_command, timeout=30)
         self.wait_ready(instance_id)
 
     def close(self, *, remove_images: bool | None = None) -> None:
@@ -596,6 +685,10 @@ class DockerNodes:
             self._containers.clear()
             images = set(self._images) if (self.remove_images if remove_images is None else remove_images) else set()
             self._images -= images
+            server, self._aws_server = self._aws_server, None
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.stop()
         cleanup(self.run_id, images=sorted(images))
         with self._lock:
             self._network_ready = False
@@ -625,11 +718,36 @@ class DockerNodes:
         if name is None:
             return Result(1, stderr=f"no node container for {instance_id} (not launched, or terminated)")
         try:
-            done = _docker("exec", name, "sh", "-c", script, check=False, timeout=self.command_timeout)
+            done = _docker(
+                "exec", *self._exec_environment(), name, "sh", "-c", script, check=False, timeout=self.command_timeout
+            )
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
             return Result(124, out, f"command timed out after {self.command_timeout:.0f}s")
         return Result(done.returncode, done.stdout, done.stderr)
+
+    def _exec_environment(self) -> list[str]:
+        if not self.aws_endpoint:
+            return []
+        environment = {
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "AWS_REGION": self.aws_region,
+            "AWS_DEFAULT_REGION": self.aws_region,
+            **NODE_AWS_CREDENTIALS,
+        }
+        return [arg for key, value in environment.items() for arg in ("-e", f"{key}={value}")]
+
+    def host_port(self, instance_id: str, port: int) -> int:
+        """The port on 127.0.0.1 where this machine reaches the node's `port` (one of
+        `published_ports`)."""
+        if port not in self.published_ports:
+            raise NodeError(f"port {port} is not published by the node containers ({self.published_ports})")
+        found = _docker("port", self._name(instance_id), f"{port}/tcp", timeout=30).stdout
+        for line in found.splitlines():
+            host, _, number = line.strip().rpartition(":")
+            if host == "127.0.0.1":
+                return int(number)
+        raise NodeError(f"{instance_id}: no loopback port for {port}: {found.strip()}")
 
     def state(self, instance_id: str) -> str:
         """The node's Swarm.LocalNodeState (inactive, pending, active, error, locked), or the
@@ -652,6 +770,12 @@ class DockerNodes:
         if result.code != 0:
             raise NodeError(f"docker node ls on {instance_id}: {result.stderr.strip()}")
         return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _remove_node_container(name: str) -> None:
+    """The container and its storage volume (named as the container)."""
+    _docker("rm", "-f", "-v", name, check=False, timeout=120)
+    _docker("volume", "rm", "-f", name, check=False, timeout=120)
 
 
 def _networks_using(subnet: str) -> list[str]:
@@ -683,8 +807,11 @@ def cleanup(run_id: str | None = None, *, images: list[str] | None = None, all_i
     try:
         containers = _docker("ps", "-aq", "--filter", f"label={label}", check=False).stdout.split()
         if containers:
-            _docker("rm", "-f", *containers, check=False, timeout=300)
+            _docker("rm", "-f", "-v", *containers, check=False, timeout=300)
             counts["containers"] = len(containers)
+        volumes = _docker("volume", "ls", "-q", "--filter", f"label={label}", check=False).stdout.split()
+        if volumes:
+            _docker("volume", "rm", "-f", *volumes, check=False, timeout=300)
         networks = _docker("network", "ls", "-q", "--filter", f"label={label}", check=False).stdout.split()
         for network in networks:
             if _docker("network", "rm", network, check=False).returncode == 0:

@@ -29,9 +29,11 @@ ONE_WORKER = (
     "tests/infra/test_swarm_node_role.py",
     "tests/realnodes/test_docker_nodes.py",
     "tests/realnodes/test_pipeline.py",
+    "tests/realnodes/test_stack_real.py",
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # so that `-p no:xdist` still runs the suite, serially
 def pytest_xdist_make_scheduler(config, log):
     """Every test is a unit of work of its own, except those of ONE_WORKER's modules: each module
     is one unit, sent first (xdist orders units by size), so the longest start earliest."""

@@ -225,9 +225,11 @@ def test_terminate_and_close_leave_nothing_behind(nodes, image):
     launch(nodes, image, A, B)
     assert len(_labelled("container", nodes.run_id)) == 2
     assert len(_labelled("network", nodes.run_id)) == 1
+    assert len(_labelled("volume", nodes.run_id)) == 2
 
     nodes.terminate(B[0])
     assert len(_labelled("container", nodes.run_id)) == 1
+    assert len(_labelled("volume", nodes.run_id)) == 1
     gone = nodes.run(B[0], plans.HEALTH_SCRIPT)
     assert gone.code != 0 and B[0] in gone.stderr
     nodes.terminate(B[0])  # again: nothing to do
@@ -235,6 +237,7 @@ def test_terminate_and_close_leave_nothing_behind(nodes, image):
     nodes.close()
     assert _labelled("container", nodes.run_id) == []
     assert _labelled("network", nodes.run_id) == []
+    assert _labelled("volume", nodes.run_id) == []  # each node's /var/lib/docker
     nodes.close()  # idempotent
     assert realnodes.image_exists(image)  # the module's image is not this object's to remove
 
@@ -259,3 +262,68 @@ def test_a_join_goes_through_the_next_manager_when_the_first_is_down(nodes, imag
     listed = eventually(lambda: [n for n in nodes.nodes(B[0]) if n["Hostname"] == D[1] and n["Status"] == "Ready"])
     assert listed, nodes.nodes(B[0])
     assert nodes.role(D[0]) == "worker"
+
+
+def test_nested_containers_take_exec_and_health_checks_on_overlay2(nodes, image):
+    launch(nodes, image, A)
+    # A tiny image from the node's own root: dash (also as /bin/sh) and the C library it needs.
+    made = nodes.run(
+        A[0],
+        [
+            "set -eu",
+            "test \"$(docker info --format '{{.Driver}}')\" = overlay2",
+            "libs=$(ldd /bin/dash | grep -o '/[^ ]*' | sort -u)",
+            "tar -ch /bin/sh /bin/dash $libs 2>/dev/null | docker import - slipway-tiny:1 >/dev/null",
+            "docker run -d -i --name tiny --health-cmd 'exit 0' --health-interval 1s slipway-tiny:1 /bin/dash",
+            "docker exec tiny /bin/dash -c 'echo exec-ok'",
+        ],
+    )
+    assert made.code == 0 and made.stdout.splitlines()[-1] == "exec-ok", made
+    health = eventually(
+        lambda: nodes.run(A[0], ["docker inspect --format '{{.State.Health.Status}}' tiny"]).stdout.strip() == "healthy"
+    )
+    assert health, nodes.run(A[0], ["docker inspect --format '{{json .State.Health}}' tiny"]).stdout
+
+
+def test_commands_get_the_aws_endpoint_and_registries_and_ports_reach_this_machine(image):
+    made = DockerNodes(
+        SUBNET,
+        run_id=f"test-{uuid.uuid4().hex[:10]}",
+        aws_endpoint="http://10.199.0.1:4566",
+        aws_region="eu-west-1",
+        insecure_registries=["10.199.0.1:5999"],
+        published_ports=[8080],
+    )
+    try:
+        assert made.gateway == "10.199.0.1"
+        launch(made, image, A)
+        env = made.run(A[0], ["env | grep ^AWS_ | sort"]).stdout.splitlines()
+        assert env == [
+            "AWS_ACCESS_KEY_ID=testing",
+            "AWS_DEFAULT_REGION=eu-west-1",
+            "AWS_ENDPOINT_URL=http://10.199.0.1:4566",
+            "AWS_REGION=eu-west-1",
+            "AWS_SECRET_ACCESS_KEY=testing",
+        ]
+        registries = made.run(A[0], ["docker info --format '{{json .RegistryConfig.IndexConfigs}}'"])
+        assert json.loads(registries.stdout)["10.199.0.1:5999"]["Secure"] is False
+        # A server on the node's port 8080 answers on this machine's loopback.
+        served = made.run(A[0], ["cd /etc && (python3 -m http.server 8080 >/dev/null 2>&1 &) && sleep 1"])
+        assert served.code == 0, served
+        url = f"http://127.0.0.1:{made.host_port(A[0], 8080)}/hostname"
+        answer = eventually(lambda: _get(url), timeout=10)
+        assert answer == f"{A[1]}\n"
+        with pytest.raises(realnodes.NodeError, match="not published"):
+            made.host_port(A[0], 9090)
+    finally:
+        made.close()
+
+
+def _get(url: str) -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
