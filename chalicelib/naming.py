@@ -54,6 +54,12 @@ def swarm_parameter(environment: str, leaf: str) -> str:
     return f"{swarm_path(environment)}/{leaf}"
 
 
+def secret_parameter(environment: str, key: str) -> str:
+    """Where the value of a stack's secret `key` lives: a SecureString the user puts; the nodes'
+    role reads this path only, no Lambda reads a value under it."""
+    return f"/slipway/{environment}/secrets/{key}"
+
+
 def tags(environment: str, deployment: str, commit: str, role: str, **extra: str) -> dict[str, str]:
     """Every resource Slipway creates carries these tags; teardown and compensation find it by them."""
     result = {

@@ -194,7 +194,18 @@ def plan_promotion(current: list[str], roles: dict[str, str], node_count: int) -
 MARKER_PREFIX = "# slipway:"
 MARKERS: dict[str, str] = {
     kind: MARKER_PREFIX + kind
-    for kind in ("swarm-init", "swarm-join", "health", "node-list", "promote", "retire", "prune")
+    for kind in (
+        "swarm-init",
+        "swarm-join",
+        "health",
+        "node-list",
+        "promote",
+        "retire",
+        "prune",
+        "stack-inspect",
+        "stack-deploy",
+        "stack-status",
+    )
 }
 
 
@@ -418,6 +429,13 @@ def prune_results(invocations: Iterable[CommandResult]) -> list[NodePrune]:
     return results
 
 
+def next_wait(checks: int, first: int, cap: int) -> int:
+    """The wait before poll number `checks` + 1: `first` seconds, doubling, never above `cap`."""
+    if cap <= 0:
+        return 0
+    return min(cap, max(1, first) << min(checks, 16))
+
+
 def bake_status(status: str, ami_id: str | None) -> str:
     """IN_PROGRESS, SUCCEEDED, or the reason a bake failed."""
     if status == "SUCCEEDED":
@@ -474,7 +492,13 @@ def status_description(outcome: str, environment: str, state: Mapping[str, Any])
     if outcome == "success":
         nodes = len((state.get("nodes") or {}).get("current") or [])
         image = (state.get("image") or {}).get("ami_id") or "?"
-        return f"Deployed to {environment}: {nodes} node{'s' if nodes != 1 else ''} on {image}"
+        deployed = f"Deployed to {environment}: {nodes} node{'s' if nodes != 1 else ''} on {image}"
+        stack = state.get("stack") or {}
+        if not stack.get("present"):
+            return f"{deployed}; no stack file ({stack.get('path') or 'stack.yml'}): nodes only"
+        services = (state.get("rollout") or {}).get("services") or []
+        updated = sum(1 for s in services if s.get("updated"))
+        return f"{deployed}; {len(services)} service{'s' if len(services) != 1 else ''}, {updated} updated"
     if outcome == "error":
         return f"Deployed to {environment}; removing what it replaced failed ({_reason(state.get('error'))})"
     if state.get("undo_error"):

@@ -54,10 +54,15 @@ class Settings:
     prune_max_concurrency: str
     prune_max_errors: str
     node_instance_profile: str
+    kms_key_arn: str
     command_timeout_seconds: int
     github_api: str
     keep_images: int
     github_token_parameter: str
+    stack_file: str
+    local_volumes: bool
+    stack_timeout_seconds: int
+    poll_first_seconds: int
 
 
 def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
@@ -143,11 +148,78 @@ def _ports(env: Mapping[str, str]) -> tuple[int, ...]:
     return tuple(ports)
 
 
+# IAM's rule for an instance profile's name.
+_PROFILE = re.compile(r"^[\w+=,.@-]{1,128}$")
+# A key's ARN, not an alias: IAM policies scope a key by its key ARN (.chalice/resources.yaml).
+_KMS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):[0-9]{12}:key/[A-Za-z0-9-]+$")
+
+
+def _instance_profile(env: Mapping[str, str]) -> str:
+    """SLIPWAY_NODE_INSTANCE_PROFILE is required: a node without an instance profile never registers
+    with SSM, and the deploy would fail only after every readiness check."""
+    raw = env.get("SLIPWAY_NODE_INSTANCE_PROFILE", "").strip()
+    if not raw:
+        raise ConfigurationError(
+            "SLIPWAY_NODE_INSTANCE_PROFILE is not set: the nodes need an instance profile with "
+            "AmazonSSMManagedInstanceCore or they never register with SSM; `slipway bootstrap` "
+            "creates one and writes its name"
+        )
+    if not _PROFILE.fullmatch(raw):
+        raise ConfigurationError(
+            f"SLIPWAY_NODE_INSTANCE_PROFILE must be an instance profile's name (1-128 letters, digits "
+            f"or +=,.@_-), got {raw!r}"
+        )
+    return raw
+
+
+def kms_key_arn(raw: str, region: str) -> str:
+    """SLIPWAY_KMS_KEY_ARN: empty (AWS's default keys), or the ARN of a key in the stage's region
+    (EBS and Parameter Store use a key of their own region only). `slipway bootstrap` checks it too."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    match = _KMS_KEY.fullmatch(raw)
+    if not match:
+        raise ConfigurationError(
+            "SLIPWAY_KMS_KEY_ARN must be a KMS key's ARN (arn:aws:kms:<region>:<account>:key/<key id>; "
+            f"not an alias), got {raw!r}"
+        )
+    if match.group(1) != region:
+        raise ConfigurationError(
+            f"SLIPWAY_KMS_KEY_ARN is a key in {match.group(1)}; the stage runs in {region}, and EBS and "
+            "Parameter Store use a key of their own region only"
+        )
+    return raw
+
+
 def _rate(env: Mapping[str, str], key: str, default: str, pattern: re.Pattern[str], what: str) -> str:
     raw = env.get(key, default).strip()
     if not pattern.fullmatch(raw):
         raise ConfigurationError(f"{key} must be {what}, got {raw!r}")
     return raw
+
+
+_STACK_PATH = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._/-]{1,255}$")
+
+
+def _stack_file(env: Mapping[str, str]) -> str:
+    """SLIPWAY_STACK_FILE: the stack file's path in the repository, relative to its root."""
+    raw = env.get("SLIPWAY_STACK_FILE", "stack.yml").strip()
+    if not _STACK_PATH.fullmatch(raw) or raw.endswith("/") or "//" in raw:
+        raise ConfigurationError(
+            f"SLIPWAY_STACK_FILE must be a file's path in the repository, relative to its root "
+            f"(letters, digits, '.', '_', '-', '/'; no '..'), e.g. stack.yml or deploy/stack.yml; got {raw!r}"
+        )
+    return raw
+
+
+def _local_volumes(env: Mapping[str, str]) -> bool:
+    raw = env.get("SLIPWAY_LOCAL_VOLUMES", "refuse").strip().lower()
+    if raw not in ("refuse", "allow"):
+        raise ConfigurationError(
+            f"SLIPWAY_LOCAL_VOLUMES must be refuse or allow, got {env.get('SLIPWAY_LOCAL_VOLUMES')!r}"
+        )
+    return raw == "allow"
 
 
 def from_environment(env: Mapping[str, str]) -> Settings:
@@ -204,11 +276,17 @@ def from_environment(env: Mapping[str, str]) -> Settings:
             _MAX_ERRORS,
             "a number of errors (0 or more) or a percentage (0%-100%)",
         ),
-        node_instance_profile=env.get("SLIPWAY_NODE_INSTANCE_PROFILE", ""),
+        node_instance_profile=_instance_profile(env),
+        kms_key_arn=kms_key_arn(env.get("SLIPWAY_KMS_KEY_ARN", ""), region),
         command_timeout_seconds=_int(env, "SLIPWAY_COMMAND_TIMEOUT_SECONDS", 600, 30, 172800),
         github_api=env.get("SLIPWAY_GITHUB_API", "https://api.github.com"),
         keep_images=_int(env, "SLIPWAY_KEEP_IMAGES", 3, 1, 100),
         github_token_parameter=env.get("SLIPWAY_GITHUB_TOKEN_PARAMETER", ""),
+        stack_file=_stack_file(env),
+        local_volumes=_local_volumes(env),
+        stack_timeout_seconds=_int(env, "SLIPWAY_STACK_TIMEOUT_SECONDS", 900, 10, 86400),
+        # Polls start this short and double up to SLIPWAY_POLL_SECONDS: a step done in seconds costs seconds.
+        poll_first_seconds=_int(env, "SLIPWAY_POLL_FIRST_SECONDS", 2, 0, 3600),
     )
 
 

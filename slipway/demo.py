@@ -19,7 +19,10 @@ from slipway.follow import follow
 EMULATED = [
     "CodeBuild/Packer bake: the emulator registers the AMI Packer would produce (no image is built)",
     "node commands: SSM Run Command is answered by emulated swarm nodes (no Docker engine runs)",
+    "the stack: emulated managers keep its services, tasks and update state; the images are in an emulated registry",
 ]
+# The stack the demo deploys: the example kept in this repository (the tests deploy it too).
+EXAMPLE_STACK = "example/stack.yml"
 REAL_NODES = [
     "CodeBuild/Packer bake: the swarm_node role converged for real on a Debian 12 root, imported as "
     "a local Docker image (Packer and the AMI itself are emulated)",
@@ -71,8 +74,19 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         if reason:
             print(f"slipway demo --real-nodes: {reason}", file=sys.stderr)
             return 2
-    with mock.patch.dict(os.environ, quiet), Emulator(node_count=nodes, real_nodes=real_nodes, log=log) as emu:
+    stage = {"SLIPWAY_STACK_FILE": EXAMPLE_STACK}
+    with (
+        mock.patch.dict(os.environ, quiet),
+        Emulator(node_count=nodes, real_nodes=real_nodes, log=log, extra_environment=stage) as emu,
+    ):
         sfn = emu.client("stepfunctions")
+        # What the user does once per secret the stack names (example/stack.yml's app_token).
+        emu.client("ssm").put_parameter(
+            Name=f"/slipway/{emu.environment}/secrets/app_token",
+            Value=uuid.uuid4().hex,
+            Type="SecureString",
+            Overwrite=True,
+        )
         say(
             f"Embedded emulator up: state machines {', '.join(emu.arns)}; "
             f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM."
@@ -95,10 +109,18 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             "vpc_id": (out.get("network") or {}).get("vpc_id"),
             "instance_ids": (out.get("nodes") or {}).get("current", []),
             "state_transitions": deploy.state_transitions,
+            "stack_file": (out.get("stack") or {}).get("path"),
+            "services": (out.get("rollout") or {}).get("services", []),
             "error": deploy.error,
             "cause": deploy.cause,
         }
         say(f"Deploy {deploy.status}" + (f": {deploy.error}: {deploy.cause}" if deploy.error else ""))
+        for service in report["deploy"]["services"]:
+            say(
+                f"  service {service['name']}: {service['image']}@{service['digest'][:19]}, "
+                f"{service['running']}/{service['desired']} running, {service['state']}"
+                f"{', updated by this run' if service['updated'] else ''}"
+            )
         statuses = [st for st in emu.github.statuses if st["sha"] == commit]
         report["deploy"]["github_statuses"] = [
             {k: st[k] for k in ("state", "description", "context")} for st in statuses
@@ -157,6 +179,8 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             and teardown.status == "SUCCEEDED"
             and not any(leftover.values())
             and bool(prune_ids)
+            and bool(report["deploy"]["services"])
+            and all(service["state"] == "converged" for service in report["deploy"]["services"])
         )
         say(f"Teardown {teardown.status}")
         return _finish(report, started, as_json, ok)
@@ -176,6 +200,11 @@ def _finish(report: dict, started: float, as_json: bool, ok: bool) -> int:
         print(
             f"  deploy     {deploy['status']} in {deploy['state_transitions']} state transitions: "
             f"image {deploy['ami_id']}, VPC {deploy['vpc_id']}, nodes {', '.join(deploy['instance_ids']) or '-'}"
+        )
+    for service in deploy.get("services", []):
+        print(
+            f"  service    {service['name']} {service['running']}/{service['desired']} running "
+            f"{service['image']}@{service['digest'][:19]}{' (updated)' if service['updated'] else ''}"
         )
     if deploy.get("github_statuses"):
         print("  github     commit status " + " -> ".join(st["state"] for st in deploy["github_statuses"]))

@@ -12,7 +12,10 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
   "EC2 Command Status-change Notification", and when an execution is stopped, Step Functions'
   "Execution Status Change", are matched against them (moto's matcher) and delivered to the
   Lambda targets on a worker thread (moto's EventBridge has no Lambda targets).
-- EC2: RunInstances honours its ClientToken (a repeat returns the first reservation).
+- EC2: RunInstances honours its ClientToken (a repeat returns the first reservation), and gives
+  an instance launched from a template the template's MetadataOptions and instance profile.
+- IAM: the nodes' role and instance profile, as `slipway bootstrap` creates them from
+  .chalice/resources.yaml, named in SLIPWAY_NODE_INSTANCE_PROFILE.
 - Step Functions: an execution started without a name gets a UUID, and a name is taken atomically,
   as on AWS.
 - SSM: `DescribeInstanceInformation` and `ListCommandInvocations` (missing in moto), targets
@@ -22,6 +25,7 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -42,6 +46,8 @@ from slipway.github_api import FakeGitHub
 from slipway.nodes import EmulatedNodes, Machine
 
 ACCOUNT = "123456789012"
+# The images example/stack.yml names: the emulated registry has them from the start.
+EXAMPLE_IMAGES = ("slipway-example/web:1", "slipway-example/worker:1")
 REGION = "us-east-1"
 STAGE = "dev"
 _VALID_DEFINITIONS: set[str] = set()  # ASL texts moto has already parsed in this process
@@ -93,6 +99,51 @@ def stage_environment(stage: str = STAGE) -> dict[str, str]:
     return env
 
 
+@functools.cache
+def _aws_managed_policy_data(name: str) -> dict:
+    """One of AWS's managed policies from moto's copy, without parsing the whole 4.7 MB of it."""
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    key = f'\n "{name}":'  # a top-level key of the JSON object, as moto writes it
+    data, _ = json.JSONDecoder().raw_decode(aws_managed_policies_data, aws_managed_policies_data.index(key) + len(key))
+    return data
+
+
+def _load_aws_managed_policy(arn: str) -> None:
+    """Make an AWS managed policy attachable: moto loads them only when configured to, all of them,
+    which costs seconds on every start; the emulator loads the ones the node role names."""
+    from moto.iam.models import AWSManagedPolicy, iam_backends
+
+    backend = iam_backends[ACCOUNT]["aws"]
+    if arn not in backend.managed_policies:
+        name = arn.rsplit("/", 1)[-1]
+        backend.managed_policies[arn] = AWSManagedPolicy.from_data(
+            name, ACCOUNT, REGION, _aws_managed_policy_data(name)
+        )
+
+
+def _from_template(backend, reservation, kwargs: dict):
+    """What EC2 takes from a launch template and moto leaves out: its MetadataOptions and its
+    instance profile, for each instance launched from one (the request's own, if any, win)."""
+    if not kwargs.get("launch_template"):
+        return reservation
+    from moto.ec2.models.instances import MetadataOptions
+
+    data = backend._get_template_from_args(kwargs["launch_template"]).data
+    profile = data.get("IamInstanceProfile") or {}
+    asked = kwargs.get("iam_instance_profile_name") or kwargs.get("iam_instance_profile_arn")
+    for instance in reservation.instances:
+        if data.get("MetadataOptions") and not kwargs.get("metadata_options"):
+            instance.metadata_options = MetadataOptions(data["MetadataOptions"])
+        if profile and not asked and instance.id not in backend.iam_instance_profile_associations:
+            backend.associate_iam_instance_profile(
+                instance_id=instance.id,
+                iam_instance_profile_name=profile.get("Name"),
+                iam_instance_profile_arn=profile.get("Arn"),
+            )
+    return reservation
+
+
 class RealNodesUnavailable(RuntimeError):
     """`--real-nodes` was asked for where Docker (or the bake's tools) cannot run."""
 
@@ -133,7 +184,9 @@ class Emulator:
         # converges the swarm_node role for real (slipway/realnodes.py); else emulated nodes.
         self.real_nodes = real_nodes
         self.log = log or (lambda message: None)
-        self.nodes: Any = EmulatedNodes(self._machines)
+        self.nodes: Any = EmulatedNodes(self._machines, fetch=self._node_fetch, parameter=self._node_parameter)
+        for reference in EXAMPLE_IMAGES:  # what example/stack.yml runs (make demo)
+            self.nodes.push(reference)
         self.images: dict[str, str] = {}  # AMI id -> local Docker image (real nodes)
         self.github = FakeGitHub()
         self.bakes: dict[str, dict[str, Any]] = {}  # build id -> {"variables", "polls", "ami_id"}
@@ -324,6 +377,7 @@ class Emulator:
             }
         )
         role_arn = iam.create_role(RoleName="slipway-emulated", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+        self._create_node_role(iam)
 
         lam = self.client("lambda")
         archive = io.BytesIO()
@@ -401,6 +455,32 @@ class Emulator:
                 roleArn=role_arn,
             )["stateMachineArn"]
 
+    def _create_node_role(self, iam) -> None:
+        """The nodes' role and instance profile as `slipway bootstrap` creates them (NodeRole and
+        NodeInstanceProfile of .chalice/resources.yaml, resolved for this account and stage), and
+        SLIPWAY_NODE_INSTANCE_PROFILE naming the profile unless the environment names one."""
+        from slipway import bootstrap
+
+        template = bootstrap.load_template(PROJECT_DIR)
+        parameters = {"Stage": STAGE, "Environment": self.environment}
+        if os.environ.get("SLIPWAY_KMS_KEY_ARN"):
+            parameters["KmsKeyArn"] = os.environ["SLIPWAY_KMS_KEY_ARN"]
+        bucket = os.environ["SLIPWAY_BAKE_BUCKET"]
+        ids = {"SourceBucket": bucket, "SourceBucket.Arn": f"arn:aws:s3:::{bucket}"}
+        role = bootstrap.role_policies(template, "NodeRole", parameters, ACCOUNT, REGION, ids)
+        name = role["RoleName"]
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(role["AssumeRolePolicyDocument"]))
+        for policy, document in role["Policies"].items():
+            iam.put_role_policy(RoleName=name, PolicyName=policy, PolicyDocument=json.dumps(document))
+        for arn in role["ManagedPolicyArns"]:
+            _load_aws_managed_policy(arn)
+            iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+        profile_properties = template["Resources"]["NodeInstanceProfile"]["Properties"]
+        profile = bootstrap.resolve(profile_properties["InstanceProfileName"], {}, parameters, ACCOUNT, REGION)
+        iam.create_instance_profile(InstanceProfileName=profile)
+        iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=name)
+        os.environ.setdefault("SLIPWAY_NODE_INSTANCE_PROFILE", profile)
+
     # --- moto patches -------------------------------------------------------------------------
 
     def _patch_moto(self) -> None:
@@ -465,8 +545,16 @@ class Emulator:
                     for reservation in backend.reservations.values():
                         if reservation.instances and reservation.instances[0].client_token == token:
                             return reservation
-                    return original_run_instances(backend, image_id, count, user_data, security_group_names, **kwargs)
-            return original_run_instances(backend, image_id, count, user_data, security_group_names, **kwargs)
+                    return _from_template(
+                        backend,
+                        original_run_instances(backend, image_id, count, user_data, security_group_names, **kwargs),
+                        kwargs,
+                    )
+            return _from_template(
+                backend,
+                original_run_instances(backend, image_id, count, user_data, security_group_names, **kwargs),
+                kwargs,
+            )
 
         patch(mock.patch.object(InstanceBackend, "run_instances", run_instances))
 
@@ -713,6 +801,24 @@ class Emulator:
     def wait_for_events(self) -> None:
         """Block until every event emitted so far has been delivered to its targets."""
         self._events.join()
+
+    # What a node reads with its instance role (the stack file, the stack's secrets), straight from
+    # the backends: a node's call is made while moto answers the SendCommand that runs it.
+    @staticmethod
+    def _node_fetch(bucket: str, key: str) -> bytes:
+        from moto.s3.models import s3_backends
+
+        found = s3_backends[ACCOUNT]["aws"].get_object(bucket, key)
+        if found is None:
+            raise KeyError(f"NoSuchKey: s3://{bucket}/{key}")
+        return bytes(found.value)
+
+    @staticmethod
+    def _node_parameter(name: str) -> str | None:
+        from moto.ssm.models import ssm_backends
+
+        found = ssm_backends[ACCOUNT][REGION].get_parameter(name)
+        return None if found is None else str(found.value)
 
     def _machines(self) -> dict[str, Machine]:
         """Every instance EC2 knows, as the emulated nodes see one another."""

@@ -1,6 +1,7 @@
 """A local stand-in for the GitHub REST calls the pipeline makes, answered from this checkout:
 the top-level trees of a commit (GET /repos/{owner}/{repo}/git/trees/{sha}), its archive
 (GET /repos/{owner}/{repo}/zipball/{sha}: every file under one folder, as GitHub does), and
+a file at a commit (GET /repos/{owner}/{repo}/contents/{path}?ref={sha}, raw), and
 commit statuses (POST /repos/{owner}/{repo}/statuses/{sha}: kept in `statuses`; a bearer token
 equal to `token` is required, as GitHub requires one with write access).
 
@@ -20,6 +21,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.parse
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +30,7 @@ from slipway import PROJECT_DIR
 
 _TREES = re.compile(r"^/repos/[^/]+/[^/]+/git/trees/([0-9a-fA-F]{4,40})$")
 _ZIPBALL = re.compile(r"^/repos/([^/]+)/([^/]+)/zipball/([0-9a-fA-F]{4,40})$")
+_CONTENTS = re.compile(r"^/repos/[^/]+/[^/]+/contents/(.+)$")
 _STATUSES = re.compile(r"^/repos/([^/]+/[^/]+)/statuses/([0-9a-f]{40})$")
 STATUS_STATES = ("pending", "success", "failure", "error")
 FOLDERS = ("ansible", "packer")
@@ -80,6 +83,7 @@ class FakeGitHub:
         self.trees: dict[str, dict[str, str]] = {}
         self.missing: set[str] = set()  # commits to answer 404 for, as GitHub does for unknown ones
         self.slow: dict[str, float] = {}  # commits whose trees are answered after this many seconds
+        self.files: dict[str, dict[str, bytes | None]] = {}  # commit -> path -> content (None: no such file)
         self.requests: list[str] = []
         self.token: str | None = None  # what POST .../statuses must present as its bearer token
         self.statuses: list[dict] = []  # {"repository", "sha", "state", "description", "target_url", "context"}
@@ -111,6 +115,24 @@ class FakeGitHub:
         if len(found) == len(FOLDERS):
             return found
         return {folder: working_tree_id(self.project_dir / folder) for folder in FOLDERS}
+
+    def file(self, commit: str, path: str) -> bytes | None:
+        """A file at a commit: one set in `files`, else the commit's in this checkout, else the
+        working tree's (the demo's fictional commits); None when there is none."""
+        if path in self.files.get(commit, {}):
+            return self.files[commit][path]
+        if commit in self.trees or commit in self.files:
+            return None
+        shown = subprocess.run(
+            ["git", "-C", str(self.project_dir), "show", f"{commit}:{path}"], capture_output=True, check=False
+        )
+        if shown.returncode == 0:
+            return shown.stdout
+        local = self.project_dir / path
+        known = subprocess.run(
+            ["git", "-C", str(self.project_dir), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True
+        )
+        return local.read_bytes() if known.returncode != 0 and local.is_file() else None
 
     def archive(self, owner: str, repo: str, commit: str) -> bytes:
         """The commit's zip if this checkout has it, else the working tree's image folders."""
@@ -158,6 +180,20 @@ class FakeGitHub:
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
+                    return
+                contents = _CONTENTS.match(self.path.split("?")[0])
+                if contents:
+                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                    ref = (query.get("ref") or [""])[0]
+                    found = None if ref in github.missing else github.file(ref, urllib.parse.unquote(contents.group(1)))
+                    if found is None:
+                        self._answer(404, {"message": "Not Found"})
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/vnd.github.raw+json")
+                    self.send_header("Content-Length", str(len(found)))
+                    self.end_headers()
+                    self.wfile.write(found)
                     return
                 match = _TREES.match(self.path.split("?")[0])
                 if not match:

@@ -14,6 +14,7 @@ saying so.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import shlex
@@ -21,6 +22,8 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import yaml
 
 from slipway import PROJECT_DIR
 
@@ -33,6 +36,13 @@ _JOIN_THROUGH = re.compile(r"^for manager in (.*); do$", re.MULTILINE)
 _PROMOTE = re.compile(r"^(?:again )?docker node promote (.+)$", re.MULTILINE)
 _RETIRE = re.compile(r"^retire (.+)$", re.MULTILINE)
 _DEMOTE = re.compile(r"^demote_surplus (.+)$", re.MULTILINE)
+_LABEL = re.compile(r"^docker node update --label-add (\S+) (\S+) >/dev/null$", re.MULTILINE)
+_IMAGES = re.compile(r"^for image in(.*); do$", re.MULTILINE)
+_STACK_NAMESPACE = re.compile(r"label=com\.docker\.stack\.namespace=(\S+)\); do$", re.MULTILINE)
+_FETCH = re.compile(r'^slipway-node fetch (\S+) (\S+) "\$work/stack\.yml"$', re.MULTILINE)
+_SECRET = re.compile(r"^slipway-node secret (\S+) (\S+)$", re.MULTILINE)
+_STACK_DEPLOY = re.compile(r'^docker stack deploy .*--compose-file "\$work/stack\.yml" (\S+)$', re.MULTILINE)
+_SERVICE_RM = re.compile(r"^docker service rm (\S+) >/dev/null$", re.MULTILINE)
 
 NOT_A_MANAGER = (
     "Error response from daemon: This node is not a swarm manager. Worker nodes "
@@ -60,12 +70,38 @@ class Machine:
     running: bool
 
 
+@dataclass(frozen=True)
+class Image:
+    """An image in the emulated registry: its digest, and whether its healthcheck passes."""
+
+    digest: str
+    healthy: bool = True
+
+
+@dataclass
+class Service:
+    """A swarm service as the emulated managers keep it."""
+
+    name: str  # <stack>_<service>
+    definition: dict  # the Compose definition it was last deployed from
+    version: int = 1
+    updated_at: str = ""
+    update_state: str = ""  # "", updating, completed, rollback_completed, paused
+    update_message: str = ""
+    settling: int = 0  # status listings left that still show the update under way
+    failed_tasks: list[dict] = field(default_factory=list)  # most recent first
+    previous: dict | None = None
+
+
 @dataclass
 class Swarm:
     token: str
     worker_token: str = ""
     roles: dict[str, str] = field(default_factory=dict)  # instance id -> "manager" | "worker"
     drained: set[str] = field(default_factory=set)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # instance id -> node labels
+    services: dict[str, Service] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)  # swarm secret name -> value
 
     @property
     def members(self) -> set[str]:
@@ -83,9 +119,20 @@ class Result:
 
 
 class EmulatedNodes:
-    def __init__(self, directory: Callable[[], dict[str, Machine]] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Callable[[], dict[str, Machine]] | None = None,
+        *,
+        fetch: Callable[[str, str], bytes] | None = None,
+        parameter: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._directory = directory or (lambda: {})
+        # What a node reaches with its instance role: S3 objects (bucket, key) and SSM parameters.
+        self._fetch = fetch or (lambda bucket, key: (_ for _ in ()).throw(KeyError(f"s3://{bucket}/{key}")))
+        self._parameter = parameter or (lambda name: None)
+        self.registry: dict[str, Image] = {}  # "repository:tag" -> the image it names now
+        self._clock = 0
         self._swarms: list[Swarm] = []
         self.broken: set[str] = set()  # instances whose dockerd "is stopped"
         self.reclaimable: dict[str, int] = {}  # bytes a prune would free, per instance
@@ -98,6 +145,9 @@ class EmulatedNodes:
             "promote": self._promote,
             "retire": self._retire,
             "prune": self._prune,
+            "stack-inspect": self._stack_inspect,
+            "stack-deploy": self._stack_deploy,
+            "stack-status": self._stack_status,
         }
 
     # --- what a test or the demo asks ------------------------------------------------------
@@ -275,6 +325,232 @@ class EmulatedNodes:
         freed = self.reclaimable.pop(instance_id, 0)
         self.history.append((instance_id, "docker system prune"))
         return Result(0, f"Total reclaimed space: {_human(freed)}\n")
+
+    # --- the registry and the stack -----------------------------------------------------------
+
+    def push(self, reference: str, *, healthy: bool = True) -> str:
+        """Put an image in the emulated registry under `repository:tag` (a new digest each time,
+        as a rebuilt image has); returns the digest."""
+        digest = "sha256:" + secrets.token_hex(32)
+        self.registry[reference] = Image(digest, healthy)
+        return digest
+
+    def services(self, instance_id: str) -> dict[str, Service]:
+        """The services of the swarm this node belongs to (what a test inspects)."""
+        swarm = self._swarm_of(instance_id)
+        return dict(swarm.services) if swarm else {}
+
+    def _tick(self) -> str:
+        self._clock += 1
+        return (
+            f"2026-12-01T00:00:{self._clock:02d}.000000000Z"
+            if self._clock < 60
+            else f"2026-12-01T00:{self._clock // 60:02d}:{self._clock % 60:02d}.000000000Z"
+        )
+
+    def _image(self, reference: str) -> Image | None:
+        """The registry's image for a reference (`repo:tag`, or pinned `repo:tag@sha256:...`)."""
+        name, _, digest = reference.partition("@")
+        image = self.registry.get(name if ":" in name.rsplit("/", 1)[-1] else name + ":latest")
+        if digest:
+            known = [
+                i for ref, i in self.registry.items() if ref.split(":")[0] == name.split(":")[0] and i.digest == digest
+            ]
+            return known[0] if known else None
+        return image
+
+    def _eligible(self, swarm: Swarm, definition: dict, machines: dict[str, Machine]) -> list[str]:
+        """The up, active members a service's placement constraints (`node.labels.x == y`) allow."""
+        constraints = ((definition.get("deploy") or {}).get("placement") or {}).get("constraints") or []
+        nodes = [i for i in swarm.roles if self._up(i, machines) and i not in swarm.drained]
+        for constraint in constraints:
+            key, _, value = (part.strip() for part in constraint.partition("=="))
+            if key.startswith("node.labels."):
+                label = key.removeprefix("node.labels.")
+                nodes = [i for i in nodes if swarm.labels.get(i, {}).get(label) == value]
+            elif key == "node.role":
+                nodes = [i for i in nodes if swarm.roles.get(i) == value]
+        return nodes
+
+    def _service_lines(self, stack: str, swarm: Swarm, machines: dict[str, Machine]) -> list[str]:
+        lines = []
+        for service in sorted(swarm.services.values(), key=lambda s: s.name):
+            if not service.name.startswith(stack + "_"):
+                continue
+            definition = service.definition
+            deploy = definition.get("deploy") or {}
+            replicated = (deploy.get("mode") or "replicated") == "replicated"
+            replicas = int(deploy.get("replicas", 1)) if replicated else None
+            labels = deploy.get("labels") or {}
+            updating = service.settling > 0
+            shown_state = "updating" if updating else service.update_state
+            lines.append(
+                "service "
+                + json.dumps(
+                    {
+                        "name": service.name,
+                        "spec": labels.get("slipway.spec", ""),
+                        "image": definition["image"],
+                        "updated_at": service.updated_at,
+                        "update": {"State": shown_state, "Message": service.update_message} if shown_state else None,
+                        "mode": {"Replicated": {"Replicas": replicas}} if replicated else {"Global": {}},
+                    }
+                )
+            )
+            if updating:
+                service.settling -= 1
+            eligible = self._eligible(swarm, definition, machines)
+            image = self._image(definition["image"])
+            healthy = bool(image and image.healthy)
+            wanted = replicas if replicas is not None else len(eligible)
+            running = wanted if (eligible and healthy and not updating) else 0
+            shown = [definition["image"], (service.previous or definition)["image"]][updating]
+            tasks = [
+                {
+                    "name": f"{service.name}.{n}",
+                    "image": shown,
+                    "desired": "Running",
+                    "current": "Running 5 seconds ago",
+                    "error": "",
+                }
+                for n in range(1, (wanted if updating and service.previous else running) + 1)
+            ]
+            if not updating and not running and wanted:
+                why = (
+                    "no suitable node (scheduling constraints not satisfied)"
+                    if not eligible
+                    else (
+                        f"No such image: {definition['image']}" if image is None else "dockerexec: unhealthy container"
+                    )
+                )
+                tasks.append(
+                    {
+                        "name": f"{service.name}.1",
+                        "image": definition["image"],
+                        "desired": "Running",
+                        "current": "Pending" if not eligible else "Failed 2 seconds ago",
+                        "error": why,
+                    }
+                )
+            tasks += service.failed_tasks
+            lines += ["task " + json.dumps(t) for t in tasks[:8]]
+        return lines
+
+    def _stack_inspect(self, instance_id: str, script: str) -> Result:
+        swarm, machines, error = self._managed(instance_id)
+        if error:
+            return error
+        stack = _needs(
+            _STACK_NAMESPACE, script, "stack-inspect", "for id in $(docker service ls ... namespace=<stack>); do"
+        )
+        for label, host in _LABEL.findall(script):
+            node = self._by_hostname(swarm, shlex.split(host)[0], machines)
+            if node is None:
+                return Result(1, stderr=f"Error response from daemon: node {host} not found")
+            key, _, value = shlex.split(label)[0].partition("=")
+            swarm.labels.setdefault(node, {})[key] = value
+        out = self._service_lines(stack, swarm, machines)
+        for reference in shlex.split(_needs(_IMAGES, script, "stack-inspect", "for image in <images>; do")):
+            image = self._image(reference)
+            if image is None:
+                out.append(
+                    f"pull-failed {reference} Error response from daemon: manifest for {reference} not found: "
+                    "manifest unknown: manifest unknown"
+                )
+            else:
+                out.append(f"image {reference} {json.dumps([reference.rsplit(':', 1)[0] + '@' + image.digest])}")
+        self.history.append((instance_id, f"stack inspect {stack}"))
+        return Result(0, "".join(line + "\n" for line in out))
+
+    def _stack_deploy(self, instance_id: str, script: str) -> Result:
+        swarm, machines, error = self._managed(instance_id)
+        if error:
+            return error
+        bucket, key = (
+            _FETCH.search(script).groups()
+            if _FETCH.search(script)
+            else _needs(_FETCH, script, "stack-deploy", 'slipway-node fetch <bucket> <key> "$work/stack.yml"')
+        )
+        try:
+            document = yaml.safe_load(self._fetch(shlex.split(bucket)[0], shlex.split(key)[0]))
+        except Exception as exc:  # noqa: BLE001  # what the node tool prints for any failed GetObject
+            return Result(1, stderr=f"slipway-node: cannot fetch s3://{bucket}/{key}: {exc}")
+        for name, parameter in _SECRET.findall(script):
+            name, parameter = shlex.split(name)[0], shlex.split(parameter)[0]
+            if name in swarm.secrets:
+                continue
+            value = self._parameter(parameter)
+            if value is None:
+                return Result(1, stderr=f"slipway-node: cannot read parameter {parameter}: ParameterNotFound")
+            swarm.secrets[name] = value
+        stack = shlex.split(_needs(_STACK_DEPLOY, script, "stack-deploy", "docker stack deploy ... <stack>"))[0]
+        top_secrets = document.get("secrets") or {}
+        out = []
+        for key_name, service_def in (document.get("services") or {}).items():
+            for ref in service_def.get("secrets") or []:
+                source = ref.get("source") if isinstance(ref, dict) else ref
+                name = (top_secrets.get(source) or {}).get("name", f"{stack}_{source}")
+                if name not in swarm.secrets:
+                    return Result(
+                        1,
+                        "\n".join(out),
+                        f"failed to create service {stack}_{key_name}: "
+                        f"Error response from daemon: secret not found: {name}",
+                    )
+        for key_name, definition in (document.get("services") or {}).items():
+            full = f"{stack}_{key_name}"
+            service = swarm.services.get(full)
+            now = self._tick()
+            if service is None:
+                swarm.services[full] = Service(full, definition, updated_at=now)
+                out.append(f"Creating service {full}")
+                continue
+            out.append(f"Updating service {full} (id: {full})")
+            service.version += 1
+            service.updated_at = now  # swarmkit stamps every ServiceUpdate, changed or not
+            if definition == service.definition:
+                continue
+            image = self._image(definition["image"])
+            update = (definition.get("deploy") or {}).get("update_config") or {}
+            service.previous, service.definition = service.definition, definition
+            service.settling = 1
+            if image is not None and image.healthy and self._eligible(swarm, definition, machines):
+                service.update_state, service.update_message = "completed", "update completed"
+                continue
+            why = f"No such image: {definition['image']}" if image is None else "dockerexec: unhealthy container"
+            service.failed_tasks.insert(
+                0,
+                {
+                    "name": f"{full}.1",
+                    "image": definition["image"],
+                    "desired": "Shutdown",
+                    "current": "Failed 3 seconds ago",
+                    "error": f"task: non-zero exit (1): {why}" if image else why,
+                },
+            )
+            if update.get("failure_action", "pause") == "rollback":
+                service.definition, service.previous = service.previous, definition
+                service.update_state, service.update_message = "rollback_completed", "rollback completed"
+            else:
+                service.update_state, service.update_message = (
+                    "paused",
+                    f"update paused due to failure or early termination of task {full}.1",
+                )
+        for name in _SERVICE_RM.findall(script):
+            swarm.services.pop(shlex.split(name)[0], None)
+            out.append(f"Removing service {name}")
+        self.history.append((instance_id, f"docker stack deploy {stack}"))
+        return Result(0, "".join(line + "\n" for line in out))
+
+    def _stack_status(self, instance_id: str, script: str) -> Result:
+        swarm, machines, error = self._managed(instance_id)
+        if error:
+            return error
+        stack = _needs(
+            _STACK_NAMESPACE, script, "stack-status", "for id in $(docker service ls ... namespace=<stack>); do"
+        )
+        self.history.append((instance_id, f"stack status {stack}"))
+        return Result(0, "".join(line + "\n" for line in self._service_lines(stack, swarm, machines)))
 
     # --- the rules ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """GitHub REST adapter (not AWS, but the same kind of thin edge): the tree ids of the folders
-that shape the node image at a commit, the commit's archive for the bake, and the commit status
+that shape the node image at a commit, the commit's archive for the bake, its stack file, and the commit status
 that shows a deployment's progress on the commit. Standard library only."""
 
 from __future__ import annotations
@@ -55,6 +55,33 @@ def top_level_trees(api: str, repository: str, commit: str, token: str | None = 
     except (json.JSONDecodeError, OSError) as exc:
         raise TransientError(f"GitHub's answer for {commit} could not be read: {exc}") from exc
     return {entry["path"]: entry["sha"] for entry in body.get("tree", []) if entry.get("type") == "tree"}
+
+
+def file_at(
+    api: str, repository: str, commit: str, path: str, token: str | None = None, *, limit: int = 2 << 20
+) -> bytes | None:
+    """A file's bytes at `commit` (GET .../contents/{path}?ref={commit}, as raw), at most `limit`
+    of them (a longer file is cut there: the caller refuses it); None if the commit has no such file."""
+    url = (
+        f"{api.rstrip('/')}/repos/{urllib.parse.quote(repository)}/contents/"
+        f"{urllib.parse.quote(path)}?ref={urllib.parse.quote(commit)}"
+    )
+    headers = _headers(token) | {"Accept": "application/vnd.github.raw+json"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_SECONDS) as response:
+            data: bytes = response.read(limit)
+            return data
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        if exc.code in (401, 403) and not _rate_limited(exc):
+            raise InvalidInput(
+                f"GitHub refused to read {path} of {repository} ({exc.code}): set the token parameter for private "
+                "repositories"
+            ) from exc
+        raise TransientError(f"GitHub answered {exc.code} for {url}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise TransientError(f"GitHub unreachable: {exc}") from exc
 
 
 def download_archive(api: str, repository: str, commit: str, into: BinaryIO, token: str | None = None) -> int:

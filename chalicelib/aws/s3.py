@@ -1,4 +1,4 @@
-"""S3 adapter: the bake's source archives, one object per image content."""
+"""S3 adapter: the bake's source archives (one object per image content) and the stack files (one per content)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,18 @@ def exists(s3: Client, bucket: str, key: str) -> bool:
         raise
 
 
-def put(s3: Client, bucket: str, key: str, data: bytes) -> None:
+def get(s3: Client, bucket: str, key: str) -> bytes:
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/zip")
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchBucket":
+            raise _no_bucket(bucket, exc) from exc
+        raise
+
+
+def put(s3: Client, bucket: str, key: str, data: bytes, content_type: str = "application/zip") -> None:
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
     except ClientError as exc:
         if error_code(exc) == "NoSuchBucket":  # HeadObject's 404 could not tell
             raise _no_bucket(bucket, exc) from exc

@@ -112,6 +112,26 @@ def invocations(ssm: Client, command_id: str) -> list[Invocation]:
     return result
 
 
+def output(ssm: Client, command_id: str, instance_id: str) -> str:
+    """A finished invocation's whole standard output (up to the 24,000 characters SSM keeps;
+    ListCommandInvocations gives only the first 2,500)."""
+    with just_created(f"command {command_id} on {instance_id}", COMMAND_NOT_VISIBLE):
+        answer = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+    return str(answer.get("StandardOutputContent", ""))
+
+
+def versions(ssm: Client, names: list[str]) -> dict[str, int]:
+    """{name: version} of the parameters that exist among `names`, read from their metadata only
+    (DescribeParameters): a SecureString's value is never read here."""
+    found: dict[str, int] = {}
+    for start in range(0, len(names), 50):
+        filters = [{"Key": "Name", "Option": "Equals", "Values": names[start : start + 50]}]
+        for page in ssm.get_paginator("describe_parameters").paginate(ParameterFilters=filters):
+            for parameter in page["Parameters"]:
+                found[str(parameter["Name"])] = int(parameter.get("Version", 1))
+    return found
+
+
 def _read(ssm: Client, name: str) -> str | None:
     try:
         return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])

@@ -23,6 +23,7 @@ from chalicelib.steps.prune import prune, prune_comment, record_prune
 from chalicelib.steps.queue import wait_turn
 from chalicelib.steps.report import report_outcome, report_stopped_run
 from chalicelib.steps.retire import remove_old_images, retire_old_nodes, terminate_old_nodes
+from chalicelib.steps.stack import check_services, inspect_stack, read_stack, update_stack
 from chalicelib.steps.swarm import check_command, check_swarm, form_swarm, promote_managers
 from chalicelib.steps.teardown import (
     check_nodes_gone,
@@ -38,6 +39,7 @@ __all__ = [
     "check_command",
     "check_nodes",
     "check_nodes_gone",
+    "check_services",
     "check_swarm",
     "confirm_teardown",
     "delete_images",
@@ -46,12 +48,14 @@ __all__ = [
     "evaluate_health",
     "find_image",
     "form_swarm",
+    "inspect_stack",
     "launch_nodes",
     "leave_swarm",
     "prepare",
     "promote_managers",
     "prune",
     "prune_comment",
+    "read_stack",
     "record_prune",
     "remove_old_images",
     "report_outcome",
@@ -61,5 +65,6 @@ __all__ = [
     "start_health_check",
     "terminate_nodes",
     "terminate_old_nodes",
+    "update_stack",
     "wait_turn",
 ]

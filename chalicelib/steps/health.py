@@ -6,6 +6,7 @@ from __future__ import annotations
 from chalicelib import aws, plans
 from chalicelib.aws import ec2, ssm
 from chalicelib.errors import NodesUnhealthy, SwarmFailed
+from chalicelib.settings import get_settings
 from chalicelib.steps.common import deployment_of, finished
 from chalicelib.steps.state import DeployRun, Health, NodeView
 
@@ -50,7 +51,14 @@ def start_health_check(event: DeployRun) -> Health:
         targets=targets,
         status="PENDING",
         view=NodeView(command_id=view, targets=managers, hostnames=hostnames),
+        checks=0,
+        wait_seconds=_wait(0),
     )
+
+
+def _wait(checks: int) -> int:
+    settings = get_settings()
+    return plans.next_wait(checks, settings.poll_first_seconds, settings.poll_seconds)
 
 
 def evaluate_health(event: DeployRun) -> Health:
@@ -59,7 +67,8 @@ def evaluate_health(event: DeployRun) -> Health:
     results = finished(health["command_id"], health["targets"])
     view = finished(health["view"]["command_id"], health["view"]["targets"])
     if results is None or view is None:
-        pending: Health = {**health, "status": "PENDING"}
+        checks = health["checks"] + 1
+        pending: Health = {**health, "status": "PENDING", "checks": checks, "wait_seconds": _wait(checks)}
         return pending
     # The first manager that answered speaks for the swarm; if none did, the first failure says why.
     answer = next((r for r in view if r.status == "Success"), view[0])

@@ -136,6 +136,8 @@ class Health(TypedDict):
     targets: list[str]
     status: str
     view: NodeView
+    checks: int  # evaluations so far
+    wait_seconds: int  # before the next evaluation: short first, doubling up to the poll interval
     manager: NotRequired[str]
 
 
@@ -159,6 +161,45 @@ class Retire(TypedDict):
     targets: NotRequired[list[str]]
     what: NotRequired[str]
     done: NotRequired[bool]
+
+
+class StackFile(TypedDict):
+    """'Read the stack file' (`$.stack`): the commit's stack file, validated and stored, or none."""
+
+    present: bool
+    path: str  # in the repository (SLIPWAY_STACK_FILE)
+    key: str | None  # the validated file in the bake bucket, content-addressed
+    services: list[str]
+    secrets: dict[str, int]  # each Slipway secret the stack uses -> its SSM parameter's version
+    warnings: list[str]
+
+
+class ServiceReport(TypedDict):
+    """One service of the stack as the rollout left it."""
+
+    name: str
+    image: str  # as the stack names it
+    digest: str  # what it runs: sha256:...
+    running: int
+    desired: int
+    updated: bool  # whether this run changed it
+    state: str  # converged, updating, failed
+
+
+class Rollout(TypedDict):
+    """The stack rollout (`$.rollout`): the command under way on a manager, and the services."""
+
+    phase: str  # none (no stack), inspect, deploy, status, done
+    done: bool
+    command_id: str | None
+    manager: str | None
+    changed: list[str]
+    removed: list[str]
+    services: list[ServiceReport]
+    checks: int
+    waited: int  # seconds waited so far for the services (bounded by SLIPWAY_STACK_TIMEOUT_SECONDS)
+    wait_seconds: int  # the next Wait's (SecondsPath)
+    key: str | None  # the file deployed (only the changed services, pinned), when one was
 
 
 class ImagesRemoved(TypedDict):
@@ -224,6 +265,8 @@ RESULT_PATHS: dict[str, dict[str, type]] = {
         "$.health": Health,
         "$.promote": Command,
         "$.retire": Retire,
+        "$.stack": StackFile,
+        "$.rollout": Rollout,
         "$.images": ImagesRemoved,
         "$.github": GitHubReport,
         "$.leave": Command,
@@ -317,6 +360,8 @@ class DeployRun(TypedDict, total=False):
     health: Health
     promote: Command
     retire: Retire
+    stack: StackFile
+    rollout: Rollout
     images: ImagesRemoved
     leave: Command
     removal: Removal

@@ -17,7 +17,7 @@ def test_a_deployment_shows_pending_then_success_on_the_commit(emulator):
     ami = run.output["image"]["ami_id"]
     assert statuses(emulator, commit) == [
         ("pending", "Deploying to dev"),
-        ("success", f"Deployed to dev: 1 node on {ami}"),
+        ("success", f"Deployed to dev: 1 node on {ami}; no stack file (stack.yml): nodes only"),
     ]
     for status in emulator.github.statuses:
         assert status["repository"] == "example/app"
@@ -26,7 +26,7 @@ def test_a_deployment_shows_pending_then_success_on_the_commit(emulator):
     assert run.output["github"] == {
         "reported": True,
         "state": "success",
-        "description": f"Deployed to dev: 1 node on {ami}",
+        "description": f"Deployed to dev: 1 node on {ami}; no stack file (stack.yml): nodes only",
     }
 
 

@@ -9,7 +9,7 @@ from datetime import UTC
 
 import pytest
 
-from chalicelib import plans
+from chalicelib import plans, rollout
 from chalicelib.aws.ec2 import Node
 from chalicelib.aws.ssm import Invocation
 from chalicelib.errors import InvalidInput
@@ -282,13 +282,17 @@ SCRIPTS: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "promote_script": ("promote", lambda: plans.promote_script(["ip-1", "ip 2"])),
     "retire_script": ("retire", lambda: plans.retire_script(["ip-1"], ["ip-2"])),
     "prune_script": ("prune", lambda: plans.prune_script("until=24h", volumes=True)),
+    "rollout.inspect_script": ("stack-inspect", lambda: rollout.inspect_script("dev", ["web:1"], {"ip-1": "k"})),
+    "rollout.deploy_script": ("stack-deploy", lambda: rollout.deploy_script("dev", "b", "k", {"s-v1": "/p"}, ["x"])),
+    "rollout.status_script": ("stack-status", lambda: rollout.status_script("dev")),
 }
 
 
 def test_the_scripts_listed_are_every_script_plans_writes() -> None:
     found = {
-        name
-        for name, value in vars(plans).items()
+        f"{prefix}{name}"
+        for module, prefix in ((plans, ""), (rollout, "rollout."))
+        for name, value in vars(module).items()
         if (name.endswith("_script") and callable(value)) or name.endswith("_SCRIPT")
     }
     assert found == set(SCRIPTS), "list a new script in SCRIPTS, with the kind of its marker"
@@ -527,7 +531,17 @@ def test_the_commit_status_says_what_happened():
 
     state = {"nodes": {"current": ["i-1", "i-2"]}, "image": {"ami_id": "ami-1"}}
     assert plans.status_description("pending", "dev", {}) == "Deploying to dev"
-    assert plans.status_description("success", "dev", state) == "Deployed to dev: 2 nodes on ami-1"
+    assert plans.status_description("success", "dev", state) == (
+        "Deployed to dev: 2 nodes on ami-1; no stack file (stack.yml): nodes only"
+    )
+    with_stack = {
+        **state,
+        "stack": {"present": True, "path": "stack.yml"},
+        "rollout": {"services": [{"name": "web", "updated": True}, {"name": "worker", "updated": False}]},
+    }
+    assert plans.status_description("success", "dev", with_stack) == (
+        "Deployed to dev: 2 nodes on ami-1; 2 services, 1 updated"
+    )
     lambda_error = {
         "Error": "NodesUnhealthy",
         "Cause": json.dumps({"errorMessage": "i-2: health command Failed\nmore", "errorType": "NodesUnhealthy"}),

@@ -6,7 +6,7 @@ from chalicelib import naming
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import from_environment
 
-BASE = {"SLIPWAY_ENVIRONMENT": "dev", "AWS_REGION": "eu-west-1"}
+BASE = {"SLIPWAY_ENVIRONMENT": "dev", "AWS_REGION": "eu-west-1", "SLIPWAY_NODE_INSTANCE_PROFILE": "slipway-dev-node"}
 
 
 def test_defaults_are_usable():
@@ -129,3 +129,28 @@ def test_the_commit_status_links_to_the_execution_in_its_region():
         "https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/" + arn
     )
     assert naming.status_context("prod") == "slipway/prod"
+
+
+def test_a_stage_without_a_node_instance_profile_is_refused_naming_the_setting():
+    # Without a profile the nodes never register with SSM: the run would fail only after every
+    # readiness check. Refused when the settings are read, that is when the deploy starts.
+    without = {k: v for k, v in BASE.items() if k != "SLIPWAY_NODE_INSTANCE_PROFILE"}
+    for env in (without, BASE | {"SLIPWAY_NODE_INSTANCE_PROFILE": " "}):
+        with pytest.raises(ConfigurationError, match="SLIPWAY_NODE_INSTANCE_PROFILE is not set.*slipway bootstrap"):
+            from_environment(env)
+    with pytest.raises(ConfigurationError, match="SLIPWAY_NODE_INSTANCE_PROFILE must be .*'no/slash'"):
+        from_environment(BASE | {"SLIPWAY_NODE_INSTANCE_PROFILE": "no/slash"})
+    assert from_environment(BASE).node_instance_profile == "slipway-dev-node"
+
+
+def test_the_stages_kms_key_is_a_key_arn_in_its_region_or_nothing():
+    key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert from_environment(BASE).kms_key_arn == ""
+    assert from_environment(BASE | {"SLIPWAY_KMS_KEY_ARN": key}).kms_key_arn == key
+    for bad, message in (
+        ("arn:aws:kms:eu-west-1:111122223333:alias/slipway", "not an alias"),
+        ("1234abcd-12ab-34cd-56ef-1234567890ab", "must be a KMS key's ARN"),
+        (key.replace("eu-west-1", "us-east-1"), "a key in us-east-1; the stage runs in eu-west-1"),
+    ):
+        with pytest.raises(ConfigurationError, match=f"SLIPWAY_KMS_KEY_ARN .*{message}"):
+            from_environment(BASE | {"SLIPWAY_KMS_KEY_ARN": bad})

@@ -158,7 +158,9 @@ def test_the_queue_state_is_the_one_after_a_good_prepare():
     for name in ("deploy", "teardown"):
         states = machine(name)["States"]
         assert states[naming.QUEUE_STATE]["Resource"] == "${WaitTurnFunctionArn}"
-    assert machine("deploy")["States"]["Prepare deployment"]["Next"] == naming.QUEUE_STATE
+    # Between them only the read of the stack file, which changes nothing outside the bake bucket.
+    assert machine("deploy")["States"]["Prepare deployment"]["Next"] == "Read the stack file"
+    assert machine("deploy")["States"]["Read the stack file"]["Next"] == naming.QUEUE_STATE
 
 
 def test_a_run_times_out_only_after_the_longest_default_wait_in_the_queue():
@@ -166,7 +168,9 @@ def test_a_run_times_out_only_after_the_longest_default_wait_in_the_queue():
     # it must leave a queued run its whole default wait and then time for a deployment.
     from chalicelib.settings import from_environment
 
-    defaults = from_environment({"SLIPWAY_ENVIRONMENT": "dev", "AWS_REGION": "eu-west-1"})
+    defaults = from_environment(
+        {"SLIPWAY_ENVIRONMENT": "dev", "AWS_REGION": "eu-west-1", "SLIPWAY_NODE_INSTANCE_PROFILE": "slipway-dev-node"}
+    )
     for name in ("deploy", "teardown"):
         timeout = machine(name)["TimeoutSeconds"]
         assert timeout >= defaults.queue_max_checks * defaults.poll_seconds + 2 * 3600, name
