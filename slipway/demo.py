@@ -27,6 +27,8 @@ REAL_NODES = [
     "CodeBuild/Packer bake: the swarm_node role converged for real on a Debian 12 root, imported as "
     "a local Docker image (Packer and the AMI itself are emulated)",
     "node commands: SSM Run Command ran in each instance's node container, on its own dockerd",
+    "the stack: docker stack deploy for real, its images from a local registry; ports in mode host "
+    "(this kernel has no IPVS for Swarm's routing mesh) and no worker service (example_stack)",
 ]
 
 
@@ -65,6 +67,7 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
     quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     if not verbose:
         logging.getLogger("moto").setLevel(logging.CRITICAL)
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the nodes' requests to the AWS endpoint
     report: dict = {"emulated": REAL_NODES if real_nodes else EMULATED}
     log = (lambda m: print(m, file=sys.stderr)) if as_json else (lambda m: print(f"  [real nodes] {m}"))
     if real_nodes:
@@ -92,6 +95,8 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM."
         )
         commit = local_commit()
+        # The example as this checkout has it (on real nodes, as they can run it: Emulator.example_stack).
+        emu.github.files[commit] = {EXAMPLE_STACK: emu.example_stack()}
         body = github.encode(github.push_payload(repository="example/app", after=commit))
         status, answer = emu.deliver(github.delivery_headers(emu.webhook_secret, body), body)
         say(f"\nPush of {commit[:12]} to main, signed, delivered to POST /github/webhook: {status}")
@@ -128,6 +133,8 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         for st in statuses:
             say(f"  GitHub commit status {st['context']}: {st['state']} - {st['description']}")
 
+        if real_nodes and deploy.status == "SUCCEEDED":
+            report["deploy"]["answer"] = _request_web(emu, report["deploy"]["instance_ids"], say)
         prune_ids = []
         if deploy.status == "SUCCEEDED":
             say("\nScheduled prune (the EventBridge rule's event, invoked as `aws lambda invoke` would):")
@@ -181,9 +188,27 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             and bool(prune_ids)
             and bool(report["deploy"]["services"])
             and all(service["state"] == "converged" for service in report["deploy"]["services"])
+            and (not real_nodes or bool(report["deploy"].get("answer")))
         )
         say(f"Teardown {teardown.status}")
         return _finish(report, started, as_json, ok)
+
+
+def _request_web(emu, instance_ids: list[str], say) -> str | None:
+    """GET / of the example's web service through each node's published port 8080, as a client would."""
+    import urllib.request
+
+    for instance_id in instance_ids:
+        url = f"http://127.0.0.1:{emu.nodes.host_port(instance_id, 8080)}/"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                text = answer.read(2000).decode(errors="replace").strip()
+        except OSError as exc:
+            say(f"  GET {url} (node {instance_id}'s port 8080): {exc}")
+            continue
+        say(f"  GET {url} (node {instance_id}'s port 8080): {answer.status} {text}")
+        return text
+    return None
 
 
 def _finish(report: dict, started: float, as_json: bool, ok: bool) -> int:

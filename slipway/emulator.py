@@ -48,6 +48,8 @@ from slipway.nodes import EmulatedNodes, Machine
 ACCOUNT = "123456789012"
 # The images example/stack.yml names: the emulated registry has them from the start.
 EXAMPLE_IMAGES = ("slipway-example/web:1", "slipway-example/worker:1")
+# Ports a real node container publishes on this machine's loopback (example/stack.yml's web).
+REAL_NODE_PORTS = (8080,)
 REGION = "us-east-1"
 STAGE = "dev"
 _VALID_DEFINITIONS: set[str] = set()  # ASL texts moto has already parsed in this process
@@ -183,6 +185,7 @@ class Emulator:
         # With real_nodes, each instance is a container running its own dockerd and the bake
         # converges the swarm_node role for real (slipway/realnodes.py); else emulated nodes.
         self.real_nodes = real_nodes
+        self.registry: Any = None  # real nodes: the local registry they pull the stack's images from
         self.log = log or (lambda message: None)
         self.nodes: Any = EmulatedNodes(self._machines, fetch=self._node_fetch, parameter=self._node_parameter)
         for reference in EXAMPLE_IMAGES:  # what example/stack.yml runs (make demo)
@@ -226,8 +229,17 @@ class Emulator:
             cidr = self.extra_environment.get("SLIPWAY_VPC_CIDR") or stage_environment().get(
                 "SLIPWAY_VPC_CIDR", "10.42.0.0/16"
             )
-            self.nodes = realnodes.DockerNodes(cidr, log=self.log)
+            from slipway import registry
+
+            reason = registry.registry_available()
+            if reason:
+                raise RealNodesUnavailable(f"--real-nodes needs a local registry for the stack's images: {reason}")
+            self.nodes = realnodes.DockerNodes(cidr, log=self.log, aws_region=REGION, published_ports=REAL_NODE_PORTS)
             self._stack.callback(self.nodes.close)
+            self.registry = registry.LocalRegistry().start()
+            self._stack.callback(self.registry.close)
+            # The nodes pull from it over HTTP, through the node network's gateway.
+            self.nodes.insecure_registries = (self.registry.address(self.nodes.gateway),)
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -268,6 +280,8 @@ class Emulator:
             from moto import mock_aws
 
             self._stack.enter_context(mock_aws(config=MOTO_CONFIG))
+        if self.real_nodes:  # what a node reaches with its instance role: this process's moto
+            self.nodes.start_aws_endpoint()
         self._reset_caches()
         self._stack.callback(self._reset_caches)
         self.app = load_app()
@@ -801,6 +815,29 @@ class Emulator:
     def wait_for_events(self) -> None:
         """Block until every event emitted so far has been delivered to its targets."""
         self._events.join()
+
+    def example_stack(self) -> bytes:
+        """example/stack.yml as this emulator's nodes can run it. Emulated nodes: as it is (their
+        registry has its images). Real nodes: its web service with the images built from
+        example/web/ and pushed to the local registry, its port published in `mode: host` (this
+        machine's kernel has no IPVS, so Swarm's routing mesh cannot work here; on AWS it does),
+        one replica per node at most, and no worker (no image of it is built here)."""
+        data = (PROJECT_DIR / "example" / "stack.yml").read_bytes()
+        if not self.real_nodes:
+            return data
+        import yaml
+
+        from slipway import registry
+
+        registry.example_images(self.registry, log=self.log)  # built once per content, pushed
+        document = yaml.safe_load(data)
+        web = document["services"]["web"]
+        web["image"] = f"{self.registry.address(self.nodes.gateway)}/{registry.EXAMPLE_REPOSITORY}:1"
+        web["ports"] = [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"}]
+        web["deploy"]["replicas"] = min(int(web["deploy"].get("replicas", 1)), self.node_count)
+        web["deploy"]["endpoint_mode"] = "dnsrr"
+        document["services"] = {"web": web}
+        return yaml.safe_dump(document, sort_keys=False).encode()
 
     # What a node reads with its instance role (the stack file, the stack's secrets), straight from
     # the backends: a node's call is made while moto answers the SendCommand that runs it.

@@ -33,6 +33,35 @@ ONE_WORKER = (
 )
 
 
+def _working_tree_image() -> str | None:
+    """The node image the real-node modules share (realnodes.working_tree_tag), if Docker runs here."""
+    from slipway import realnodes
+
+    return None if realnodes.docker_available() else realnodes.image_name(realnodes.working_tree_tag())
+
+
+def pytest_sessionstart(session) -> None:
+    # In the controller only (xdist workers have `workerinput`): whether the image was there before.
+    if not hasattr(session.config, "workerinput"):
+        from slipway import realnodes
+
+        image = _working_tree_image()
+        session.config.stash[_MADE_IMAGE] = image if image and not realnodes.image_exists(image) else None
+
+
+def pytest_sessionfinish(session) -> None:
+    """Remove the shared node image once every worker is done with it, if this session made it: a
+    module removing it at its end would untag it under another module's containers."""
+    made = None if hasattr(session.config, "workerinput") else session.config.stash.get(_MADE_IMAGE, None)
+    if made:
+        from slipway import realnodes
+
+        realnodes.remove_images([made])
+
+
+_MADE_IMAGE = pytest.StashKey[str | None]()
+
+
 @pytest.hookimpl(optionalhook=True)  # so that `-p no:xdist` still runs the suite, serially
 def pytest_xdist_make_scheduler(config, log):
     """Every test is a unit of work of its own, except those of ONE_WORKER's modules: each module

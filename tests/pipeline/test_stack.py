@@ -171,7 +171,7 @@ def test_a_stack_secret_without_a_value_in_ssm_is_refused_before_anything_change
     assert set(ec2_adapter.count_tagged(emu.client("ec2"), emu.environment).values()) == {0}
 
 
-def test_a_secrets_value_appears_nowhere_but_its_store(emu, capfd):
+def test_a_secrets_value_appears_nowhere_but_its_store(emu, capfd, caplog):
     run = deploy(emu, with_stack(emu))
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     put_secret(emu, value="rotated-" + SECRET_VALUE)  # a new value: a new swarm secret, web updated
@@ -193,7 +193,8 @@ def test_a_secrets_value_appears_nowhere_but_its_store(emu, capfd):
     places.append(json.dumps(emu.github.statuses))
     places.append(json.dumps([repr(r) for _, r in emu.results]))
     captured = capfd.readouterr()
-    places += [captured.out, captured.err]
+    places += [captured.out, captured.err, caplog.text]
+    assert "stack file read" in caplog.text  # the functions' log lines are among the places searched
     bucket = emu.client("s3")
     for obj in bucket.list_objects_v2(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"]).get("Contents", []):
         places.append(

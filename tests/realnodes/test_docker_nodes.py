@@ -36,12 +36,9 @@ def image():
     reason = realnodes.bake_available()
     if reason:
         _prerequisite(reason)
-    tag = realnodes.working_tree_tag()
-    existed = realnodes.image_exists(realnodes.image_name(tag))
-    name = realnodes.bake_image(tag, log=lambda line: None)
-    yield name
-    if not existed:  # only the image: other runs' nodes (another module's, a demo's) stay
-        realnodes.remove_images([name])
+    # The working tree's node image, shared with the other real-node modules running beside this
+    # one: tests/conftest.py removes it when the whole session ends (if the session made it).
+    yield realnodes.bake_image(realnodes.working_tree_tag(), log=lambda line: None)
 
 
 @pytest.fixture

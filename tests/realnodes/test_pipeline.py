@@ -155,3 +155,56 @@ def test_a_real_node_whose_dockerd_stops_fails_the_gate_and_the_old_node_keeps_s
     # The old manager still runs the swarm alone: the failed node was removed from it.
     hosts = ready_hosts(emu, old)
     assert list(hosts.values()) == ["Ready"], hosts
+
+
+def answers(emu) -> list[str]:
+    """GET / of the example's web service through every node container's published port 8080."""
+    import urllib.request
+
+    found = []
+    for instance_id in list(emu.nodes.instances()):
+        try:
+            url = f"http://127.0.0.1:{emu.nodes.host_port(instance_id, 8080)}/"
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                found.append(answer.read(500).decode(errors="replace"))
+        except (OSError, realnodes.NodeError, ValueError):
+            continue
+    return found
+
+
+def test_a_real_stack_answers_over_http_and_keeps_answering_through_a_node_replacement(real):
+    emu = real(node_count=2)
+    emu.client("ssm").put_parameter(
+        Name=f"/slipway/{emu.environment}/secrets/app_token", Value="real-secret", Type="SecureString"
+    )
+    stack = emu.example_stack()
+    commit = commit_id()
+    emu.github.files[commit] = {"stack.yml": stack}
+    first = deploy(emu, commit, timeout=REAL_RUN_SECONDS)
+    assert first.status == "SUCCEEDED", (first.error, first.cause)
+    (web,) = first.output["rollout"]["services"]
+    assert (web["name"], web["running"], web["desired"], web["updated"]) == ("web", 2, 2, True)
+    assert web["digest"].startswith("sha256:")
+    found = answers(emu)
+    assert found and all("version=1" in a and "secret=yes" in a for a in found), found
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(bool(answers(emu)))
+            stop.wait(0.3)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        commit = new_content(emu, commit_id())
+        emu.github.files[commit] = {"stack.yml": stack}
+        second = deploy(emu, commit, timeout=REAL_RUN_SECONDS)
+    finally:
+        stop.set()
+        sampler.join()
+    assert second.status == "SUCCEEDED", (second.error, second.cause)
+    assert second.output["rollout"]["changed"] == ["web"]  # moved to the new nodes by a rolling update
+    assert len(samples) > 10 and all(samples), f"{samples.count(False)} of {len(samples)} samples got no answer"
+    assert sorted(emu.nodes.instances()) == sorted(second.output["nodes"]["current"])
+    assert answers(emu)
