@@ -12,7 +12,10 @@ build {
     user             = "ubuntu"
     use_proxy        = false
     ansible_env_vars = ["ANSIBLE_ROLES_PATH=${path.root}/../ansible/roles"]
-    extra_arguments  = ["--extra-vars", "swarm_node_full_upgrade=true"]
+    extra_arguments = [
+      "--extra-vars",
+      "swarm_node_full_upgrade=true swarm_node_ecr_account_id=${var.ecr_account_id} swarm_node_ecr_region=${var.region}",
+    ]
   }
 
   post-processor "manifest" {

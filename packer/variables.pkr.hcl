@@ -86,3 +86,9 @@ variable "kms_key_id" {
   description = "The stage's own KMS key (SLIPWAY_KMS_KEY_ARN) for the build volume and the image; empty for EBS's default key."
 }
 
+
+variable "ecr_account_id" {
+  type        = string
+  default     = ""
+  description = "The account whose ECR registry the nodes' Docker gets credentials for (credHelpers); empty for public registries only."
+}
