@@ -2,6 +2,7 @@
 health-gated, rolled back on failure; a bad file is refused before anything changes."""
 
 import json
+import logging
 import os
 
 import pytest
@@ -51,6 +52,25 @@ def services(emu, run) -> dict:
 
 def commands(emu, kind: str) -> list[str]:
     return [what for _, what in emu.nodes.history if what.startswith(kind)]
+
+
+@pytest.fixture
+def every_log_record():
+    """Every record the functions log (Powertools' logger `slipway`), at every level, with its
+    extra keys, as JSON: what CloudWatch Logs would keep."""
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(json.dumps({**record.__dict__, "message": record.getMessage()}, default=str))
+
+    logger = logging.getLogger("slipway")
+    handler, level = Keep(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @pytest.fixture
@@ -171,7 +191,7 @@ def test_a_stack_secret_without_a_value_in_ssm_is_refused_before_anything_change
     assert set(ec2_adapter.count_tagged(emu.client("ec2"), emu.environment).values()) == {0}
 
 
-def test_a_secrets_value_appears_nowhere_but_its_store(emu, capfd, caplog):
+def test_a_secrets_value_appears_nowhere_but_its_store(emu, capfd, every_log_record):
     run = deploy(emu, with_stack(emu))
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     put_secret(emu, value="rotated-" + SECRET_VALUE)  # a new value: a new swarm secret, web updated
@@ -193,8 +213,8 @@ def test_a_secrets_value_appears_nowhere_but_its_store(emu, capfd, caplog):
     places.append(json.dumps(emu.github.statuses))
     places.append(json.dumps([repr(r) for _, r in emu.results]))
     captured = capfd.readouterr()
-    places += [captured.out, captured.err, caplog.text]
-    assert "stack file read" in caplog.text  # the functions' log lines are among the places searched
+    places += [captured.out, captured.err, *every_log_record]
+    assert any("stack file read" in r for r in every_log_record)  # the functions' log lines are searched
     bucket = emu.client("s3")
     for obj in bucket.list_objects_v2(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"]).get("Contents", []):
         places.append(
