@@ -273,13 +273,14 @@ def health_verdict(invocations: Iterable[CommandResult]) -> dict[str, str]:
 
 
 # A swarm command, retried while the managers elect a leader ("node lost leader status", "does not
-# have a leader": a moment after a leader is demoted); "No such node" is final (exit 3).
+# have a leader": a moment after a leader is demoted; on a loaded host that took more than 30 s, so
+# up to 45 tries, 2 s apart); "No such node" is final (exit 3).
 AGAIN = [
     "again() {",
     "  n=0",
     '  until out=$("$@" 2>&1); do',
     '    case "$out" in *"No such node"*) echo "$out" >&2; return 3 ;; esac',
-    '    n=$((n+1)); if [ $n -ge 15 ]; then echo "$out" >&2; return 1; fi',
+    '    n=$((n+1)); if [ $n -ge 45 ]; then echo "$out" >&2; return 1; fi',
     '    sleep "${SWARM_RETRY_SECONDS:-2}"',
     "  done",
     "  printf '%s\\n' \"$out\"",
