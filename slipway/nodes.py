@@ -129,7 +129,7 @@ class EmulatedNodes:
         self._lock = threading.Lock()
         self._directory = directory or (lambda: {})
         # What a node reaches with its instance role: S3 objects (bucket, key) and SSM parameters.
-        self._fetch = fetch or (lambda bucket, key: (_ for _ in ()).throw(KeyError(f"s3://{bucket}/{key}")))
+        self._fetch = fetch or _no_object
         self._parameter = parameter or (lambda name: None)
         self.registry: dict[str, Image] = {}  # "repository:tag" -> the image it names now
         self._clock = 0
@@ -466,11 +466,8 @@ class EmulatedNodes:
         swarm, machines, error = self._managed(instance_id)
         if error:
             return error
-        bucket, key = (
-            _FETCH.search(script).groups()
-            if _FETCH.search(script)
-            else _needs(_FETCH, script, "stack-deploy", 'slipway-node fetch <bucket> <key> "$work/stack.yml"')
-        )
+        _needs(_FETCH, script, "stack-deploy", 'slipway-node fetch <bucket> <key> "$work/stack.yml"')
+        bucket, key = _FETCH.search(script).groups()
         try:
             document = yaml.safe_load(self._fetch(shlex.split(bucket)[0], shlex.split(key)[0]))
         except Exception as exc:  # noqa: BLE001  # what the node tool prints for any failed GetObject
@@ -568,6 +565,11 @@ class EmulatedNodes:
 
     def _swarm_of(self, instance_id: str) -> Swarm | None:
         return next((s for s in self._swarms if instance_id in s.roles), None)
+
+
+def _no_object(bucket: str, key: str) -> bytes:
+    """What a node without S3 gets for any object: none (a test's EmulatedNodes without `fetch`)."""
+    raise KeyError(f"NoSuchKey: s3://{bucket}/{key}")
 
 
 def _unknown(instance_id: str, commands: list[str]) -> str:

@@ -153,7 +153,7 @@ def check_services(event: DeployRun) -> Rollout:
     environment = deployment["environment"]
     if state["phase"] == "status":
         services = rollout.parse_services(output, environment)
-        expected = [n for n in event["stack"]["services"]]
+        expected = list(event["stack"]["services"])
         verdicts = rollout.verdict(services, expected)
         failed = [v for v in verdicts if v.state == "failed"]
         if failed:
@@ -162,15 +162,7 @@ def check_services(event: DeployRun) -> Rollout:
                 + " (the previous version keeps serving)"
             )
         reports = [
-            ServiceReport(
-                name=v.name,
-                image=v.image.split("@", 1)[0],
-                digest=v.image.split("@", 1)[1] if "@" in v.image else "",
-                running=v.running,
-                desired=v.desired,
-                updated=v.name in state["changed"],
-                state=v.state,
-            )
+            _report(v.name, v.image, v.running, v.desired, updated=v.name in state["changed"], state=v.state)
             for v in verdicts
         ]
         if all(v.state == "converged" for v in verdicts):
@@ -260,17 +252,24 @@ def _reports(
         live = running.get(name)
         verdict = rollout.judge(live) if live and live.tasks else None
         reports.append(
-            ServiceReport(
-                name=name,
-                image=image.split("@", 1)[0],
-                digest=image.split("@", 1)[1] if "@" in image else "",
-                running=verdict.running if verdict else 0,
-                desired=verdict.desired if verdict else 0,
+            _report(
+                name,
+                image,
+                verdict.running if verdict else 0,
+                verdict.desired if verdict else 0,
                 updated=name in updated,
                 state="converged" if live and name not in updated else "updating",
             )
         )
     return reports
+
+
+def _report(name: str, image: str, running: int, desired: int, *, updated: bool, state: str) -> ServiceReport:
+    """One service's line of `$.rollout.services`: `image` as deployed (`name:tag@sha256:...`) split in two."""
+    named, _, digest = image.partition("@")
+    return ServiceReport(
+        name=name, image=named, digest=digest, running=running, desired=desired, updated=updated, state=state
+    )
 
 
 def _rollout(
