@@ -52,3 +52,8 @@ class QueueTimeout(SlipwayError):
 class StackFailed(SlipwayError):
     """The stack could not be rolled out: an image could not be pulled, a service's new tasks failed
     and Swarm rolled it back, or the services did not converge in SLIPWAY_STACK_TIMEOUT_SECONDS."""
+
+
+class IngressFailed(SlipwayError):
+    """The load balancer did not find the serving nodes healthy in SLIPWAY_TARGET_HEALTH_TIMEOUT_SECONDS,
+    or did not let go of its network interfaces when it was removed."""

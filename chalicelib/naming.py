@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 TAG_ENVIRONMENT = "slipway:environment"
@@ -58,6 +59,22 @@ def secret_parameter(environment: str, key: str) -> str:
     """Where the value of a stack's secret `key` lives: a SecureString the user puts; the nodes'
     role reads this path only, no Lambda reads a value under it."""
     return f"/slipway/{environment}/secrets/{key}"
+
+
+ELB_NAME_LIMIT = 32  # a load balancer's or target group's name: letters, digits and '-', at most 32
+
+
+def elb_name(environment: str, suffix: str = "") -> str:
+    """The name of the environment's load balancer (`suffix` ""), or of its target group for a port
+    (`suffix` "80"): `slipway-<environment>[-<suffix>]`, or, where that is longer than ELB allows,
+    as much of the environment as fits and a hash of the whole name, so names stay unique."""
+    name = f"slipway-{environment}" + (f"-{suffix}" if suffix else "")
+    if len(name) <= ELB_NAME_LIMIT:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    tail = f"-{digest}" + (f"-{suffix}" if suffix else "")
+    head = f"slipway-{environment}"[: ELB_NAME_LIMIT - len(tail)].rstrip("-")
+    return head + tail
 
 
 def tags(environment: str, deployment: str, commit: str, role: str, **extra: str) -> dict[str, str]:

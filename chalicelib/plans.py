@@ -493,7 +493,14 @@ def status_description(outcome: str, environment: str, state: Mapping[str, Any])
     if outcome == "success":
         nodes = len((state.get("nodes") or {}).get("current") or [])
         image = (state.get("image") or {}).get("ami_id") or "?"
-        deployed = f"Deployed to {environment}: {nodes} node{'s' if nodes != 1 else ''} on {image}"
+        url = (state.get("ingress") or {}).get("url")
+        # With a load balancer, its address says more than the image id (and both do not fit in 140).
+        where = (
+            f" at {url}: {nodes} node{'s' if nodes != 1 else ''}"
+            if url
+            else f": {nodes} node{'s' if nodes != 1 else ''} on {image}"
+        )
+        deployed = f"Deployed to {environment}{where}"
         stack = state.get("stack") or {}
         if not stack.get("present"):
             return f"{deployed}; no stack file ({stack.get('path') or 'stack.yml'}): nodes only"
@@ -501,6 +508,11 @@ def status_description(outcome: str, environment: str, state: Mapping[str, Any])
         updated = sum(1 for s in services if s.get("updated"))
         return f"{deployed}; {len(services)} service{'s' if len(services) != 1 else ''}, {updated} updated"
     if outcome == "error":
+        if (state.get("error") or {}).get("Error") == "IngressFailed":
+            return (
+                f"Deployed to {environment}, but the load balancer does not serve the new nodes; the previous "
+                f"ones stay registered ({_reason(state.get('error'))})"
+            )
         return f"Deployed to {environment}; removing what it replaced failed ({_reason(state.get('error'))})"
     if state.get("undo_error"):
         return (

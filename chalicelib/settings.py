@@ -63,6 +63,11 @@ class Settings:
     local_volumes: bool
     stack_timeout_seconds: int
     poll_first_seconds: int
+    ingress: str  # "nlb": a Network Load Balancer in front of the nodes; "none": public node addresses
+    health_check_protocol: str  # the load balancer's target health check: TCP or HTTP
+    health_check_path: str  # HTTP's path ("" for TCP)
+    deregistration_delay_seconds: int
+    target_health_timeout_seconds: int
 
 
 def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
@@ -222,6 +227,36 @@ def _local_volumes(env: Mapping[str, str]) -> bool:
     return raw == "allow"
 
 
+INGRESS = ("nlb", "none")
+# An HTTP health check's path, as ELB accepts it: starts with '/', at most 1024 printable characters.
+_HEALTH_PATH = re.compile(r"^/[\x21-\x7e]{0,1023}$")
+
+
+def _ingress(env: Mapping[str, str]) -> str:
+    raw = env.get("SLIPWAY_INGRESS", "nlb").strip().lower()
+    if raw not in INGRESS:
+        raise ConfigurationError(
+            f"SLIPWAY_INGRESS must be nlb (a load balancer in front of the nodes) or none (public node "
+            f"addresses), got {env.get('SLIPWAY_INGRESS')!r}"
+        )
+    return raw
+
+
+def _health_check(env: Mapping[str, str]) -> tuple[str, str]:
+    """SLIPWAY_HEALTH_CHECK: `tcp` (a connection is accepted), or `http:<path>` (GET <path>
+    answers 200-399): how the load balancer decides a node may receive requests."""
+    raw = env.get("SLIPWAY_HEALTH_CHECK", "tcp").strip()
+    if raw.lower() == "tcp":
+        return "TCP", ""
+    protocol, _, path = raw.partition(":")
+    if protocol.lower() == "http" and _HEALTH_PATH.fullmatch(path):
+        return "HTTP", path
+    raise ConfigurationError(
+        f"SLIPWAY_HEALTH_CHECK must be tcp, or http:<path> with a path starting with '/' (e.g. http:/healthz), "
+        f"got {raw!r}"
+    )
+
+
 def from_environment(env: Mapping[str, str]) -> Settings:
     """Build and validate Settings from a mapping shaped like os.environ. Every bad value raises
     ConfigurationError naming its variable."""
@@ -236,6 +271,7 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         raise ConfigurationError("AWS_REGION is not set")
     network, subnets = _network(env)
     ports = _ports(env)
+    health_protocol, health_path = _health_check(env)
     branches = _list(env, "SLIPWAY_BRANCHES", "main")
     return Settings(
         stage=env.get("SLIPWAY_STAGE", "dev"),
@@ -287,6 +323,13 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         stack_timeout_seconds=_int(env, "SLIPWAY_STACK_TIMEOUT_SECONDS", 900, 10, 86400),
         # Polls start this short and double up to SLIPWAY_POLL_SECONDS: a step done in seconds costs seconds.
         poll_first_seconds=_int(env, "SLIPWAY_POLL_FIRST_SECONDS", 2, 0, 3600),
+        ingress=_ingress(env),
+        health_check_protocol=health_protocol,
+        health_check_path=health_path,
+        # ELB's own range and default for a target group's deregistration delay.
+        deregistration_delay_seconds=_int(env, "SLIPWAY_DEREGISTRATION_DELAY_SECONDS", 30, 0, 3600),
+        # A target new to an NLB may stay `initial` for minutes before its first passed checks count.
+        target_health_timeout_seconds=_int(env, "SLIPWAY_TARGET_HEALTH_TIMEOUT_SECONDS", 600, 10, 86400),
     )
 
 

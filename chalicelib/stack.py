@@ -974,6 +974,32 @@ def _is_file_path(source: str) -> bool:
     return source.startswith("\\\\") or (source[0].isalpha() and source[1] == ":")
 
 
+def published_ports(document: Mapping[str, Any]) -> list[int]:
+    """The TCP ports the stack's services publish on the nodes (short syntax `[ip:]published:target[/tcp]`,
+    ranges included, or long syntax's `published`), in order, each once."""
+    found: list[int] = []
+    for service in (document.get("services") or {}).values():
+        for port in (service or {}).get("ports") or []:
+            if isinstance(port, Mapping):
+                if str(port.get("protocol") or "tcp").lower() == "tcp" and port.get("published") not in (None, ""):
+                    found += _published_range(str(port["published"]))
+                continue
+            spec, _, protocol = str(port).partition("/")
+            parts = spec.rsplit(":", 2)
+            if (protocol or "tcp").lower() == "tcp" and len(parts) >= 2 and parts[-2]:
+                found += _published_range(parts[-2])
+    return list(dict.fromkeys(p for p in found if 1 <= p <= 65535))
+
+
+def _published_range(text: str) -> list[int]:
+    low, _, high = text.strip().partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        return []
+    return list(range(first, min(last, first + 1024) + 1))
+
+
 def _publishes_host_ports(service: Mapping[str, Any]) -> bool:
     return any(isinstance(p, Mapping) and p.get("mode") == "host" for p in service.get("ports") or [])
 

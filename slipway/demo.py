@@ -20,6 +20,7 @@ EMULATED = [
     "CodeBuild/Packer bake: the emulator registers the AMI Packer would produce (no image is built)",
     "node commands: SSM Run Command is answered by emulated swarm nodes (no Docker engine runs)",
     "the stack: emulated managers keep its services, tasks and update state; the images are in an emulated registry",
+    "the load balancer: moto's elbv2, target health as an NLB reports it (initial, healthy, draining); no traffic",
 ]
 # The stack the demo deploys: the example kept in this repository (the tests deploy it too).
 EXAMPLE_STACK = "example/stack.yml"
@@ -27,8 +28,10 @@ REAL_NODES = [
     "CodeBuild/Packer bake: the swarm_node role converged for real on a Debian 12 root, imported as "
     "a local Docker image (Packer and the AMI itself are emulated)",
     "node commands: SSM Run Command ran in each instance's node container, on its own dockerd",
-    "the stack: docker stack deploy for real, its images from a local registry; ports in mode host "
-    "(this kernel has no IPVS for Swarm's routing mesh) and no worker service (example_stack)",
+    "the stack: docker stack deploy for real, its images from a local registry; no worker service "
+    "(example_stack); Swarm's routing mesh (IPVS, which this kernel lacks) stood in for by slipway/mesh.py",
+    "the load balancer: a real TCP load balancer on this machine (slipway/forwarder.py) for moto's NLB, "
+    "sending connections only to registered, healthy targets",
 ]
 
 
@@ -116,10 +119,13 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             "state_transitions": deploy.state_transitions,
             "stack_file": (out.get("stack") or {}).get("path"),
             "services": (out.get("rollout") or {}).get("services", []),
+            "url": (out.get("ingress") or {}).get("url"),
             "error": deploy.error,
             "cause": deploy.cause,
         }
         say(f"Deploy {deploy.status}" + (f": {deploy.error}: {deploy.cause}" if deploy.error else ""))
+        if report["deploy"]["url"]:
+            say(f"  address {report['deploy']['url']} (the load balancer's)")
         for service in report["deploy"]["services"]:
             say(
                 f"  service {service['name']}: {service['image']}@{service['digest'][:19]}, "
@@ -135,6 +141,8 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
 
         if real_nodes and deploy.status == "SUCCEEDED":
             report["deploy"]["answer"] = _request_web(emu, report["deploy"]["instance_ids"], say)
+            if emu.load_balancer is not None and report["deploy"]["url"]:
+                report["deploy"]["answer_through_load_balancer"] = _request_load_balancer(emu, say)
         prune_ids = []
         if deploy.status == "SUCCEEDED":
             say("\nScheduled prune (the EventBridge rule's event, invoked as `aws lambda invoke` would):")
@@ -165,9 +173,10 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment})
         )["executionArn"]
         teardown = follow(sfn, teardown_arn, **({"say": say} if as_json else {}))
-        from chalicelib.aws import ec2
+        from chalicelib.aws import ec2, elb
 
         leftover = ec2.count_tagged(emu.client("ec2"), emu.environment)
+        leftover |= elb.count_tagged(emu.client("elbv2"), emu.environment)
         leftover["swarm-parameter"] = len(
             emu.client("ssm").get_parameters_by_path(Path=f"/slipway/{emu.environment}/swarm", Recursive=True)[
                 "Parameters"
@@ -189,6 +198,10 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             and bool(report["deploy"]["services"])
             and all(service["state"] == "converged" for service in report["deploy"]["services"])
             and (not real_nodes or bool(report["deploy"].get("answer")))
+            and (
+                not (real_nodes and report["deploy"]["url"])
+                or bool(report["deploy"].get("answer_through_load_balancer"))
+            )
         )
         say(f"Teardown {teardown.status}")
         return _finish(report, started, as_json, ok)
@@ -211,6 +224,22 @@ def _request_web(emu, instance_ids: list[str], say) -> str | None:
     return None
 
 
+def _request_load_balancer(emu, say) -> str | None:
+    """GET / through the load balancer's port 80: the local one standing in for the NLB's address."""
+    import urllib.request
+
+    host, port = emu.load_balancer.address(80)
+    url = f"http://{host}:{port}/"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read(2000).decode(errors="replace").strip()
+    except OSError as exc:
+        say(f"  GET {url} (the load balancer's port 80): {exc}")
+        return None
+    say(f"  GET {url} (the load balancer's port 80): {answer.status} {text}")
+    return text
+
+
 def _finish(report: dict, started: float, as_json: bool, ok: bool) -> int:
     report["elapsed_s"] = round(time.monotonic() - started, 2)
     report["ok"] = ok
@@ -226,6 +255,8 @@ def _finish(report: dict, started: float, as_json: bool, ok: bool) -> int:
             f"  deploy     {deploy['status']} in {deploy['state_transitions']} state transitions: "
             f"image {deploy['ami_id']}, VPC {deploy['vpc_id']}, nodes {', '.join(deploy['instance_ids']) or '-'}"
         )
+    if deploy.get("url"):
+        print(f"  address    {deploy['url']}")
     for service in deploy.get("services", []):
         print(
             f"  service    {service['name']} {service['running']}/{service['desired']} running "

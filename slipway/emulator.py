@@ -36,7 +36,8 @@ import threading
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -50,6 +51,9 @@ ACCOUNT = "123456789012"
 EXAMPLE_IMAGES = ("slipway-example/web:1", "slipway-example/worker:1")
 # Ports a real node container publishes on this machine's loopback (example/stack.yml's web).
 REAL_NODE_PORTS = (8080,)
+# Real nodes: the routing-mesh stand-in's ports (slipway/mesh.py), published port -> the tasks'
+# host-mode port: example/stack.yml publishes 80, which its web tasks publish as 8080 on their node.
+REAL_NODE_MESH = {80: 8080}
 REGION = "us-east-1"
 STAGE = "dev"
 _VALID_DEFINITIONS: set[str] = set()  # ASL texts moto has already parsed in this process
@@ -146,6 +150,84 @@ def _from_template(backend, reservation, kwargs: dict):
     return reservation
 
 
+@dataclass
+class TargetHealth:
+    """What the emulated NLB knows of its targets beyond moto's registrations: health checks since
+    registration ((target group, instance) -> count), deregistrations still draining (-> until,
+    time.monotonic()), deleted load balancers' interfaces not yet released (description -> when),
+    and the instances a test makes fail their health checks (`failing`, or the predicate `fail`)."""
+
+    initial_checks: int = 1  # DescribeTargetHealth answers `initial` this many times after a registration
+    eni_release_seconds: float = 1.0
+    checks: dict[tuple[str, str], int] = field(default_factory=dict)
+    draining: dict[tuple[str, str], float] = field(default_factory=dict)
+    releasing: dict[str, float] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)
+    fail: Callable[[str], bool] | None = None  # or: which instances fail, decided when asked
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class LocalLoadBalancer:
+    """Real nodes: the environment's NLB as a real TCP load balancer on this machine
+    (slipway/forwarder.py), kept in step with moto's: a listener for each target group's port, its
+    targets the registered instances at their node's address, their health as it checks it."""
+
+    def __init__(self, emulator: Emulator, settings, *, log) -> None:
+        from slipway import forwarder
+
+        health = forwarder.HealthCheck(
+            protocol=settings.health_check_protocol.lower(),
+            path=settings.health_check_path or "/",
+            interval=0.5,
+            healthy_threshold=2,
+            unhealthy_threshold=2,
+        )
+        self.emulator = emulator
+        self.balancer = forwarder.LoadBalancer(
+            health=health, deregistration_delay=settings.deregistration_delay_seconds, log=log
+        )
+        self._lock = threading.Lock()
+
+    def sync(self, group) -> None:
+        """The target group's registrations, now, as the local load balancer's targets."""
+        from moto.ec2.models import ec2_backends
+
+        ec2 = ec2_backends[ACCOUNT][REGION]
+        targets = {}
+        for instance_id in list(group.targets):
+            instance = ec2.get_instance_by_id(instance_id)
+            if instance is not None and self.emulator.nodes.container(instance_id):
+                targets[instance_id] = (instance.private_ip, int(group.port))
+        with self._lock:
+            self.balancer.listen(int(group.port))
+            self.balancer.set_targets(int(group.port), targets)
+
+    def sync_listeners(self, backend) -> None:
+        """A deleted load balancer's ports stop listening (its target groups' ports)."""
+        ports = {int(li.port) for lb in backend.load_balancers.values() for li in lb.listeners.values()}
+        with self._lock:
+            for port in list(self.balancer.ports()):
+                if port not in ports:
+                    self.balancer.unlisten(port)
+
+    def target_state(self, port: int, instance_id: str) -> tuple[str, str | None, str | None]:
+        with self._lock:
+            found = self.balancer.health(int(port)).get(instance_id) if int(port) in self.balancer.ports() else None
+        if found is None:
+            return ("initial", "Elb.RegistrationInProgress", "Target registration is in progress")
+        return (found["state"], found.get("reason"), found.get("description"))
+
+    def address(self, port: int) -> tuple[str, int]:
+        """Where this machine's clients reach the load balancer's `port`."""
+        return self.balancer.address(int(port))
+
+    def stats(self, port: int) -> dict:
+        return self.balancer.stats(int(port))
+
+    def close(self) -> None:
+        self.balancer.close()
+
+
 class RealNodesUnavailable(RuntimeError):
     """`--real-nodes` was asked for where Docker (or the bake's tools) cannot run."""
 
@@ -203,6 +285,8 @@ class Emulator:
         self._closing = False
         self.delivered_events: list[dict] = []
         self.results: list[tuple[str, Any]] = []  # (function, what it returned or raised)
+        self.targets = TargetHealth()  # the emulated NLB's view of its targets (see _patch_elb)
+        self.load_balancer: Any = None  # real nodes: the local TCP load balancer in front of them
         self.app = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -234,7 +318,9 @@ class Emulator:
             reason = registry.registry_available()
             if reason:
                 raise RealNodesUnavailable(f"--real-nodes needs a local registry for the stack's images: {reason}")
-            self.nodes = realnodes.DockerNodes(cidr, log=self.log, aws_region=REGION, published_ports=REAL_NODE_PORTS)
+            self.nodes = realnodes.DockerNodes(
+                cidr, log=self.log, aws_region=REGION, published_ports=REAL_NODE_PORTS, mesh=REAL_NODE_MESH
+            )
             self._stack.callback(self.nodes.close)
             self.registry = registry.LocalRegistry().start()
             self._stack.callback(self.registry.close)
@@ -252,6 +338,8 @@ class Emulator:
             {
                 "SLIPWAY_ENVIRONMENT": self.environment,
                 "SLIPWAY_POLL_SECONDS": str(self.poll_seconds),
+                # Old nodes' connections drain for a second, not AWS's default half-minute.
+                "SLIPWAY_DEREGISTRATION_DELAY_SECONDS": "1",
                 "SLIPWAY_NODE_COUNT": str(self.node_count),
                 "SLIPWAY_BAKE_PROJECT": f"slipway-{self.environment}-bake",
                 "SLIPWAY_BAKE_BUCKET": f"slipway-{self.environment}-bake-{ACCOUNT}-{REGION}",
@@ -290,7 +378,10 @@ class Emulator:
         self._reset_caches()
         from chalicelib.settings import get_settings
 
-        get_settings()  # fail now, not in the first Lambda, if the configuration is wrong
+        settings = get_settings()  # fail now, not in the first Lambda, if the configuration is wrong
+        if self.real_nodes:
+            self.load_balancer = LocalLoadBalancer(self, settings, log=self.log)
+            self._stack.callback(self.load_balancer.close)
 
     def stop(self) -> None:
         """Stop executions still running (their threads would outlive the backends), then close."""
@@ -726,9 +817,215 @@ class Emulator:
             return result
 
         patch(mock.patch.object(SimpleSystemManagerResponse, "send_command", send_command))
+        self._patch_elb()
         worker = threading.Thread(target=self._deliver_events, daemon=True)
         worker.start()
         self._stack.callback(lambda: (self._events.put(None), worker.join(timeout=10)))
+
+    def _patch_elb(self) -> None:
+        """moto's elbv2 holds the load balancers, listeners, target groups and registrations; what
+        it lacks, filled in here: a target's health as an NLB reports it (`initial` until its first
+        checks pass, `healthy` while its node runs, `draining` for the deregistration delay after
+        it leaves, which DescribeTargetHealth lists too), and the network interfaces an NLB holds in
+        each subnet until a while after it is deleted, which keep AWS from deleting the subnets and
+        security groups (DependencyViolation) until they are released."""
+        from moto.ec2.exceptions import DependencyViolationError
+        from moto.ec2.models import ec2_backends
+        from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
+        from moto.ec2.models.security_groups import SecurityGroupBackend
+        from moto.ec2.models.subnets import SubnetBackend
+        from moto.elbv2.exceptions import TargetGroupNotFoundError
+        from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
+
+        emulator = self
+        patch = self._stack.enter_context
+        targets = self.targets
+        original_register, original_deregister = FakeTargetGroup.register, FakeTargetGroup.deregister
+
+        def register(group, registered):
+            original_register(group, registered)
+            with targets.lock:
+                for target in registered:
+                    targets.checks[(group.arn, target["Id"])] = 0
+                    targets.draining.pop((group.arn, target["Id"]), None)
+            emulator._targets_changed(group)
+
+        def deregister(group, leaving):
+            original_deregister(group, leaving)
+            delay = float(group.attributes.get("deregistration_delay.timeout_seconds", 300))
+            with targets.lock:
+                for target in leaving:
+                    targets.checks.pop((group.arn, target["Id"]), None)
+                    targets.draining[(group.arn, target["Id"])] = time.monotonic() + delay
+            emulator._targets_changed(group)
+
+        def describe_target_health(backend, target_group_arn, asked):
+            group = backend.target_groups.get(target_group_arn)
+            if group is None:
+                raise TargetGroupNotFoundError()
+            with targets.lock:
+                now = time.monotonic()
+                draining = [i for (arn, i), until in targets.draining.items() if arn == group.arn and until > now]
+            ids = (
+                [t["Id"] for t in asked]
+                if asked
+                else list(group.targets) + [i for i in draining if i not in group.targets]
+            )
+            return [emulator._target_health(backend, group, i, i in draining, FakeHealthStatus) for i in ids]
+
+        patch(mock.patch.object(FakeTargetGroup, "register", register))
+        patch(mock.patch.object(FakeTargetGroup, "deregister", deregister))
+        patch(mock.patch.object(ELBv2Backend, "describe_target_health", describe_target_health))
+
+        original_create, original_delete = ELBv2Backend.create_load_balancer, ELBv2Backend.delete_load_balancer
+
+        # CreateLoadBalancer, CreateTargetGroup and CreateListener are idempotent on AWS ("if you
+        # attempt to create multiple ... with the same settings, each call succeeds"); moto refuses
+        # the repeat (DuplicateLoadBalancerName, DuplicateTargetGroupName) or makes a second listener.
+        def create_load_balancer(backend, *args, **kwargs):
+            name = kwargs.get("name", args[0] if args else None)
+            existing = next((lb for lb in backend.load_balancers.values() if lb.name == name), None)
+            if existing is not None:
+                return existing
+            balancer = original_create(backend, *args, **kwargs)
+            ec2 = ec2_backends[ACCOUNT][backend.region_name]
+            lb_id = balancer.arn.rsplit("/", 1)[-1]
+            for subnet in balancer.subnets:
+                ec2.create_network_interface(
+                    subnet,
+                    None,
+                    group_ids=list(balancer.security_groups or []),
+                    description=f"ELB net/{balancer.name}/{lb_id}",
+                )
+            return balancer
+
+        def delete_load_balancer(backend, arn):
+            balancer = backend.load_balancers.get(arn)
+            original_delete(backend, arn)
+            if balancer is not None:
+                lb_id = arn.rsplit("/", 1)[-1]
+                with targets.lock:
+                    targets.releasing[f"ELB net/{balancer.name}/{lb_id}"] = (
+                        time.monotonic() + targets.eni_release_seconds
+                    )
+            emulator._listeners_changed(backend)
+
+        original_group, original_listener = ELBv2Backend.create_target_group, ELBv2Backend.create_listener
+
+        def create_target_group(backend, name, **kwargs):
+            existing = next((g for g in backend.target_groups.values() if g.name == name), None)
+            if existing is not None and (existing.port, existing.vpc_id) == (
+                int(kwargs.get("port") or 0),
+                kwargs.get("vpc_id"),
+            ):
+                return existing
+            return original_group(backend, name, **kwargs)
+
+        def create_listener(backend, load_balancer_arn, protocol, port, *args, **kwargs):
+            balancer = backend.load_balancers.get(load_balancer_arn)
+            for listener in balancer.listeners.values() if balancer else []:
+                if str(listener.port) == str(port) and listener.protocol == protocol:
+                    return listener
+            return original_listener(backend, load_balancer_arn, protocol, port, *args, **kwargs)
+
+        patch(mock.patch.object(ELBv2Backend, "create_load_balancer", create_load_balancer))
+        patch(mock.patch.object(ELBv2Backend, "create_target_group", create_target_group))
+        patch(mock.patch.object(ELBv2Backend, "create_listener", create_listener))
+        patch(mock.patch.object(ELBv2Backend, "delete_load_balancer", delete_load_balancer))
+
+        def release(ec2) -> None:
+            with targets.lock:
+                now = time.monotonic()
+                done = {d for d, at in targets.releasing.items() if at <= now}
+                for description in done:
+                    del targets.releasing[description]
+            for eni in list(ec2.enis.values()):
+                if eni.description in done:
+                    ec2.enis.pop(eni.id, None)
+
+        original_all = NetworkInterfaceBackend.get_all_network_interfaces
+
+        def get_all_network_interfaces(ec2, *args, **kwargs):
+            release(ec2)
+            return original_all(ec2, *args, **kwargs)
+
+        original_delete_subnet = SubnetBackend.delete_subnet
+
+        def delete_subnet(ec2, subnet_id):
+            release(ec2)
+            held = [e.id for e in ec2.enis.values() if e.subnet.id == subnet_id and not e.instance]
+            if held:
+                raise DependencyViolationError(f"The subnet '{subnet_id}' has dependencies and cannot be deleted.")
+            return original_delete_subnet(ec2, subnet_id)
+
+        original_delete_group = SecurityGroupBackend.delete_security_group
+
+        def delete_security_group(ec2, name=None, group_id=None):
+            release(ec2)
+            if group_id and any(group_id in [g.id for g in e.groups] for e in ec2.enis.values() if not e.instance):
+                raise DependencyViolationError(f"resource {group_id} has a dependent object")
+            return original_delete_group(ec2, name=name, group_id=group_id)
+
+        patch(mock.patch.object(NetworkInterfaceBackend, "get_all_network_interfaces", get_all_network_interfaces))
+        patch(mock.patch.object(SubnetBackend, "delete_subnet", delete_subnet))
+        patch(mock.patch.object(SecurityGroupBackend, "delete_security_group", delete_security_group))
+
+    def _target_health(self, backend, group, instance_id: str, draining: bool, status):
+        """One target's health, as an NLB would report it (see `_patch_elb`)."""
+        port = str(group.port)
+        if instance_id not in group.targets:
+            if draining:
+                return status(
+                    instance_id,
+                    port,
+                    port,
+                    "draining",
+                    "Target.DeregistrationInProgress",
+                    "Target deregistration is in progress",
+                )
+            return status(
+                instance_id,
+                port,
+                port,
+                "unused",
+                "Target.NotRegistered",
+                "Target is not registered to the target group",
+            )
+        from moto.ec2.models import ec2_backends
+
+        instance = ec2_backends[ACCOUNT][backend.region_name].get_instance_by_id(instance_id)
+        if instance is None or instance.state != "running":
+            return status(
+                instance_id,
+                port,
+                port,
+                "unused",
+                "Target.InvalidState",
+                f"Target is in the {instance.state if instance else 'terminated'} state",
+            )
+        if self.real_nodes and self.load_balancer is not None:
+            state = self.load_balancer.target_state(group.port, instance_id)
+            return status(instance_id, port, port, *state)
+        with self.targets.lock:
+            key = (group.arn, instance_id)
+            self.targets.checks[key] = checks = self.targets.checks.get(key, 0) + 1
+            failing = instance_id in self.targets.failing or bool(self.targets.fail and self.targets.fail(instance_id))
+        if checks <= self.targets.initial_checks:
+            return status(
+                instance_id, port, port, "initial", "Elb.InitialHealthChecking", "Initial health checks in progress"
+            )
+        if failing:
+            return status(instance_id, port, port, "unhealthy", "Target.FailedHealthChecks", "Health checks failed")
+        return status(instance_id, port, port, "healthy")
+
+    def _targets_changed(self, group) -> None:
+        """Real nodes: the local load balancer sends connections to the targets registered now."""
+        if self.real_nodes and self.load_balancer is not None:
+            self.load_balancer.sync(group)
+
+    def _listeners_changed(self, backend) -> None:
+        if self.real_nodes and self.load_balancer is not None:
+            self.load_balancer.sync_listeners(backend)
 
     def _command_finished(self, command, region: str) -> None:
         """What SSM sends EventBridge when a command ends ("EC2 Command Status-change Notification")."""
@@ -819,9 +1116,8 @@ class Emulator:
     def example_stack(self) -> bytes:
         """example/stack.yml as this emulator's nodes can run it. Emulated nodes: as it is (their
         registry has its images). Real nodes: its web service with the images built from
-        example/web/ and pushed to the local registry, its port published in `mode: host` (this
-        machine's kernel has no IPVS, so Swarm's routing mesh cannot work here; on AWS it does),
-        one replica per node at most, and no worker (no image of it is built here)."""
+        example/web/ and pushed to the local registry, one replica per node at most (the ingress
+        stand-in publishes its tasks' port in host mode), and no worker (no image of it is built here)."""
         data = (PROJECT_DIR / "example" / "stack.yml").read_bytes()
         if not self.real_nodes:
             return data
@@ -830,12 +1126,12 @@ class Emulator:
         from slipway import registry
 
         registry.example_images(self.registry, log=self.log)  # built once per content, pushed
+        # Its port stays as written, `80:8080` in ingress mode: the nodes' ingress stand-in
+        # (slipway/ingress_shim.py, slipway/mesh.py) serves it on every node's port 80.
         document = yaml.safe_load(data)
         web = document["services"]["web"]
         web["image"] = f"{self.registry.address(self.nodes.gateway)}/{registry.EXAMPLE_REPOSITORY}:1"
-        web["ports"] = [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"}]
         web["deploy"]["replicas"] = min(int(web["deploy"].get("replicas", 1)), self.node_count)
-        web["deploy"]["endpoint_mode"] = "dnsrr"
         document["services"] = {"web": web}
         return yaml.safe_dump(document, sort_keys=False).encode()
 

@@ -1,9 +1,13 @@
 """A local stand-in for the GitHub REST calls the pipeline makes, answered from this checkout:
 the top-level trees of a commit (GET /repos/{owner}/{repo}/git/trees/{sha}), its archive
 (GET /repos/{owner}/{repo}/zipball/{sha}: every file under one folder, as GitHub does), and
-a file at a commit (GET /repos/{owner}/{repo}/contents/{path}?ref={sha}, raw), and
+a file at a commit (GET /repos/{owner}/{repo}/contents/{path}?ref={sha}, raw),
 commit statuses (POST /repos/{owner}/{repo}/statuses/{sha}: kept in `statuses`; a bearer token
-equal to `token` is required, as GitHub requires one with write access).
+equal to `token` is required, as GitHub requires one with write access), and deployments with
+their statuses (POST and GET /repos/{owner}/{repo}/deployments and .../deployments/{id}/statuses:
+kept in `deployments` and `deployment_statuses` as GitHub answers them; the same token required).
+Every request is kept in `received` (method, path, query, headers, JSON body) for the tests that
+hold them to GitHub's REST description.
 
 - A commit this checkout has: its real tree ids (`git rev-parse <sha>:ansible`).
 - A commit set in `trees` (tests use this to give two commits the same or other content).
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import re
 import subprocess
@@ -32,7 +37,32 @@ _TREES = re.compile(r"^/repos/[^/]+/[^/]+/git/trees/([0-9a-fA-F]{4,40})$")
 _ZIPBALL = re.compile(r"^/repos/([^/]+)/([^/]+)/zipball/([0-9a-fA-F]{4,40})$")
 _CONTENTS = re.compile(r"^/repos/[^/]+/[^/]+/contents/(.+)$")
 _STATUSES = re.compile(r"^/repos/([^/]+/[^/]+)/statuses/([0-9a-f]{40})$")
+_DEPLOYMENTS = re.compile(r"^/repos/([^/]+/[^/]+)/deployments$")
+_DEPLOYMENT_STATUSES = re.compile(r"^/repos/([^/]+/[^/]+)/deployments/([0-9]+)/statuses$")
 STATUS_STATES = ("pending", "success", "failure", "error")
+DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+# What the request bodies may carry (GitHub's REST description; other fields are refused here).
+DEPLOYMENT_FIELDS = {
+    "ref": str,
+    "task": str,
+    "auto_merge": bool,
+    "required_contexts": list,
+    "payload": (dict, str),
+    "environment": str,
+    "description": (str, type(None)),
+    "transient_environment": bool,
+    "production_environment": bool,
+}
+DEPLOYMENT_STATUS_FIELDS = {
+    "state": str,
+    "target_url": str,
+    "log_url": str,
+    "description": str,
+    "environment": str,
+    "environment_url": str,
+    "auto_inactive": bool,
+}
+HOST = "https://api.github.com"  # the urls in the answers, as GitHub's
 FOLDERS = ("ansible", "packer")
 
 
@@ -77,6 +107,17 @@ def working_tree_id(folder: Path) -> str:
     return tree(folder).hex()
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _page(items: list[dict], query: dict[str, list[str]]) -> list[dict]:
+    """One page of `items` as `per_page` (default 30, at most 100) and `page` (from 1) ask."""
+    size = max(1, min(100, int((query.get("per_page") or ["30"])[0])))
+    page = max(1, int((query.get("page") or ["1"])[0]))
+    return items[(page - 1) * size : page * size]
+
+
 class FakeGitHub:
     def __init__(self, project_dir: Path = PROJECT_DIR) -> None:
         self.project_dir = project_dir
@@ -90,7 +131,156 @@ class FakeGitHub:
         self.status_answer: int | None = None  # answer statuses with this code instead (tests)
         self.status_headers: dict[str, str] = {}  # and these headers (a rate limit's, say)
         self.status_message = "as the test asked"  # and this message
+        self.deployments: list[dict] = []  # each as GitHub answers it (a deployment's JSON)
+        self.deployment_statuses: list[dict] = []  # each as GitHub answers it, oldest first
+        self.deployment_answer: int | None = None  # answer the deployments endpoints with this code (202: merged)
+        # Every request: {"method", "path", "query", "headers", "body"}, and "status", "answer" if JSON was answered.
+        self.received: list[dict] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+
+    def deployment_states(self, deployment_id: int) -> list[str]:
+        """The states of a deployment's statuses, oldest first."""
+        return [
+            s["state"]
+            for s in self.deployment_statuses
+            if s["deployment_url"].endswith(f"/deployments/{deployment_id}")
+        ]
+
+    def _creator(self) -> dict:
+        login, base = "slipway-bot", f"{HOST}/users/slipway-bot"
+        return {
+            "login": login,
+            "id": 1,
+            "node_id": "MDQ6VXNlcjE=",
+            "avatar_url": "https://avatars.githubusercontent.com/u/1?v=4",
+            "gravatar_id": "",
+            "url": base,
+            "html_url": f"https://github.com/{login}",
+            "followers_url": f"{base}/followers",
+            "following_url": f"{base}/following{{/other_user}}",
+            "gists_url": f"{base}/gists{{/gist_id}}",
+            "starred_url": f"{base}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{base}/subscriptions",
+            "organizations_url": f"{base}/orgs",
+            "repos_url": f"{base}/repos",
+            "events_url": f"{base}/events{{/privacy}}",
+            "received_events_url": f"{base}/received_events",
+            "type": "User",
+            "site_admin": False,
+        }
+
+    def create_deployment(self, repository: str, body: dict) -> tuple[int, dict]:
+        """POST /repos/{repository}/deployments: (code, answer), as GitHub does."""
+        ref = body.get("ref")
+        if not isinstance(ref, str) or not re.fullmatch(r"[0-9a-f]{40}", ref):
+            return 422, {"message": f"No ref found for: {ref}"}  # the stand-in knows commits only
+        environment = body.get("environment", "production")
+        now = _now()
+        with self._lock:
+            number = next(self._ids)
+            url = f"{HOST}/repos/{repository}/deployments/{number}"
+            deployment = {
+                "url": url,
+                "id": number,
+                "node_id": f"DE_{number}",
+                "sha": ref,
+                "ref": ref,
+                "task": body.get("task", "deploy"),
+                "payload": body.get("payload", {}),
+                "original_environment": environment,
+                "environment": environment,
+                "description": body.get("description", ""),
+                "creator": self._creator(),
+                "created_at": now,
+                "updated_at": now,
+                "statuses_url": f"{url}/statuses",
+                "repository_url": f"{HOST}/repos/{repository}",
+                "transient_environment": body.get("transient_environment", False),
+                "production_environment": body.get("production_environment", environment == "production"),
+                "performed_via_github_app": None,
+            }
+            self.deployments.append(deployment)
+        return 201, deployment
+
+    def list_deployments(self, repository: str, query: dict[str, list[str]]) -> tuple[int, list[dict]]:
+        """GET /repos/{repository}/deployments?sha&ref&task&environment&per_page&page, newest first."""
+        wanted = {key: query[key][0] for key in ("sha", "ref", "task", "environment") if key in query}
+        with self._lock:
+            found = [
+                d
+                for d in reversed(self.deployments)
+                if d["repository_url"] == f"{HOST}/repos/{repository}"
+                and all(d.get(key) == value for key, value in wanted.items())
+            ]
+        return 200, _page(found, query)
+
+    def add_deployment_status(self, repository: str, deployment_id: int, body: dict) -> tuple[int, dict]:
+        """POST /repos/{repository}/deployments/{deployment_id}/statuses, with GitHub's
+        `auto_inactive` (true unless said otherwise): a success makes inactive the earlier
+        successful deployments of the environment, unless it is transient or a production one."""
+        deployment = self._deployment(repository, deployment_id)
+        if deployment is None:
+            return 404, {"message": "Not Found"}
+        if body.get("state") not in DEPLOYMENT_STATES or len(body.get("description") or "") > 140:
+            return 422, {"message": "Validation Failed"}
+        status = self._status(deployment, body)
+        if (
+            status["state"] == "success"
+            and body.get("auto_inactive", True)
+            and not deployment["transient_environment"]
+            and not deployment["production_environment"]
+        ):
+            for earlier in self.deployments:
+                if (
+                    earlier["id"] < deployment["id"]
+                    and earlier["repository_url"] == deployment["repository_url"]
+                    and earlier["environment"] == status["environment"]
+                    and self.deployment_states(earlier["id"])[-1:] == ["success"]
+                ):
+                    self._status(earlier, {"state": "inactive"})
+        return 201, status
+
+    def _status(self, deployment: dict, body: dict) -> dict:
+        now = _now()
+        with self._lock:
+            number = next(self._ids)
+            log_url = body.get("log_url", body.get("target_url", ""))
+            status = {
+                "url": f"{deployment['url']}/statuses/{number}",
+                "id": number,
+                "node_id": f"DES_{number}",
+                "state": body["state"],
+                "creator": self._creator(),
+                "description": body.get("description", ""),
+                "environment": body.get("environment", deployment["environment"]),
+                "target_url": log_url,
+                "created_at": now,
+                "updated_at": now,
+                "deployment_url": deployment["url"],
+                "repository_url": deployment["repository_url"],
+                "environment_url": body.get("environment_url", ""),
+                "log_url": log_url,
+                "performed_via_github_app": None,
+            }
+            self.deployment_statuses.append(status)
+        return status
+
+    def list_deployment_statuses(
+        self, repository: str, deployment_id: int, query: dict[str, list[str]]
+    ) -> tuple[int, list[dict] | dict]:
+        """GET /repos/{repository}/deployments/{deployment_id}/statuses, newest first."""
+        deployment = self._deployment(repository, deployment_id)
+        if deployment is None:
+            return 404, {"message": "Not Found"}
+        with self._lock:
+            found = [s for s in reversed(self.deployment_statuses) if s["deployment_url"] == deployment["url"]]
+        return 200, _page(found, query)
+
+    def _deployment(self, repository: str, deployment_id: int) -> dict | None:
+        url = f"{HOST}/repos/{repository}/deployments/{deployment_id}"
+        return next((d for d in self.deployments if d["url"] == url), None)
 
     def resolve(self, commit: str) -> dict[str, str]:
         if commit in self.trees:
@@ -172,6 +362,9 @@ class FakeGitHub:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 github.requests.append(self.path)
+                self._receive(None)
+                if self._deployments("GET", None):
+                    return
                 zipball = _ZIPBALL.match(self.path.split("?")[0])
                 if zipball and zipball.group(3) not in github.missing:
                     data = github.archive(*zipball.groups())
@@ -220,6 +413,9 @@ class FakeGitHub:
                 github.requests.append("POST " + self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                self._receive(raw)
+                if self._deployments("POST", raw):
+                    return
                 match = _STATUSES.match(self.path.split("?")[0])
                 if not match:
                     self._answer(404, {"message": "Not Found"})
@@ -246,7 +442,63 @@ class FakeGitHub:
                 github.statuses.append(status)
                 self._answer(201, status)
 
-            def _answer(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+            def _receive(self, raw: bytes | None) -> None:
+                split = urllib.parse.urlsplit(self.path)
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
+                self._record = {
+                    "method": self.command,
+                    "path": split.path,
+                    "query": urllib.parse.parse_qs(split.query, keep_blank_values=True),
+                    "headers": dict(self.headers.items()),
+                    "body": body,
+                }
+                github.received.append(self._record)
+
+            def _deployments(self, method: str, raw: bytes | None) -> bool:
+                """Answer a deployments request (True), or leave the request to the others."""
+                path = urllib.parse.urlsplit(self.path)
+                listing, statuses = _DEPLOYMENTS.match(path.path), _DEPLOYMENT_STATUSES.match(path.path)
+                if not listing and not statuses:
+                    return False
+                if not github.token or self.headers.get("Authorization") != f"Bearer {github.token}":
+                    self._answer(401, {"message": "Bad credentials"})
+                    return True
+                if github.deployment_answer == 202 and listing and method == "POST":
+                    self._answer(202, {"message": "Auto-merged main into topic-branch on deployment."})
+                    return True
+                if github.deployment_answer:
+                    self._answer(github.deployment_answer, {"message": github.status_message}, github.status_headers)
+                    return True
+                query = urllib.parse.parse_qs(path.query)
+                if method == "GET" and listing:
+                    self._answer(*github.list_deployments(listing.group(1), query))
+                    return True
+                if method == "GET" and statuses:
+                    self._answer(*github.list_deployment_statuses(statuses.group(1), int(statuses.group(2)), query))
+                    return True
+                try:
+                    body = json.loads(raw or b"")
+                except ValueError:
+                    self._answer(400, {"message": "Problems parsing JSON"})
+                    return True
+                fields = DEPLOYMENT_FIELDS if listing else DEPLOYMENT_STATUS_FIELDS
+                if not isinstance(body, dict) or any(
+                    key not in fields or not isinstance(value, fields[key]) for key, value in body.items()
+                ):
+                    self._answer(422, {"message": "Validation Failed"})
+                    return True
+                if listing:
+                    self._answer(*github.create_deployment(listing.group(1), body))
+                elif statuses:
+                    self._answer(*github.add_deployment_status(statuses.group(1), int(statuses.group(2)), body))
+                return True
+
+            def _answer(self, status: int, body: dict | list, headers: dict[str, str] | None = None) -> None:
+                if hasattr(self, "_record"):  # what was answered, JSON only: {"status", "answer"}
+                    self._record.update(status=status, answer=body)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 for name, value in (headers or {}).items():

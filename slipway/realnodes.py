@@ -19,6 +19,10 @@ The pieces, for the emulator to wire in:
   AWS_REGION and fake credentials (the instance role and IMDS, on EC2); `insecure_registries`
   lets the nodes' dockerds pull from a `slipway.registry.LocalRegistry` over HTTP;
   `published_ports` publishes node ports on this machine's loopback (`host_port` says where).
+- For a load balancer in front (slipway/forwarder.py): `mesh` (published port -> task port) runs
+  slipway/mesh.py, a stand-in for Swarm's ingress routing mesh, in every node (`start_mesh`), and
+  keeps each node's list of peers (`set_mesh_peers`) the live nodes' addresses as nodes are
+  launched and terminated: every node answers on the published port, whichever runs the task.
 
 Everything this module creates carries the label `slipway.emulator=<run id>`; `cleanup()`
 removes what a crashed run left behind.
@@ -33,9 +37,11 @@ VIPs cannot work with or without iptables: publish ports with `mode: host`, use
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
+import io
 import ipaddress
 import json
 import os
@@ -44,10 +50,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +108,16 @@ NODE_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY":
 # in a container, eth0 keeps the host's (large) index and a docker0 made inside would come
 # before it: the swarm would advertise 172.17.0.1.
 _LATE_BRIDGES = (("docker0", 60001), ("docker_gwbridge", 60002))
+# The routing-mesh stand-in in a node: the program (a copy of slipway/mesh.py), the peers file
+# every mesh process of the node reads, its log and readiness file per published port.
+MESH_SOURCE = Path(__file__).with_name("mesh.py")
+MESH_DIR = "/run/slipway-mesh"
+MESH_PROGRAM = f"{MESH_DIR}/mesh.py"
+MESH_PEERS = f"{MESH_DIR}/peers"
+MESH_READY_SECONDS = 15
+# The rest of the ingress stand-in: `docker` in the node rewriting a stack's ingress ports to the
+# mesh's task ports (slipway/ingress_shim.py), with the PyYAML it reads stack files with.
+INGRESS_SHIM = Path(__file__).with_name("ingress_shim.py")
 
 
 class DockerUnavailable(RuntimeError):
@@ -393,18 +410,22 @@ class DockerNodes:
         aws_region: str = "us-east-1",
         insecure_registries: Sequence[str] = (),
         published_ports: Sequence[int] = (),
+        mesh: Mapping[int, int] | None = None,
     ) -> None:
         """`aws_endpoint` (e.g. a ThreadedMotoServer on `gateway`): every command `run` runs
         gets AWS_ENDPOINT_URL, AWS_REGION and fake credentials, as the instance role and IMDS
         give them on EC2. `insecure_registries`: host:port registries the nodes' dockerds pull
         from over plain HTTP (a `registry.LocalRegistry` on `gateway`). `published_ports`: the
         node ports (a swarm's published ports) each node container publishes on this machine's
-        loopback (`host_port` tells where)."""
+        loopback (`host_port` tells where). `mesh` (published port -> the tasks' host-mode port):
+        `launch` starts the routing-mesh stand-in for each in the new node, and `launch` and
+        `terminate` keep every node's peers the live nodes' addresses."""
         self.subnet = str(ipaddress.ip_network(subnet))
         self.aws_endpoint = aws_endpoint
         self.aws_region = aws_region
         self.insecure_registries = tuple(insecure_registries)
         self.published_ports = tuple(int(port) for port in published_ports)
+        self.mesh = {int(listen): int(task) for listen, task in (mesh or {}).items()}
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.network = f"slipway-{self.run_id}"
         self.remove_images = remove_images
@@ -413,6 +434,10 @@ class DockerNodes:
         self.log = log or (lambda message: None)
         self._lock = threading.RLock()  # re-entrant: close() may interrupt the thread holding it
         self._containers: dict[str, str] = {}  # instance id -> container name
+        self._addresses: dict[str, str] = {}  # instance id -> private address, once ready
+        self._meshes: dict[str, set[int]] = {}  # instance id -> the ports its mesh processes listen on
+        self._mesh_peers: list[str] | None = None  # what set_mesh_peers wrote last
+        self._mesh_lock = threading.RLock()  # one peers update at a time: the last one written is current
         self._images: set[str] = set()  # images this object baked (close removes them)
         self._network_ready = False
         self._closed = False
@@ -583,9 +608,19 @@ class DockerNodes:
             self._prepare_network_namespace(name)
             _docker("exec", "-d", name, "sh", "-c", self.dockerd_command, timeout=30)
             self.wait_ready(instance_id)
+            with self._lock:
+                self._addresses[instance_id] = ip
+            if self.mesh:
+                self.install_ingress(instance_id)
+            for listen_port, task_port in self.mesh.items():
+                self.start_mesh(instance_id, listen_port, task_port)
+            if self.mesh:
+                self._refresh_mesh_peers()
         except BaseException:
             with self._lock:
                 self._containers.pop(instance_id, None)
+                self._addresses.pop(instance_id, None)
+                self._meshes.pop(instance_id, None)
             _remove_node_container(name)
             raise
         self.log(f"node {instance_id}: container {name} ({hostname}, {ip}) ready")
@@ -649,7 +684,13 @@ class DockerNodes:
             time.sleep(0.25)
 
     def terminate(self, instance_id: str) -> None:
-        """The instance is gone: remove its container (no error if there is none)."""
+        """The instance is gone: remove its container (no error if there is none). With `mesh`,
+        the other nodes stop sending to it first (their peers no longer list it)."""
+        with self._lock:
+            gone = self._addresses.pop(instance_id, None)
+            self._meshes.pop(instance_id, None)
+        if gone and self.mesh:
+            self._refresh_mesh_peers()
         with self._lock:
             name = self._containers.pop(instance_id, None)
         if name:
@@ -677,12 +718,143 @@ class DockerNodes:
         _docker("exec", "-d", name, "sh", "-c", self.dockerd_command, timeout=30)
         self.wait_ready(instance_id)
 
+    # --- the routing mesh's stand-in ---------------------------------------------------------
+
+    def mesh_peers(self) -> list[str]:
+        """The live nodes' private addresses (launched, ready, not terminated), in launch order."""
+        with self._lock:
+            return list(self._addresses.values())
+
+    def install_ingress(self, instance_id: str) -> None:
+        """Put slipway/ingress_shim.py in the node as /usr/local/bin/docker, the mesh's ports in
+        MESH_DIR/ports, and this process's PyYAML (its pure-Python modules) in MESH_DIR/yaml."""
+        import yaml
+
+        name = self._name(instance_id)
+        ports = "".join(f"{listen}:{task}\n" for listen, task in self.mesh.items())
+        _docker(
+            "exec",
+            "-i",
+            name,
+            "sh",
+            "-c",
+            f"mkdir -p {MESH_DIR} && cat > {MESH_DIR}/ports",
+            input=ports,
+            timeout=30,
+        )
+        _docker(
+            "exec",
+            "-i",
+            name,
+            "sh",
+            "-c",
+            "cat > /usr/local/bin/docker.tmp && chmod 755 /usr/local/bin/docker.tmp "
+            "&& mv -f /usr/local/bin/docker.tmp /usr/local/bin/docker",
+            input=INGRESS_SHIM.read_text(),
+            timeout=30,
+        )
+        package = Path(yaml.__file__).parent
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            for module in sorted(package.glob("*.py")):
+                tar.add(module, arcname=f"yaml/{module.name}")
+        _docker(
+            "exec",
+            "-i",
+            name,
+            "sh",
+            "-c",
+            f"base64 -d | tar -xz -C {MESH_DIR}",
+            input=base64.b64encode(archive.getvalue()).decode(),
+            timeout=30,
+        )
+
+    def start_mesh(self, instance_id: str, listen_port: int, task_port: int) -> None:
+        """Run slipway/mesh.py in the node: it listens on 0.0.0.0:`listen_port` and forwards each
+        connection to `task_port` of a peer (a node) that accepts. The node's peers file is written
+        first if the node has none (what `set_mesh_peers` wrote last, else the live nodes). Returns
+        once the program listens; NodeError with its log if it does not. Idempotent per port."""
+        name = self._name(instance_id)
+        with self._lock:
+            if listen_port in self._meshes.get(instance_id, set()):
+                return
+        _docker(
+            "exec",
+            "-i",
+            name,
+            "sh",
+            "-c",
+            f"mkdir -p {MESH_DIR} && cat > {MESH_PROGRAM}.tmp && mv -f {MESH_PROGRAM}.tmp {MESH_PROGRAM}",
+            input=MESH_SOURCE.read_text(),
+            timeout=30,
+        )
+        with self._mesh_lock:
+            if _docker("exec", name, "test", "-e", MESH_PEERS, check=False, timeout=30).returncode != 0:
+                peers = self._mesh_peers if self._mesh_peers is not None else self.mesh_peers()
+                self._write_mesh_peers(name, peers)
+        ready, pid, log = (f"{MESH_DIR}/{listen_port}.{kind}" for kind in ("ready", "pid", "log"))
+        command = (
+            f"echo $$ > {pid} && exec python3 {MESH_PROGRAM} --listen {int(listen_port)} "
+            f"--task-port {int(task_port)} --peers {MESH_PEERS} --ready-file {ready} >>{log} 2>&1"
+        )
+        _docker("exec", name, "rm", "-f", ready, pid, timeout=30)
+        _docker("exec", "-d", name, "sh", "-c", command, timeout=30)
+        # One exec waits in the node: until the program says it listens, or its process is gone.
+        wait = (
+            f"i=0; while [ ! -e {ready} ]; do "
+            f'if [ -e {pid} ] && ! kill -0 "$(cat {pid})" 2>/dev/null; then exit 2; fi; '
+            f"i=$((i+1)); [ $i -gt {MESH_READY_SECONDS * 10} ] && exit 1; sleep 0.1; done"
+        )
+        waited = _docker("exec", name, "sh", "-c", wait, check=False, timeout=MESH_READY_SECONDS + 30)
+        if waited.returncode != 0:
+            tail = _docker("exec", name, "tail", "-n", "20", log, check=False, timeout=30)
+            raise NodeError(
+                f"the mesh of {instance_id} on port {listen_port} "
+                f"{'exited' if waited.returncode == 2 else 'did not listen'}: {(tail.stdout or tail.stderr).strip()}"
+            )
+        with self._lock:
+            self._meshes.setdefault(instance_id, set()).add(listen_port)
+        self.log(f"node {instance_id}: mesh on port {listen_port} -> task port {task_port}")
+
+    def set_mesh_peers(self, ips: Sequence[str]) -> None:
+        """Write the peers file (one address a line, replaced atomically) in every node that runs
+        the mesh; a node whose mesh starts later gets the same list."""
+        peers = [str(ipaddress.ip_address(ip)) for ip in ips]
+        with self._mesh_lock:
+            self._mesh_peers = peers
+            with self._lock:
+                running = [(i, self._containers[i]) for i in self._meshes if i in self._containers]
+            for instance_id, name in running:
+                written = self._write_mesh_peers(name, peers, check=False)
+                if written.returncode != 0 and self.container(instance_id) is not None:
+                    raise NodeError(f"cannot write the mesh peers of {instance_id}: {written.stderr.strip()}")
+
+    def _refresh_mesh_peers(self) -> None:
+        with self._mesh_lock:  # computed under the lock: the last list written is the current one
+            self.set_mesh_peers(self.mesh_peers())
+
+    @staticmethod
+    def _write_mesh_peers(name: str, peers: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
+        return _docker(
+            "exec",
+            "-i",
+            name,
+            "sh",
+            "-c",
+            f"mkdir -p {MESH_DIR} && cat > {MESH_PEERS}.tmp && mv -f {MESH_PEERS}.tmp {MESH_PEERS}",
+            input="".join(f"{ip}\n" for ip in peers),
+            check=check,
+            timeout=30,
+        )
+
     def close(self, *, remove_images: bool | None = None) -> None:
         """Remove every container of this run, its network, and (unless told not to) the images
         it baked. Idempotent; safe in a finally block or a signal handler."""
         with self._lock:
             self._closed = True
             self._containers.clear()
+            self._addresses.clear()
+            self._meshes.clear()
             images = set(self._images) if (self.remove_images if remove_images is None else remove_images) else set()
             self._images -= images
             server, self._aws_server = self._aws_server, None

@@ -28,6 +28,7 @@ ONE_WORKER = (
     "tests/deploy/test_rehearsal.py",
     "tests/infra/test_swarm_node_role.py",
     "tests/realnodes/test_docker_nodes.py",
+    "tests/realnodes/test_mesh_real.py",
     "tests/realnodes/test_pipeline.py",
     "tests/realnodes/test_stack_real.py",
 )

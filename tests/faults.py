@@ -30,6 +30,8 @@ FIRST_READ_AFTER = {
     "SendCommand": ("ListCommandInvocations", "InvalidCommandId"),
     "PutParameter": ("AddTagsToResource", "InvalidResourceId"),
     "StartBuild": ("BatchGetBuilds", "ResourceNotFoundException"),
+    "CreateLoadBalancer": ("DescribeLoadBalancerAttributes", "LoadBalancerNotFound"),
+    "CreateTargetGroup": ("DescribeTargetGroupAttributes", "TargetGroupNotFound"),
 }
 JSON_PROTOCOL = {"ssm", "codebuild", "states"}
 
@@ -74,7 +76,13 @@ class Fault:
                 return None
             self.fired += 1
         if self.kind == "throttle":
-            code = "ThrottlingException" if service in JSON_PROTOCOL else "RequestLimitExceeded"
+            code = (
+                "ThrottlingException"
+                if service in JSON_PROTOCOL
+                else "Throttling"
+                if service.startswith("elastic-load-balancing")
+                else "RequestLimitExceeded"
+            )
             request.url = "http://fault-injected.invalid/"  # moto must not execute this one
             return error_response(request, service, code, 400)
         if self.kind == "not-found":

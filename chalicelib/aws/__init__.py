@@ -25,6 +25,10 @@ ensure_network (ec2.ensure_network, NETWORK_NOT_VISIBLE): each call on the VPC, 
     InvalidInternetGatewayID.NotFound, InvalidGatewayID.NotFound; CreateRoute, AssociateRouteTable
     after CreateRouteTable -> InvalidRouteTableID.NotFound; AuthorizeSecurityGroupIngress after
     CreateSecurityGroup -> InvalidGroup.NotFound.
+ensure_ingress (elb.ensure_load_balancer, LB_NOT_VISIBLE): the calls that configure the load
+    balancer and target groups it has just created (or found by name, made by a lost attempt):
+    SetSubnets, DescribeLoadBalancerAttributes, DescribeListeners, CreateListener ... ->
+    LoadBalancerNotFound, TargetGroupNotFound, ListenerNotFound.
 launch_nodes (ec2.ensure_launch_template, IMAGE_NOT_VISIBLE): DescribeImages of the image the
     bake has just registered (check_bake hands its id on) -> InvalidAMIID.NotFound.
 launch_nodes (ec2.launch_nodes, LAUNCH_NOT_VISIBLE): RunInstances after CreateLaunchTemplate or
@@ -81,7 +85,7 @@ ONE_ATTEMPT = Config(retries={"mode": "standard", "total_max_attempts": 1})
 # type says nothing the adapters could check.
 Client = Any
 # The services Slipway's Lambdas call (boto3's stubs check each name against its own list).
-Service = Literal["codebuild", "ec2", "s3", "ssm", "stepfunctions"]
+Service = Literal["codebuild", "ec2", "elbv2", "s3", "ssm", "stepfunctions"]
 
 _lock = threading.Lock()
 _clients: dict[tuple[Service, bool], Client] = {}
@@ -108,6 +112,8 @@ TRANSIENT_CODES = frozenset(
         "Unavailable",
         "RequestTimeout",
         "DependencyViolation",
+        # A target group while the load balancer using it is being deleted.
+        "ResourceInUse",
         "IncorrectState",
         "IncorrectInstanceState",
         # A snapshot stays in use for a moment after its image is deregistered.

@@ -67,6 +67,10 @@ class Node:
     swarm_role: str = ""
 
 
+def _tag(resource: AwsDict, key: str) -> str | None:
+    return next((t["Value"] for t in resource.get("Tags", []) if t["Key"] == key), None)
+
+
 def _spec(resource_type: str, tags: dict[str, str]) -> list[AwsDict]:
     return [{"ResourceType": resource_type, "Tags": naming.tag_list(tags)}]
 
@@ -88,6 +92,7 @@ def ensure_network(
     vpc_cidr: str,
     subnet_cidrs: tuple[str, ...],
     service_ports: tuple[int, ...],
+    ingress: str = "none",
 ) -> AwsDict:
     """Find each network resource by its environment tag, create only what is missing, and
     converge its settings (DNS names, public IPs, attachment, route, association, rules).
@@ -106,6 +111,7 @@ def ensure_network(
             vpc_cidr=vpc_cidr,
             subnet_cidrs=subnet_cidrs,
             service_ports=service_ports,
+            ingress=ingress,
         )
 
 
@@ -118,6 +124,7 @@ def _converge_network(
     vpc_cidr: str,
     subnet_cidrs: tuple[str, ...],
     service_ports: tuple[int, ...],
+    ingress: str,
 ) -> AwsDict:
     created: list[str] = []
 
@@ -171,27 +178,42 @@ def _converge_network(
                 ec2.associate_route_table, {"Resource.AlreadyAssociated"}, RouteTableId=table_id, SubnetId=subnet_id
             )
 
-    group = lookup(ec2.describe_security_groups, "SecurityGroups", "GroupId", "security-group")
-    if group is None:
-        group = {
-            "GroupId": create.create_security_group(
-                GroupName=f"slipway-{environment}-nodes",
-                Description="Slipway swarm nodes: service ports, swarm traffic within the group only",
-                VpcId=vpc_id,
-                TagSpecifications=_spec("security-group", tags_for("security-group")),
-            )["GroupId"],
-            "IpPermissions": [],
-        }
-        created.append("security-group")
-    group_id = group["GroupId"]
-    missing = _missing_rules(group.get("IpPermissions", []), _ingress(group_id, service_ports))
-    if missing:
-        _already_done(
-            ec2.authorize_security_group_ingress,
-            {"InvalidPermission.Duplicate"},
-            GroupId=group_id,
-            IpPermissions=missing,
+    def ensure_group(role: str, name: str, description: str) -> AwsDict:
+        group = lookup(ec2.describe_security_groups, "SecurityGroups", "GroupId", role)
+        if group is None:
+            group = {
+                "GroupId": create.create_security_group(
+                    GroupName=name,
+                    Description=description,
+                    VpcId=vpc_id,
+                    TagSpecifications=_spec("security-group", tags_for(role)),
+                )["GroupId"],
+                "IpPermissions": [],
+            }
+            created.append(role)
+        return group
+
+    # With a load balancer, the service ports are open to the world on its group only, and on the
+    # nodes' group only from the load balancer's (its health checks come from there too).
+    lb_group = (
+        ensure_group(
+            LB_GROUP_ROLE,
+            f"slipway-{environment}-lb",
+            "Slipway load balancer: the service ports, from anywhere",
         )
+        if ingress == "nlb"
+        else None
+    )
+    group = ensure_group(
+        "security-group",
+        f"slipway-{environment}-nodes",
+        "Slipway swarm nodes: service ports, swarm traffic within the group only",
+    )
+    group_id = group["GroupId"]
+    service_source = lb_group["GroupId"] if lb_group else None
+    _converge_rules(ec2, group, _ingress(group_id, service_ports, service_source))
+    if lb_group:
+        _converge_rules(ec2, lb_group, _ingress(None, service_ports, None))
     logger.info("network converged", extra={"vpc_id": vpc_id, "created_roles": created})
     return {
         "vpc_id": vpc_id,
@@ -199,11 +221,13 @@ def _converge_network(
         "internet_gateway_id": igw_id,
         "route_table_id": table_id,
         "security_group_id": group_id,
+        "lb_security_group_id": lb_group["GroupId"] if lb_group else None,
         "created": created,
     }
 
 
 SUBNET_INDEX_TAG = "slipway:subnet"
+LB_GROUP_ROLE = "lb-security-group"
 
 
 def _ensure_subnets(
@@ -275,25 +299,68 @@ def _missing_rules(existing: list[AwsDict], wanted: list[AwsDict]) -> list[AwsDi
     return [rule for rule in wanted if not _rule_keys([rule]) <= have]
 
 
-def _ingress(group_id: str, service_ports: tuple[int, ...]) -> list[AwsDict]:
-    rules: list[AwsDict] = [
-        {
-            "IpProtocol": "tcp",
-            "FromPort": port,
-            "ToPort": port,
-            "IpRanges": [{"CidrIp": ANYWHERE, "Description": "service"}],
-        }
-        for port in service_ports
-    ]
-    rules += [
-        {
-            "IpProtocol": proto,
-            "FromPort": port,
-            "ToPort": port,
-            "UserIdGroupPairs": [{"GroupId": group_id, "Description": "swarm"}],
-        }
-        for proto, port in SWARM_PORTS
-    ]
+def _converge_rules(ec2: Client, group: AwsDict, wanted: list[AwsDict]) -> None:
+    """Make the group's inbound rules exactly `wanted`: add the missing, revoke the rest (a service
+    port open to the world from before a load balancer came in front, a port no longer served)."""
+    existing = group.get("IpPermissions", [])
+    missing = _missing_rules(existing, wanted)
+    if missing:
+        _already_done(
+            ec2.authorize_security_group_ingress,
+            {"InvalidPermission.Duplicate"},
+            GroupId=group["GroupId"],
+            IpPermissions=missing,
+        )
+    extra = _extra_rules(existing, wanted)
+    if extra:
+        _already_done(
+            ec2.revoke_security_group_ingress,
+            {"InvalidPermission.NotFound"},
+            GroupId=group["GroupId"],
+            IpPermissions=extra,
+        )
+
+
+def _extra_rules(existing: list[AwsDict], wanted: list[AwsDict]) -> list[AwsDict]:
+    """The rules of `existing` no rule of `wanted` grants, one permission per source."""
+    keep = _rule_keys(wanted)
+    extra: list[AwsDict] = []
+    for p in existing:
+        base = {k: p[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in p}
+        key = (p.get("IpProtocol"), p.get("FromPort"), p.get("ToPort"))
+        extra += [
+            base | {"IpRanges": [{"CidrIp": r["CidrIp"]}]}
+            for r in p.get("IpRanges", [])
+            if key + ("cidr", r["CidrIp"]) not in keep
+        ]
+        extra += [
+            base | {"UserIdGroupPairs": [{"GroupId": g["GroupId"]}]}
+            for g in p.get("UserIdGroupPairs", [])
+            if key + ("group", g["GroupId"]) not in keep
+        ]
+        extra += [base | {"Ipv6Ranges": [{"CidrIpv6": r["CidrIpv6"]}]} for r in p.get("Ipv6Ranges", [])]
+    return extra
+
+
+def _ingress(group_id: str | None, service_ports: tuple[int, ...], service_source: str | None) -> list[AwsDict]:
+    """The inbound rules of a group: the service ports from `service_source` (a group) or from
+    anywhere, and, for the nodes' group (`group_id`), the swarm's ports from within itself."""
+    source: AwsDict = (
+        {"UserIdGroupPairs": [{"GroupId": service_source, "Description": "service, from the load balancer"}]}
+        if service_source
+        else {"IpRanges": [{"CidrIp": ANYWHERE, "Description": "service"}]}
+    )
+    rules: list[AwsDict] = [{"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **source} for port in service_ports]
+    if group_id:
+        rules += [
+            {
+                "IpProtocol": proto,
+                "FromPort": port,
+                "ToPort": port,
+                "UserIdGroupPairs": [{"GroupId": group_id, "Description": "swarm"}],
+            }
+            for proto, port in SWARM_PORTS
+        ]
     return rules
 
 
@@ -470,7 +537,9 @@ def delete_network(ec2: Client, environment: str, deployment: str | None = None)
     """Remove tagged network resources in dependency order; 'already gone' counts as done."""
     filters = naming.tag_filters(environment, deployment)
     removed = {"security-group": 0, "route-table": 0, "internet-gateway": 0, "subnet": 0, "vpc": 0}
-    for group in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]:
+    groups = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
+    # The nodes' group names the load balancer's in its rules: AWS refuses to delete the latter first.
+    for group in sorted(groups, key=lambda g: _tag(g, naming.TAG_ROLE) == LB_GROUP_ROLE):
         removed["security-group"] += _gone(ec2.delete_security_group, GroupId=group["GroupId"])
     for table in ec2.describe_route_tables(Filters=filters)["RouteTables"]:
         for assoc in table.get("Associations", []):

@@ -11,7 +11,7 @@ returns at once.
     nodes     launch, readiness                          swarm     join/init, promotion, command checks
     health    the health gate                            retire    old nodes out, terminated; old images
     report    commit statuses, the stopped-run report    teardown  the undo and the teardown machine
-    prune     the schedule and its results
+    prune     the schedule and its results                traffic   the load balancer and its targets
 """
 
 from chalicelib.steps.bake import check_bake, find_image, start_bake
@@ -33,8 +33,20 @@ from chalicelib.steps.teardown import (
     leave_swarm,
     terminate_nodes,
 )
+from chalicelib.steps.traffic import (
+    check_targets,
+    delete_load_balancer,
+    deregister_old_targets,
+    ensure_ingress,
+    register_targets,
+)
 
 __all__ = [
+    "check_targets",
+    "delete_load_balancer",
+    "deregister_old_targets",
+    "ensure_ingress",
+    "register_targets",
     "check_bake",
     "check_command",
     "check_nodes",

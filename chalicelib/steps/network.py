@@ -1,5 +1,5 @@
-"""'Provision network': the environment's VPC, subnets, gateway, routes and security group,
-found by tag and created only where missing."""
+"""'Provision network': the environment's VPC, subnets, gateway, routes and security groups (the
+nodes', and the load balancer's with SLIPWAY_INGRESS=nlb), found by tag and created only where missing."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def ensure_network(event: DeployRun) -> Network:
         vpc_cidr=settings.vpc_cidr,
         subnet_cidrs=settings.subnet_cidrs,
         service_ports=settings.service_ports,
+        ingress=settings.ingress,
     )
     return Network(
         vpc_id=converged["vpc_id"],
@@ -28,5 +29,6 @@ def ensure_network(event: DeployRun) -> Network:
         internet_gateway_id=converged["internet_gateway_id"],
         route_table_id=converged["route_table_id"],
         security_group_id=converged["security_group_id"],
+        lb_security_group_id=converged["lb_security_group_id"],
         created=converged["created"],
     )

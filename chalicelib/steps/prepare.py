@@ -7,7 +7,7 @@ from chalicelib.aws import github
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import github_token
-from chalicelib.steps.report import set_commit_status
+from chalicelib.steps.report import open_deployment, set_commit_status
 from chalicelib.steps.state import Deployment, GitHubReport, Prepared, PrepareInput
 
 
@@ -40,9 +40,12 @@ def prepare(event: PrepareInput) -> Prepared:
             "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS},
         },
     )
+    execution_arn = event.get("execution_arn") or ""
     try:
-        report = set_commit_status(repository, commit, "pending", {}, event.get("execution_arn") or "", token)
+        report = set_commit_status(repository, commit, "pending", {}, execution_arn, token)
     except Exception as exc:  # noqa: BLE001  # news only: the status never stops a deployment (sent once)
         logger.warning("commit status not set", extra={"why": str(exc)})
         report = GitHubReport(reported=False, why=str(exc))
+    # The run's GitHub Deployment, `in_progress`: its id goes on in `github` to the run's report.
+    report = open_deployment(report, deployment, execution_arn, token)
     return Prepared(deployment=deployment, poll_seconds=settings.poll_seconds, github=report)

@@ -32,9 +32,11 @@ def read_stack(event: DeployRun) -> StackFile:
     )
     if data is None:
         logger.info("no stack file: nodes only", extra={"path": path})
-        return StackFile(present=False, path=path, key=None, services=[], secrets={}, warnings=[])
+        return StackFile(present=False, path=path, key=None, services=[], secrets={}, ports=[], warnings=[])
     parsed = stack.parse(data, path=path, local_volumes=settings.local_volumes)
-    for warning in parsed.warnings:
+    ports = stack.published_ports(parsed.document)
+    warnings = list(parsed.warnings) + _port_warnings(ports, settings.service_ports, settings.ingress)
+    for warning in warnings:
         logger.warning("stack file", extra={"path": path, "warning": warning})
     parameters = {key: naming.secret_parameter(deployment["environment"], key) for key in parsed.secrets}
     versions = ssm.versions(aws.client("ssm"), sorted(parameters.values())) if parameters else {}
@@ -57,8 +59,28 @@ def read_stack(event: DeployRun) -> StackFile:
         key=key,
         services=list(parsed.services),
         secrets={k: versions[parameters[k]] for k in parsed.secrets},
-        warnings=list(parsed.warnings),
+        ports=ports,
+        warnings=warnings,
     )
+
+
+def _port_warnings(published: list[int], service_ports: tuple[int, ...], ingress: str) -> list[str]:
+    """A published port outside SLIPWAY_SERVICE_PORTS is closed to clients (the nodes' security group
+    does not open it); a service port no service publishes has nothing behind it."""
+    where = (
+        "the load balancer does not forward it" if ingress == "nlb" else "the nodes' security group does not open it"
+    )
+    warnings = [
+        f"port {port} is published but not in SLIPWAY_SERVICE_PORTS ({','.join(map(str, service_ports))}): {where}"
+        for port in published
+        if port not in service_ports
+    ]
+    warnings += [
+        f"SLIPWAY_SERVICE_PORTS has {port}, which no service publishes: nothing answers there"
+        for port in service_ports
+        if port not in published
+    ]
+    return warnings
 
 
 def inspect_stack(event: DeployRun) -> Rollout:

@@ -33,12 +33,17 @@ class Deployment(TypedDict):
 
 
 class GitHubReport(TypedDict):
-    """What a report to GitHub did (`$.github`): the status set, or why none was."""
+    """What a report to GitHub did (`$.github`): the commit status set, or why none was; and the
+    run's GitHub Deployment, carried from 'Prepare deployment' to the report of the run's end."""
 
-    reported: bool
+    reported: bool  # whether the commit status was set
     state: NotRequired[str]
     description: NotRequired[str]
     why: NotRequired[str]
+    deployment_id: NotRequired[int]  # the run's GitHub Deployment
+    deployment_state: NotRequired[str]  # the deployment status last set on it
+    deployment_why: NotRequired[str]  # why there is none, or why its status was not set
+    replaced: NotRequired[int]  # the environment's earlier deployment this one marked inactive
 
 
 class Prepared(TypedDict):
@@ -87,7 +92,44 @@ class Network(TypedDict):
     internet_gateway_id: str
     route_table_id: str
     security_group_id: str
+    lb_security_group_id: str | None  # the load balancer's group (SLIPWAY_INGRESS=nlb), None without one
     created: list[str]
+
+
+class Ingress(TypedDict):
+    """'Provision the load balancer' (`$.ingress`): the environment's address and where it sends requests."""
+
+    kind: str  # nlb, or none (the nodes' own public addresses)
+    url: str | None  # http://<the load balancer's DNS name>, None without one
+    dns_name: str | None
+    load_balancer_arn: str | None
+    target_groups: dict[str, str]  # service port -> target group ARN
+    created: list[str]
+
+
+class Traffic(TypedDict):
+    """The load balancer's targets (`$.traffic`): the nodes that serve registered and healthy, then
+    the old ones deregistered and drained, before they leave the swarm."""
+
+    phase: str  # register (waiting for the new targets' health), drain, or none (no load balancer)
+    done: bool
+    registered: list[str]  # instance ids registered in every target group
+    deregistered: list[str]
+    ports: list[int]  # the target groups whose health is waited for: the service ports the stack publishes
+    unhealthy: dict[str, str]  # "<instance>:<port>" -> its state, while not every target is healthy
+    checks: int
+    waited: int  # seconds waited so far (bounded by SLIPWAY_TARGET_HEALTH_TIMEOUT_SECONDS)
+    wait_seconds: int  # the next Wait's (SecondsPath): a health poll, or the deregistration delay
+
+
+class LoadBalancerRemoval(TypedDict):
+    """Removing the load balancer (`$.lb_removal`): deleted, then its network interfaces released."""
+
+    removed: dict[str, int]
+    interfaces: int  # network interfaces AWS has not released yet
+    done: bool
+    checks: int
+    poll_seconds: int
 
 
 class Nodes(TypedDict):
@@ -171,6 +213,7 @@ class StackFile(TypedDict):
     key: str | None  # the validated file in the bake bucket, content-addressed
     services: list[str]
     secrets: dict[str, int]  # each Slipway secret the stack uses -> its SSM parameter's version
+    ports: list[int]  # the TCP ports its services publish
     warnings: list[str]
 
 
@@ -259,6 +302,9 @@ RESULT_PATHS: dict[str, dict[str, type]] = {
         "$.image": Image,
         "$.bake": Bake,
         "$.network": Network,
+        "$.ingress": Ingress,
+        "$.traffic": Traffic,
+        "$.lb_removal": LoadBalancerRemoval,
         "$.nodes": Nodes,
         "$.readiness": Readiness,
         "$.swarm": Swarm,
@@ -281,6 +327,7 @@ RESULT_PATHS: dict[str, dict[str, type]] = {
         "$.queue": Queue,
         "$.nodes": Terminated,
         "$.removal": Removal,
+        "$.lb_removal": LoadBalancerRemoval,
         "$.network": NetworkRemoved,
         "$.images": ImagesDeregistered,
         "$.leftover": Leftover,
@@ -354,6 +401,9 @@ class DeployRun(TypedDict, total=False):
     image: Image
     bake: Bake
     network: Network
+    ingress: Ingress
+    traffic: Traffic
+    lb_removal: LoadBalancerRemoval
     nodes: Nodes
     readiness: Readiness
     swarm: Swarm
@@ -377,6 +427,7 @@ class TeardownRun(TypedDict, total=False):
     queue: Queue
     nodes: Terminated
     removal: Removal
+    lb_removal: LoadBalancerRemoval
     network: NetworkRemoved
     images: ImagesDeregistered
     leftover: Leftover

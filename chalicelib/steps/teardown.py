@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import aws, naming, plans
-from chalicelib.aws import ec2, ssm
+from chalicelib.aws import ec2, elb, ssm
 from chalicelib.errors import TeardownIncomplete
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
+from chalicelib.steps import traffic
 from chalicelib.steps.common import deployment_of, scope, send
 from chalicelib.steps.state import Command, DeployRun, ImagesDeregistered, Leftover, NetworkRemoved, Removal, Terminated
 
@@ -40,6 +41,7 @@ def terminate_nodes(event: Mapping[str, Any]) -> Terminated:
     environment, deployment = scope(event)
     nodes = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment)
     ids = [n.instance_id for n in nodes]
+    traffic.deregister_nodes(environment, deployment, ids)
     ec2.terminate(aws.client("ec2"), ids)
     logger.info("terminating nodes", extra={"instance_ids": ids, "scope": deployment or environment})
     return Terminated(instance_ids=ids, poll_seconds=get_settings().poll_seconds)
@@ -85,7 +87,8 @@ def delete_images(event: Mapping[str, Any]) -> ImagesDeregistered:
 
 def confirm_teardown(event: Mapping[str, Any]) -> Leftover:
     environment, _ = scope(event)
-    left = {k: v for k, v in ec2.count_tagged(aws.client("ec2"), environment).items() if v}
+    tagged = ec2.count_tagged(aws.client("ec2"), environment) | elb.count_tagged(aws.client("elbv2"), environment)
+    left = {k: v for k, v in tagged.items() if v}
     if left:
         raise TeardownIncomplete(f"still tagged for {environment}: {left}")
     return Leftover(environment=environment, leftover={})

@@ -19,12 +19,27 @@ CHALICE = PROJECT_DIR / ".chalice"
 # Actions allowed on Resource "*": reads (Describe/List/Get) and Step Functions' log delivery (the
 # vended-logs APIs); beyond them, only actions for which AWS's data lists no resource type at all.
 STAR_OK = re.compile(
-    r"^(ec2:Describe|ssm:Describe|ssm:List|ssm:GetConnectionStatus|"
+    r"^(ec2:Describe|elasticloadbalancing:Describe|ssm:Describe|ssm:List|ssm:GetConnectionStatus|"
     r"logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|"
     r"ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)$)"
 )
-SERVICES = {"ec2": "ec2", "create": "ec2", "ssm": "ssm", "codebuild": "codebuild", "sfn": "stepfunctions", "s3": "s3"}
-IAM_PREFIX = {"ec2": "ec2", "ssm": "ssm", "codebuild": "codebuild", "stepfunctions": "states", "s3": "s3"}
+SERVICES = {
+    "ec2": "ec2",
+    "elb": "elbv2",
+    "create": "ec2",
+    "ssm": "ssm",
+    "codebuild": "codebuild",
+    "sfn": "stepfunctions",
+    "s3": "s3",
+}
+IAM_PREFIX = {
+    "ec2": "ec2",
+    "elbv2": "elasticloadbalancing",
+    "ssm": "ssm",
+    "codebuild": "codebuild",
+    "stepfunctions": "states",
+    "s3": "s3",
+}
 # API operations that IAM authorises under another action's name.
 IAM_ACTION = {"s3:HeadObject": "s3:GetObject"}
 
@@ -192,7 +207,7 @@ def _calls() -> set[tuple[str, str]]:
     """(service, boto3 method) for every AWS call in chalicelib's adapters."""
     calls = set()
     # Calls, paginators, and methods handed to a helper (`_gone(ec2.delete_vpc, ...)`).
-    pattern = re.compile(r"\b(ec2|create|ssm|codebuild|sfn|s3)\.(?:get_paginator\(\"([a-z_]+)\"|([a-z_]+)\b)")
+    pattern = re.compile(r"\b(ec2|elb|create|ssm|codebuild|sfn|s3)\.(?:get_paginator\(\"([a-z_]+)\"|([a-z_]+)\b)")
     for path in (PROJECT_DIR / "chalicelib").rglob("*.py"):
         text = path.read_text()
         for variable, paginated, method in pattern.findall(text):

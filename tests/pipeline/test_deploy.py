@@ -515,6 +515,11 @@ def test_a_queued_push_is_skipped_when_a_newer_push_arrives_behind_it(make_emula
         ("pending", "Deploying to dev"),
         ("error", f"Not deployed to dev: skipped for {commits[2][:7]}, started after it"),
     ]
+    # Its GitHub Deployment ends `inactive` (superseded, not an error); the last run's replaces the first's.
+    deployments = {d["sha"]: d["id"] for d in emu.github.deployments}
+    assert emu.github.deployment_states(deployments[commits[1]]) == ["in_progress", "inactive"]
+    assert emu.github.deployment_states(deployments[commits[0]]) == ["in_progress", "success", "inactive"]
+    assert last.output["github"]["replaced"] == deployments[commits[0]]
     assert "Bake node image" in last.states and "Skipped for a newer push" not in first.states
     nodes = tagged_instances(emu)
     assert {n.instance_id for n in nodes} == set(last.output["nodes"]["current"])

@@ -4,6 +4,7 @@ duplicate resource, or FAILED with nothing left from its execution."""
 import pytest
 
 from chalicelib import aws, naming
+from chalicelib.aws import elb
 from tests.conftest import commit_id, deploy
 from tests.faults import FIRST_READ_AFTER, Fault
 
@@ -26,6 +27,12 @@ MUTATING = [
     "PutParameter",
     "AddTagsToResource",
     "CreateTags",
+    "CreateLoadBalancer",
+    "ModifyLoadBalancerAttributes",
+    "CreateTargetGroup",
+    "ModifyTargetGroupAttributes",
+    "CreateListener",
+    "RegisterTargets",
 ]
 CASES = [
     (op, kind)
@@ -47,14 +54,34 @@ def tagged(emu, deployment=None):
         "route-table": len(ec2.describe_route_tables(Filters=filters)["RouteTables"]),
         "security-group": len(ec2.describe_security_groups(Filters=filters)["SecurityGroups"]),
         "launch-template": len(ec2.describe_launch_templates(Filters=filters)["LaunchTemplates"]),
+        "load-balancer": int(_balancer(emu, deployment)),
+        "target-group": len(elb.environment_groups(emu.client("elbv2"), emu.environment, deployment)),
+        # A deleted load balancer's interfaces: until AWS releases them the subnets cannot go.
+        "lb-interface": len(elb.interfaces_left(ec2, emu.environment)),
     }
+
+
+def _balancer(emu, deployment) -> bool:
+    found = elb.find_load_balancer(emu.client("elbv2"), emu.environment)
+    if found is None or deployment is None:
+        return found is not None
+    tags = emu.client("elbv2").describe_tags(ResourceArns=[found["LoadBalancerArn"]])["TagDescriptions"][0]["Tags"]
+    return {"Key": naming.TAG_DEPLOYMENT, "Value": deployment} in tags
 
 
 @pytest.mark.parametrize("operation,kind", CASES, ids=[f"{o}-{k}" for o, k in CASES])
 def test_first_deploy_survives_or_undoes_itself(make_emulator, operation, kind):
     emu = make_emulator(node_count=2)
     fault = Fault(operation, kind)
-    fault.install([aws.client("ec2"), aws.client("ec2", retries=False), aws.client("ssm"), aws.client("codebuild")])
+    fault.install(
+        [
+            aws.client("ec2"),
+            aws.client("ec2", retries=False),
+            aws.client("elbv2"),
+            aws.client("ssm"),
+            aws.client("codebuild"),
+        ]
+    )
     run = deploy(emu, commit_id())
     assert fault.fired == 1, f"{operation} ({kind}) was never injected"
     if run.status == "SUCCEEDED":
@@ -64,8 +91,11 @@ def test_first_deploy_survives_or_undoes_itself(make_emulator, operation, kind):
             "subnet": 1,
             "internet-gateway": 1,
             "route-table": 1,
-            "security-group": 1,
+            "security-group": 2,  # the nodes' and the load balancer's
             "launch-template": 1,
+            "load-balancer": 1,
+            "target-group": 2,  # one per service port: 80, 443
+            "lb-interface": 1,  # one per subnet, held by the load balancer that serves
         }, "duplicate"
         assert len(emu.client("ec2").describe_images(Owners=["self"])["Images"]) == 1
     else:

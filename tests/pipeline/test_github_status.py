@@ -14,19 +14,22 @@ def test_a_deployment_shows_pending_then_success_on_the_commit(emulator):
     commit = commit_id()
     run = deploy(emulator, commit)
     assert run.status == "SUCCEEDED"
-    ami = run.output["image"]["ami_id"]
+    url = run.output["ingress"]["url"]  # the environment's address, the load balancer's
     assert statuses(emulator, commit) == [
         ("pending", "Deploying to dev"),
-        ("success", f"Deployed to dev: 1 node on {ami}; no stack file (stack.yml): nodes only"),
+        ("success", f"Deployed to dev at {url}: 1 node; no stack file (stack.yml): nodes only"),
     ]
     for status in emulator.github.statuses:
         assert status["repository"] == "example/app"
         assert status["context"] == naming.status_context("dev")
         assert status["target_url"].endswith("#/v2/executions/details/" + run.execution_arn)
+    [deployment] = emulator.github.deployments  # and the run's GitHub Deployment (test_github_deployments.py)
     assert run.output["github"] == {
         "reported": True,
         "state": "success",
-        "description": f"Deployed to dev: 1 node on {ami}; no stack file (stack.yml): nodes only",
+        "description": f"Deployed to dev at {url}: 1 node; no stack file (stack.yml): nodes only",
+        "deployment_id": deployment["id"],
+        "deployment_state": "success",
     }
 
 
@@ -65,8 +68,11 @@ def test_github_down_is_retried_then_the_deployment_ends_as_it_would(emulator):
     run = deploy(emulator)
     assert run.status == "SUCCEEDED"
     assert run.output["github_error"]["Error"] == "TransientError"
-    posts = [r for r in emulator.github.requests if r.startswith("POST ")]
+    posts = [r for r in emulator.github.requests if r.startswith("POST ") and "/statuses/" in r]
     assert len(posts) == 1 + 5  # pending (not retried: news only), then the outcome and its 4 retries
+    # The commit status fails first each time: the deployment stays as 'Prepare deployment' set it.
+    [deployment] = emulator.github.deployments
+    assert emulator.github.deployment_states(deployment["id"]) == ["in_progress"]
 
 
 def test_without_a_token_no_status_is_sent(make_emulator):
@@ -106,6 +112,11 @@ def test_a_deploy_stopped_from_the_console_does_not_stay_pending(make_emulator):
     ]
     [target] = [s["target_url"] for s in emu.github.statuses if s["state"] == "error"]
     assert target.endswith("#/v2/executions/details/" + run.execution_arn)
+    # Its GitHub Deployment, found by the execution its payload names, is `error` too.
+    [deployment] = [d for d in emu.github.deployments if d["sha"] == commit]
+    assert emu.github.deployment_states(deployment["id"]) == ["in_progress", "error"]
+    [handled] = [r for name, r in emu.results if name.endswith("-report_stopped_run")]
+    assert handled["deployment_id"] == deployment["id"] and handled["deployment_state"] == "error"
 
 
 def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_emulator):

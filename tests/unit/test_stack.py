@@ -67,7 +67,7 @@ def test_the_example_stack_parses_and_renders():
     assert parsed.secrets == ("app_token",)
     assert parsed.warnings == ()
     web = parsed.document["services"]["web"]
-    assert (web["image"], web["deploy"]["replicas"], web["ports"]) == ("slipway-example/web:1", 2, ("8080:8080",))
+    assert (web["image"], web["deploy"]["replicas"], web["ports"]) == ("slipway-example/web:1", 2, ("80:8080",))
     # And its rendering validates against its own version, web monitored at least its health check's 26 s
     document = rendered(EXAMPLE.read_text(), {"app_token": "app_token-v1"})
     assert document["services"]["web"]["deploy"]["update_config"]["monitor"] == "30s"
