@@ -22,6 +22,7 @@ from tests.conftest import commit_id, deploy
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
 STACK = (Path(__file__).resolve().parent.parent / "example" / "stack.yml").read_bytes()
 POLL, FIRST = 30, 2  # AWS defaults: SLIPWAY_POLL_SECONDS, SLIPWAY_POLL_FIRST_SECONDS
+DELAY = 30  # SLIPWAY_DEREGISTRATION_DELAY_SECONDS's default
 
 
 def waits(sfn, execution_arn: str) -> tuple[int, int]:
@@ -34,7 +35,19 @@ def waits(sfn, execution_arn: str) -> tuple[int, int]:
             continue
         name = event["stateEnteredEventDetails"]["name"]
         state = json.loads(event["stateEnteredEventDetails"]["input"])
-        progress = state.get("rollout") if "stack" in name else state.get("health") if "health" in name else None
+        if name == "Wait out the deregistration delay":  # the target groups' delay, not a poll
+            after += DELAY
+            before += DELAY
+            continue
+        progress = (
+            state.get("rollout")
+            if "stack" in name
+            else state.get("health")
+            if "health" in name
+            else state.get("traffic")
+            if name == "Wait for the load balancer"
+            else None
+        )
         after += plans.next_wait(progress["checks"], FIRST, POLL) if progress else POLL
         before += POLL
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"] == "TaskStateEntered"]

@@ -843,10 +843,12 @@ class Emulator:
         original_register, original_deregister = FakeTargetGroup.register, FakeTargetGroup.deregister
 
         def register(group, registered):
+            before = set(group.targets)
             original_register(group, registered)
             with targets.lock:
                 for target in registered:
-                    targets.checks[(group.arn, target["Id"])] = 0
+                    if target["Id"] not in before:  # registering a registered target changes nothing
+                        targets.checks[(group.arn, target["Id"])] = 0
                     targets.draining.pop((group.arn, target["Id"]), None)
             emulator._targets_changed(group)
 

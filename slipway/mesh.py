@@ -15,7 +15,10 @@ connection starting after the peer that took the last one. A peer that refuses o
 within --connect-timeout (0.5 s) is skipped, the next one tried, and it goes to the back of the
 order for a few seconds. That is the approximation: Swarm takes a task out of IPVS before stopping
 it and IPVS only knows live tasks, while this only learns that a node has no task (or no longer
-has one) by trying it. When no peer accepts, the client connection is reset.
+has one) by trying it. When no peer accepts, the client connection is reset. A task port that
+accepts and closes without answering a byte (docker-proxy, which holds a host-mode port, does that
+for a task whose program is not listening yet, or any more) is treated the same: the next peer is
+tried, sent what the client has sent so far (`Mesh.forward`).
 
 Standard library only, Python 3.11 (Debian 12's python3, the node image's): slipway/realnodes.py
 copies this one file into the node (DockerNodes.start_mesh), so it imports nothing of Slipway's.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import socket
 import struct
 import sys
@@ -36,6 +40,7 @@ import time
 
 BUFFER = 65536
 PENALTY_SECONDS = 3.0  # how long a peer that failed is tried only after the others
+FIRST_ANSWER_SECONDS = 30.0  # a task that says nothing for this long is not retried elsewhere
 
 
 class Peers:
@@ -121,10 +126,12 @@ class Mesh:
                 continue
             threading.Thread(target=self.forward, args=(client,), daemon=True).start()
 
-    def connect(self) -> socket.socket | None:
-        """A connection to the task port of the first peer that accepts, or None."""
+    def connect(self, skip: frozenset[str] = frozenset()) -> tuple[socket.socket, str] | None:
+        """A connection to the task port of the first peer that accepts (not in `skip`), or None."""
         tried = []
         for ip in self.peers.order():
+            if ip in skip:
+                continue
             try:
                 upstream = socket.create_connection((ip, self.task_port), timeout=self.connect_timeout)
             except OSError as exc:
@@ -133,24 +140,78 @@ class Mesh:
                 continue
             self.peers.took(ip)
             upstream.settimeout(None)
-            return upstream
+            return upstream, ip
         self.log(f"no peer accepted on port {self.task_port}: {'; '.join(tried) or 'no peers'}")
         return None
 
     def forward(self, client: socket.socket) -> None:
-        upstream = self.connect()
-        if upstream is None:
-            abort(client)
-            client.close()
-            return
+        """Connect the client to a task. Until the task has answered a first byte, a task port
+        that closes the connection (docker-proxy, the host-mode port's listener, accepts for a
+        task whose program is not listening: one starting, or stopping) is one Swarm would not
+        have routed to: the next peer is tried, with what the client has sent so far."""
+        sent = b""
+        skip: set[str] = set()
+        while True:
+            found = self.connect(frozenset(skip))
+            if found is None:
+                abort(client)
+                client.close()
+                return
+            upstream, ip = found
+            try:
+                if sent:
+                    upstream.sendall(sent)
+                first, sent = self._first_answer(client, upstream, sent)
+            except OSError:
+                first = None
+            if first is None:  # closed without a byte: try the next one
+                upstream.close()
+                self.peers.failed(ip)
+                skip.add(ip)
+                continue
+            if first == b"":  # the client went away first
+                upstream.close()
+                client.close()
+                return
+            break
         try:
+            client.sendall(first)
             back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
             back.start()
             pump(client, upstream)
             back.join()
+        except OSError:
+            abort(upstream)
         finally:
             client.close()
             upstream.close()
+
+    @staticmethod
+    def _first_answer(client: socket.socket, upstream: socket.socket, sent: bytes) -> tuple[bytes | None, bytes]:
+        """Relay the client's bytes to `upstream` until it answers: (its first bytes, all the client
+        sent); None for a task that closed or reset without answering; b"" if the client closed first."""
+        while True:
+            readable, _, _ = select.select([client, upstream], [], [], FIRST_ANSWER_SECONDS)
+            if not readable:
+                return None, sent  # no answer in time: treat as a task that is not there
+            if upstream in readable:
+                try:
+                    data = upstream.recv(BUFFER)
+                except OSError:
+                    return None, sent
+                return (data or None), sent
+            data = client.recv(BUFFER)
+            if not data:
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_WR)
+                readable, _, _ = select.select([upstream], [], [], FIRST_ANSWER_SECONDS)
+                try:
+                    answer = upstream.recv(BUFFER) if readable else b""
+                except OSError:
+                    answer = b""
+                return (answer if answer else b""), sent
+            sent += data
+            upstream.sendall(data)
 
 
 def pump(source: socket.socket, sink: socket.socket) -> None:

@@ -71,24 +71,42 @@ def register_targets(event: DeployRun) -> Traffic:
     """'Put the nodes behind the load balancer': register every node that serves once the run ends
     (repeating a registration is harmless, so a node that lost its registration gets it back), after
     the stack runs on them. The health of the target groups of the ports the stack publishes is then
-    waited for; a port no service publishes has nothing to answer its health checks."""
+    waited for (a port no service publishes has nothing to answer its health checks), unless every
+    target is healthy already: a push that launched no node waits for nothing."""
     groups = _groups(event)
     if not groups:
         return _traffic(phase="none", done=True)
     settings = get_settings()
+    client = aws.client("elbv2")
     current = list(event["nodes"]["current"])
-    elb.register(aws.client("elbv2"), groups.values(), current)
+    elb.register(client, groups.values(), current)
     stack = event.get("stack")
     published = set(stack["ports"]) if stack else set()
     ports = [int(p) for p in groups if int(p) in published]
+    unhealthy = _unhealthy(client, groups, ports, current)
     logger.info("targets registered", extra={"instance_ids": current, "waiting_for_ports": ports})
-    return _traffic(
+    registered = _traffic(
         phase="register",
-        done=not ports,
+        done=not unhealthy,
         registered=current,
         ports=ports,
         wait_seconds=plans.next_wait(0, settings.poll_first_seconds, settings.poll_seconds),
     )
+    return {**registered, "unhealthy": unhealthy}
+
+
+def _unhealthy(client: Any, groups: dict[str, str], ports: list[int], instances: list[str]) -> dict[str, str]:
+    """ "<instance>:<port>" -> its state (and reason), for each target not healthy yet."""
+    unhealthy: dict[str, str] = {}
+    for port in ports:
+        health = elb.target_health(client, groups[str(port)])
+        for instance in instances:
+            found = health.get(instance)
+            state = found["state"] if found else "unused"
+            if state != "healthy":
+                reason = f" ({found['reason']})" if found and found.get("reason") else ""
+                unhealthy[f"{instance}:{port}"] = state + reason
+    return unhealthy
 
 
 def check_targets(event: DeployRun) -> Traffic:
@@ -100,15 +118,7 @@ def check_targets(event: DeployRun) -> Traffic:
     traffic = event["traffic"]
     groups = _groups(event)
     client = aws.client("elbv2")
-    unhealthy: dict[str, str] = {}
-    for port in traffic["ports"]:
-        health = elb.target_health(client, groups[str(port)])
-        for instance in traffic["registered"]:
-            found = health.get(instance)
-            state = found["state"] if found else "unused"
-            if state != "healthy":
-                reason = f" ({found['reason']})" if found and found.get("reason") else ""
-                unhealthy[f"{instance}:{port}"] = state + reason
+    unhealthy = _unhealthy(client, groups, traffic["ports"], traffic["registered"])
     checks = traffic["checks"] + 1
     waited = traffic["waited"] + traffic["wait_seconds"]
     if not unhealthy:

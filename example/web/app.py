@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import urllib.request
 
 PORT = int(os.environ.get("WEB_PORT", "8080"))
@@ -59,21 +60,29 @@ def main(argv: list[str]) -> int:
     if argv[1:] not in ([], ["serve"]):
         print("usage: app.py [serve|check]", file=sys.stderr)
         return 2
-    # PID 1 of its container: without a handler SIGTERM is ignored there, and every stop (each
-    # rolling update) would wait out the stop grace period for the SIGKILL. Exit 143 (128 + 15),
-    # not 0: Swarm stops an unhealthy task with SIGTERM and records it as failed ("non-zero exit
-    # (143): dockerexec: unhealthy container") only if it exits non-zero; an exit 0 reads
-    # "Complete", with no error.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     server = http.server.ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
-    server.daemon_threads = True
+    # A stop (each rolling update, each node retired) lets the requests under way finish: SIGTERM
+    # stops the accepting (from another thread: shutdown() waits for serve_forever), then
+    # server_close() closes the socket and joins the request threads.
+    server.daemon_threads = False
+    server.block_on_close = True
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.append(signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-    return 0
+    # PID 1 of its container: exit 143 (128 + 15), not 0, when stopped: Swarm stops an unhealthy task
+    # with SIGTERM and records it as failed ("non-zero exit (143): dockerexec: unhealthy container")
+    # only if it exits non-zero; an exit 0 reads "Complete", with no error.
+    return 128 + stopping[0] if stopping else 0
 
 
 if __name__ == "__main__":

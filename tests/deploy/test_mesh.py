@@ -186,3 +186,40 @@ def test_bytes_go_both_ways_and_a_half_close_is_passed_on(running, tasks):
         while chunk := sock.recv(4096):
             received += chunk
     assert received == b"on-2\nsecond line\n"
+
+
+class Mute:
+    """What docker-proxy is in front of a task that is not listening (starting, or stopping): it
+    accepts, reads, and closes without a byte."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.listener = socket.create_server((ip, port), reuse_port=False)
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                with contextlib.suppress(OSError):
+                    connection.recv(4096)
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_a_task_port_that_closes_without_answering_is_skipped_with_what_the_client_sent(running, tasks):
+    address, _ = running
+    mute = Mute(NODES[0], tasks.port)
+    try:
+        tasks("on-3", NODES[1])
+        # Every request is answered by the task that listens, whichever peer the mesh tried first;
+        # the one that said nothing saw the client's bytes, and the task got them again.
+        assert answers(address, 6) == {"on-3": 6}
+        assert mute.connections >= 1
+    finally:
+        mute.stop()

@@ -104,6 +104,7 @@ def test_the_environment_gets_one_address_and_a_second_deploy_creates_nothing(em
     second = deploy(emulator, commit, before=commit_id())
     assert second.status == "SUCCEEDED", (second.error, second.cause)
     assert second.output["ingress"]["url"] == ingress["url"]
+    assert "Wait for the load balancer" not in second.states  # every target was healthy already
     changed = [n for n in calls.names() if not n.startswith(("Describe", "Get", "List"))]
     # Registering the serving nodes again is how a lost registration comes back; nothing is created.
     assert set(changed) <= {"RegisterTargets", "CreateTags"}, changed
@@ -175,8 +176,11 @@ def test_new_nodes_take_requests_before_the_old_ones_leave(make_emulator):
     states = second.states
     assert states.index("All nodes healthy?") < states.index("Put the nodes behind the load balancer")
     assert states.index("Stack rolled out?") < states.index("Put the nodes behind the load balancer")
+    [registration] = [r for f, r in emu.results if f.endswith("-register_targets") and r["registered"] == new]
+    assert registration["done"] is False  # new targets are `initial` first, as on AWS
+    assert set(registration["unhealthy"]) == {f"{i}:80" for i in new}
+    assert {v.split(" ")[0] for v in registration["unhealthy"].values()} == {"initial"}
     checks = [r for f, r in emu.results if f.endswith("-check_targets") and isinstance(r, dict)]
-    assert checks[0]["done"] is False and checks[0]["unhealthy"]  # `initial` first, as on AWS
     assert checks[-1]["done"] is True and checks[-1]["unhealthy"] == {}
     # ...and the old ones drained for the deregistration delay before they left the swarm.
     assert (

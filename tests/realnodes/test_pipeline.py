@@ -172,6 +172,18 @@ def answers(emu) -> list[str]:
     return found
 
 
+def through_load_balancer(emu) -> str | None:
+    """GET / through the load balancer's port 80 (its local stand-in): the answer, or why none came."""
+    import urllib.request
+
+    host, port = emu.load_balancer.address(80)
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as answer:
+            return answer.read(500).decode(errors="replace")
+    except OSError as exc:
+        return f"failed: {exc}"
+
+
 def test_a_real_stack_answers_over_http_and_keeps_answering_through_a_node_replacement(real):
     emu = real(node_count=2)
     emu.client("ssm").put_parameter(
@@ -187,15 +199,24 @@ def test_a_real_stack_answers_over_http_and_keeps_answering_through_a_node_repla
     assert web["digest"].startswith("sha256:")
     found = answers(emu)
     assert found and all("version=1" in a and "secret=yes" in a for a in found), found
+    assert through_load_balancer(emu).startswith("slipway-example/web version=1")
     samples, stop = [], threading.Event()
+    balanced: list[str | None] = []
 
     def sample():
         while not stop.is_set():
             samples.append(bool(answers(emu)))
             stop.wait(0.3)
 
+    def sample_load_balancer():  # what a client of the environment's address gets
+        while not stop.is_set():
+            balanced.append(through_load_balancer(emu))
+            stop.wait(0.1)
+
     sampler = threading.Thread(target=sample)
     sampler.start()
+    balancer_sampler = threading.Thread(target=sample_load_balancer)
+    balancer_sampler.start()
     try:
         commit = new_content(emu, commit_id())
         emu.github.files[commit] = {"stack.yml": stack}
@@ -203,8 +224,12 @@ def test_a_real_stack_answers_over_http_and_keeps_answering_through_a_node_repla
     finally:
         stop.set()
         sampler.join()
+        balancer_sampler.join()
     assert second.status == "SUCCEEDED", (second.error, second.cause)
     assert second.output["rollout"]["changed"] == ["web"]  # moved to the new nodes by a rolling update
+    # Through the load balancer, no request was lost while every node was replaced.
+    failed = [b for b in balanced if not (b or "").startswith("slipway-example/web")]
+    assert len(balanced) > 20 and not failed, f"{len(failed)} of {len(balanced)} requests failed: {failed[:3]}"
     assert len(samples) > 10 and all(samples), f"{samples.count(False)} of {len(samples)} samples got no answer"
     assert sorted(emu.nodes.instances()) == sorted(second.output["nodes"]["current"])
     assert answers(emu)
