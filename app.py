@@ -10,7 +10,7 @@ from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, Response
 from chalicelib import intake, steps
 from chalicelib.aws import transient_errors
 from chalicelib.observability import logger, metrics
-from chalicelib.settings import prune_schedule
+from chalicelib.settings import drift_schedule, prune_schedule
 
 app = Chalice(app_name="slipway")
 app.register_middleware(ConvertToMiddleware(logger.inject_lambda_context(clear_state=True)))
@@ -22,6 +22,7 @@ app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "cloudwatch")
 WEBHOOK_CONTENT_TYPES = ["*/*"]
 # Read when Chalice loads the app to deploy it; see settings.prune_schedule.
 PRUNE_SCHEDULE = prune_schedule()
+DRIFT_SCHEDULE = drift_schedule()
 
 
 @app.route("/github/webhook", methods=["POST"], content_types=WEBHOOK_CONTENT_TYPES)
@@ -77,6 +78,27 @@ def report_stopped_run(event: CloudWatchEvent) -> Mapping[str, object]:
     return steps.report_stopped_run(event.to_dict())
 
 
+# A node that stops serving between pushes is replaced without one: EC2's state change of any
+# instance reaches `heal`, which starts the deploy machine for the last deployed commit when the
+# instance is one of this environment's nodes and fewer than SLIPWAY_NODE_COUNT run.
+@app.on_cw_event(
+    {
+        "source": ["aws.ec2"],
+        "detail-type": ["EC2 Instance State-change Notification"],
+        "detail": {"state": ["stopping", "stopped", "shutting-down", "terminated"]},
+    },
+    name="heal",
+)
+def heal(event: CloudWatchEvent) -> dict[str, Any]:
+    return steps.heal_on_instance_event(event.to_dict())
+
+
+# So that a lost event is not a lost node: fewer running, swarm-Ready nodes than wanted heals too.
+@app.schedule(DRIFT_SCHEDULE, name="drift_check")
+def drift_check(event: CloudWatchEvent) -> dict[str, Any]:
+    return steps.drift_check(event.to_dict())
+
+
 # One Lambda per state-machine Task. The ASL refers to each as ${<CamelName>FunctionArn}.
 TASKS: dict[str, Callable[[Any], Any]] = {
     "prepare": steps.prepare,
@@ -111,6 +133,7 @@ TASKS: dict[str, Callable[[Any], Any]] = {
     "delete_network": steps.delete_network,
     "delete_images": steps.delete_images,
     "confirm_teardown": steps.confirm_teardown,
+    "release_lease": steps.release_lease,
     "report_outcome": steps.report_outcome,
 }
 

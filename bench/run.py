@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import faults, ingress, pipeline, prune, stack, webhook
+from bench import faults, heal, ingress, pipeline, prune, stack, webhook
 
 if __name__ == "__main__":
-    for bench in (webhook, pipeline, stack, prune, faults, ingress):
+    for bench in (webhook, pipeline, stack, prune, faults, heal, ingress):
         bench.report(bench.main())
         print()

@@ -55,7 +55,10 @@ _NOT_IN_A_NAME = ("Cc", "Cs", "Zl", "Zp")
 MAX_DELIVERY_ID = 64
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9-]+")
 
-FIELDS = ("repository", "ref", "commit", "pusher", "delivery_id")
+FIELDS = ("repository", "ref", "commit", "pusher", "delivery_id", "trigger")
+# What started a run: a push (the webhook, or a person in the console: left out), or a heal (a node
+# died between pushes, or the drift check found one missing: steps/heal.py).
+TRIGGERS = ("", "push", "heal")
 _SHOWN = 60
 
 
@@ -160,6 +163,7 @@ class DeployInput:
     commit: str
     pusher: str = ""
     delivery_id: str = ""
+    trigger: str = ""
 
     def __post_init__(self) -> None:
         problems = {
@@ -170,6 +174,7 @@ class DeployInput:
             if cut_pusher(self.pusher) == self.pusher
             else f"must be at most {MAX_PUSHER} characters, without control characters (see cut_pusher)",
             "delivery_id": delivery_id_problem(self.delivery_id) if self.delivery_id else None,
+            "trigger": None if self.trigger in TRIGGERS else f"must be push or heal, got {_shown(self.trigger)}",
         }
         for name, problem in problems.items():
             if problem:
@@ -183,6 +188,7 @@ class DeployInput:
             "commit": self.commit,
             "pusher": self.pusher,
             "delivery_id": self.delivery_id,
+            **({"trigger": self.trigger} if self.trigger else {}),
         }
 
 
@@ -202,9 +208,9 @@ def _text(raw: Mapping[object, object], name: str, required: bool) -> str:
 def parse(raw: object) -> DeployInput:
     """The DeployInput of an execution input as someone starting the state machine would give it:
     `repository` (owner/name) and `commit` (a full commit id; upper-case hex is taken) are required;
-    `ref`, `pusher` and `delivery_id` may be left out. Any other field is refused, so that a misspelt
-    one is not silently dropped. An overlong pusher is cut; anything else wrong raises InvalidInput
-    naming the field and the problem."""
+    `ref`, `pusher`, `delivery_id` and `trigger` ("heal" for a heal) may be left out. Any other field
+    is refused, so that a misspelt one is not silently dropped. An overlong pusher is cut; anything
+    else wrong raises InvalidInput naming the field and the problem."""
     if not isinstance(raw, Mapping):
         raise InvalidInput(
             f"execution input must be a JSON object with at least 'repository' and 'commit', got {type(raw).__name__}"
@@ -221,4 +227,5 @@ def parse(raw: object) -> DeployInput:
         commit=_text(raw, "commit", required=True).lower(),
         pusher=cut_pusher(_text(raw, "pusher", required=False)),
         delivery_id=_text(raw, "delivery_id", required=False),
+        trigger=_text(raw, "trigger", required=False),
     )

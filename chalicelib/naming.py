@@ -55,6 +55,12 @@ def swarm_parameter(environment: str, leaf: str) -> str:
     return f"{swarm_path(environment)}/{leaf}"
 
 
+def deployed_parameter(environment: str) -> str:
+    """Where the environment's last successful deployment is recorded (repository, ref, commit,
+    execution): what a heal deploys again. Written by the success report, deleted by teardown."""
+    return f"/slipway/{environment}/deployed"
+
+
 def secret_parameter(environment: str, key: str) -> str:
     """Where the value of a stack's secret `key` lives: a SecureString the user puts; the nodes'
     role reads this path only, no Lambda reads a value under it."""

@@ -110,13 +110,18 @@ def plan_nodes(nodes: Sequence[NodeFacts], image_id: str, desired: int, deployme
     deployment's own, launched by an earlier attempt of its step), launch the shortfall, mark the
     rest for retirement: another image, stopped, more than `desired`, or launched by a run that
     ended before they joined (stopped from the console, timed out), which would fail the health
-    gate for ever. Scaling down keeps managers before workers (a worker leaves without touching the
-    Raft quorum), otherwise the earliest listed."""
+    gate for ever, or workers left of a swarm whose managers are all gone. Scaling down keeps
+    managers before workers (a worker leaves without touching the Raft quorum), otherwise the
+    earliest listed."""
     up = [
         n
         for n in nodes
         if n.image_id == image_id and n.state in UP and (n.swarm_role or (deployment and n.deployment == deployment))
     ]
+    # Workers whose swarm has no manager running any more (every manager died) cannot serve nor
+    # join another: they are replaced too (the new nodes start a swarm of their own).
+    if not any(n.swarm_role == "manager" and n.state == "running" for n in nodes):
+        up = [n for n in up if not n.swarm_role]
     keep = {n.instance_id for n in sorted(up, key=lambda n: n.swarm_role != "manager")[:desired]}
     current = tuple(n.instance_id for n in up if n.instance_id in keep)
     old = tuple(n.instance_id for n in nodes if n.instance_id not in keep)
@@ -325,14 +330,49 @@ def swarm_view_verdict(invocation: CommandResult, hostnames: dict[str, str]) -> 
     return problems
 
 
-def retire_script(hostnames: Sequence[str], demote: Sequence[str] = ()) -> list[str]:
+def heal_execution_name(commit: str, window: int) -> str:
+    """A heal's execution name: the commit it deploys again and the window of the events that
+    started it, so every event of one failure (and each repeat of one) names the same execution."""
+    return f"heal-{commit[:12]}-{window}"
+
+
+def gone_members(invocation: CommandResult, keep: Iterable[str], live: Iterable[str]) -> list[str]:
+    """What the retire command forgets (`retire_script`'s `forget`): members whose instance is gone.
+    From the manager's `docker node ls` (NODE_LIST_SCRIPT): a host name no live instance has
+    (`live`: terminated between pushes; Swarm may still list it Ready for a few heartbeats), as
+    "<host>" (every entry of it goes); and a host listed Down that the run does not keep, or Down
+    beside a Ready entry of the same name (a new instance took the dead one's address), as
+    "<host> down" (only its entries not Ready go). Nodes the run keeps or retires are handled by
+    name elsewhere."""
+    if invocation.status != "Success":
+        return []
+    states: dict[str, set[str]] = {}
+    for line in invocation.output.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            states.setdefault(parts[0], set()).add(parts[1])
+    kept, alive = set(keep), set(live)
+    gone = [host for host in states if host not in alive]
+    gone += [
+        f"{host} down"
+        for host, seen in states.items()
+        if host in alive and "Down" in seen and (host not in kept or "Ready" in seen)
+    ]
+    return sorted(gone)
+
+
+def retire_script(hostnames: Sequence[str], demote: Sequence[str] = (), forget: Sequence[str] = ()) -> list[str]:
     """Run on a manager that stays: drain each node (its tasks move elsewhere), demote it if it is
     a manager (one at a time, so the managers keep their quorum), then remove it, before it is
     terminated. Only a node the swarm does not know ("No such node") is skipped; a leader election
     (after a leader is demoted) is waited out; any other failure fails the command. Each node done is printed
     ("retired <host>" or "<host>: not in the swarm"), so a command that fails half-way says which
     nodes may be terminated all the same (`left_swarm`). Then the managers in `demote`, nodes that
-    stay, become workers ("demoted <host>"): a smaller swarm wants fewer managers."""
+    stay, become workers ("demoted <host>"): a smaller swarm wants fewer managers. First, the
+    members in `forget` (their instances are gone: `gone_members`; "<host>" for every entry of the
+    name, "<host> down" for those not Ready) are demoted if they were managers and removed, by node
+    id ("forgot <host>"), so the member list is the live nodes again and the lost managers' places
+    can be taken."""
     return (
         [
             MARKERS["retire"],
@@ -352,6 +392,23 @@ def retire_script(hostnames: Sequence[str], demote: Sequence[str] = ()) -> list[
             '  echo "demoted $1"',
             "}",
         ]
+        + (
+            [
+                "forget() {",
+                "  again docker node ls --format '{{.ID}} {{.Hostname}} {{.Status}} {{.ManagerStatus}}' |",
+                "  while read -r id host status manager; do",
+                '    [ "$host" = "$1" ] || continue',
+                '    if [ "${2:-}" = down ] && [ "$status" = Ready ]; then continue; fi',
+                '    if [ -n "$manager" ]; then again docker node demote "$id" >/dev/null; fi',
+                '    again docker node rm --force "$id" >/dev/null',
+                '    echo "forgot $1"',
+                "  done",
+                "}",
+            ]
+            + [f"forget {' '.join(shlex.quote(part) for part in entry.split())}" for entry in forget]
+            if forget
+            else []
+        )
         + [f"retire {shlex.quote(host)}" for host in hostnames]
         + [f"demote_surplus {shlex.quote(host)}" for host in demote]
     )

@@ -68,6 +68,7 @@ class Settings:
     health_check_path: str  # HTTP's path ("" for TCP)
     deregistration_delay_seconds: int
     target_health_timeout_seconds: int
+    lease_table: str  # the DynamoDB table of the environments' leases: one run at a time, for certain
 
 
 def _int(env: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
@@ -257,6 +258,19 @@ def _health_check(env: Mapping[str, str]) -> tuple[str, str]:
     )
 
 
+# DynamoDB's rule for a table's name.
+_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+
+
+def _lease_table(env: Mapping[str, str], environment: str) -> str:
+    raw = env.get("SLIPWAY_LEASE_TABLE", f"slipway-{environment}-leases").strip()
+    if not _TABLE.fullmatch(raw):
+        raise ConfigurationError(
+            f"SLIPWAY_LEASE_TABLE must be a DynamoDB table's name (3-255 letters, digits, '_', '-' or '.'), got {raw!r}"
+        )
+    return raw
+
+
 def from_environment(env: Mapping[str, str]) -> Settings:
     """Build and validate Settings from a mapping shaped like os.environ. Every bad value raises
     ConfigurationError naming its variable."""
@@ -330,6 +344,7 @@ def from_environment(env: Mapping[str, str]) -> Settings:
         deregistration_delay_seconds=_int(env, "SLIPWAY_DEREGISTRATION_DELAY_SECONDS", 30, 0, 3600),
         # A target new to an NLB may stay `initial` for minutes before its first passed checks count.
         target_health_timeout_seconds=_int(env, "SLIPWAY_TARGET_HEALTH_TIMEOUT_SECONDS", 600, 10, 86400),
+        lease_table=_lease_table(env, environment),
     )
 
 
@@ -351,4 +366,13 @@ def prune_schedule() -> str:
     expression = os.environ.get("SLIPWAY_PRUNE_SCHEDULE", "rate(1 day)").strip()
     if not re.match(r"^(rate|cron)\(.+\)$", expression):
         raise ConfigurationError(f"SLIPWAY_PRUNE_SCHEDULE must be rate(...) or cron(...), got {expression!r}")
+    return expression
+
+
+def drift_schedule() -> str:
+    """When the drift check runs (steps/heal.py: a node lost without its event is healed too), read
+    as prune_schedule is; daily by default."""
+    expression = os.environ.get("SLIPWAY_DRIFT_SCHEDULE", "rate(1 day)").strip()
+    if not re.match(r"^(rate|cron)\(.+\)$", expression):
+        raise ConfigurationError(f"SLIPWAY_DRIFT_SCHEDULE must be rate(...) or cron(...), got {expression!r}")
     return expression

@@ -50,6 +50,7 @@ OUTPUT_VARIABLES = {
     "BakeProjectName": "SLIPWAY_BAKE_PROJECT",
     "NodeInstanceProfileName": "SLIPWAY_NODE_INSTANCE_PROFILE",
     "SourceBucketName": "SLIPWAY_BAKE_BUCKET",
+    "LeaseTableName": "SLIPWAY_LEASE_TABLE",
 }
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 

@@ -343,6 +343,7 @@ class Emulator:
                 "SLIPWAY_NODE_COUNT": str(self.node_count),
                 "SLIPWAY_BAKE_PROJECT": f"slipway-{self.environment}-bake",
                 "SLIPWAY_BAKE_BUCKET": f"slipway-{self.environment}-bake-{ACCOUNT}-{REGION}",
+                "SLIPWAY_LEASE_TABLE": f"slipway-{self.environment}-leases",
                 "SLIPWAY_WEBHOOK_SECRET_PARAMETER": f"/slipway/{self.environment}/github-webhook-secret",
                 # Commit statuses go to the local GitHub, with a token kept in SSM as on AWS.
                 "SLIPWAY_GITHUB_TOKEN_PARAMETER": f"/slipway/{self.environment}/github-token",
@@ -526,6 +527,13 @@ class Emulator:
             )
 
         self.client("s3").create_bucket(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"])
+        # The leases table as .chalice/resources.yaml makes it (LeaseTable).
+        self.client("dynamodb").create_table(
+            TableName=os.environ["SLIPWAY_LEASE_TABLE"],
+            AttributeDefinitions=[{"AttributeName": "environment", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "environment", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
         self.client("codebuild").create_project(
             name=os.environ["SLIPWAY_BAKE_PROJECT"],
             source={
@@ -681,6 +689,23 @@ class Emulator:
                 return result
 
             patch(mock.patch.object(InstanceBackend, "terminate_instances", terminate_instances))
+
+        # EC2 tells EventBridge of each state change ("EC2 Instance State-change Notification");
+        # moto sends none. Stopping and terminating are what the heal listens for.
+        stateful_terminate, original_stop = InstanceBackend.terminate_instances, InstanceBackend.stop_instances
+
+        def terminate_and_tell(backend, instance_ids):
+            result = stateful_terminate(backend, instance_ids)
+            emulator._instances_changed(backend.region_name, instance_ids, ("shutting-down", "terminated"))
+            return result
+
+        def stop_and_tell(backend, instance_ids):
+            result = original_stop(backend, instance_ids)
+            emulator._instances_changed(backend.region_name, instance_ids, ("stopping", "stopped"))
+            return result
+
+        patch(mock.patch.object(InstanceBackend, "terminate_instances", terminate_and_tell))
+        patch(mock.patch.object(InstanceBackend, "stop_instances", stop_and_tell))
 
         def invoke(backend, function_name, qualifier, body, headers, response_headers):
             return emulator._invoke(function_name, body, response_headers)
@@ -1028,6 +1053,27 @@ class Emulator:
     def _listeners_changed(self, backend) -> None:
         if self.real_nodes and self.load_balancer is not None:
             self.load_balancer.sync_listeners(backend)
+
+    def _instances_changed(self, region: str, instance_ids, states: tuple[str, ...]) -> None:
+        """What EC2 sends EventBridge as instances change state, one event per instance and state."""
+        for state in states:
+            for instance_id in instance_ids:
+                self._events.put(
+                    (
+                        region,
+                        {
+                            "version": "0",
+                            "id": str(uuid.uuid4()),
+                            "detail-type": "EC2 Instance State-change Notification",
+                            "source": "aws.ec2",
+                            "account": ACCOUNT,
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "region": region,
+                            "resources": [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{instance_id}"],
+                            "detail": {"instance-id": instance_id, "state": state},
+                        },
+                    )
+                )
 
     def _command_finished(self, command, region: str) -> None:
         """What SSM sends EventBridge when a command ends ("EC2 Command Status-change Notification")."""

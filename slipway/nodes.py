@@ -36,6 +36,7 @@ _JOIN_THROUGH = re.compile(r"^for manager in (.*); do$", re.MULTILINE)
 _PROMOTE = re.compile(r"^(?:again )?docker node promote (.+)$", re.MULTILINE)
 _RETIRE = re.compile(r"^retire (.+)$", re.MULTILINE)
 _DEMOTE = re.compile(r"^demote_surplus (.+)$", re.MULTILINE)
+_FORGET = re.compile(r"^forget (.+)$", re.MULTILINE)
 _LABEL = re.compile(r"^docker node update --label-add (\S+) (\S+) >/dev/null$", re.MULTILINE)
 _IMAGES = re.compile(r"^for image in(.*); do$", re.MULTILINE)
 _STACK_NAMESPACE = re.compile(r"label=com\.docker\.stack\.namespace=(\S+)\); do$", re.MULTILINE)
@@ -259,6 +260,18 @@ class EmulatedNodes:
         if error:
             return error
         out = []
+        for line in _FORGET.findall(script):  # members of that name (not up, with "down"): demoted, removed
+            host, *mode = shlex.split(line)
+            for node in [i for i in swarm.roles if i in machines and machines[i].hostname == host]:
+                if mode == ["down"] and self._up(node, machines):
+                    continue
+                if not self._quorum(swarm, machines):
+                    return Result(1, "\n".join(out), NO_QUORUM)
+                if swarm.roles[node] == "manager":
+                    swarm.roles[node] = "worker"  # demoting an unreachable manager: the others agree
+                del swarm.roles[node]
+                out.append(f"forgot {host}")
+                self.history.append((instance_id, f"docker node rm {host} (down)"))
         for line in _RETIRE.findall(script):
             host = shlex.split(line)[0]
             node = self._by_hostname(swarm, host, machines)

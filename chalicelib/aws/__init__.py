@@ -51,9 +51,10 @@ form_swarm (ssm.get_secure with just_put=True): GetParameter of the join tokens 
     just put after this run's swarm init -> ParameterNotFound.
 
 Where not found means the configuration is wrong, the adapter says which setting: StartBuild on a
-missing project (codebuild.start: SLIPWAY_BAKE_PROJECT) and a bake bucket that does not exist (s3:
-SLIPWAY_BAKE_BUCKET). A GitHub token parameter that is not there turns commit statuses off, as no
-token does (steps/report.py says which).
+missing project (codebuild.start: SLIPWAY_BAKE_PROJECT), a bake bucket that does not exist (s3:
+SLIPWAY_BAKE_BUCKET) and a lease table that does not exist (dynamodb: SLIPWAY_LEASE_TABLE). A
+GitHub token parameter that is not there turns commit statuses off, as no token does
+(steps/report.py says which).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ ONE_ATTEMPT = Config(retries={"mode": "standard", "total_max_attempts": 1})
 # type says nothing the adapters could check.
 Client = Any
 # The services Slipway's Lambdas call (boto3's stubs check each name against its own list).
-Service = Literal["codebuild", "ec2", "elbv2", "s3", "ssm", "stepfunctions"]
+Service = Literal["codebuild", "dynamodb", "ec2", "elbv2", "s3", "ssm", "stepfunctions"]
 
 _lock = threading.Lock()
 _clients: dict[tuple[Service, bool], Client] = {}

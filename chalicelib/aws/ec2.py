@@ -501,6 +501,23 @@ def list_nodes(
     return sorted(nodes, key=lambda n: n.instance_id)
 
 
+def node_environment(ec2: Client, instance_id: str) -> str | None:
+    """The environment a node is tagged for (None: not a Slipway node, or no such instance). A
+    terminated instance stays visible, with its tags, for about an hour."""
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as exc:
+        if error_code(exc) == "InvalidInstanceID.NotFound":
+            return None
+        raise
+    for reservation in reservations:
+        for instance in reservation["Instances"]:
+            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+            if tags.get(naming.TAG_ROLE) == "node":
+                return tags.get(naming.TAG_ENVIRONMENT)
+    return None
+
+
 def tag_swarm_role(ec2: Client, instance_ids: list[str], role: str) -> None:
     """Record a node's swarm role on the instance: later deployments find managers by it."""
     if instance_ids:

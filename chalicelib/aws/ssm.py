@@ -151,6 +151,27 @@ def get_secure(ssm: Client, name: str, *, just_put: bool = False) -> str | None:
     return value
 
 
+def get_string(ssm: Client, name: str) -> str | None:
+    """A parameter's value, None if there is no such parameter."""
+    return _read(ssm, name)
+
+
+def put_string(ssm: Client, name: str, value: str) -> None:
+    """Write (or overwrite) a String parameter; repeating it is harmless."""
+    ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+
+
+def delete(ssm: Client, name: str) -> bool:
+    """Delete a parameter; False if it was not there."""
+    try:
+        ssm.delete_parameter(Name=name)
+        return True
+    except ClientError as exc:
+        if error_code(exc) == "ParameterNotFound":
+            return False
+        raise
+
+
 def put_secure(ssm: Client, name: str, value: str, tags: dict[str, str]) -> None:
     """Write (or overwrite) a SecureString and tag it; repeating it is harmless."""
     ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)

@@ -1,4 +1,5 @@
-"""Step Functions adapter: start a named execution ('already exists' is success); list running ones."""
+"""Step Functions adapter: start a named execution ('already exists' is success); list running ones;
+whether one is still running."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def start(sfn: Client, state_machine_arn: str, name: str, payload: dict[str, Any
 def started_at(sfn: Client, execution_arn: str) -> datetime:
     started: datetime = sfn.describe_execution(executionArn=execution_arn)["startDate"]
     return started
+
+
+def status(sfn: Client, execution_arn: str) -> str | None:
+    """The execution's status (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED...), or None if
+    there is no such execution."""
+    try:
+        return str(sfn.describe_execution(executionArn=execution_arn)["status"])
+    except (sfn.exceptions.ExecutionDoesNotExist, sfn.exceptions.InvalidArn):
+        return None
 
 
 def running(sfn: Client, state_machine_arn: str) -> list[tuple[datetime, str]]:

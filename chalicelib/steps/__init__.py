@@ -11,11 +11,15 @@ returns at once.
     nodes     launch, readiness                          swarm     join/init, promotion, command checks
     health    the health gate                            retire    old nodes out, terminated; old images
     report    commit statuses, the stopped-run report    teardown  the undo and the teardown machine
+    lease     one run at a time, for certain: the environment's lease, taken in the queue, given up at the end
     prune     the schedule and its results                traffic   the load balancer and its targets
+    heal      a node lost between pushes: the heal and the drift check
 """
 
 from chalicelib.steps.bake import check_bake, find_image, start_bake
+from chalicelib.steps.heal import drift_check, heal_on_instance_event
 from chalicelib.steps.health import evaluate_health, start_health_check
+from chalicelib.steps.lease import release_lease
 from chalicelib.steps.network import ensure_network
 from chalicelib.steps.nodes import check_nodes, launch_nodes
 from chalicelib.steps.prepare import prepare
@@ -42,6 +46,8 @@ from chalicelib.steps.traffic import (
 )
 
 __all__ = [
+    "drift_check",
+    "heal_on_instance_event",
     "check_targets",
     "delete_load_balancer",
     "deregister_old_targets",
@@ -69,6 +75,7 @@ __all__ = [
     "prune_comment",
     "read_stack",
     "record_prune",
+    "release_lease",
     "remove_old_images",
     "report_outcome",
     "report_stopped_run",

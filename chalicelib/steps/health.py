@@ -62,7 +62,7 @@ def _wait(checks: int) -> int:
 
 
 def evaluate_health(event: DeployRun) -> Health:
-    deployment_of(event)
+    deployment = deployment_of(event)
     health = event["health"]
     results = finished(health["command_id"], health["targets"])
     view = finished(health["view"]["command_id"], health["view"]["targets"])
@@ -75,6 +75,9 @@ def evaluate_health(event: DeployRun) -> Health:
     problems = plans.swarm_view_verdict(answer, health["view"]["hostnames"]) | plans.health_verdict(results)
     if problems:
         raise NodesUnhealthy("; ".join(f"{node}: {why}" for node, why in sorted(problems.items())))
-    # A manager that just answered: the promotion goes through it.
-    healthy: Health = {**health, "status": "HEALTHY", "manager": answer.instance_id}
+    # A manager that just answered: the promotion goes through it. Members listed Down whose
+    # instance is gone (a node that died between pushes) are forgotten when the old nodes retire.
+    live = [n.hostname for n in ec2.list_nodes(aws.client("ec2"), deployment["environment"]) if n.hostname]
+    gone = plans.gone_members(answer, health["view"]["hostnames"].values(), live)
+    healthy: Health = {**health, "status": "HEALTHY", "manager": answer.instance_id, "gone": gone}
     return healthy

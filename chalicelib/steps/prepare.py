@@ -32,6 +32,8 @@ def prepare(event: PrepareInput) -> Prepared:
         image_key=key,
         image_name=naming.image_name(settings.environment, key),
     )
+    if started.trigger == "heal":
+        deployment["trigger"] = "heal"
     logger.info(
         "deployment prepared",
         extra={
@@ -41,6 +43,11 @@ def prepare(event: PrepareInput) -> Prepared:
         },
     )
     execution_arn = event.get("execution_arn") or ""
+    if started.trigger == "heal":
+        # A heal deploys again what is deployed: the commit's status and Deployment already say so;
+        # only a failed heal is news for the commit (report.py).
+        quiet = GitHubReport(reported=False, why="a heal sets no status unless it fails")
+        return Prepared(deployment=deployment, poll_seconds=settings.poll_seconds, github=quiet)
     try:
         report = set_commit_status(repository, commit, "pending", {}, execution_arn, token)
     except Exception as exc:  # noqa: BLE001  # news only: the status never stops a deployment (sent once)

@@ -7,6 +7,7 @@ from chalicelib.aws import stepfunctions
 from chalicelib.errors import QueueTimeout
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
+from chalicelib.steps import lease
 from chalicelib.steps.common import execution_name, scope
 from chalicelib.steps.state import Queue, SupersededBy, WaitTurnInput
 
@@ -16,7 +17,11 @@ def wait_turn(event: WaitTurnInput) -> Queue:
     state machine that started before it is still running. Waiting is the state machine's; this
     looks once and says who is ahead (shown in the console as `queue.ahead`). A deploy still
     queued when a newer deploy has started is skipped (`queue.skip`): the newer one would replace
-    it the moment it ended (SLIPWAY_SKIP_SUPERSEDED=false deploys every push in turn)."""
+    it the moment it ended (SLIPWAY_SKIP_SUPERSEDED=false deploys every push in turn).
+
+    ListExecutions is eventually consistent, so the way found clear is made certain with the
+    environment's lease (steps/lease.py), taken here before any state that changes anything: a
+    run alive holding it is waited for as a run ahead. A run skipped never takes it."""
     state = event["run"]  # the execution's state: a deployment's, or teardown's input
     environment, _ = scope(state)
     me, machine = event["execution"], event["state_machine"]
@@ -30,9 +35,15 @@ def wait_turn(event: WaitTurnInput) -> Queue:
     mine = next((run for run in everyone if run[1] == me), None) or (stepfunctions.started_at(sfn, me), me)
     ahead = [execution_name(arn) for arn in plans.runs_ahead(mine, everyone)]
     checks = int((state.get("queue") or {}).get("checks", 0)) + 1
-    answer = Queue(clear=not ahead, skip=False, ahead=ahead, checks=checks, poll_seconds=settings.poll_seconds)
     if not ahead:
-        return answer
+        taken, holder = lease.take(environment, me, mine[0])
+        if taken is not None:
+            return Queue(
+                clear=True, skip=False, ahead=[], checks=checks, poll_seconds=settings.poll_seconds, lease=taken
+            )
+        # A run ListExecutions did not show yet (or one started after this one that got there first).
+        ahead = [execution_name(holder or "")]
+    answer = Queue(clear=False, skip=False, ahead=ahead, checks=checks, poll_seconds=settings.poll_seconds)
     is_deploy = machine == naming.sibling_state_machine(machine, environment, "deploy")
     candidates = plans.newer_deploys(mine, running["deploy"]) if is_deploy and settings.skip_superseded else []
     # Only for a newer run that got past "Prepare deployment": one with bad input, or that cannot

@@ -1,17 +1,22 @@
 """Telling GitHub: the commit status each way out of the deploy machine sets, the run's GitHub
 Deployment (created `in_progress` by 'Prepare deployment', given its outcome at the end, and the
 deployment it replaced made `inactive`), and the report of a run stopped from the console or timed
-out (which ran none of its own report states)."""
+out (which ran none of its own report states). Each of them ends the run's hold on the environment:
+it gives up the run's lease (steps/lease.py) first, so that a report GitHub fails cannot keep it."""
 
 from __future__ import annotations
 
 import json
+from typing import cast
 
-from chalicelib import naming, plans
-from chalicelib.aws import github
+from aws_lambda_powertools.metrics import MetricUnit
+
+from chalicelib import aws, naming, plans
+from chalicelib.aws import github, ssm
 from chalicelib.errors import GitHubRefused, InvalidInput
-from chalicelib.observability import logger
+from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
+from chalicelib.steps import lease
 from chalicelib.steps.common import github_token
 from chalicelib.steps.state import Deployment, GitHubReport, ReportInput
 
@@ -186,6 +191,44 @@ def close_deployment(
 
 
 def report_outcome(event: ReportInput) -> GitHubReport:
+    """Record what is deployed (where a heal reads it), give up the run's lease on the
+    environment, then tell GitHub (`tell_github`; a heal only when it failed). Every way out of the
+    deploy machine runs this, so no run keeps the lease (a run that never took it, that failed
+    before its turn or was skipped, releases nothing)."""
+    found = event["run"].get("deployment")
+    deployment = cast(Deployment, found) if isinstance(found, dict) and found.get("environment") else None
+    if deployment and event["outcome"] in DEPLOYED:
+        record_deployed(deployment)
+    lease.release(get_settings().environment, event["execution_arn"])
+    if deployment and deployment.get("trigger") == "heal":
+        return report_heal(event, deployment)
+    return tell_github(event)
+
+
+# The outcomes after which the commit runs on the environment: what a heal deploys again.
+DEPLOYED = ("success", "error")
+
+
+def record_deployed(deployment: Deployment) -> None:
+    """Keep the environment's last successful deployment where a heal reads it
+    (naming.deployed_parameter); teardown deletes it."""
+    record = {k: deployment[k] for k in ("repository", "ref", "commit")} | {"execution": deployment["id"]}
+    ssm.put_string(aws.client("ssm"), naming.deployed_parameter(deployment["environment"]), json.dumps(record))
+
+
+def report_heal(event: ReportInput, deployment: Deployment) -> GitHubReport:
+    """A heal deploys again the commit GitHub already shows deployed: it tells GitHub only when it
+    fails; a heal that succeeded logs and counts the nodes it replaced (`NodesHealed`)."""
+    if event["outcome"] != "success":
+        return tell_github(event)
+    healed = len((event["run"].get("nodes") or {}).get("new") or [])
+    logger.info("nodes healed", extra={"nodes": healed, "commit": deployment["commit"]})
+    metrics.add_metric(name="NodesHealed", unit=MetricUnit.Count, value=healed)
+    metrics.flush_metrics()  # a task's Lambda has no metrics middleware (app.py)
+    return GitHubReport(reported=False, why="a heal that succeeded sets no status on the deployed commit")
+
+
+def tell_github(event: ReportInput) -> GitHubReport:
     """The run's last word on GitHub: `success`, `failure` (nothing changed: the previous nodes
     serve), `error` (deployed, but removing what it replaced failed), or `superseded` (skipped in
     the queue for a newer push; GitHub shows it as `error`, "not deployed"), as the commit status,
@@ -220,27 +263,37 @@ def report_outcome(event: ReportInput) -> GitHubReport:
 def report_stopped_run(event: dict[str, object]) -> GitHubReport | dict[str, str]:
     """On Step Functions' "Execution Status Change" for a deploy stopped from the console or timed
     out: no state of the run itself ran to tell GitHub, so the commit would stay `pending` for
-    ever. Events of other state machines (another stage's, or anything else in the account) are
-    ignored. EventBridge invokes it asynchronously: an error (GitHub down) is retried by Lambda,
-    twice."""
+    ever, nor to give up its lease. A stopped teardown's lease is given up too (GitHub hears of
+    deploys only). Events of other state machines (another stage's, or anything else in the
+    account) are ignored. EventBridge invokes it asynchronously: an error (GitHub down) is retried
+    by Lambda, twice."""
     settings = get_settings()
     detail = event.get("detail")
     detail = detail if isinstance(detail, dict) else {}
     status, machine = str(detail.get("status") or ""), str(detail.get("stateMachineArn") or "")
     if status not in ("ABORTED", "TIMED_OUT"):
         return {"ignored": f"status {status or 'missing'}"}
-    if not machine.endswith(":stateMachine:" + naming.state_machine_name(settings.environment, "deploy")):
-        return {"ignored": "not this environment's deploy state machine"}
+    kind = next(
+        (
+            k
+            for k in naming.STATE_MACHINES
+            if machine.endswith(":stateMachine:" + naming.state_machine_name(settings.environment, k))
+        ),
+        None,
+    )
+    if kind is None:
+        return {"ignored": "not one of this environment's state machines"}
+    execution_arn = str(detail.get("executionArn") or "")
+    released = lease.release(settings.environment, execution_arn) if execution_arn else False
+    if kind != "deploy":  # a teardown: nothing to tell GitHub
+        return {"lease": "released" if released else "not held"}
     try:
         run = json.loads(detail.get("input") or "{}")
     except ValueError:
         run = None
     if not isinstance(run, dict):
         return {"ignored": "the execution's input is not a JSON object"}
-    answer = report_outcome(
-        ReportInput(
-            run={**run, "status": status}, outcome="stopped", execution_arn=str(detail.get("executionArn") or "")
-        )
-    )
+    metrics.add_metric(name="DeploymentsStopped", unit=MetricUnit.Count, value=1)
+    answer = tell_github(ReportInput(run={**run, "status": status}, outcome="stopped", execution_arn=execution_arn))
     logger.info("stopped run reported", extra={"status": status, "github": answer})
     return answer

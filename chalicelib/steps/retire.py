@@ -1,5 +1,7 @@
 """Retiring what the deployment replaced: the previous image's nodes leave the swarm (surplus
-managers demoted on the way), are terminated once they have, and old images are deregistered."""
+managers demoted on the way), are terminated once they have, and old images are deregistered.
+Members whose instances are gone (died between pushes: the health gate's `gone`) are forgotten by
+the same command."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ def retire_old_nodes(event: DeployRun) -> Retire:
     promote = event.get("promote")
     promoted = (promote.get("promoted") if promote else None) or []
     ec2.tag_swarm_role(client, promoted, "manager")  # the promotion succeeded
-    if not nodes["old"]:
+    health = event.get("health")
+    gone = list(health.get("gone") or []) if health else []
+    if not nodes["old"] and not gone:
         return Retire(old=[], command_id=None)
     found = ec2.list_nodes(client, deployment["environment"], instance_ids=list(nodes["old"]) + list(nodes["current"]))
     hostnames = {n.instance_id: n.hostname for n in found if n.instance_id in nodes["old"] and n.hostname}
@@ -41,9 +45,13 @@ def retire_old_nodes(event: DeployRun) -> Retire:
         for i in plans.surplus_managers(managers, get_settings().node_count, managers[0])
         if staying.get(i)
     }
-    sent = send(deployment, "retire", plans.retire_script(list(hostnames.values()), list(demote.values())), managers[0])
+    script = plans.retire_script(list(hostnames.values()), list(demote.values()), forget=gone)
+    sent = send(deployment, "retire", script, managers[0])
+    if gone:
+        logger.info("forgetting members whose instances are gone", extra={"hosts": gone})
     return Retire(
         old=list(nodes["old"]),
+        forgotten=gone,
         hostnames=hostnames,
         demote=demote,
         command_id=sent["command_id"],

@@ -30,6 +30,7 @@ class Deployment(TypedDict):
     pusher: str
     image_key: str
     image_name: str
+    trigger: NotRequired[str]  # "heal": started by steps/heal.py for the last deployed commit
 
 
 class GitHubReport(TypedDict):
@@ -59,6 +60,14 @@ class SupersededBy(TypedDict):
     commit: str
 
 
+class Lease(TypedDict):
+    """The environment's lease, taken by 'Look for earlier runs' once the way is clear (steps/lease.py)."""
+
+    owner: str  # the execution ARN holding it: this run's
+    expires_at: int  # epoch seconds: past the latest moment the run can still be running
+    reclaimed_from: NotRequired[str]  # the execution that held it and had ended without giving it up
+
+
 class Queue(TypedDict):
     """'Look for earlier runs' (`$.queue`): go on, wait, or skip for a newer push."""
 
@@ -68,6 +77,13 @@ class Queue(TypedDict):
     checks: int
     poll_seconds: int
     superseded_by: NotRequired[SupersededBy]
+    lease: NotRequired[Lease]  # once clear: this run holds the environment until it gives the lease up
+
+
+class LeaseReleased(TypedDict):
+    """'Release the lease' (`$.lease` of the teardown machine) on its way to 'Teardown failed'."""
+
+    released: bool  # False: this run did not hold it (it failed before its turn, or it was reclaimed)
 
 
 class Image(TypedDict):
@@ -181,6 +197,7 @@ class Health(TypedDict):
     checks: int  # evaluations so far
     wait_seconds: int  # before the next evaluation: short first, doubling up to the poll interval
     manager: NotRequired[str]
+    gone: NotRequired[list[str]]  # members the swarm lists Down whose instance is gone: forgotten at retire
 
 
 class Command(TypedDict):
@@ -194,9 +211,11 @@ class Command(TypedDict):
 
 
 class Retire(TypedDict):
-    """Taking the previous image's nodes out of the swarm, then terminating them (`$.retire`)."""
+    """Taking the previous image's nodes out of the swarm, then terminating them (`$.retire`), and
+    forgetting members whose instances are gone."""
 
     old: list[str]
+    forgotten: NotRequired[list[str]]  # host names of the members forgotten
     command_id: str | None
     hostnames: NotRequired[dict[str, str]]
     demote: NotRequired[dict[str, str]]
@@ -331,7 +350,9 @@ RESULT_PATHS: dict[str, dict[str, type]] = {
         "$.network": NetworkRemoved,
         "$.images": ImagesDeregistered,
         "$.leftover": Leftover,
+        "$.lease": LeaseReleased,
         "$.error": CaughtError,
+        "$.lease_error": CaughtError,
     },
 }
 # 'Remove this deployment's nodes' and 'Check removed nodes are gone' share `$.removal` in the
@@ -431,7 +452,9 @@ class TeardownRun(TypedDict, total=False):
     network: NetworkRemoved
     images: ImagesDeregistered
     leftover: Leftover
+    lease: LeaseReleased
     error: CaughtError
+    lease_error: CaughtError
 
 
 # Tasks with `Parameters` receive exactly what those build:
@@ -450,6 +473,10 @@ class WaitTurnInput(TypedDict):
 class CheckCommandInput(TypedDict):
     deployment: Deployment
     command: Command
+
+
+class ReleaseLeaseInput(TypedDict):
+    execution_arn: str
 
 
 class ReportInput(TypedDict):

@@ -11,7 +11,7 @@ from chalicelib.aws import ec2, elb, ssm
 from chalicelib.errors import TeardownIncomplete
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
-from chalicelib.steps import traffic
+from chalicelib.steps import lease, traffic
 from chalicelib.steps.common import deployment_of, scope, send
 from chalicelib.steps.state import Command, DeployRun, ImagesDeregistered, Leftover, NetworkRemoved, Removal, Terminated
 
@@ -75,6 +75,8 @@ def delete_network(event: Mapping[str, Any]) -> NetworkRemoved:
     parameters = 0
     if not swarm_left or own_swarm:
         parameters = ssm.delete_tree(aws.client("ssm"), naming.swarm_path(environment))
+    if deployment is None:  # the teardown: nothing deployed is left for a heal to deploy again
+        parameters += ssm.delete(aws.client("ssm"), naming.deployed_parameter(environment))
     logger.info("network removed", extra={"removed": removed, "parameters": parameters})
     return NetworkRemoved(removed=removed, parameters=parameters)
 
@@ -86,9 +88,15 @@ def delete_images(event: Mapping[str, Any]) -> ImagesDeregistered:
 
 
 def confirm_teardown(event: Mapping[str, Any]) -> Leftover:
+    """The teardown's last step: nothing tagged for the environment is left, and the run gives up
+    the environment's lease ('Look for earlier runs' took it as `queue.lease`). Something left fails
+    it, and 'Release the lease' gives it up on the way to 'Teardown failed'."""
     environment, _ = scope(event)
     tagged = ec2.count_tagged(aws.client("ec2"), environment) | elb.count_tagged(aws.client("elbv2"), environment)
     left = {k: v for k, v in tagged.items() if v}
     if left:
         raise TeardownIncomplete(f"still tagged for {environment}: {left}")
+    held = ((event.get("queue") or {}).get("lease") or {}).get("owner")
+    if held:
+        lease.release(environment, str(held))
     return Leftover(environment=environment, leftover={})

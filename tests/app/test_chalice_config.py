@@ -1,4 +1,5 @@
-"""What `chalice deploy --stage X` sees when it loads the app: each stage's own prune schedule."""
+"""What `chalice deploy --stage X` sees when it loads the app: each stage's own prune (and drift
+check) schedule."""
 
 import json
 import subprocess
@@ -24,7 +25,8 @@ def test_each_stage_deploys_its_own_prune_schedule(stage, expected):
         [sys.executable, "-c", LOAD.format(stage=stage)], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1]) == {"prune": expected}
+    # The drift check's schedule is each stage's SLIPWAY_DRIFT_SCHEDULE, daily unless set.
+    assert json.loads(result.stdout.splitlines()[-1]) == {"prune": expected, "drift_check": "rate(1 day)"}
 
 
 def test_a_bad_schedule_stops_the_deploy():

@@ -204,9 +204,8 @@ class Mute:
             except OSError:
                 return
             self.connections += 1
-            with connection:
-                with contextlib.suppress(OSError):
-                    connection.recv(4096)
+            with connection, contextlib.suppress(OSError):
+                connection.recv(4096)
 
     def stop(self) -> None:
         self.listener.close()

@@ -31,6 +31,7 @@ SERVICES = {
     "codebuild": "codebuild",
     "sfn": "stepfunctions",
     "s3": "s3",
+    "dynamodb": "dynamodb",
 }
 IAM_PREFIX = {
     "ec2": "ec2",
@@ -39,6 +40,7 @@ IAM_PREFIX = {
     "codebuild": "codebuild",
     "stepfunctions": "states",
     "s3": "s3",
+    "dynamodb": "dynamodb",
 }
 # API operations that IAM authorises under another action's name.
 IAM_ACTION = {"s3:HeadObject": "s3:GetObject"}
@@ -111,12 +113,14 @@ def test_bootstrap_writes_only_the_outputs_settings_reads(tmp_path):
         "BakeProjectName": "slipway-dev-bake",
         "NodeInstanceProfileName": "slipway-dev-node",
         "SourceBucketName": "b",
+        "LeaseTableName": "slipway-dev-leases",
     }
     assert bootstrap.write_outputs(tmp_path, "dev", outputs) == {
         "SLIPWAY_DEPLOY_STATE_MACHINE_ARN": outputs["DeployStateMachineArn"],
         "SLIPWAY_BAKE_PROJECT": "slipway-dev-bake",
         "SLIPWAY_NODE_INSTANCE_PROFILE": "slipway-dev-node",
         "SLIPWAY_BAKE_BUCKET": "b",
+        "SLIPWAY_LEASE_TABLE": "slipway-dev-leases",
     }
     assert bootstrap.write_outputs(tmp_path, "dev", outputs) == {}  # a second run changes nothing
     config = json.loads((tmp_path / ".chalice" / "config.json").read_text())
@@ -152,6 +156,7 @@ def test_chalice_manages_a_role_per_function_from_the_policy_files():
             f"policy-{stage}-prune.json",
             f"policy-{stage}-webhook.json",
             f"policy-{stage}-report.json",
+            f"policy-{stage}-heal.json",
         }
         assert all((CHALICE / f).is_file() for f in files)
 
@@ -207,7 +212,9 @@ def _calls() -> set[tuple[str, str]]:
     """(service, boto3 method) for every AWS call in chalicelib's adapters."""
     calls = set()
     # Calls, paginators, and methods handed to a helper (`_gone(ec2.delete_vpc, ...)`).
-    pattern = re.compile(r"\b(ec2|elb|create|ssm|codebuild|sfn|s3)\.(?:get_paginator\(\"([a-z_]+)\"|([a-z_]+)\b)")
+    pattern = re.compile(
+        r"\b(ec2|elb|create|ssm|codebuild|sfn|s3|dynamodb)\.(?:get_paginator\(\"([a-z_]+)\"|([a-z_]+)\b)"
+    )
     for path in (PROJECT_DIR / "chalicelib").rglob("*.py"):
         text = path.read_text()
         for variable, paginated, method in pattern.findall(text):
@@ -238,7 +245,38 @@ def test_every_aws_call_in_chalicelib_is_allowed_by_a_lambda_policy():
         if IAM_ACTION.get(action, action) not in allowed:
             missing.append(action)
     assert not missing, f"no .chalice/policy-dev*.json allows {missing}"
-    assert {("ec2", "run_instances"), ("s3", "put_object")} <= _calls()  # the scan sees the adapters
+    assert {
+        ("ec2", "run_instances"),
+        ("s3", "put_object"),
+        ("dynamodb", "put_item"),
+    } <= _calls()  # the scan sees the adapters
+
+
+def test_the_lease_may_be_touched_only_in_the_stages_own_table_and_item():
+    # The tasks take and give up the lease, the stopped-run report only gives it up: each on the
+    # stage's table only, and only the item whose partition key is the stage's environment.
+    template = bootstrap.load_template(PROJECT_DIR)
+    table = template["Resources"]["LeaseTable"]["Properties"]
+    assert table["TableName"] == {"Fn::Sub": "slipway-${Environment}-leases"}
+    assert table["KeySchema"] == [{"AttributeName": "environment", "KeyType": "HASH"}]
+    assert table["BillingMode"] == "PAY_PER_REQUEST" and table["SSESpecification"]["SSEEnabled"] is True
+    for stage in ("dev", "prod"):
+        for name, actions in (
+            (f"policy-{stage}.json", {"PutItem", "DeleteItem"}),
+            (f"policy-{stage}-report.json", {"DeleteItem"}),
+        ):
+            document = json.loads((CHALICE / name).read_text())
+            [lease] = [s for s in _statements(document) if any(a.startswith("dynamodb:") for a in _listed(s["Action"]))]
+            assert {a.removeprefix("dynamodb:") for a in _listed(lease["Action"])} == actions, name
+            assert lease["Resource"] == f"arn:aws:dynamodb:*:*:table/slipway-{stage}-leases", name
+            assert lease["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [stage]}}, name
+        # No other policy reaches DynamoDB at all.
+        for other in set(CHALICE.glob(f"policy-{stage}*.json")) - {
+            CHALICE / f"policy-{stage}.json",
+            CHALICE / f"policy-{stage}-report.json",
+        }:
+            actions = [a for s in _statements(json.loads(other.read_text())) for a in _listed(s["Action"])]
+            assert not [a for a in actions if a.startswith("dynamodb:")], other.name
 
 
 def _decision(document: dict, action: str, resource: str) -> str:

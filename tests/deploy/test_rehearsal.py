@@ -97,7 +97,7 @@ def _app_functions(checkout: Path) -> set[str]:
 
 def test_bootstrap_writes_the_stack_outputs_into_the_stage_config(deployed):
     # Given the documented path ran, when reading the stage's config, then the functions get
-    # the four values that only exist after the stack, under the names settings.py reads.
+    # the values that only exist after the stack, under the names settings.py reads.
     endpoint, checkout, _ = deployed
     variables = json.loads((checkout / ".chalice" / "config.json").read_text())["stages"][STAGE][
         "environment_variables"
@@ -110,6 +110,11 @@ def test_bootstrap_writes_the_stack_outputs_into_the_stage_config(deployed):
     assert variables["SLIPWAY_NODE_INSTANCE_PROFILE"] == "slipway-dev-node"
     # The name the Lambda policies scope s3:PutObject to (.chalice/policy-dev.json).
     assert variables["SLIPWAY_BAKE_BUCKET"] == f"slipway-dev-bake-{ACCOUNT}-{REGION}"
+    # The table the Lambda policies scope the lease to (.chalice/policy-dev.json), as the stack made it.
+    assert variables["SLIPWAY_LEASE_TABLE"] == "slipway-dev-leases"
+    table = _client(endpoint, "dynamodb").describe_table(TableName="slipway-dev-leases")["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "environment", "KeyType": "HASH"}]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
 
 def test_every_function_is_deployed_with_its_own_role_and_the_stack_outputs(deployed):

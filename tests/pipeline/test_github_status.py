@@ -132,7 +132,7 @@ def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_
     )["executionArn"]
     assert _stop_when(emu, arn, "Terminate nodes").status == "ABORTED"
     handled = [r for name, r in emu.results if name.endswith("-report_stopped_run")]
-    assert handled == [{"ignored": "not this environment's deploy state machine"}]
+    assert handled == [{"lease": "released"}]  # GitHub hears nothing; the teardown's lease is given up
     other = {
         "detail": {
             "status": "ABORTED",
@@ -140,7 +140,7 @@ def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_
             "stateMachineArn": emu.arns["deploy"].replace("slipway-dev-deploy", "slipway-prod-deploy"),
         }
     }
-    assert steps.report_stopped_run(other) == {"ignored": "not this environment's deploy state machine"}
+    assert steps.report_stopped_run(other) == {"ignored": "not one of this environment's state machines"}
     assert steps.report_stopped_run({"detail": {"status": "SUCCEEDED"}}) == {"ignored": "status SUCCEEDED"}
     assert steps.report_stopped_run(
         {"detail": {"status": "ABORTED", "stateMachineArn": emu.arns["deploy"], "input": "[1]"}}

@@ -176,7 +176,7 @@ def test_new_nodes_take_requests_before_the_old_ones_leave(make_emulator):
     states = second.states
     assert states.index("All nodes healthy?") < states.index("Put the nodes behind the load balancer")
     assert states.index("Stack rolled out?") < states.index("Put the nodes behind the load balancer")
-    [registration] = [r for f, r in emu.results if f.endswith("-register_targets") and r["registered"] == new]
+    [registration] = [r for f, r in emu.results if f.endswith("-register_targets") and sorted(r["registered"]) == new]
     assert registration["done"] is False  # new targets are `initial` first, as on AWS
     assert set(registration["unhealthy"]) == {f"{i}:80" for i in new}
     assert {v.split(" ")[0] for v in registration["unhealthy"].values()} == {"initial"}
@@ -209,7 +209,8 @@ def test_targets_that_never_turn_healthy_fail_the_run_and_the_old_nodes_keep_ser
     running = {n.instance_id for n in ec2_adapter.list_nodes(emu.client("ec2"), emu.environment, states=["running"])}
     assert set(old) <= running
     new = running - set(old)
-    assert new and {i for t in targets.values() for i, s in t.items() if s == "draining"} == new
+    # Draining for the (1 s) delay, or gone from the groups already: in either case out.
+    assert new and not new & {i for t in targets.values() for i, s in t.items() if s != "draining"}
     assert "Take the old nodes out of the load balancer" not in run.states
     [status] = [s for s in emu.github.statuses if s["sha"] == commit and s["state"] != "pending"]
     assert status["state"] == "error" and "load balancer" in status["description"]

@@ -89,6 +89,7 @@ def test_a_commit_without_a_stack_file_deploys_nodes_only_and_says_so(emu):
         "key": None,
         "services": [],
         "secrets": {},
+        "ports": [],
         "warnings": [],
     }
     assert "Inspect the stack" not in run.states

@@ -8,6 +8,7 @@ and say why, except on CI (CI=true), where that is a failure.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 
@@ -16,6 +17,7 @@ import pytest
 from chalicelib import plans
 from slipway import realnodes
 from slipway.demo import scheduled_event
+from slipway.follow import follow
 from slipway.nodes import Result
 from tests.conftest import commit_id, deploy
 from tests.pipeline.test_deploy import new_content, tagged_instances
@@ -233,3 +235,28 @@ def test_a_real_stack_answers_over_http_and_keeps_answering_through_a_node_repla
     assert len(samples) > 10 and all(samples), f"{samples.count(False)} of {len(samples)} samples got no answer"
     assert sorted(emu.nodes.instances()) == sorted(second.output["nodes"]["current"])
     assert answers(emu)
+
+
+def test_a_real_node_killed_between_pushes_is_replaced_and_the_swarm_is_the_live_nodes(real):
+    emu = real(node_count=2)
+    first = deploy(emu, timeout=REAL_RUN_SECONDS)
+    assert first.status == "SUCCEEDED", (first.error, first.cause)
+    nodes = tagged_instances(emu)
+    manager = next(n for n in nodes if n.swarm_role == "manager")
+    worker = next(n for n in nodes if n.swarm_role == "worker")
+    # The node dies (its container killed, no leave), and EC2 then says it is terminated.
+    subprocess.run(["docker", "rm", "-f", emu.nodes.container(worker.instance_id)], check=True, capture_output=True)
+    emu.client("ec2").terminate_instances(InstanceIds=[worker.instance_id])
+    emu.wait_for_events()
+    sfn = emu.client("stepfunctions")
+    [heal] = [
+        e
+        for e in sfn.list_executions(stateMachineArn=emu.arns["deploy"])["executions"]
+        if e["name"].startswith("heal-")
+    ]
+    healed = follow(sfn, heal["executionArn"], say=None, poll=0.2, timeout=REAL_RUN_SECONDS)
+    assert healed.status == "SUCCEEDED", (healed.error, healed.cause)
+    live = tagged_instances(emu)
+    assert len(live) == 2 and worker.instance_id not in {n.instance_id for n in live}
+    # Docker's own member list: exactly the live nodes, all Ready (the dead one forgotten).
+    assert settled_hosts(emu, manager.instance_id) == {n.hostname: "Ready" for n in live}

@@ -228,7 +228,8 @@ def test_other_delivery_ids_are_refused(delivery_id):
         ),
         (
             {"repository": "a/b", "commit": COMMIT, "refs": "refs/heads/main"},
-            "execution input has unknown field(s) 'refs'; expected repository, ref, commit, pusher, delivery_id",
+            "execution input has unknown field(s) 'refs'; "
+            "expected repository, ref, commit, pusher, delivery_id, trigger",
         ),
     ],
 )

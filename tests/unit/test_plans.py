@@ -38,6 +38,14 @@ def test_scaling_down_retires_workers_before_managers():
     assert plans.plan_nodes(nodes, "ami", 1) == plans.NodePlan(0, ("i-2",), ("i-1", "i-3", "i-4"))
 
 
+def test_workers_of_a_swarm_whose_managers_all_died_are_replaced():
+    # Their swarm is gone with its managers: they can neither serve nor join the new one.
+    nodes = [node("i-1", "ami", "terminated"), node("i-2", "ami", role="worker"), node("i-3", "ami", role="worker")]
+    assert plans.plan_nodes(nodes, "ami", 3) == plans.NodePlan(3, (), ("i-1", "i-2", "i-3"))
+    stopped = [node("i-1", "ami", "stopped"), node("i-2", "ami", role="worker")]
+    assert plans.plan_nodes(stopped, "ami", 2) == plans.NodePlan(2, (), ("i-1", "i-2"))
+
+
 def test_nothing_is_launched_when_the_image_already_runs_everywhere():
     assert plans.plan_nodes([node("i-1", "ami")], "ami", 1) == plans.NodePlan(0, ("i-1",), ())
 
