@@ -146,6 +146,24 @@ def _docker(
     return result
 
 
+def _write_in(name: str, path: str, text: str, *, mode: str = "", check: bool = True) -> subprocess.CompletedProcess:
+    """Write `text` to `path` in the container `name`, atomically (a temporary file renamed), its
+    folder made first; `mode` (e.g. "755") sets its permissions."""
+    folder = path.rsplit("/", 1)[0] or "/"
+    chmod = f" && chmod {mode} {path}.tmp" if mode else ""
+    return _docker(
+        "exec",
+        "-i",
+        name,
+        "sh",
+        "-c",
+        f"mkdir -p {folder} && cat > {path}.tmp{chmod} && mv -f {path}.tmp {path}",
+        input=text,
+        check=check,
+        timeout=30,
+    )
+
+
 def docker_available() -> str | None:
     """None when real nodes can run here, else one line saying why not."""
     if os.geteuid() != 0:
@@ -732,27 +750,8 @@ class DockerNodes:
 
         name = self._name(instance_id)
         ports = "".join(f"{listen}:{task}\n" for listen, task in self.mesh.items())
-        _docker(
-            "exec",
-            "-i",
-            name,
-            "sh",
-            "-c",
-            f"mkdir -p {MESH_DIR} && cat > {MESH_DIR}/ports",
-            input=ports,
-            timeout=30,
-        )
-        _docker(
-            "exec",
-            "-i",
-            name,
-            "sh",
-            "-c",
-            "cat > /usr/local/bin/docker.tmp && chmod 755 /usr/local/bin/docker.tmp "
-            "&& mv -f /usr/local/bin/docker.tmp /usr/local/bin/docker",
-            input=INGRESS_SHIM.read_text(),
-            timeout=30,
-        )
+        _write_in(name, f"{MESH_DIR}/ports", ports)
+        _write_in(name, "/usr/local/bin/docker", INGRESS_SHIM.read_text(), mode="755")
         package = Path(yaml.__file__).parent
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w:gz") as tar:
@@ -778,16 +777,7 @@ class DockerNodes:
         with self._lock:
             if listen_port in self._meshes.get(instance_id, set()):
                 return
-        _docker(
-            "exec",
-            "-i",
-            name,
-            "sh",
-            "-c",
-            f"mkdir -p {MESH_DIR} && cat > {MESH_PROGRAM}.tmp && mv -f {MESH_PROGRAM}.tmp {MESH_PROGRAM}",
-            input=MESH_SOURCE.read_text(),
-            timeout=30,
-        )
+        _write_in(name, MESH_PROGRAM, MESH_SOURCE.read_text())
         with self._mesh_lock:
             if _docker("exec", name, "test", "-e", MESH_PEERS, check=False, timeout=30).returncode != 0:
                 peers = self._mesh_peers if self._mesh_peers is not None else self.mesh_peers()
@@ -835,17 +825,7 @@ class DockerNodes:
 
     @staticmethod
     def _write_mesh_peers(name: str, peers: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
-        return _docker(
-            "exec",
-            "-i",
-            name,
-            "sh",
-            "-c",
-            f"mkdir -p {MESH_DIR} && cat > {MESH_PEERS}.tmp && mv -f {MESH_PEERS}.tmp {MESH_PEERS}",
-            input="".join(f"{ip}\n" for ip in peers),
-            check=check,
-            timeout=30,
-        )
+        return _write_in(name, MESH_PEERS, "".join(f"{ip}\n" for ip in peers), check=check)
 
     def close(self, *, remove_images: bool | None = None) -> None:
         """Remove every container of this run, its network, and (unless told not to) the images

@@ -9,7 +9,7 @@ whose answer was lost is simply made again. Settings that differ from what is th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -76,7 +76,7 @@ def ensure_load_balancer(
     elb: Client,
     *,
     environment: str,
-    tags_for: Any,
+    tags_for: Callable[[str], dict[str, str]],
     vpc_id: str,
     subnet_ids: list[str],
     security_group_id: str,

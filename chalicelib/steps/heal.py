@@ -35,8 +35,8 @@ DRIFT_ANSWER_SECONDS = 20
 def heal_on_instance_event(event: Mapping[str, Any]) -> dict[str, Any]:
     """EventBridge's "EC2 Instance State-change Notification" for any instance of the account: a
     heal when it is one of this environment's nodes and its state means it stopped serving."""
-    detail = event.get("detail") if isinstance(event.get("detail"), Mapping) else {}
-    assert isinstance(detail, Mapping)
+    found = event.get("detail")
+    detail: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     instance_id, state = str(detail.get("instance-id") or ""), str(detail.get("state") or "")
     if state not in DEAD_STATES:
         return {"ignored": f"state {state or 'missing'}"}
