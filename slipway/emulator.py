@@ -25,6 +25,7 @@ What it adds to moto, and only here (chalicelib never knows it runs locally):
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib
 import io
@@ -57,6 +58,45 @@ REAL_NODE_MESH = {80: 8080}
 REGION = "us-east-1"
 STAGE = "dev"
 _VALID_DEFINITIONS: set[str] = set()  # ASL texts moto has already parsed in this process
+
+_PROGRAMS: dict[str, Any] = {}  # ASL text -> the program moto's interpreter parsed it into
+_PROGRAMS_LOCK = threading.Lock()
+_INTERPRETER_CLIENTS: dict[tuple[str, str, bool, str], Any] = {}
+_INTERPRETER_CLIENTS_LOCK = threading.Lock()
+
+_LOADER: Any = None  # botocore's loader of its model files, shared by the emulator's sessions
+
+
+def _session():
+    """A new boto3 session that reads botocore's model files through the process's one loader:
+    moto gives every mock a new default session, which would parse each service's model again."""
+    global _LOADER
+    import boto3
+    import botocore.session
+
+    core = botocore.session.Session()
+    with _INTERPRETER_CLIENTS_LOCK:
+        if _LOADER is None:
+            _LOADER = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core)
+
+
+def _shared_interpreter_client(make: Callable[..., Any], region: str, service: str, state_credentials: Any = None):
+    """moto's interpreter's boto_client_for (`make`), one client per region, service and endpoint
+    for the process: a boto3 client is thread-safe, and building one is most of a Task's cost.
+    (moto's own ignores `state_credentials`: every client signs with the same placeholder keys.)"""
+    from moto.core.models import botocore_stubber
+    from moto.settings import moto_server_port
+
+    key = (region, service, botocore_stubber.enabled, moto_server_port())
+    with _INTERPRETER_CLIENTS_LOCK:
+        if key not in _INTERPRETER_CLIENTS:
+            _INTERPRETER_CLIENTS[key] = make(region, service)
+        return _INTERPRETER_CLIENTS[key]
+
+
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 IMAGE_TAGS = {  # AMI tag -> Packer variable, as packer/sources.pkr.hcl's local.tags sets them
     "Name": "ami_name",
@@ -279,6 +319,9 @@ class Emulator:
         self.functions: dict[str, Any] = {}  # deployed function name -> Chalice handler
         self._stack = contextlib.ExitStack()
         self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+        self._session: Any = None
         self._start_lock = threading.Lock()
         self._last_image_date = None
         self._events: queue.Queue = queue.Queue()
@@ -423,12 +466,16 @@ class Emulator:
         settings.reset()
 
     def client(self, service: str):
-        import boto3
-
-        kwargs = {}
-        if self.mode == "server":
-            kwargs["endpoint_url"] = f"http://127.0.0.1:{self.aws_port}"
-        return boto3.client(service, region_name=REGION, **kwargs)
+        """A client of this emulator's AWS, one per service (made once: tests and `follow` ask often)."""
+        with self._clients_lock:
+            if service not in self._clients:
+                kwargs = {}
+                if self.mode == "server":
+                    kwargs["endpoint_url"] = f"http://127.0.0.1:{self.aws_port}"
+                if self._session is None:  # made once the emulator's credentials are in the environment
+                    self._session = _session()
+                self._clients[service] = self._session.client(service, region_name=REGION, **kwargs)
+            return self._clients[service]
 
     # --- entry points, as AWS would call them -------------------------------------------------
 
@@ -621,6 +668,42 @@ class Emulator:
 
         patch(mock.patch.object(StepFunctionsParserBackend, "_validate_definition", staticmethod(validate_once)))
 
+        # moto lists a response class's methods (inspect.getmembers) on every request it answers;
+        # the names never change while the emulator runs (its patches replace methods, not names).
+        from moto.core import responses as moto_responses
+
+        patch(
+            mock.patch.object(
+                moto_responses, "method_names_from_class", functools.cache(moto_responses.method_names_from_class)
+            )
+        )
+
+        # moto's interpreter parses the definition again for every execution (most of a second for
+        # deploy.asl.json); a copy of the first parse's program is the same program, and a copy
+        # per execution keeps executions from sharing a component's state.
+        from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+        from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+        def evaluation_entrypoint(worker):
+            definition = worker._evaluation_details.state_machine_details.definition
+            with _PROGRAMS_LOCK:
+                if definition not in _PROGRAMS:
+                    _PROGRAMS[definition] = AmazonStateLanguageParser.parse(definition)[0]
+                return copy.deepcopy(_PROGRAMS[definition])
+
+        patch(mock.patch.object(ExecutionWorker, "_get_evaluation_entrypoint", evaluation_entrypoint))
+
+        # moto's interpreter makes a new boto3 client for every Task state it runs (a fifth of a
+        # test's CPU went to building them); a client is thread-safe and these differ only by
+        # region and service, so each is made once per process.
+        from moto.stepfunctions.parser.asl.utils import boto_client
+
+        make_client = boto_client.boto_client_for
+        shared_client = functools.partial(_shared_interpreter_client, make_client)
+        for module in [m for name, m in list(sys.modules.items()) if name.startswith("moto.stepfunctions.parser")]:
+            if getattr(module, "boto_client_for", None) is make_client:
+                patch(mock.patch.object(module, "boto_client_for", shared_client))
+
         original_start_execution = StepFunctionsParserBackend.start_execution
 
         def start_execution(backend, state_machine_arn, name=None, execution_input=None, *args, **kwargs):
@@ -646,6 +729,20 @@ class Emulator:
             return execution
 
         patch(mock.patch.object(StepFunctionsParserBackend, "stop_execution", stop_execution))
+
+        # A stopped execution is ABORTED, whatever its task in flight does next; moto lets a task
+        # that errors after the stop (the stop itself can make it error) turn that into FAILED.
+        from moto.stepfunctions.parser.asl.eval.environment import Environment
+        from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+        original_set_error = Environment.set_error
+
+        def set_error(environment, error):
+            with environment._state_mutex:  # re-entrant: the original takes it again
+                if not isinstance(environment._program_state, ProgramStopped):
+                    original_set_error(environment, error)
+
+        patch(mock.patch.object(Environment, "set_error", set_error))
 
         original_run_instances = InstanceBackend.run_instances
 

@@ -274,18 +274,21 @@ def example_images(registry: LocalRegistry, *, log: Callable[[str], object] = la
     """Build (once per content) and push example/web's images; returns {tag: "<push address>/
     slipway-example/web:<tag>"}. A node refers to the same images as
     `registry.address(gateway)/slipway-example/web:<tag>`."""
-    base = base_image(log=log)
-    key = _content_key(base.encode(), context_key().encode())
+    with _builds_lock():  # several test workers may start real nodes at once: one builds, the rest wait
+        base = base_image(log=log)
+        key = _content_key(base.encode(), context_key().encode())
+        for tag, build_args in EXAMPLE_TAGS.items():
+            local = f"{EXAMPLE_REPOSITORY}:{tag}-{key}"
+            if not realnodes.image_exists(local):
+                started = time.monotonic()
+                args = ["build", "-q", "--build-arg", f"BASE={base}", "-t", local]
+                for name, value in build_args.items():
+                    args += ["--build-arg", f"{name}={value}"]
+                _host_docker(*args, str(EXAMPLE_WEB))
+                log(f"example: built {local} in {time.monotonic() - started:.1f}s")
     pushed = {}
-    for tag, build_args in EXAMPLE_TAGS.items():
+    for tag in EXAMPLE_TAGS:
         local = f"{EXAMPLE_REPOSITORY}:{tag}-{key}"
-        if not realnodes.image_exists(local):
-            started = time.monotonic()
-            args = ["build", "-q", "--build-arg", f"BASE={base}", "-t", local]
-            for name, value in build_args.items():
-                args += ["--build-arg", f"{name}={value}"]
-            _host_docker(*args, str(EXAMPLE_WEB))
-            log(f"example: built {local} in {time.monotonic() - started:.1f}s")
         remote = f"{registry.push_address}/{EXAMPLE_REPOSITORY}:{tag}"
         _host_docker("tag", local, remote)
         _host_docker("push", remote)
@@ -296,6 +299,20 @@ def example_images(registry: LocalRegistry, *, log: Callable[[str], object] = la
     stale += [name for name in _local_tags(BASE_REPOSITORY) if name != base]
     realnodes.remove_images(stale)
     return pushed
+
+
+@contextlib.contextmanager
+def _builds_lock():
+    """Hold .cache/example-images.lock (across processes) while the example's images are made."""
+    import fcntl
+
+    realnodes.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(realnodes.CACHE_DIR / "example-images.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _local_tags(repository: str) -> list[str]:

@@ -25,49 +25,72 @@ logging.getLogger("moto").setLevel(logging.CRITICAL)
 # `--dist loadgroup` would take that from an xdist_group mark, but its way of tagging the test ids
 # has no effect on pytest 9 (Node.nodeid is derived, not stored), so the grouping is done here.
 ONE_WORKER = (
-    "tests/deploy/test_rehearsal.py",
     "tests/infra/test_swarm_node_role.py",
     "tests/realnodes/test_docker_nodes.py",
-    "tests/realnodes/test_mesh_real.py",
-    "tests/realnodes/test_pipeline.py",
     "tests/realnodes/test_stack_real.py",
+    "tests/deploy/test_rehearsal.py",
+    "tests/realnodes/test_mesh_real.py",
+)
+# What is sent to the workers first, longest first (warm figures of `pytest --durations=0`): the
+# real-node pipeline tests (one to three and a half minutes each, every one on a node network of
+# its own) and the modules above, then the emulated pipeline; so that no long test starts last.
+FIRST = (
+    "tests/realnodes/test_pipeline.py",
+    *ONE_WORKER,
+    "tests/pipeline/test_faults.py",
+    "tests/pipeline/",
 )
 
 
-def _working_tree_image() -> str | None:
-    """The node image the real-node modules share (realnodes.working_tree_tag), if Docker runs here."""
+def _rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(FIRST) if nodeid.startswith(prefix)), len(FIRST))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Collect in FIRST's order (stable: each module's tests keep theirs); the scheduler below
+    hands the units out in that order."""
+    items.sort(key=lambda item: _rank(item.nodeid))
+
+
+def _node_images() -> set[str]:
+    """The node images on this machine (every `slipway-node` image bakes label), if Docker runs here."""
     from slipway import realnodes
 
-    return None if realnodes.docker_available() else realnodes.image_name(realnodes.working_tree_tag())
+    if realnodes.docker_available():
+        return set()
+    found = realnodes._docker(
+        "images", "-q", "--no-trunc", "--filter", f"label={realnodes.ROLE_LABEL}=node-image", check=False
+    )
+    return set(found.stdout.split())
 
 
 def pytest_sessionstart(session) -> None:
-    # In the controller only (xdist workers have `workerinput`): whether the image was there before.
+    # In the controller only (xdist workers have `workerinput`): the node images there before.
     if not hasattr(session.config, "workerinput"):
-        from slipway import realnodes
-
-        image = _working_tree_image()
-        session.config.stash[_MADE_IMAGE] = image if image and not realnodes.image_exists(image) else None
+        session.config.stash[_IMAGES_BEFORE] = _node_images()
 
 
 def pytest_sessionfinish(session) -> None:
-    """Remove the shared node image once every worker is done with it, if this session made it: a
-    module removing it at its end would untag it under another module's containers."""
-    made = None if hasattr(session.config, "workerinput") else session.config.stash.get(_MADE_IMAGE, None)
-    if made:
+    """Remove the node images this session baked once every worker is done with them: tests on
+    other workers launch nodes from the same images (the working tree's, a commit's), so a test
+    removing what it baked at its end would pull one from under another's next launch."""
+    before = None if hasattr(session.config, "workerinput") else session.config.stash.get(_IMAGES_BEFORE, None)
+    if before is not None:
         from slipway import realnodes
 
-        realnodes.remove_images([made])
+        realnodes.remove_images(sorted(_node_images() - before))
 
 
-_MADE_IMAGE = pytest.StashKey[str | None]()
+_IMAGES_BEFORE = pytest.StashKey[set[str]]()
 
 
 @pytest.hookimpl(optionalhook=True)  # so that `-p no:xdist` still runs the suite, serially
 def pytest_xdist_make_scheduler(config, log):
     """Every test is a unit of work of its own, except those of ONE_WORKER's modules: each module
-    is one unit, sent first (xdist orders units by size), so the longest start earliest."""
+    is one unit. Units go out in collection order (FIRST's), not xdist's by number of tests."""
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False
 
     class Scheduler(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
@@ -75,6 +98,11 @@ def pytest_xdist_make_scheduler(config, log):
             return module if module in ONE_WORKER else nodeid
 
     return Scheduler(config, log)
+
+
+# How often a test asks whether an execution has ended: each DescribeExecution costs moto a few
+# milliseconds of the CPU the execution itself runs on (a tenth of a test's, at 0.05 s).
+FOLLOW_POLL = 0.25
 
 
 def commit_id() -> str:
@@ -148,7 +176,7 @@ def deploy(emu: Emulator, commit: str | None = None, before: str = "0" * 40, tim
     """Push `commit` (new by default) and follow the execution to its end."""
     status, answer = deliver_push(emu, commit or commit_id(), before=before)
     assert status == 202, answer
-    return follow(emu.client("stepfunctions"), answer["execution_arn"], say=None, poll=0.05, timeout=timeout)
+    return follow(emu.client("stepfunctions"), answer["execution_arn"], say=None, poll=FOLLOW_POLL, timeout=timeout)
 
 
 def teardown(emu: Emulator, environment: str | None = None):
@@ -157,7 +185,7 @@ def teardown(emu: Emulator, environment: str | None = None):
     arn = sfn.start_execution(
         stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": environment or emu.environment})
     )["executionArn"]
-    return follow(sfn, arn, say=None, poll=0.05, timeout=120)
+    return follow(sfn, arn, say=None, poll=FOLLOW_POLL, timeout=120)
 
 
 class CallRecorder:

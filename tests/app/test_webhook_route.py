@@ -5,7 +5,7 @@ import json
 import pytest
 
 from slipway import github
-from tests.conftest import commit_id, deliver_push
+from tests.conftest import FOLLOW_POLL, commit_id, deliver_push
 
 
 def post(emu, body: bytes, **header_overrides):
@@ -100,7 +100,7 @@ def test_redelivery_after_the_execution_finished_still_starts_nothing(emulator):
     body = github.encode(github.push_payload(after=commit_id()))
     headers = github.delivery_headers(emulator.webhook_secret, body, delivery="delivery-late")
     _, first = emulator.deliver(dict(headers), body)
-    follow(emulator.client("stepfunctions"), first["execution_arn"], say=None, poll=0.05)
+    follow(emulator.client("stepfunctions"), first["execution_arn"], say=None, poll=FOLLOW_POLL)
     code, again = emulator.deliver(dict(headers), body)
     assert code == 202 and again["execution_arn"] == first["execution_arn"]
     assert len(executions(emulator)) == 1

@@ -9,7 +9,7 @@ from chalicelib import naming, plans
 from chalicelib.aws import ec2 as ec2_adapter
 from slipway.follow import follow
 from slipway.nodes import Result
-from tests.conftest import CallRecorder, commit_id, deliver_push, deploy, teardown
+from tests.conftest import FOLLOW_POLL, CallRecorder, commit_id, deliver_push, deploy, teardown
 
 
 def tagged_instances(emu, states=("pending", "running")):
@@ -470,7 +470,7 @@ def _entered(emu, arn, state):
 
 
 def _follow(emu, arn):
-    return follow(emu.client("stepfunctions"), arn, say=None, poll=0.05, timeout=120)
+    return follow(emu.client("stepfunctions"), arn, say=None, poll=FOLLOW_POLL, timeout=120)
 
 
 def test_two_pushes_at_once_deploy_one_after_the_other(make_emulator):

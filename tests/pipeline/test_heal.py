@@ -10,7 +10,7 @@ from chalicelib import naming
 from chalicelib.aws import ec2 as ec2_adapter
 from slipway.demo import scheduled_event
 from slipway.follow import follow
-from tests.conftest import commit_id, deliver_push, deploy, teardown
+from tests.conftest import FOLLOW_POLL, commit_id, deliver_push, deploy, teardown
 
 
 def heals(emu) -> list[dict]:
@@ -24,7 +24,7 @@ def the_heal(emu, timeout: float = 120):
     emu.wait_for_events()
     started = heals(emu)
     assert len(started) == 1, [h["name"] for h in started]
-    return follow(emu.client("stepfunctions"), started[0]["executionArn"], say=None, poll=0.05, timeout=timeout)
+    return follow(emu.client("stepfunctions"), started[0]["executionArn"], say=None, poll=FOLLOW_POLL, timeout=timeout)
 
 
 def live(emu) -> list[ec2_adapter.Node]:
@@ -106,9 +106,9 @@ def test_a_heal_racing_a_push_lets_the_push_win_and_runs_nothing_twice(make_emul
     assert status == 202
     emu.wait_for_events()
     sfn = emu.client("stepfunctions")
-    push_run = follow(sfn, answer["execution_arn"], say=None, poll=0.05, timeout=180)
+    push_run = follow(sfn, answer["execution_arn"], say=None, poll=FOLLOW_POLL, timeout=180)
     for heal in heals(emu):
-        follow(sfn, heal["executionArn"], say=None, poll=0.05, timeout=180)
+        follow(sfn, heal["executionArn"], say=None, poll=FOLLOW_POLL, timeout=180)
     assert push_run.status == "SUCCEEDED", (push_run.error, push_run.cause)
     # Whichever came first, the push's commit is what runs once both ended, on one node.
     deployed = json.loads(
@@ -136,7 +136,7 @@ def test_the_drift_check_heals_a_node_no_event_told_of_and_nothing_when_nothing_
     emu.nodes.broken.add(broken)
     answer = emu.invoke("drift_check", scheduled_event())
     assert answer["reason"] == "drift: 1 of 2 nodes Ready in the swarm, 1 Down terminated", answer
-    healed = follow(emu.client("stepfunctions"), answer["started"], say=None, poll=0.05, timeout=120)
+    healed = follow(emu.client("stepfunctions"), answer["started"], say=None, poll=FOLLOW_POLL, timeout=120)
     assert healed.status == "SUCCEEDED", (healed.error, healed.cause)
     emu.wait_for_events()  # its termination's events name the same heal: nothing more starts
     assert len(heals(emu)) == 1
@@ -148,7 +148,7 @@ def test_the_drift_check_heals_a_node_no_event_told_of_and_nothing_when_nothing_
     later = scheduled_event() | {"time": "2026-12-02T03:00:00Z"}
     answer = emu.invoke("drift_check", later)
     assert answer["reason"] == "drift: 1 of 2 nodes running", answer
-    again = follow(emu.client("stepfunctions"), answer["started"], say=None, poll=0.05, timeout=120)
+    again = follow(emu.client("stepfunctions"), answer["started"], say=None, poll=FOLLOW_POLL, timeout=120)
     assert again.status == "SUCCEEDED", (again.error, again.cause)
     assert_swarm_is_exactly_the_live_nodes(emu, 2)
 

@@ -114,7 +114,8 @@ def test_a_lease_whose_holder_was_stopped_without_its_event_is_reclaimed(make_em
     _wait_until_entered(emu, stopped, "Look for a baked image")
     with mock.patch.object(emu, "_execution_stopped"):  # the event is lost
         emu.client("stepfunctions").stop_execution(executionArn=stopped, error="Operator", cause="console")
-    assert _follow(emu, stopped).status == "ABORTED"
+    ended = _follow(emu, stopped)
+    assert ended.status == "ABORTED", (ended.status, ended.error, ended.cause, ended.states)
     [held] = leases(emu)
     assert held["owner"] == {"S": stopped}
     run = deploy(emu)

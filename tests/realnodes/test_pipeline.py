@@ -20,17 +20,32 @@ from slipway.demo import scheduled_event
 from slipway.follow import follow
 from slipway.nodes import Result
 from tests.conftest import commit_id, deploy
-from tests.pipeline.test_deploy import new_content, tagged_instances
+from tests.pipeline.test_deploy import tagged_instances
 
-# Not the default VPC CIDR, so a `slipway demo --real-nodes` can run beside the tests.
-CIDR = "10.198.0.0/16"
+
+def cidr(test_name: str) -> str:
+    """The VPC CIDR (the node network's subnet) of one test of this module: its own, so the tests
+    run on several workers at once; none is the default, so a `slipway demo --real-nodes` can run
+    beside them (10.170.0.0/16 onwards, clear of the other real-node modules' networks)."""
+    tests = sorted(name for name in globals() if name.startswith("test_"))
+    return f"10.{170 + tests.index(test_name)}.0.0/16"
+
+
+def changed_role(emu, commit: str) -> str:
+    """Give `commit` a changed ansible/ tree, as a push that changes the role would: the same
+    change in every test of this module, so the node image it bakes is baked once in a session
+    and reused by the tests after (each test's pipeline still bakes, registers and rolls it out)."""
+    emu.github.trees[commit] = {"ansible": "a" * 40, "packer": "f" * 40}
+    return commit
+
+
 # A real run's first bake converges the role on a fresh Debian root (on a cold .cache/, with the rest
 # of the suite running beside it, that alone can pass two minutes); the bake's own limit is higher.
 REAL_RUN_SECONDS = 900
 
 
 @pytest.fixture
-def real(make_emulator):
+def real(make_emulator, request):
     reason = realnodes.bake_available()
     if reason:
         if os.environ.get("CI") == "true":
@@ -38,12 +53,16 @@ def real(make_emulator):
         pytest.skip(reason)
 
     def start(node_count: int = 2, **environment: str):
-        return make_emulator(
+        emu = make_emulator(
             node_count=node_count,
             real_nodes=True,
             poll_seconds=1,
-            extra_environment={"SLIPWAY_VPC_CIDR": CIDR} | environment,
+            extra_environment={"SLIPWAY_VPC_CIDR": cidr(request.node.originalname)} | environment,
         )
+        # Tests on other workers bake the same images (same content, same key): the session
+        # removes them at its end (tests/conftest.py), not the test that happened to bake first.
+        emu.nodes.remove_images = False
+        return emu
 
     return start
 
@@ -92,7 +111,7 @@ def test_a_real_replacement_always_has_a_ready_node_and_ends_with_only_the_new_o
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        second = deploy(emu, new_content(emu, commit_id()), timeout=REAL_RUN_SECONDS)
+        second = deploy(emu, changed_role(emu, commit_id()), timeout=REAL_RUN_SECONDS)
     finally:
         stop.set()
         sampler.join()
@@ -149,7 +168,7 @@ def test_a_real_node_whose_dockerd_stops_fails_the_gate_and_the_old_node_keeps_s
         return result
 
     emu.nodes.run = dockerd_dies_after_joining
-    second = deploy(emu, new_content(emu, commit_id()), timeout=REAL_RUN_SECONDS)
+    second = deploy(emu, changed_role(emu, commit_id()), timeout=REAL_RUN_SECONDS)
     emu.nodes.run = original_run
     assert second.status == "FAILED" and second.error == "NodesUnhealthy", (second.error, second.cause)
     assert emu.nodes.instances() == [old]  # the new node's container is gone, the old one stays
@@ -220,7 +239,7 @@ def test_a_real_stack_answers_over_http_and_keeps_answering_through_a_node_repla
     balancer_sampler = threading.Thread(target=sample_load_balancer)
     balancer_sampler.start()
     try:
-        commit = new_content(emu, commit_id())
+        commit = changed_role(emu, commit_id())
         emu.github.files[commit] = {"stack.yml": stack}
         second = deploy(emu, commit, timeout=REAL_RUN_SECONDS)
     finally:
