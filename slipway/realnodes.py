@@ -456,6 +456,7 @@ class DockerNodes:
         self._meshes: dict[str, set[int]] = {}  # instance id -> the ports its mesh processes listen on
         self._mesh_peers: list[str] | None = None  # what set_mesh_peers wrote last
         self._mesh_lock = threading.RLock()  # one peers update at a time: the last one written is current
+        self._host_ports: dict[tuple[str, int], int] = {}  # (container, port) -> its port on 127.0.0.1
         self._images: set[str] = set()  # images this object baked (close removes them)
         self._network_ready = False
         self._closed = False
@@ -894,10 +895,17 @@ class DockerNodes:
         `published_ports`)."""
         if port not in self.published_ports:
             raise NodeError(f"port {port} is not published by the node containers ({self.published_ports})")
-        found = _docker("port", self._name(instance_id), f"{port}/tcp", timeout=30).stdout
+        name = self._name(instance_id)
+        with self._lock:  # a container's published ports are fixed for its life: asked once
+            known = self._host_ports.get((name, port))
+        if known is not None:
+            return known
+        found = _docker("port", name, f"{port}/tcp", timeout=30).stdout
         for line in found.splitlines():
             host, _, number = line.strip().rpartition(":")
             if host == "127.0.0.1":
+                with self._lock:
+                    self._host_ports[(name, port)] = int(number)
                 return int(number)
         raise NodeError(f"{instance_id}: no loopback port for {port}: {found.strip()}")
 
