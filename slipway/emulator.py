@@ -65,6 +65,7 @@ _INTERPRETER_CLIENTS: dict[tuple[str, str, bool, str], Any] = {}
 _INTERPRETER_CLIENTS_LOCK = threading.Lock()
 
 _LOADER: Any = None  # botocore's loader of its model files, shared by the emulator's sessions
+_LOADER_LOCK = threading.Lock()
 
 
 def _session():
@@ -75,7 +76,7 @@ def _session():
     import botocore.session
 
     core = botocore.session.Session()
-    with _INTERPRETER_CLIENTS_LOCK:
+    with _LOADER_LOCK:
         if _LOADER is None:
             _LOADER = core.get_component("data_loader")
         else:
@@ -1155,39 +1156,24 @@ class Emulator:
         """What EC2 sends EventBridge as instances change state, one event per instance and state."""
         for state in states:
             for instance_id in instance_ids:
-                self._events.put(
-                    (
-                        region,
-                        {
-                            "version": "0",
-                            "id": str(uuid.uuid4()),
-                            "detail-type": "EC2 Instance State-change Notification",
-                            "source": "aws.ec2",
-                            "account": ACCOUNT,
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "region": region,
-                            "resources": [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{instance_id}"],
-                            "detail": {"instance-id": instance_id, "state": state},
-                        },
-                    )
+                self._send_event(
+                    region,
+                    "EC2 Instance State-change Notification",
+                    "aws.ec2",
+                    [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{instance_id}"],
+                    {"instance-id": instance_id, "state": state},
                 )
 
     def _command_finished(self, command, region: str) -> None:
         """What SSM sends EventBridge when a command ends ("EC2 Command Status-change Notification")."""
         statuses = {inv["Status"] for inv in command.invocations}
         status = "Success" if statuses <= {"Success"} else "Failed"
-        event = {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "EC2 Command Status-change Notification",
-            "source": "aws.ssm",
-            "account": ACCOUNT,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "region": region,
-            "resources": [
-                f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{inv['InstanceId']}" for inv in command.invocations
-            ],
-            "detail": {
+        self._send_event(
+            region,
+            "EC2 Command Status-change Notification",
+            "aws.ssm",
+            [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{inv['InstanceId']}" for inv in command.invocations],
+            {
                 "command-id": command.command_id,
                 "document-name": command.document_name,
                 "expire-after": str(command.expires_after),
@@ -1195,8 +1181,7 @@ class Emulator:
                 "requested-date-time": str(command.requested_date_time),
                 "status": status,
             },
-        }
-        self._events.put((region, event))
+        )
 
     def _execution_stopped(self, execution, region: str, status: str) -> None:
         """What Step Functions sends EventBridge when an execution ends ("Step Functions Execution
@@ -1208,16 +1193,12 @@ class Emulator:
             return int(moment.timestamp() * 1000) if moment else None
 
         arn = execution.execution_arn
-        event = {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "Step Functions Execution Status Change",
-            "source": "aws.states",
-            "account": ACCOUNT,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "region": region,
-            "resources": [arn],
-            "detail": {
+        self._send_event(
+            region,
+            "Step Functions Execution Status Change",
+            "aws.states",
+            [arn],
+            {
                 "executionArn": arn,
                 "stateMachineArn": execution.state_machine_arn,
                 "name": execution.name,
@@ -1229,6 +1210,21 @@ class Emulator:
                 "output": None,
                 "outputDetails": None,
             },
+        )
+
+    def _send_event(self, region: str, detail_type: str, source: str, resources: list[str], detail: dict) -> None:
+        """Put an event on the default bus as an AWS service would (the envelope EventBridge
+        gives every event); _deliver_events hands it to the matching rules' targets."""
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": detail_type,
+            "source": source,
+            "account": ACCOUNT,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": region,
+            "resources": resources,
+            "detail": detail,
         }
         self._events.put((region, event))
 

@@ -978,11 +978,17 @@ def cleanup(run_id: str | None = None, *, images: list[str] | None = None, all_i
                 counts["networks"] += 1
         doomed = list(images or [])
         if all_images:
-            doomed += _docker("images", "-q", "--filter", f"label={ROLE_LABEL}=node-image", check=False).stdout.split()
+            doomed += node_images()
         counts["images"] = remove_images(doomed)
     except (OSError, subprocess.SubprocessError):
         pass
     return counts
+
+
+def node_images() -> list[str]:
+    """The ids of every node image on this machine (labelled node-image by bake_image)."""
+    found = _docker("images", "-q", "--no-trunc", "--filter", f"label={ROLE_LABEL}=node-image", check=False)
+    return found.stdout.split()
 
 
 def remove_images(images: list[str]) -> int:
