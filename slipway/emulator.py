@@ -195,11 +195,14 @@ def _from_template(backend, reservation, kwargs: dict):
 class TargetHealth:
     """What the emulated NLB knows of its targets beyond moto's registrations: health checks since
     registration ((target group, instance) -> count), deregistrations still draining (-> until,
-    time.monotonic()), deleted load balancers' interfaces not yet released (description -> when),
+    time.monotonic()), deleted load balancers' interfaces not yet released (description -> how many
+    more DescribeNetworkInterfaces answers still list them),
     and the instances a test makes fail their health checks (`failing`, or the predicate `fail`)."""
 
     initial_checks: int = 1  # DescribeTargetHealth answers `initial` this many times after a registration
-    eni_release_seconds: float = 1.0
+    # AWS releases a deleted NLB's interfaces "a while" later. Counted in looks, not seconds, so the
+    # teardown's wait loop sees them held for a few checks however fast the machine runs it.
+    eni_release_looks: int = 3
     checks: dict[tuple[str, str], int] = field(default_factory=dict)
     draining: dict[tuple[str, str], float] = field(default_factory=dict)
     releasing: dict[str, float] = field(default_factory=dict)
@@ -1030,9 +1033,7 @@ class Emulator:
             if balancer is not None:
                 lb_id = arn.rsplit("/", 1)[-1]
                 with targets.lock:
-                    targets.releasing[f"ELB net/{balancer.name}/{lb_id}"] = (
-                        time.monotonic() + targets.eni_release_seconds
-                    )
+                    targets.releasing[f"ELB net/{balancer.name}/{lb_id}"] = targets.eni_release_looks
             emulator._listeners_changed(backend)
 
         original_group, original_listener = ELBv2Backend.create_target_group, ELBv2Backend.create_listener
@@ -1058,10 +1059,11 @@ class Emulator:
         patch(mock.patch.object(ELBv2Backend, "create_listener", create_listener))
         patch(mock.patch.object(ELBv2Backend, "delete_load_balancer", delete_load_balancer))
 
-        def release(ec2) -> None:
+        def release(ec2, *, look: bool = False) -> None:
             with targets.lock:
-                now = time.monotonic()
-                done = {d for d, at in targets.releasing.items() if at <= now}
+                if look:  # a DescribeNetworkInterfaces answer: one look fewer until the release
+                    targets.releasing.update((d, n - 1) for d, n in targets.releasing.items())
+                done = {d for d, n in targets.releasing.items() if n < 0}
                 for description in done:
                     del targets.releasing[description]
             for eni in list(ec2.enis.values()):
@@ -1071,7 +1073,7 @@ class Emulator:
         original_all = NetworkInterfaceBackend.get_all_network_interfaces
 
         def get_all_network_interfaces(ec2, *args, **kwargs):
-            release(ec2)
+            release(ec2, look=True)
             return original_all(ec2, *args, **kwargs)
 
         original_delete_subnet = SubnetBackend.delete_subnet

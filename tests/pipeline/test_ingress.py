@@ -300,5 +300,5 @@ def test_the_emulated_balancer_holds_its_subnets_until_its_interfaces_are_releas
         assert exc.response["Error"]["Code"] == "DependencyViolation"
     else:
         raise AssertionError("the subnet was deleted while the load balancer's interface held it")
-    emulator.targets.releasing.update(dict.fromkeys(emulator.targets.releasing, 0.0))
+    emulator.targets.releasing.update(dict.fromkeys(emulator.targets.releasing, -1))  # released now
     ec2.delete_subnet(SubnetId=subnet)
