@@ -944,9 +944,32 @@ class Emulator:
 
         patch(mock.patch.object(SimpleSystemManagerResponse, "send_command", send_command))
         self._patch_elb()
+        self._patch_dynamodb()
         worker = threading.Thread(target=self._deliver_events, daemon=True)
         worker.start()
         self._stack.callback(lambda: (self._events.put(None), worker.join(timeout=10)))
+
+    def _patch_dynamodb(self) -> None:
+        """DynamoDB applies a conditional write atomically: of two PutItems that both require the
+        item to be absent, one fails (ConditionalCheckFailedException). moto checks the condition,
+        then writes, with no lock between, and the emulator runs Lambdas on threads: two runs could
+        both take the lease. Writes are serialized here, as the service does per item."""
+        from moto.dynamodb.models import DynamoDBBackend
+
+        lock = threading.RLock()  # re-entrant: TransactWriteItems writes through put_item
+
+        def serialized(original):
+            @functools.wraps(original)
+            def write(*args, **kwargs):
+                with lock:
+                    return original(*args, **kwargs)
+
+            return write
+
+        for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+            self._stack.enter_context(
+                mock.patch.object(DynamoDBBackend, name, serialized(getattr(DynamoDBBackend, name)))
+            )
 
     def _patch_elb(self) -> None:
         """moto's elbv2 holds the load balancers, listeners, target groups and registrations; what

@@ -3,8 +3,10 @@ ListExecutions made as stale as AWS allows it to be (README, "Look for earlier r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
 from unittest import mock
 
@@ -74,6 +76,46 @@ class Takes:
     def reclaim(self, client, table, environment, owner, *args):
         self.owners.append(owner)
         return self._reclaim(client, table, environment, owner, *args)
+
+
+def test_two_takes_at_the_same_moment_give_the_lease_to_one(emulator):
+    # DynamoDB's conditional write is atomic; moto's checks, then writes. With the time between the
+    # two widened so both threads check before either writes, exactly one take must still win.
+    from moto.dynamodb.models import table as moto_table
+
+    original = moto_table.get_expected
+    both_checked = threading.Barrier(2, timeout=2)
+
+    def get_expected(expected):
+        op = original(expected)
+        check = op.expr
+
+        def expr(current):
+            held = check(current)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_checked.wait()  # serialized writes: the barrier breaks after its timeout
+            return held
+
+        op.expr = expr
+        return op
+
+    table, now = os.environ["SLIPWAY_LEASE_TABLE"], int(time.time())
+    answers = []
+
+    def take(owner: str) -> None:
+        client = emulator.client("dynamodb")
+        answers.append(dynamodb_adapter.take(client, table, emulator.environment, owner, now + 600, now))
+
+    with mock.patch.object(moto_table, "get_expected", get_expected):
+        threads = [threading.Thread(target=take, args=(owner,)) for owner in ("run-a", "run-b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(taken for taken, _ in answers) == [False, True], answers
+    [winner] = [holder for taken, holder in answers if not taken]  # what the other take found
+    assert winner is not None and winner.owner in ("run-a", "run-b")
+    assert [item["owner"]["S"] for item in leases(emulator)] == [winner.owner]
 
 
 def test_two_runs_that_both_find_the_way_clear_still_go_one_at_a_time(make_emulator):
