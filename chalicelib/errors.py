@@ -49,6 +49,10 @@ class QueueTimeout(SlipwayError):
     """A run waited for the environment's earlier runs longer than SLIPWAY_QUEUE_MAX_CHECKS polls."""
 
 
+class StackInvalid(InvalidInput):
+    """The stack file cannot be deployed; the message names the file and says why."""
+
+
 class StackFailed(SlipwayError):
     """The stack could not be rolled out: an image could not be pulled, a service's new tasks failed
     and Swarm rolled it back, or the services did not converge in SLIPWAY_STACK_TIMEOUT_SECONDS."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from chalicelib import aws, naming, plans, rollout, stack
 from chalicelib.aws import ec2, github, s3, ssm
-from chalicelib.errors import ConfigurationError, StackFailed
+from chalicelib.errors import ConfigurationError, StackFailed, StackInvalid
 from chalicelib.observability import logger
 from chalicelib.settings import Settings, get_settings
 from chalicelib.steps.common import deployment_of, finished, github_token
@@ -42,7 +42,7 @@ def read_stack(event: DeployRun) -> StackFile:
     versions = ssm.versions(aws.client("ssm"), sorted(parameters.values())) if parameters else {}
     missing = sorted(key for key, name in parameters.items() if name not in versions)
     if missing:
-        raise stack.StackInvalid(
+        raise StackInvalid(
             f"{path}: no value for secret{'s' if len(missing) > 1 else ''} {', '.join(missing)}: put each as a "
             f"SecureString, e.g. aws ssm put-parameter --type SecureString --name "
             f"{parameters[missing[0]]} --value ..."

@@ -12,9 +12,10 @@ import jsonschema  # an independent draft-04 validator (ansible-lint's dependenc
 import pytest
 import yaml
 
-from chalicelib import stack
-from chalicelib.errors import InvalidInput
-from chalicelib.stack import StackInvalid, content_key, format_duration, parse, parse_duration, render
+from chalicelib import compose_schema, compose_yaml
+from chalicelib.durations import format_duration, parse_duration
+from chalicelib.errors import InvalidInput, StackInvalid
+from chalicelib.stack import content_key, parse, render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "example" / "stack.yml"
@@ -81,14 +82,14 @@ def test_the_vendored_schemas_are_docker_clis_files_unchanged():
     )
     # Then every vendored file is listed, one per version, with git's id of its bytes
     files = sorted(p.name for p in SCHEMAS.glob("config_schema_v*.json"))
-    assert sorted(listed) == files == sorted(f"config_schema_v{v}.json" for v in stack.VERSIONS)
+    assert sorted(listed) == files == sorted(f"config_schema_v{v}.json" for v in compose_schema.VERSIONS)
     for name, blob in listed.items():
         data = (SCHEMAS / name).read_bytes()
         assert hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == blob, name
     assert "Apache License" in (SCHEMAS / "LICENSE").read_text()
 
 
-@pytest.mark.parametrize("version", stack.VERSIONS)
+@pytest.mark.parametrize("version", compose_schema.VERSIONS)
 def test_every_vendored_schema_version_loads_and_validates(version):
     # Given a small stack declaring each version docker/cli has a schema for
     text = f'version: "{version}"\nservices:\n  web:\n    image: nginx\n    healthcheck: {{interval: 10s}}\n'
@@ -154,7 +155,7 @@ def test_an_alias_bomb_is_refused_fast():
     started = time.perf_counter()
     message = refused(bomb)
     assert time.perf_counter() - started < 1.0
-    assert f"has more than {stack.MAX_VALUES} values once its aliases are expanded" in message
+    assert f"has more than {compose_yaml.MAX_VALUES} values once its aliases are expanded" in message
 
 
 def test_aliases_within_bounds_are_read():
@@ -296,7 +297,7 @@ IGNORED = {
 
 def test_keys_docker_stack_deploy_ignores_are_warnings_naming_service_and_key():
     # Given a service with every key docker/cli's loader lists as unsupported or deprecated
-    assert set(IGNORED) == set(stack.UNSUPPORTED_PROPERTIES) | set(stack.DEPRECATED_PROPERTIES)
+    assert set(IGNORED) == set(compose_yaml.UNSUPPORTED_PROPERTIES) | set(compose_yaml.DEPRECATED_PROPERTIES)
     text = yaml.safe_dump({"services": {"web": {"image": "nginx", **IGNORED}}})
     # When it is parsed
     parsed = parse(text, path=PATH)
