@@ -16,7 +16,7 @@ made, which AWS may not show yet (eventual consistency): the adapter making that
 call's not-found codes, and only those, into TransientError (`just_created`), and the state
 machine's Retry runs the step again a little later. Every such read, by step (app.TASKS):
 
-ensure_network (ec2.ensure_network, NETWORK_NOT_VISIBLE): each call on the VPC, subnets, internet
+ensure_network (network.ensure_network, NETWORK_NOT_VISIBLE): each call on the VPC, subnets, internet
     gateway, route table and security group it has just created (or found by their tags, made by
     an attempt whose answer was lost): DescribeVpcAttribute, ModifyVpcAttribute, CreateSubnet,
     AttachInternetGateway, CreateRouteTable, CreateSecurityGroup after CreateVpc ->

@@ -4,7 +4,7 @@ nodes', and the load balancer's with SLIPWAY_INGRESS=nlb), found by tag and crea
 from __future__ import annotations
 
 from chalicelib import aws
-from chalicelib.aws import ec2
+from chalicelib.aws import network
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import deployment_of, tags_for
 from chalicelib.steps.state import DeployRun, Network
@@ -13,7 +13,7 @@ from chalicelib.steps.state import DeployRun, Network
 def ensure_network(event: DeployRun) -> Network:
     deployment = deployment_of(event)
     settings = get_settings()
-    converged = ec2.ensure_network(
+    converged = network.ensure_network(
         aws.client("ec2"),
         aws.client("ec2", retries=False),
         environment=deployment["environment"],

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import aws, naming, plans
-from chalicelib.aws import ec2, elb, ssm
+from chalicelib.aws import ec2, elb, network, ssm
 from chalicelib.errors import TeardownIncomplete
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
@@ -65,7 +65,7 @@ def check_nodes_gone(event: Mapping[str, Any]) -> Removal:
 
 def delete_network(event: Mapping[str, Any]) -> NetworkRemoved:
     environment, deployment = scope(event)
-    removed = ec2.delete_network(aws.client("ec2"), environment, deployment)
+    removed = network.delete_network(aws.client("ec2"), environment, deployment)
     removed["launch-template"] = ec2.delete_launch_templates(aws.client("ec2"), environment, deployment)
     swarm_left = ec2.list_nodes(aws.client("ec2"), environment)
     # A failed deployment that initialised a swarm of its own stored that swarm's tokens: its nodes

@@ -1,11 +1,12 @@
-"""The EC2 adapter against moto: the network converges by tag and teardown removes only its own."""
+"""The EC2 adapters (ec2, network) against moto: the network converges by tag and teardown removes only its own."""
 
 from chalicelib import naming
 from chalicelib.aws import ec2 as adapter
+from chalicelib.aws import network as network_adapter
 
 
 def converge(ec2, environment="dev", deployment="run-1", subnets=("10.42.0.0/24",)):
-    return adapter.ensure_network(
+    return network_adapter.ensure_network(
         ec2,
         ec2,
         environment=environment,
@@ -56,16 +57,16 @@ def test_security_group_opens_only_service_ports_to_the_world_and_never_ssh(ec2)
 def test_delete_network_removes_only_what_the_scope_tags(ec2):
     mine = converge(ec2, environment="dev")
     other = converge(ec2, environment="prod")
-    removed = adapter.delete_network(ec2, "dev")
+    removed = network_adapter.delete_network(ec2, "dev")
     assert removed == {"security-group": 1, "route-table": 1, "internet-gateway": 1, "subnet": 1, "vpc": 1}
     assert ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [mine["vpc_id"]]}])["Vpcs"] == []
     assert ec2.describe_vpcs(VpcIds=[other["vpc_id"]])["Vpcs"]
-    assert adapter.delete_network(ec2, "dev") == dict.fromkeys(removed, 0)
+    assert network_adapter.delete_network(ec2, "dev") == dict.fromkeys(removed, 0)
 
 
 def test_deployment_scope_leaves_an_older_deployments_network(ec2):
     converge(ec2, deployment="run-1")
-    assert adapter.delete_network(ec2, "dev", deployment="run-2") == {
+    assert network_adapter.delete_network(ec2, "dev", deployment="run-2") == {
         "security-group": 0,
         "route-table": 0,
         "internet-gateway": 0,

@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 from chalicelib import aws, naming
 from chalicelib.aws import codebuild as codebuild_adapter
 from chalicelib.aws import ec2 as ec2_adapter
+from chalicelib.aws import network as network_adapter
 from chalicelib.aws import s3 as s3_adapter
 from chalicelib.aws import ssm as ssm_adapter
 from chalicelib.errors import ConfigurationError, TransientError
@@ -16,7 +17,7 @@ from tests.aws.conftest import Answer
 from tests.faults import FIRST_READ_AFTER, Fault
 
 READ_AFTER_CREATE_CODES = sorted(
-    ec2_adapter.NETWORK_NOT_VISIBLE
+    network_adapter.NETWORK_NOT_VISIBLE
     | ec2_adapter.LAUNCH_NOT_VISIBLE
     | ec2_adapter.IMAGE_NOT_VISIBLE
     | ec2_adapter.INSTANCE_NOT_VISIBLE
@@ -79,7 +80,7 @@ def test_just_created_converts_only_its_codes():
 
 
 def converge(ec2, deployment="run-1", subnets=("10.42.0.0/24",)):
-    return ec2_adapter.ensure_network(
+    return network_adapter.ensure_network(
         ec2,
         ec2,
         environment="dev",

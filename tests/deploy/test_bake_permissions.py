@@ -725,7 +725,7 @@ def test_the_build_instance_runs_in_the_stacks_own_network_open_to_nothing():
 
 
 def test_teardown_never_finds_the_bake_network():
-    # Teardown and compensation remove what carries the environment's tag (chalicelib/aws/ec2.py,
+    # Teardown and compensation remove what carries the environment's tag (chalicelib/aws/network.py,
     # delete_network): the stack's network must not, and the stack passes its own tags to every
     # resource, so bootstrap tags the stack otherwise.
     template = _template()

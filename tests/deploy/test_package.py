@@ -211,7 +211,7 @@ def test_ec2_mutations_are_scoped_by_the_environment_tag():
 def _calls() -> set[tuple[str, str]]:
     """(service, boto3 method) for every AWS call in chalicelib's adapters."""
     calls = set()
-    # Calls, paginators, and methods handed to a helper (`_gone(ec2.delete_vpc, ...)`).
+    # Calls, paginators, and methods handed to a helper (`gone(ec2.delete_vpc, ...)`).
     pattern = re.compile(
         r"\b(ec2|elb|create|ssm|codebuild|sfn|s3|dynamodb)\.(?:get_paginator\(\"([a-z_]+)\"|([a-z_]+)\b)"
     )

@@ -4,7 +4,7 @@ group rules it implies, and what the commit status says with an address."""
 import pytest
 
 from chalicelib import naming, plans, stack
-from chalicelib.aws import ec2
+from chalicelib.aws import network
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import from_environment
 from tests.unit.test_settings_naming import BASE
@@ -60,13 +60,13 @@ def test_the_ports_a_stack_publishes_in_every_syntax():
 
 
 def test_the_nodes_group_opens_service_ports_to_the_load_balancer_group_only():
-    rules = ec2._ingress("sg-nodes", (80, 443), "sg-lb")
+    rules = network._ingress("sg-nodes", (80, 443), "sg-lb")
     service = [r for r in rules if r["FromPort"] in (80, 443)]
     assert all(r["UserIdGroupPairs"][0]["GroupId"] == "sg-lb" and "IpRanges" not in r for r in service)
     swarm = [r for r in rules if r["FromPort"] not in (80, 443)]
-    assert {(r["IpProtocol"], r["FromPort"]) for r in swarm} == set(ec2.SWARM_PORTS)
+    assert {(r["IpProtocol"], r["FromPort"]) for r in swarm} == set(network.SWARM_PORTS)
     assert all(r["UserIdGroupPairs"][0]["GroupId"] == "sg-nodes" for r in swarm)
-    public = ec2._ingress(None, (80,), None)  # the load balancer's own group, or nodes without one
+    public = network._ingress(None, (80,), None)  # the load balancer's own group, or nodes without one
     assert public == [
         {
             "IpProtocol": "tcp",
@@ -88,12 +88,12 @@ def test_rules_beyond_what_is_wanted_are_the_ones_revoked():
         },
         {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
     ]
-    wanted = ec2._ingress(None, (80,), "sg-lb")
-    assert ec2._extra_rules(existing, wanted) == [
+    wanted = network._ingress(None, (80,), "sg-lb")
+    assert network._extra_rules(existing, wanted) == [
         {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
         {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
     ]
-    assert ec2._missing_rules(existing, wanted) == []
+    assert network._missing_rules(existing, wanted) == []
 
 
 def test_the_success_status_gives_the_address_and_fits_githubs_limit():
