@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import uuid
 from unittest import mock
 
@@ -184,13 +185,17 @@ def teardown(emu: Emulator, environment: str | None = None):
 
 
 class CallRecorder:
-    """Counts the AWS API calls made by clients of one boto3 event system."""
+    """Counts the AWS API calls made by clients of one boto3 event system; with `thread`, only those
+    made on that thread (the emulator runs an execution's Lambdas on threads of their own, with the
+    same cached clients)."""
 
-    def __init__(self) -> None:
+    def __init__(self, thread: threading.Thread | None = None) -> None:
         self.calls: list[str] = []
+        self.thread = thread
 
     def __call__(self, model, params, **kwargs) -> None:
-        self.calls.append(model.name)
+        if self.thread is None or threading.current_thread() is self.thread:
+            self.calls.append(model.name)
 
     def mutating(self) -> list[str]:
         readers = ("Describe", "Get", "List", "BatchGet")

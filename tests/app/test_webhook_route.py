@@ -1,6 +1,7 @@
 """The webhook route as API Gateway calls it, on the emulator: every refusal, ping, push."""
 
 import json
+import threading
 
 import pytest
 
@@ -181,7 +182,7 @@ def test_a_warm_delivery_reads_no_parameter_and_makes_one_aws_call(emulator):
     from tests.conftest import CallRecorder
 
     assert deliver_push(emulator, commit_id())[0] == 202  # warm: the secrets are cached now
-    recorder = CallRecorder()
+    recorder = CallRecorder(threading.current_thread())  # not the started execution's first steps
     for service in ("ssm", "stepfunctions"):
         aws.client(service).meta.events.register(f"provide-client-params.{service}.*", recorder)
     assert deliver_push(emulator, commit_id())[0] == 202
