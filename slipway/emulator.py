@@ -205,7 +205,7 @@ class TargetHealth:
     eni_release_looks: int = 3
     checks: dict[tuple[str, str], int] = field(default_factory=dict)
     draining: dict[tuple[str, str], float] = field(default_factory=dict)
-    releasing: dict[str, float] = field(default_factory=dict)
+    releasing: dict[str, int] = field(default_factory=dict)
     failing: set[str] = field(default_factory=set)
     fail: Callable[[str], bool] | None = None  # or: which instances fail, decided when asked
     lock: threading.Lock = field(default_factory=threading.Lock)
