@@ -184,10 +184,21 @@ def plan_swarm(
     return SwarmStep("join", pending, tuple(manager_addresses), "worker")
 
 
-def plan_promotion(current: list[str], roles: dict[str, str], node_count: int) -> tuple[str, ...]:
+def plan_promotion(current: list[str], roles: dict[str, str], node_count: int, retiring: int = 0) -> tuple[str, ...]:
     """Which of the nodes that stay (`current`, new ones first) to promote so that, once the old
-    nodes are gone, the swarm has `managers_wanted` managers. `roles` maps id to swarm role."""
-    need = managers_wanted(node_count) - sum(1 for i in current if roles.get(i) == "manager")
+    nodes are gone, the swarm has `managers_wanted` managers. `roles` maps id to swarm role;
+    `retiring` counts the managers the retire command will demote.
+
+    While old managers leave, at least two managers stay: each demotion then shrinks a Raft
+    membership of three or more, whose remaining members elect a leader by the old membership's
+    majority. Demoting the leader of a two-member membership can leave the other member waiting
+    for a commit it never hears of, with no leader for good (Docker: "The swarm does not have a
+    leader"); a retire through a single new manager did so under load. The extra manager is
+    demoted after the retirements (`surplus_managers`), never the leader."""
+    wanted = managers_wanted(node_count)
+    if retiring:
+        wanted = max(wanted, min(2, len(current)))
+    need = wanted - sum(1 for i in current if roles.get(i) == "manager")
     return tuple(i for i in current if roles.get(i) != "manager")[: max(0, need)]
 
 
@@ -361,14 +372,18 @@ def gone_members(invocation: CommandResult, keep: Iterable[str], live: Iterable[
     return sorted(gone)
 
 
-def retire_script(hostnames: Sequence[str], demote: Sequence[str] = (), forget: Sequence[str] = ()) -> list[str]:
+def retire_script(
+    hostnames: Sequence[str], demote: Sequence[str] = (), forget: Sequence[str] = (), surplus: int | None = None
+) -> list[str]:
     """Run on a manager that stays: drain each node (its tasks move elsewhere), demote it if it is
     a manager (one at a time, so the managers keep their quorum), then remove it, before it is
     terminated. Only a node the swarm does not know ("No such node") is skipped; a leader election
     (after a leader is demoted) is waited out; any other failure fails the command. Each node done is printed
     ("retired <host>" or "<host>: not in the swarm"), so a command that fails half-way says which
-    nodes may be terminated all the same (`left_swarm`). Then the managers in `demote`, nodes that
-    stay, become workers ("demoted <host>"): a smaller swarm wants fewer managers. First, the
+    nodes may be terminated all the same (`left_swarm`). Then `surplus` (default: all) of the
+    managers in `demote`, nodes that stay, become workers ("demoted <host>"), tried in order and
+    never the leader: a smaller swarm wants fewer managers, and a leader demoted from a membership
+    of two can leave the other manager without one (`plan_promotion`). First, the
     members in `forget` (their instances are gone: `gone_members`; "<host>" for every entry of the
     name, "<host> down" for those not Ready) are demoted if they were managers and removed, by node
     id ("forgot <host>"), so the member list is the live nodes again and the lost managers' places
@@ -388,8 +403,15 @@ def retire_script(hostnames: Sequence[str], demote: Sequence[str] = (), forget: 
             '  echo "retired $1"',
             "}",
             "demote_surplus() {",
-            '  again docker node demote "$1" >/dev/null',
-            '  echo "demoted $1"',
+            "  left=$1; shift",
+            '  for host in "$@"; do',
+            '    [ "$left" -gt 0 ] || return 0',
+            "    leader=$(again docker node inspect --format '{{.ManagerStatus.Leader}}' \"$host\")",
+            '    [ "$leader" != true ] || continue',
+            '    again docker node demote "$host" >/dev/null',
+            '    echo "demoted $host"',
+            "    left=$((left-1))",
+            "  done",
             "}",
         ]
         + (
@@ -410,16 +432,24 @@ def retire_script(hostnames: Sequence[str], demote: Sequence[str] = (), forget: 
             else []
         )
         + [f"retire {shlex.quote(host)}" for host in hostnames]
-        + [f"demote_surplus {shlex.quote(host)}" for host in demote]
+        + (
+            [f"demote_surplus {len(demote) if surplus is None else surplus} {' '.join(map(shlex.quote, demote))}"]
+            if demote
+            else []
+        )
     )
 
 
-def surplus_managers(managers: list[str], node_count: int, through: str) -> tuple[str, ...]:
-    """Managers among the nodes that stay beyond what a swarm of `node_count` wants (scaling down
-    from three nodes to two leaves two managers, where one would do and two double the chance of
-    losing the quorum). Never `through`, the manager the command runs on; the last listed first."""
-    surplus = len(managers) - managers_wanted(node_count)
-    return tuple(m for m in reversed(managers) if m != through)[: max(0, surplus)]
+def surplus_managers(managers: list[str], node_count: int, through: str) -> tuple[int, tuple[str, ...]]:
+    """How many managers among the nodes that stay are beyond what a swarm of `node_count` wants
+    (scaling down from three nodes to two leaves two managers, where one would do and two double
+    the chance of losing the quorum; so does `plan_promotion`'s extra manager), and the managers
+    the retire script may demote, in the order it tries them: the last listed first, `through`,
+    the manager the command runs on, last. The script passes over the leader."""
+    surplus = max(0, len(managers) - managers_wanted(node_count))
+    if not surplus:
+        return 0, ()
+    return surplus, tuple(m for m in reversed(managers) if m != through) + ((through,) if through in managers else ())
 
 
 _DEMOTED = re.compile(r"^demoted (\S+)$", re.MULTILINE)

@@ -103,6 +103,10 @@ class Swarm:
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # instance id -> node labels
     services: dict[str, Service] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # swarm secret name -> value
+    leader: str | None = None  # the Raft leader: the first manager, then whichever the others elect
+    # Every demotion: (instance id, managers then, whether it led). A leader demoted from two
+    # managers can leave the swarm with none on real Docker (plans.plan_promotion).
+    demotions: list[tuple[str, int, bool]] = field(default_factory=list)
 
     @property
     def members(self) -> set[str]:
@@ -298,16 +302,24 @@ class EmulatedNodes:
             swarm.drained.discard(node)
             out.append(f"retired {host}")
             self.history.append((instance_id, f"docker node rm {host}"))
-        for line in _DEMOTE.findall(script):
-            host = shlex.split(line)[0]
-            node = self._by_hostname(swarm, host, machines)
-            if node is None:
-                return Result(1, "\n".join(out), f"Error response from daemon: node {host} not found")
-            error = NO_QUORUM if not self._quorum(swarm, machines) else self._demote(swarm, node, machines)
-            if error:
-                return Result(1, "\n".join(out), error)
-            out.append(f"demoted {host}")
-            self.history.append((instance_id, f"docker node demote {host}"))
+        for line in _DEMOTE.findall(script):  # `left` of the hosts, in order, passing over the leader
+            left, *hosts = shlex.split(line)
+            for host in hosts:
+                if int(left) <= 0:
+                    break
+                node = self._by_hostname(swarm, host, machines)
+                if node is None:
+                    return Result(1, "\n".join(out), f"Error response from daemon: node {host} not found")
+                if not self._quorum(swarm, machines):
+                    return Result(1, "\n".join(out), NO_QUORUM)
+                if node == self._leader(swarm, machines):
+                    continue
+                error = self._demote(swarm, node, machines)
+                if error:
+                    return Result(1, "\n".join(out), error)
+                out.append(f"demoted {host}")
+                self.history.append((instance_id, f"docker node demote {host}"))
+                left = str(int(left) - 1)
         return Result(0, "\n".join(out) + "\n")
 
     def _demote(self, swarm, node: str, machines) -> str | None:
@@ -318,6 +330,7 @@ class EmulatedNodes:
                 "Error response from daemon: rpc error: code = FailedPrecondition desc = "
                 "attempting to demote the last manager of the swarm"
             )
+        swarm.demotions.append((node, len(swarm.managers()), node == self._leader(swarm, machines)))
         swarm.roles[node] = "worker"
         return None if self._quorum(swarm, machines) else NO_QUORUM
 
@@ -567,6 +580,13 @@ class EmulatedNodes:
     def _up(self, instance_id: str, machines: dict[str, Machine]) -> bool:
         machine = machines.get(instance_id)
         return bool(machine and machine.running) and instance_id not in self.broken
+
+    def _leader(self, swarm: Swarm, machines: dict[str, Machine]) -> str | None:
+        """The swarm's leader: the one it had while that is a manager and up, else the first
+        manager up (an election)."""
+        if swarm.leader not in swarm.managers() or not self._up(swarm.leader, machines):
+            swarm.leader = next((i for i in swarm.managers() if self._up(i, machines)), None)
+        return swarm.leader
 
     def _quorum(self, swarm: Swarm, machines: dict[str, Machine]) -> bool:
         managers = swarm.managers()

@@ -40,12 +40,11 @@ def retire_old_nodes(event: DeployRun) -> Retire:
     if not managers:
         raise SwarmFailed("no manager among the nodes that stay to remove the old ones through")
     staying = {n.instance_id: n.hostname for n in found if n.instance_id in nodes["current"]}
-    demote = {
-        i: staying[i]
-        for i in plans.surplus_managers(managers, get_settings().node_count, managers[0])
-        if staying.get(i)
-    }
-    script = plans.retire_script(list(hostnames.values()), list(demote.values()), forget=gone)
+    surplus, candidates = plans.surplus_managers(managers, get_settings().node_count, managers[0])
+    demote = {i: staying[i] for i in candidates if staying.get(i)}
+    script = plans.retire_script(
+        list(hostnames.values()), list(demote.values()), forget=gone, surplus=min(surplus, len(demote))
+    )
     sent = send(deployment, "retire", script, managers[0])
     if gone:
         logger.info("forgetting members whose instances are gone", extra={"hosts": gone})

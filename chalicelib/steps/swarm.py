@@ -182,7 +182,10 @@ def promote_managers(event: DeployRun) -> Command:
             aws.client("ec2"), deployment["environment"], states=["running"], instance_ids=current + list(nodes["old"])
         )
     }
-    promote = plans.plan_promotion(current, {i: n.swarm_role for i, n in found.items()}, get_settings().node_count)
+    retiring = sum(1 for i in nodes["old"] if i in found and found[i].swarm_role == "manager")
+    promote = plans.plan_promotion(
+        current, {i: n.swarm_role for i, n in found.items()}, get_settings().node_count, retiring
+    )
     if not promote:
         return Command(command_id=None, promoted=[])
     health = event.get("health")

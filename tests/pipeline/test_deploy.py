@@ -112,6 +112,15 @@ def test_new_image_replaces_nodes_and_retires_the_old_ones(make_emulator):
     assert second.output["swarm"]["action"] == "join"  # they joined the running swarm
     assert any(cmd.startswith("docker node rm") for _, cmd in emu.nodes.history)
     assert second.output["network"]["vpc_id"] == first.output["network"]["vpc_id"]
+    # Two nodes want one manager, but the old leader left a membership of three (both new nodes
+    # promoted), and the extra one demoted after was not the leader: on real Docker a leader
+    # demoted from two managers can leave the other with no leader.
+    swarm = emu.nodes.swarm_of(next(iter(new)))
+    (old_manager,) = [n for n in old if n in {d[0] for d in swarm.demotions}]
+    assert [(n, count, led) for n, count, led in swarm.demotions if n == old_manager] == [(old_manager, 3, True)]
+    assert [led for n, _, led in swarm.demotions if n in new] == [False]
+    assert sorted(swarm.roles.values()) == ["manager", "worker"]
+    assert sorted(n.swarm_role for n in tagged_instances(emu)) == ["manager", "worker"]
 
 
 def break_after(emu, kind: str) -> Callable[[str, list[str]], Result]:

@@ -93,6 +93,16 @@ def test_healthy_new_nodes_are_promoted_to_make_up_the_managers():
     assert plans.plan_promotion(["i-1", "i-2"], {"i-1": "manager", "i-2": "manager"}, 2) == ()
 
 
+def test_old_managers_leave_a_membership_of_three_or_more():
+    # Two nodes want one manager; while the old one leaves, both new ones are managers, so its
+    # demotion shrinks three members to two and those two elect a leader by the old majority.
+    workers = {"i-8": "worker", "i-9": "worker"}
+    assert plans.plan_promotion(["i-8", "i-9"], workers, 2) == ("i-8",)  # nothing retires
+    assert plans.plan_promotion(["i-8", "i-9"], workers, 2, retiring=1) == ("i-8", "i-9")
+    assert plans.plan_promotion(["i-8"], {"i-8": "worker"}, 1, retiring=1) == ("i-8",)  # one is all there is
+    assert plans.plan_promotion(["i-7", "i-8", "i-9"], {}, 3, retiring=3) == ("i-7", "i-8", "i-9")
+
+
 def test_no_swarm_step_when_every_new_node_joined():
     assert plans.plan_swarm(["i-1"], ["i-1"], ["i-1"], ["10.0.0.1"], True, 1, False) == plans.SwarmStep("none", ())
 
@@ -212,6 +222,8 @@ case "$*" in
   "node inspect --format {{.Spec.Role}} ip-m") echo manager ;;
   "node inspect --format {{.Spec.Role}} "*) echo worker ;;
   "node rm --force ip-stuck") echo "Error response from daemon: rpc error" >&2; exit 1 ;;
+  "node inspect --format {{.ManagerStatus.Leader}} ip-leader") echo true ;;
+  "node inspect --format {{.ManagerStatus.Leader}} "*) echo false ;;
 esac
 """
 
@@ -249,19 +261,28 @@ def test_the_retire_script_as_a_shell_runs_it(tmp_path):
 
 def test_surplus_managers_of_a_smaller_swarm_are_demoted_after_the_retirements(tmp_path):
     # Three nodes scaled down to two: the two that stay were both managers, one is made a worker
-    # (not the one the command runs on), after the old node has left.
-    assert plans.surplus_managers(["i-a", "i-b"], 2, through="i-a") == ("i-b",)
-    assert plans.surplus_managers(["i-a", "i-b"], 2, through="i-b") == ("i-a",)
-    assert plans.surplus_managers(["i-a", "i-b", "i-c"], 3, through="i-a") == ()
-    assert plans.surplus_managers(["i-a"] + [f"i-{n}" for n in range(4)], 9, through="i-a") == ("i-3", "i-2")
-    done, calls = run_script(tmp_path, plans.retire_script(["ip-w"], ["ip-b"]))
+    # after the old node has left; tried last listed first, the one the command runs on last.
+    assert plans.surplus_managers(["i-a", "i-b"], 2, through="i-a") == (1, ("i-b", "i-a"))
+    assert plans.surplus_managers(["i-a", "i-b"], 2, through="i-b") == (1, ("i-a", "i-b"))
+    assert plans.surplus_managers(["i-a", "i-b", "i-c"], 3, through="i-a") == (0, ())
+    five = ["i-a"] + [f"i-{n}" for n in range(4)]
+    assert plans.surplus_managers(five, 9, through="i-a") == (2, ("i-3", "i-2", "i-1", "i-0", "i-a"))
+    done, calls = run_script(tmp_path, plans.retire_script(["ip-w"], ["ip-b", "ip-a"], surplus=1))
     assert done.returncode == 0, done.stderr
-    assert [c for c in calls if not c.startswith("node inspect")] == [
+    assert [c for c in calls if not c.startswith("node inspect --format {{.Spec.Role}}")] == [
         "node update --availability drain ip-w",
         "node rm --force ip-w",
+        "node inspect --format {{.ManagerStatus.Leader}} ip-b",
         "node demote ip-b",
     ]
     assert plans.left_swarm(done.stdout) == {"ip-w"} and plans.demoted(done.stdout) == {"ip-b"}
+
+
+def test_the_surplus_demotion_passes_over_the_leader(tmp_path):
+    done, calls = run_script(tmp_path, plans.retire_script([], ["ip-leader", "ip-a", "ip-b"], surplus=1))
+    assert done.returncode == 0, done.stderr
+    assert [c for c in calls if c.startswith("node demote")] == ["node demote ip-a"]
+    assert plans.demoted(done.stdout) == {"ip-a"}  # ip-b not asked: one was enough
 
 
 def test_the_retire_script_waits_out_a_leader_election(tmp_path):
