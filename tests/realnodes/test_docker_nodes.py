@@ -326,3 +326,30 @@ def _get(url: str) -> str | None:
             return response.read().decode()
     except OSError:
         return None
+
+
+def test_a_second_image_key_of_the_same_root_is_made_from_the_first_with_its_own_labels(image):
+    # The pipeline's bake (slipway/emulator.py) gives every image key of one role content the same
+    # converged root: the second key's image is that root too, with its own labels, not a re-import.
+    root = realnodes.working_tree_tag()  # the root `image` was imported from
+    tag = f"derived-{uuid.uuid4().hex[:8]}"
+    said: list[str] = []
+    derived = realnodes.bake_image(tag, log=said.append, labels={"slipway.run": "derived"}, root_tag=root)
+    again = realnodes.bake_image(f"{tag}-2", log=said.append, root_tag=root)  # from either of the two
+    try:
+        assert any("made from an image of the same root" in line for line in said), said
+
+        def config(of: str) -> dict:
+            inspected = ["docker", "image", "inspect", "--format", "{{json .Config}}", of]
+            return json.loads(subprocess.run(inspected, capture_output=True, text=True, check=True).stdout)
+
+        made, base = config(derived), config(image)
+        assert made["Labels"]["slipway.run"] == "derived" and made["Labels"][realnodes.ROLE_LABEL] == "node-image"
+        assert made["Cmd"] == base["Cmd"] == realnodes.NODE_COMMAND  # a node container starts its dockerd
+        listed = ["docker", "run", "--rm", "--entrypoint", "cat", derived, "/etc/docker/daemon.json"]
+        assert subprocess.run(listed, capture_output=True, check=True).stdout  # the role's files are there
+    finally:
+        # Parent listed first or not, both go (a parent is removed once its child is), the base stays.
+        assert realnodes.remove_images([derived, again]) == 2
+        assert not realnodes.image_exists(derived) and not realnodes.image_exists(again)
+        assert realnodes.image_exists(image)
