@@ -297,6 +297,7 @@ class Emulator:
         node_count: int = 1,
         extra_environment: dict[str, str] | None = None,
         real_nodes: bool = False,
+        quick_retries: bool = False,
         log=None,
     ) -> None:
         self.environment = environment or stage_environment()["SLIPWAY_ENVIRONMENT"]
@@ -306,6 +307,7 @@ class Emulator:
         self.poll_seconds = poll_seconds
         self.bake_outcome = bake_outcome
         self.bake_polls = bake_polls
+        self.quick_retries = quick_retries
         self.node_count = node_count
         self.extra_environment = extra_environment or {}
         # With real_nodes, each instance is a container running its own dockerd and the bake
@@ -613,6 +615,8 @@ class Emulator:
         sfn = self.client("stepfunctions")
         for machine in statemachines.MACHINES:
             definition = statemachines.render(statemachines.path(machine).read_text(), substitutions)
+            if self.quick_retries:
+                definition = statemachines.quick_retries(definition)
             self.arns[machine] = sfn.create_state_machine(
                 name=naming.state_machine_name(self.environment, machine),
                 definition=definition,

@@ -35,3 +35,24 @@ def render(text: str, substitutions: dict[str, str]) -> str:
 def function_placeholder(function_name: str) -> str:
     """`check_bake` -> `CheckBakeFunctionArn`, the name the ASL uses for that Lambda."""
     return "".join(part.capitalize() for part in function_name.split("_")) + "FunctionArn"
+
+
+def quick_retries(definition: str) -> str:
+    """The definition with every Retry's waits at ASL's least, one second each time (interval 1,
+    backoff 1): the same errors retried the same number of times, so a test of a retry does not
+    sit out its backoff (4 attempts: 4 s, not 2 + 4 + 8 + 16). For the tests' emulator only."""
+    document = json.loads(definition)
+
+    def visit(node: object) -> None:
+        if isinstance(node, dict):
+            for retrier in node.get("Retry") or []:
+                retrier.update(IntervalSeconds=1, BackoffRate=1.0)
+                retrier.pop("MaxDelaySeconds", None)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(document)
+    return json.dumps(document)

@@ -125,12 +125,15 @@ def shape_problems(emu: Emulator) -> list[str]:
 
 @pytest.fixture
 def make_emulator():
-    """Start an emulator with the given options (poll interval 0 so tests do not sleep). At the
-    end, every step's answer in every execution must fit its declared shape (steps/state.py)."""
+    """Start an emulator with the given options (poll interval 0 and, on emulated nodes, one-second
+    retries: tests do not sleep out waits and backoffs; real nodes keep the real backoffs, a real
+    dockerd may need them). At the end, every step's answer in every execution must fit its
+    declared shape (steps/state.py)."""
     started = []
 
     def start(**kwargs) -> Emulator:
         kwargs.setdefault("poll_seconds", 0)
+        kwargs.setdefault("quick_retries", not kwargs.get("real_nodes"))
         patcher = mock.patch.dict(os.environ, QUIET)
         patcher.start()
         emu = Emulator(**kwargs)

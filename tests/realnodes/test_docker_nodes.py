@@ -332,7 +332,8 @@ def test_a_second_image_key_of_the_same_root_is_made_from_the_first_with_its_own
     # The pipeline's bake (slipway/emulator.py) gives every image key of one role content the same
     # converged root: the second key's image is that root too, with its own labels, not a re-import.
     root = realnodes.working_tree_tag()  # the root `image` was imported from
-    tag = f"derived-{uuid.uuid4().hex[:8]}"
+    tag = "test-derived"  # one name each run (its bake lock file in .cache/ too); a leftover goes first
+    realnodes.remove_images([realnodes.image_name(f"{tag}-2"), realnodes.image_name(tag)])
     said: list[str] = []
     derived = realnodes.bake_image(tag, log=said.append, labels={"slipway.run": "derived"}, root_tag=root)
     again = realnodes.bake_image(f"{tag}-2", log=said.append, root_tag=root)  # from either of the two

@@ -217,3 +217,24 @@ def _reachable(definition, start):
 def test_state_names_are_sentences_not_ids(name):
     for state_name in machine(name)["States"]:
         assert " " in state_name and state_name[0].isupper(), state_name
+
+
+@pytest.mark.parametrize("name", statemachines.MACHINES)
+def test_the_tests_quick_retries_retry_the_same_errors_as_often_only_sooner(name):
+    text = statemachines.path(name).read_text()
+    quick = json.loads(statemachines.quick_retries(text))
+    original = machine(name)
+
+    def retriers(definition):
+        return [r for state in tasks(definition).values() for r in state.get("Retry", [])]
+
+    assert len(retriers(quick)) == len(retriers(original)) > 0
+    for fast, real in zip(retriers(quick), retriers(original), strict=True):
+        assert (fast["ErrorEquals"], fast["MaxAttempts"]) == (real["ErrorEquals"], real["MaxAttempts"])
+        assert (fast["IntervalSeconds"], fast["BackoffRate"]) == (1, 1.0) and "MaxDelaySeconds" not in fast
+    # Nothing else changes: with the retriers put back, the document is the original.
+    for fast, real in zip(tasks(quick).values(), tasks(original).values(), strict=True):
+        fast["Retry"] = real.get("Retry")
+        if fast["Retry"] is None:
+            del fast["Retry"]
+    assert quick == original
