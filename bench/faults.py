@@ -15,31 +15,27 @@ from chalicelib import aws
 from slipway.emulator import Emulator
 from tests.conftest import commit_id, deploy
 from tests.faults import Fault
-from tests.pipeline.test_faults import CASES, tagged
-
-EXPECTED = {
-    "instance": 2,
-    "vpc": 1,
-    "subnet": 1,
-    "internet-gateway": 1,
-    "route-table": 1,
-    "security-group": 1,
-    "launch-template": 1,
-}
+from tests.pipeline.test_faults import CASES, FIRST_DEPLOY, tagged
 
 
 def main() -> list[tuple]:
     rows = []
     with mock.patch.dict(os.environ, {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}):
         for operation, kind in CASES:
-            with Emulator(poll_seconds=0, node_count=2) as emu:
+            with Emulator(poll_seconds=0, node_count=2, quick_retries=True) as emu:
                 fault = Fault(operation, kind)
                 fault.install(
-                    [aws.client("ec2"), aws.client("ec2", retries=False), aws.client("ssm"), aws.client("codebuild")]
+                    [
+                        aws.client("ec2"),
+                        aws.client("ec2", retries=False),
+                        aws.client("elbv2"),
+                        aws.client("ssm"),
+                        aws.client("codebuild"),
+                    ]
                 )
                 run = deploy(emu, commit_id())
                 if run.status == "SUCCEEDED":
-                    left = {k: v - EXPECTED[k] for k, v in tagged(emu).items() if v != EXPECTED[k]}
+                    left = {k: v - FIRST_DEPLOY[k] for k, v in tagged(emu).items() if v != FIRST_DEPLOY[k]}
                 else:
                     deployment = run.execution_arn.rsplit(":", 1)[-1]
                     left = {k: v for k, v in tagged(emu, deployment).items() if v}

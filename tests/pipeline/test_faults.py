@@ -42,6 +42,21 @@ CASES = [
 ]
 
 
+# What a first deploy of two nodes leaves, by `tagged`: one of each, never a duplicate.
+FIRST_DEPLOY = {
+    "instance": 2,
+    "vpc": 1,
+    "subnet": 1,
+    "internet-gateway": 1,
+    "route-table": 1,
+    "security-group": 2,  # the nodes' and the load balancer's
+    "launch-template": 1,
+    "load-balancer": 1,
+    "target-group": 2,  # one per service port: 80, 443
+    "lb-interface": 1,  # one per subnet, held by the load balancer that serves
+}
+
+
 def tagged(emu, deployment=None):
     ec2 = emu.client("ec2")
     filters = naming.tag_filters(emu.environment, deployment)
@@ -85,18 +100,7 @@ def test_first_deploy_survives_or_undoes_itself(make_emulator, operation, kind):
     run = deploy(emu, commit_id())
     assert fault.fired == 1, f"{operation} ({kind}) was never injected"
     if run.status == "SUCCEEDED":
-        assert tagged(emu) == {
-            "instance": 2,
-            "vpc": 1,
-            "subnet": 1,
-            "internet-gateway": 1,
-            "route-table": 1,
-            "security-group": 2,  # the nodes' and the load balancer's
-            "launch-template": 1,
-            "load-balancer": 1,
-            "target-group": 2,  # one per service port: 80, 443
-            "lb-interface": 1,  # one per subnet, held by the load balancer that serves
-        }, "duplicate"
+        assert tagged(emu) == FIRST_DEPLOY, "duplicate"
         assert len(emu.client("ec2").describe_images(Owners=["self"])["Images"]) == 1
     else:
         deployment = run.output.get("deployment", {}).get("id") or run.execution_arn.rsplit(":", 1)[-1]
