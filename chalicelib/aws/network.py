@@ -61,127 +61,104 @@ def ensure_network(
     A resource not visible yet to the call after its create (NETWORK_NOT_VISIBLE) is TransientError.
     """
     with just_created(f"part of the network of {environment}", NETWORK_NOT_VISIBLE):
-        return _converge_network(
-            ec2,
-            create,
-            environment=environment,
-            tags_for=tags_for,
-            vpc_cidr=vpc_cidr,
-            subnet_cidrs=subnet_cidrs,
-            service_ports=service_ports,
-            ingress=ingress,
-        )
+        created: list[str] = []
 
+        def lookup(describe: Callable[..., AwsDict], key: str, id_key: str, role: str) -> AwsDict | None:
+            found = describe(Filters=naming.tag_filters(environment, role=role))[key]
+            # Should a duplicate ever exist, every step agrees on the same one.
+            return min(found, key=lambda r: str(r[id_key])) if found else None
 
-def _converge_network(
-    ec2: Client,
-    create: Client,
-    *,
-    environment: str,
-    tags_for: TagsFor,
-    vpc_cidr: str,
-    subnet_cidrs: tuple[str, ...],
-    service_ports: tuple[int, ...],
-    ingress: str,
-) -> AwsDict:
-    created: list[str] = []
+        vpc = lookup(ec2.describe_vpcs, "Vpcs", "VpcId", "vpc")
+        if vpc is None:
+            vpc = create.create_vpc(CidrBlock=vpc_cidr, TagSpecifications=spec("vpc", tags_for("vpc")))["Vpc"]
+            created.append("vpc")
+        vpc_id = vpc["VpcId"]
+        # Public DNS names let nodes reach the SSM endpoints by their regional names.
+        if not ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]:
+            ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
 
-    def lookup(describe: Callable[..., AwsDict], key: str, id_key: str, role: str) -> AwsDict | None:
-        found = describe(Filters=naming.tag_filters(environment, role=role))[key]
-        # Should a duplicate ever exist, every step agrees on the same one.
-        return min(found, key=lambda r: str(r[id_key])) if found else None
+        subnet_ids = _ensure_subnets(ec2, create, environment, vpc_id, subnet_cidrs, tags_for, created)
 
-    vpc = lookup(ec2.describe_vpcs, "Vpcs", "VpcId", "vpc")
-    if vpc is None:
-        vpc = create.create_vpc(CidrBlock=vpc_cidr, TagSpecifications=spec("vpc", tags_for("vpc")))["Vpc"]
-        created.append("vpc")
-    vpc_id = vpc["VpcId"]
-    # Public DNS names let nodes reach the SSM endpoints by their regional names.
-    if not ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]:
-        ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
-
-    subnet_ids = _ensure_subnets(ec2, create, environment, vpc_id, subnet_cidrs, tags_for, created)
-
-    igw = lookup(ec2.describe_internet_gateways, "InternetGateways", "InternetGatewayId", "internet-gateway")
-    if igw is None:
-        igw = create.create_internet_gateway(TagSpecifications=spec("internet-gateway", tags_for("internet-gateway")))[
-            "InternetGateway"
-        ]
-        created.append("internet-gateway")
-    igw_id = igw["InternetGatewayId"]
-    if not any(a.get("VpcId") == vpc_id for a in igw.get("Attachments", [])):
-        _already_done(
-            ec2.attach_internet_gateway, {"Resource.AlreadyAssociated"}, InternetGatewayId=igw_id, VpcId=vpc_id
-        )
-
-    table = lookup(ec2.describe_route_tables, "RouteTables", "RouteTableId", "route-table")
-    if table is None:
-        table = create.create_route_table(VpcId=vpc_id, TagSpecifications=spec("route-table", tags_for("route-table")))[
-            "RouteTable"
-        ]
-        created.append("route-table")
-    table_id = table["RouteTableId"]
-    if not any(r.get("DestinationCidrBlock") == ANYWHERE for r in table.get("Routes", [])):
-        _already_done(
-            ec2.create_route,
-            {"RouteAlreadyExists"},
-            RouteTableId=table_id,
-            DestinationCidrBlock=ANYWHERE,
-            GatewayId=igw_id,
-        )
-    associated = {a.get("SubnetId") for a in table.get("Associations", [])}
-    for subnet_id in subnet_ids:
-        if subnet_id not in associated:
+        igw = lookup(ec2.describe_internet_gateways, "InternetGateways", "InternetGatewayId", "internet-gateway")
+        if igw is None:
+            igw = create.create_internet_gateway(
+                TagSpecifications=spec("internet-gateway", tags_for("internet-gateway"))
+            )["InternetGateway"]
+            created.append("internet-gateway")
+        igw_id = igw["InternetGatewayId"]
+        if not any(a.get("VpcId") == vpc_id for a in igw.get("Attachments", [])):
             _already_done(
-                ec2.associate_route_table, {"Resource.AlreadyAssociated"}, RouteTableId=table_id, SubnetId=subnet_id
+                ec2.attach_internet_gateway, {"Resource.AlreadyAssociated"}, InternetGatewayId=igw_id, VpcId=vpc_id
             )
 
-    def ensure_group(role: str, name: str, description: str) -> AwsDict:
-        group = lookup(ec2.describe_security_groups, "SecurityGroups", "GroupId", role)
-        if group is None:
-            group = {
-                "GroupId": create.create_security_group(
-                    GroupName=name,
-                    Description=description,
-                    VpcId=vpc_id,
-                    TagSpecifications=spec("security-group", tags_for(role)),
-                )["GroupId"],
-                "IpPermissions": [],
-            }
-            created.append(role)
-        return group
+        table = lookup(ec2.describe_route_tables, "RouteTables", "RouteTableId", "route-table")
+        if table is None:
+            table = create.create_route_table(
+                VpcId=vpc_id, TagSpecifications=spec("route-table", tags_for("route-table"))
+            )["RouteTable"]
+            created.append("route-table")
+        table_id = table["RouteTableId"]
+        if not any(r.get("DestinationCidrBlock") == ANYWHERE for r in table.get("Routes", [])):
+            _already_done(
+                ec2.create_route,
+                {"RouteAlreadyExists"},
+                RouteTableId=table_id,
+                DestinationCidrBlock=ANYWHERE,
+                GatewayId=igw_id,
+            )
+        associated = {a.get("SubnetId") for a in table.get("Associations", [])}
+        for subnet_id in subnet_ids:
+            if subnet_id not in associated:
+                _already_done(
+                    ec2.associate_route_table, {"Resource.AlreadyAssociated"}, RouteTableId=table_id, SubnetId=subnet_id
+                )
 
-    # With a load balancer, the service ports are open to the world on its group only, and on the
-    # nodes' group only from the load balancer's (its health checks come from there too).
-    lb_group = (
-        ensure_group(
-            LB_GROUP_ROLE,
-            f"slipway-{environment}-lb",
-            "Slipway load balancer: the service ports, from anywhere",
+        def ensure_group(role: str, name: str, description: str) -> AwsDict:
+            group = lookup(ec2.describe_security_groups, "SecurityGroups", "GroupId", role)
+            if group is None:
+                group = {
+                    "GroupId": create.create_security_group(
+                        GroupName=name,
+                        Description=description,
+                        VpcId=vpc_id,
+                        TagSpecifications=spec("security-group", tags_for(role)),
+                    )["GroupId"],
+                    "IpPermissions": [],
+                }
+                created.append(role)
+            return group
+
+        # With a load balancer, the service ports are open to the world on its group only, and on the
+        # nodes' group only from the load balancer's (its health checks come from there too).
+        lb_group = (
+            ensure_group(
+                LB_GROUP_ROLE,
+                f"slipway-{environment}-lb",
+                "Slipway load balancer: the service ports, from anywhere",
+            )
+            if ingress == "nlb"
+            else None
         )
-        if ingress == "nlb"
-        else None
-    )
-    group = ensure_group(
-        "security-group",
-        f"slipway-{environment}-nodes",
-        "Slipway swarm nodes: service ports, swarm traffic within the group only",
-    )
-    group_id = group["GroupId"]
-    service_source = lb_group["GroupId"] if lb_group else None
-    _converge_rules(ec2, group, _ingress(group_id, service_ports, service_source))
-    if lb_group:
-        _converge_rules(ec2, lb_group, _ingress(None, service_ports, None))
-    logger.info("network converged", extra={"vpc_id": vpc_id, "created_roles": created})
-    return {
-        "vpc_id": vpc_id,
-        "subnet_ids": subnet_ids,
-        "internet_gateway_id": igw_id,
-        "route_table_id": table_id,
-        "security_group_id": group_id,
-        "lb_security_group_id": lb_group["GroupId"] if lb_group else None,
-        "created": created,
-    }
+        group = ensure_group(
+            "security-group",
+            f"slipway-{environment}-nodes",
+            "Slipway swarm nodes: service ports, swarm traffic within the group only",
+        )
+        group_id = group["GroupId"]
+        service_source = lb_group["GroupId"] if lb_group else None
+        _converge_rules(ec2, group, _ingress(group_id, service_ports, service_source))
+        if lb_group:
+            _converge_rules(ec2, lb_group, _ingress(None, service_ports, None))
+        logger.info("network converged", extra={"vpc_id": vpc_id, "created_roles": created})
+        return {
+            "vpc_id": vpc_id,
+            "subnet_ids": subnet_ids,
+            "internet_gateway_id": igw_id,
+            "route_table_id": table_id,
+            "security_group_id": group_id,
+            "lb_security_group_id": lb_group["GroupId"] if lb_group else None,
+            "created": created,
+        }
 
 
 SUBNET_INDEX_TAG = "slipway:subnet"
