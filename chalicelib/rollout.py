@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import plans
+from chalicelib import scripts
 
 SPEC_LABEL = "slipway.spec"  # on each service: the identity of the definition it was deployed from
 IMAGE_LABEL = "slipway.image"  # on each node: the key of the node image it runs
@@ -69,7 +69,7 @@ def inspect_script(stack: str, images: Sequence[str], labels: Mapping[str, str])
     and pull each image, printing `image <name> <RepoDigests as JSON>` or `pull-failed <name>
     <docker's message>`. Changes nothing a service runs."""
     return [
-        plans.MARKERS["stack-inspect"],
+        scripts.MARKERS["stack-inspect"],
         "set -eu",
         *(
             f"docker node update --label-add {shlex.quote(f'{IMAGE_LABEL}={key}')} {shlex.quote(host)} >/dev/null"
@@ -92,7 +92,7 @@ def deploy_script(stack: str, bucket: str, key: str, secrets: Mapping[str, str],
     value is ever in the command; then deploy, and remove the services the stack dropped.
     `secrets` maps each swarm secret's name to its SSM parameter."""
     return [
-        plans.MARKERS["stack-deploy"],
+        scripts.MARKERS["stack-deploy"],
         "set -eu",
         "work=$(mktemp -d); trap 'rm -rf \"$work\"' EXIT",
         f'slipway-node fetch {shlex.quote(bucket)} {shlex.quote(key)} "$work/stack.yml"',
@@ -106,7 +106,7 @@ def deploy_script(stack: str, bucket: str, key: str, secrets: Mapping[str, str],
 
 
 def status_script(stack: str) -> list[str]:
-    return [plans.MARKERS["stack-status"], "set -eu", *_list_services(stack, tasks=True)]
+    return [scripts.MARKERS["stack-status"], "set -eu", *_list_services(stack, tasks=True)]
 
 
 # --- what the output says ---------------------------------------------------------------------

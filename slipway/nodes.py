@@ -7,7 +7,7 @@ deployment to be judged: each node's swarm and role, and the Raft rule that a ma
 needs more than half of the managers up (a terminated or broken manager counts as down). It is a
 stand-in, not Docker: `slipway demo` says which parts were emulated.
 
-A script is recognised by the marker its first line carries (chalicelib/plans.py MARKERS), never
+A script is recognised by the marker its first line carries (chalicelib/scripts.py MARKERS), never
 by its wording; a script without a known marker raises UnknownScript, so whatever sent it fails
 saying so.
 """
@@ -29,7 +29,7 @@ from slipway import PROJECT_DIR
 
 if str(PROJECT_DIR) not in sys.path:  # chalicelib sits beside slipway, not installed with it
     sys.path.insert(0, str(PROJECT_DIR))
-from chalicelib import plans
+from chalicelib import scripts
 
 _JOIN = re.compile(r"docker swarm join --token (\S+)")
 _JOIN_THROUGH = re.compile(r"^for manager in (.*); do$", re.MULTILINE)
@@ -57,7 +57,7 @@ NO_QUORUM = (
 
 
 class UnknownScript(RuntimeError):
-    """A script the emulated nodes cannot answer: its first line is no marker of plans.MARKERS,
+    """A script the emulated nodes cannot answer: its first line is no marker of scripts.MARKERS,
     the marker's kind has no emulation here, or the script lacks what its kind must say. Raised,
     not answered with a failed invocation, so the test or the Lambda that sent it fails naming it."""
 
@@ -176,7 +176,7 @@ class EmulatedNodes:
 
     def run(self, instance_id: str, commands: list[str]) -> Result:
         """What the instance answers to a Slipway script, chosen by the script's marker."""
-        answer = self._answers.get(plans.command_kind(commands) or "")
+        answer = self._answers.get(scripts.command_kind(commands) or "")
         if answer is None:
             raise UnknownScript(_unknown(instance_id, commands))
         script = "\n".join(commands)
@@ -608,16 +608,16 @@ def _no_object(bucket: str, key: str) -> bytes:
 def _unknown(instance_id: str, commands: list[str]) -> str:
     """Why an emulated node refuses this script, naming the markers it knows."""
     first = commands[0].split("\n", 1)[0].strip() if commands else ""
-    kind = plans.command_kind(commands)
+    kind = scripts.command_kind(commands)
     if kind is not None:
         return (
-            f"emulated node {instance_id}: no emulation of {plans.MARKERS[kind]!r} scripts; "
-            f"slipway/nodes.py must answer every kind of plans.MARKERS"
+            f"emulated node {instance_id}: no emulation of {scripts.MARKERS[kind]!r} scripts; "
+            f"slipway/nodes.py must answer every kind of scripts.MARKERS"
         )
-    what = "an unknown marker" if first.startswith(plans.MARKER_PREFIX) else "no Slipway marker"
+    what = "an unknown marker" if first.startswith(scripts.MARKER_PREFIX) else "no Slipway marker"
     return (
         f"emulated node {instance_id} cannot run a script with {what}: its first line must be "
-        f"one of plans.MARKERS ({', '.join(plans.MARKERS.values())}), not {first!r}"
+        f"one of scripts.MARKERS ({', '.join(scripts.MARKERS.values())}), not {first!r}"
     )
 
 
@@ -626,7 +626,7 @@ def _needs(pattern: re.Pattern[str], script: str, kind: str, line: str) -> str:
     found = pattern.search(script)
     if found is None:
         raise UnknownScript(
-            f"a {plans.MARKERS[kind]!r} script without a '{line}' line: the emulated nodes cannot tell what it does"
+            f"a {scripts.MARKERS[kind]!r} script without a '{line}' line: the emulated nodes cannot tell what it does"
         )
     return found.group(1)
 

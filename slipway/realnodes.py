@@ -491,7 +491,7 @@ class DockerNodes:
         self._network_ready = False
         self._closed = False
         self._aws_server: Any = None  # a moto.server.ThreadedMotoServer (start_aws_endpoint)
-        self.history: list[tuple[str, str]] = []  # (instance id, first command line: plans' marker)
+        self.history: list[tuple[str, str]] = []  # (instance id, first command line: its scripts.MARKERS marker)
 
     # --- labels and names --------------------------------------------------------------------
 
@@ -893,7 +893,7 @@ class DockerNodes:
     def run(self, instance_id: str, commands: list[str]) -> Result:
         """Run the commands (as one `sh` script, like AWS-RunShellScript) in the instance's
         container: the real exit code, stdout and stderr. Any script runs, marked or not (the
-        marker plans.py puts first is a shell comment)."""
+        marker chalicelib/scripts.py puts first is a shell comment)."""
         name = self.container(instance_id)
         script = "\n".join(commands)
         with self._lock:

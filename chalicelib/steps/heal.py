@@ -17,7 +17,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from chalicelib import aws, deploy_input, naming, plans
+from chalicelib import aws, deploy_input, naming, plans, scripts
 from chalicelib.aws import ec2, ssm, stepfunctions
 from chalicelib.errors import TransientError
 from chalicelib.observability import logger, metrics
@@ -130,7 +130,7 @@ def _listed_states(managers: list[str]) -> dict[str, set[str]]:
     client = aws.client("ssm")
     command_id = ssm.run_shell(
         client,
-        commands=plans.NODE_LIST_SCRIPT,
+        commands=scripts.NODE_LIST_SCRIPT,
         comment="slipway drift check",
         timeout_seconds=60,
         instance_ids=managers,

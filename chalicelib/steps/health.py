@@ -3,7 +3,7 @@ them Ready and Active. Nothing old is touched before it passes."""
 
 from __future__ import annotations
 
-from chalicelib import aws, plans
+from chalicelib import aws, plans, scripts
 from chalicelib.aws import ec2, ssm
 from chalicelib.errors import NodesUnhealthy, SwarmFailed
 from chalicelib.settings import get_settings
@@ -33,14 +33,14 @@ def start_health_check(event: DeployRun) -> Health:
         raise SwarmFailed("no running manager to ask for the swarm's view of its nodes")
     command_id = ssm.run_shell(
         aws.client("ssm"),
-        commands=plans.HEALTH_SCRIPT,
+        commands=scripts.HEALTH_SCRIPT,
         comment=f"slipway health {deployment['id']}",
         timeout_seconds=60,
         instance_ids=targets,
     )
     view = ssm.run_shell(
         aws.client("ssm"),
-        commands=plans.NODE_LIST_SCRIPT,
+        commands=scripts.NODE_LIST_SCRIPT,
         comment=f"slipway node list {deployment['id']}",
         timeout_seconds=60,
         instance_ids=managers,
@@ -72,12 +72,12 @@ def evaluate_health(event: DeployRun) -> Health:
         return pending
     # The first manager that answered speaks for the swarm; if none did, the first failure says why.
     answer = next((r for r in view if r.status == "Success"), view[0])
-    problems = plans.swarm_view_verdict(answer, health["view"]["hostnames"]) | plans.health_verdict(results)
+    problems = scripts.swarm_view_verdict(answer, health["view"]["hostnames"]) | scripts.health_verdict(results)
     if problems:
         raise NodesUnhealthy("; ".join(f"{node}: {why}" for node, why in sorted(problems.items())))
     # A manager that just answered: the promotion goes through it. Members listed Down whose
     # instance is gone (a node that died between pushes) are forgotten when the old nodes retire.
     live = [n.hostname for n in ec2.list_nodes(aws.client("ec2"), deployment["environment"]) if n.hostname]
-    gone = plans.gone_members(answer, health["view"]["hostnames"].values(), live)
+    gone = scripts.gone_members(answer, health["view"]["hostnames"].values(), live)
     healthy: Health = {**health, "status": "HEALTHY", "manager": answer.instance_id, "gone": gone}
     return healthy

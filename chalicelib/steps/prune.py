@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from chalicelib import aws, naming, plans
+from chalicelib import aws, naming, scripts
 from chalicelib.aws import ec2, ssm
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
@@ -25,7 +25,7 @@ def prune() -> dict[str, str | None]:
         return {"command_id": None}
     command_id = ssm.run_shell(
         aws.client("ssm"),
-        commands=plans.prune_script(settings.prune_filter, settings.prune_volumes),
+        commands=scripts.prune_script(settings.prune_filter, settings.prune_volumes),
         comment=prune_comment(settings.environment),
         timeout_seconds=settings.command_timeout_seconds,
         targets=[
@@ -53,7 +53,7 @@ def record_prune(event: dict[str, Any]) -> dict[str, Any]:
     comment = ssm.command_comment(aws.client("ssm"), command_id)
     if comment != prune_comment(settings.environment):
         return {"ignored": "not a prune of this environment"}
-    results = plans.prune_results(ssm.invocations(aws.client("ssm"), command_id))
+    results = scripts.prune_results(ssm.invocations(aws.client("ssm"), command_id))
     for result in results:
         if result.error:
             logger.error(

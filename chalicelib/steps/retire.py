@@ -5,7 +5,7 @@ the same command."""
 
 from __future__ import annotations
 
-from chalicelib import aws, plans
+from chalicelib import aws, plans, scripts
 from chalicelib.aws import ec2
 from chalicelib.errors import SwarmFailed
 from chalicelib.observability import logger
@@ -42,7 +42,7 @@ def retire_old_nodes(event: DeployRun) -> Retire:
     staying = {n.instance_id: n.hostname for n in found if n.instance_id in nodes["current"]}
     surplus, candidates = plans.surplus_managers(managers, get_settings().node_count, managers[0])
     demote = {i: staying[i] for i in candidates if staying.get(i)}
-    script = plans.retire_script(
+    script = scripts.retire_script(
         list(hostnames.values()), list(demote.values()), forget=gone, surplus=min(surplus, len(demote))
     )
     sent = send(deployment, "retire", script, managers[0])
@@ -74,14 +74,14 @@ def terminate_old_nodes(event: DeployRun) -> Retire:
     error = failure(retire.get("what", "retire"), results)
     output = "\n".join(r.output for r in results)
     # Surplus managers the command made workers: the tag tells later deployments who can take joins.
-    became_workers = plans.demoted(output)
+    became_workers = scripts.demoted(output)
     ec2.tag_swarm_role(
         aws.client("ec2"), [i for i, host in (retire.get("demote") or {}).items() if host in became_workers], "worker"
     )
     if error:
         # Nodes already out of the swarm go all the same: left running with their manager tag,
         # a later deployment could try to join or promote through them.
-        left = plans.left_swarm(output)
+        left = scripts.left_swarm(output)
         gone = [i for i, host in retire.get("hostnames", {}).items() if host in left]
         ec2.terminate(aws.client("ec2"), gone)
         logger.error("retire failed half-way", extra={"terminated": gone})

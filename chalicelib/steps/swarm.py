@@ -3,7 +3,7 @@ at a time; once the health gate passed, enough of them are promoted to make up t
 
 from __future__ import annotations
 
-from chalicelib import aws, naming, plans
+from chalicelib import aws, naming, plans, scripts
 from chalicelib.aws import ec2, ssm
 from chalicelib.errors import SwarmFailed
 from chalicelib.observability import logger
@@ -99,12 +99,12 @@ def form_swarm(event: DeployRun) -> Swarm:
             initialised=initialised,
         )
     if step.action == "init":
-        commands = plans.init_script()
+        commands = scripts.init_script()
     else:
         token = tokens[step.role]
         if not token:  # plan_swarm joins only when both tokens are known
             raise SwarmFailed(f"no {step.role} join token to join with")
-        commands = plans.join_script(token, *step.managers)
+        commands = scripts.join_script(token, *step.managers)
     command_id = ssm.run_shell(
         aws.client("ssm"),
         commands=commands,
@@ -140,7 +140,7 @@ def check_swarm(event: DeployRun) -> Swarm:
             "; ".join(f"{r.instance_id}: swarm {swarm['action']} {r.status} (exit {r.response_code})" for r in failed)
         )
     if swarm["action"] == "init":
-        tokens = plans.parse_tokens(results[0].output)
+        tokens = scripts.parse_tokens(results[0].output)
         if set(tokens) != {"manager", "worker"}:
             raise SwarmFailed(f"{results[0].instance_id}: swarm init printed no join tokens")
         for role, token in tokens.items():
@@ -193,7 +193,7 @@ def promote_managers(event: DeployRun) -> Command:
     through = [i for i in [answered] + current + list(nodes["old"]) if i in found and found[i].swarm_role == "manager"]
     if not through:
         raise SwarmFailed("no running manager to promote the new nodes through")
-    sent = send(deployment, "promote", plans.promote_script([found[i].hostname for i in promote]), through[0])
+    sent = send(deployment, "promote", scripts.promote_script([found[i].hostname for i in promote]), through[0])
     sent["promoted"] = list(promote)
     return sent
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from chalicelib import aws, naming, plans
+from chalicelib import aws, naming, scripts
 from chalicelib.aws import ec2, elb, network, ssm
 from chalicelib.errors import TeardownIncomplete
 from chalicelib.observability import logger
@@ -33,7 +33,7 @@ def leave_swarm(event: DeployRun) -> Command:
     if not managers:
         return Command(command_id=None)
     return send(
-        deployment, "leave", plans.retire_script([n.hostname for n in mine if n.hostname]), managers[0].instance_id
+        deployment, "leave", scripts.retire_script([n.hostname for n in mine if n.hostname]), managers[0].instance_id
     )
 
 

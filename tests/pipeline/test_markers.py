@@ -1,4 +1,4 @@
-"""The emulated nodes recognise the pipeline's scripts by their markers (chalicelib/plans.py
+"""The emulated nodes recognise the pipeline's scripts by their markers (chalicelib/scripts.py
 MARKERS), not by their words: a reworded script still deploys, an unmarked one fails the run
 saying which markers the emulated nodes know."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import plans
+from chalicelib import scripts
 from tests.conftest import deploy
 
 
@@ -15,12 +15,12 @@ def test_a_reworded_script_deploys_and_an_unmarked_one_fails_the_run_naming_the_
 ) -> None:
     emu = make_emulator()
     monkeypatch.setattr(
-        plans, "HEALTH_SCRIPT", [plans.MARKERS["health"], "docker info -f '{{ .Swarm.LocalNodeState }}'"]
+        scripts, "HEALTH_SCRIPT", [scripts.MARKERS["health"], "docker info -f '{{ .Swarm.LocalNodeState }}'"]
     )
     first = deploy(emu)
     assert first.status == "SUCCEEDED", (first.error, first.cause)
-    monkeypatch.setattr(plans, "HEALTH_SCRIPT", ["docker info --format '{{.Swarm.LocalNodeState}}'"])
+    monkeypatch.setattr(scripts, "HEALTH_SCRIPT", ["docker info --format '{{.Swarm.LocalNodeState}}'"])
     second = deploy(emu)
     assert second.status == "FAILED" and second.error == "UnknownScript", (second.error, second.cause)
-    assert "no Slipway marker" in second.cause and plans.MARKERS["health"] in second.cause
+    assert "no Slipway marker" in second.cause and scripts.MARKERS["health"] in second.cause
     assert emu.nodes.state(first.output["nodes"]["current"][0]) == "active"  # the old node serves on

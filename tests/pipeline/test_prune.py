@@ -1,7 +1,7 @@
 """The scheduled prune on the emulator: one tag-targeted command, a no-op without nodes, and its
 result recorded from SSM's status-change event (no Lambda waits)."""
 
-from chalicelib import plans
+from chalicelib import scripts
 from slipway.demo import scheduled_event
 from tests.conftest import CallRecorder, deploy
 
@@ -31,7 +31,7 @@ def test_one_command_selects_the_environments_nodes_by_tag(emulator):
         {"Key": "tag:slipway:role", "Values": ["node"]},
     ]
     assert "InstanceIds" not in command or command["InstanceIds"] == run.output["nodes"]["current"]
-    assert command["Parameters"]["commands"] == plans.prune_script("until=24h")
+    assert command["Parameters"]["commands"] == scripts.prune_script("until=24h")
     assert command["Parameters"]["commands"][1] == "docker system prune --force --filter until=24h"
     assert (command["MaxConcurrency"], command["MaxErrors"]) == ("25%", "0")
     assert command["TimeoutSeconds"] == 600
@@ -99,7 +99,7 @@ def test_a_command_by_instance_id_reaches_only_those_instances(make_emulator):
     nodes = deploy(emu).output["nodes"]["current"]
     ssm = emu.client("ssm")
     command = ssm.send_command(
-        InstanceIds=nodes[:1], DocumentName="AWS-RunShellScript", Parameters={"commands": plans.HEALTH_SCRIPT}
+        InstanceIds=nodes[:1], DocumentName="AWS-RunShellScript", Parameters={"commands": scripts.HEALTH_SCRIPT}
     )
     invocations = ssm.list_command_invocations(CommandId=command["Command"]["CommandId"])["CommandInvocations"]
     assert [i["InstanceId"] for i in invocations] == nodes[:1]

@@ -1,5 +1,5 @@
 """Real nodes: the node image baked with the swarm_node role, each instance a container with its
-own dockerd, and Slipway's own SSM scripts (chalicelib/plans.py) run in them for real.
+own dockerd, and Slipway's own SSM scripts (chalicelib/scripts.py) run in them for real.
 
 Needs root, debootstrap, the docker CLI and a running dockerd. Where they are missing the tests
 skip and say why; on CI (CI=true) a missing prerequisite is a failure, not a skip.
@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from chalicelib import plans
+from chalicelib import scripts
 from slipway import realnodes
 from slipway.realnodes import DockerNodes
 
@@ -54,10 +54,10 @@ def launch(nodes: DockerNodes, image: str, *machines) -> None:
 
 
 def form_swarm(nodes: DockerNodes, token_kind: str = "manager") -> dict[str, str]:
-    init = nodes.run(A[0], plans.init_script())
+    init = nodes.run(A[0], scripts.init_script())
     assert init.code == 0, init.stderr
-    tokens = plans.parse_tokens(init.stdout)
-    joined = nodes.run(B[0], plans.join_script(tokens[token_kind], A[2]))
+    tokens = scripts.parse_tokens(init.stdout)
+    joined = nodes.run(B[0], scripts.join_script(tokens[token_kind], A[2]))
     assert joined.code == 0, joined.stderr
     return tokens
 
@@ -93,7 +93,7 @@ def test_two_nodes_form_a_swarm_and_pass_the_health_gate(nodes, image):
     address = nodes.run(A[0], ["docker info --format '{{.Swarm.NodeAddr}}'"])
     assert address.stdout.strip() == A[2], address
 
-    health = {i: nodes.run(i, plans.HEALTH_SCRIPT) for i in (A[0], B[0])}
+    health = {i: nodes.run(i, scripts.HEALTH_SCRIPT) for i in (A[0], B[0])}
     assert {i: (r.code, r.stdout.strip()) for i, r in health.items()} == {A[0]: (0, "active"), B[0]: (0, "active")}
 
     listed = ready_nodes(nodes, A[0], 2)
@@ -101,9 +101,9 @@ def test_two_nodes_form_a_swarm_and_pass_the_health_gate(nodes, image):
     assert nodes.role(A[0]) == nodes.role(B[0]) == "manager"
 
     # The scripts are idempotent: init on an active node gives the same tokens, join skips.
-    again = nodes.run(A[0], plans.init_script())
-    assert again.code == 0 and plans.parse_tokens(again.stdout) == tokens
-    rejoin = nodes.run(B[0], plans.join_script(tokens["manager"], A[2]))
+    again = nodes.run(A[0], scripts.init_script())
+    assert again.code == 0 and scripts.parse_tokens(again.stdout) == tokens
+    rejoin = nodes.run(B[0], scripts.join_script(tokens["manager"], A[2]))
     assert rejoin.code == 0 and len(ready_nodes(nodes, A[0], 2)) == 2
 
 
@@ -113,7 +113,7 @@ def test_a_wrong_token_fails_the_join_with_dockers_error(nodes, image):
     c = ("i-0ccccccccccccccc3", "ip-10-199-3-30", "10.199.3.30")
     launch(nodes, image, c)
     bogus = "SWMTKN-1-" + "0" * 50 + "-" + "1" * 25
-    joined = nodes.run(c[0], plans.join_script(bogus, A[2]))
+    joined = nodes.run(c[0], scripts.join_script(bogus, A[2]))
     assert joined.code != 0
     assert "Error response from daemon" in joined.stderr
     assert nodes.state(c[0]) != "active"
@@ -125,18 +125,18 @@ def test_promote_then_retire_the_first_manager_through_the_second(nodes, image):
     ready_nodes(nodes, A[0], 2)
     assert (nodes.role(A[0]), nodes.role(B[0])) == ("manager", "worker")
 
-    promoted = nodes.run(A[0], plans.promote_script([B[1]]))
+    promoted = nodes.run(A[0], scripts.promote_script([B[1]]))
     assert promoted.code == 0, promoted.stderr
     assert f"Node {B[1]} promoted to a manager in the swarm." in promoted.stdout
     assert eventually(lambda: nodes.role(B[0]) == "manager")
 
-    retired = nodes.run(B[0], plans.retire_script([A[1], "ip-10-199-9-99"]))
+    retired = nodes.run(B[0], scripts.retire_script([A[1], "ip-10-199-9-99"]))
     assert retired.code == 0, retired.stdout + retired.stderr
     assert "ip-10-199-9-99: not in the swarm" in retired.stdout
     assert f"Manager {A[1]} demoted in the swarm." in retired.stdout
-    assert plans.left_swarm(retired.stdout) == {A[1], "ip-10-199-9-99"}
+    assert scripts.left_swarm(retired.stdout) == {A[1], "ip-10-199-9-99"}
     assert [n["Hostname"] for n in nodes.nodes(B[0])] == [B[1]]
-    assert nodes.run(B[0], plans.HEALTH_SCRIPT).stdout.strip() == "active"
+    assert nodes.run(B[0], scripts.HEALTH_SCRIPT).stdout.strip() == "active"
 
 
 def test_promote_on_a_worker_fails_as_docker_says(nodes, image):
@@ -144,7 +144,7 @@ def test_promote_on_a_worker_fails_as_docker_says(nodes, image):
     form_swarm(nodes, token_kind="worker")
     # The script tries again 45 times (a manager may be electing a leader): a tenth of a second
     # apart here, not two, so the refusal is seen in seconds.
-    refused = nodes.run(B[0], ["export SWARM_RETRY_SECONDS=0.1", *plans.promote_script([A[1]])])
+    refused = nodes.run(B[0], ["export SWARM_RETRY_SECONDS=0.1", *scripts.promote_script([A[1]])])
     assert refused.code != 0
     assert "not a swarm manager" in refused.stderr
 
@@ -170,9 +170,9 @@ def test_prune_reports_the_space_a_dangling_image_took(nodes, image):
     assert size >= 3_000_000
 
     time.sleep(2.1)  # "until=1s" compares whole seconds: the image must be 2s old
-    pruned = nodes.run(A[0], plans.prune_script("until=1s"))
+    pruned = nodes.run(A[0], scripts.prune_script("until=1s"))
     assert pruned.code == 0, pruned.stderr
-    reclaimed = plans.reclaimed_bytes(pruned.stdout)
+    reclaimed = scripts.reclaimed_bytes(pruned.stdout)
     assert reclaimed is not None, pruned.stdout
     # Docker prints 4 significant digits ("3.001MB"): within 1% of the image's size.
     assert abs(reclaimed - size) <= size * 0.01, (reclaimed, size, pruned.stdout)
@@ -180,15 +180,15 @@ def test_prune_reports_the_space_a_dangling_image_took(nodes, image):
     left = nodes.run(A[0], ["docker images --format '{{.Repository}}:{{.Tag}}'"]).stdout.split()
     assert left == ["slipway-keep:1"]  # no --all: a tagged image stays
 
-    nothing = nodes.run(A[0], plans.prune_script("until=1s"))
-    assert nothing.code == 0 and plans.reclaimed_bytes(nothing.stdout) == 0, nothing.stdout
+    nothing = nodes.run(A[0], scripts.prune_script("until=1s"))
+    assert nothing.code == 0 and scripts.reclaimed_bytes(nothing.stdout) == 0, nothing.stdout
 
 
 def test_a_stopped_dockerd_fails_the_health_gate(nodes, image):
     launch(nodes, image, A)
-    assert nodes.run(A[0], plans.HEALTH_SCRIPT).stdout.strip() == "inactive"
+    assert nodes.run(A[0], scripts.HEALTH_SCRIPT).stdout.strip() == "inactive"
     nodes.stop_docker(A[0])
-    health = nodes.run(A[0], plans.HEALTH_SCRIPT)
+    health = nodes.run(A[0], scripts.HEALTH_SCRIPT)
     assert health.code != 0, health
     # Debian 12's docker CLI (20.10), given --format, says so through a template error; without
     # --format it names the daemon it cannot reach.
@@ -199,7 +199,7 @@ def test_a_stopped_dockerd_fails_the_health_gate(nodes, image):
     assert nodes.role(A[0]) is None
 
     nodes.start_docker(A[0])
-    assert nodes.run(A[0], plans.HEALTH_SCRIPT).stdout.strip() == "inactive"
+    assert nodes.run(A[0], scripts.HEALTH_SCRIPT).stdout.strip() == "inactive"
 
 
 def test_commands_get_real_exit_codes_and_both_streams(nodes, image):
@@ -229,7 +229,7 @@ def test_terminate_and_close_leave_nothing_behind(nodes, image):
     nodes.terminate(B[0])
     assert len(_labelled("container", nodes.run_id)) == 1
     assert len(_labelled("volume", nodes.run_id)) == 1
-    gone = nodes.run(B[0], plans.HEALTH_SCRIPT)
+    gone = nodes.run(B[0], scripts.HEALTH_SCRIPT)
     assert gone.code != 0 and B[0] in gone.stderr
     nodes.terminate(B[0])  # again: nothing to do
 
@@ -252,11 +252,11 @@ def test_a_join_goes_through_the_next_manager_when_the_first_is_down(nodes, imag
     D = ("i-0ddddddddddddddd4", "ip-10-199-4-40", "10.199.4.40")
     launch(nodes, image, A, B, C, D)
     tokens = form_swarm(nodes)  # A inits, B joins as a manager
-    joined = nodes.run(C[0], plans.join_script(tokens["manager"], A[2]))
+    joined = nodes.run(C[0], scripts.join_script(tokens["manager"], A[2]))
     assert joined.code == 0, joined.stderr
     assert len(ready_nodes(nodes, A[0], 3)) == 3
     nodes.stop_docker(A[0])  # one of three managers down: the swarm keeps its quorum
-    late = nodes.run(D[0], plans.join_script(tokens["worker"], A[2], B[2]))
+    late = nodes.run(D[0], scripts.join_script(tokens["worker"], A[2], B[2]))
     assert late.code == 0, late.stdout + late.stderr
     listed = eventually(lambda: [n for n in nodes.nodes(B[0]) if n["Hostname"] == D[1] and n["Status"] == "Ready"])
     assert listed, nodes.nodes(B[0])

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from chalicelib import plans
+from chalicelib import scripts
 from slipway import realnodes
 from slipway.demo import scheduled_event
 from slipway.follow import follow
@@ -163,7 +163,7 @@ def test_a_real_node_whose_dockerd_stops_fails_the_gate_and_the_old_node_keeps_s
 
     def dockerd_dies_after_joining(instance_id: str, commands: list[str]) -> Result:
         result = original_run(instance_id, commands)
-        if plans.command_kind(commands) == "swarm-join":
+        if scripts.command_kind(commands) == "swarm-join":
             emu.nodes.stop_docker(instance_id)
         return result
 

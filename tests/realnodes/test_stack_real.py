@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-from chalicelib import plans
+from chalicelib import scripts
 from slipway import realnodes, registry
 from slipway.realnodes import DockerNodes
 
@@ -195,9 +195,9 @@ def swarm(image, local_registry):
             nodes.start_aws_endpoint()  # moto, as the nodes see it: http://<gateway>:<port>
             for instance_id, hostname, ip in (A, B):
                 nodes.launch(instance_id, image=image, hostname=hostname, ip=ip)
-            init = nodes.run(A[0], plans.init_script())
+            init = nodes.run(A[0], scripts.init_script())
             assert init.code == 0, init.stderr
-            joined = nodes.run(B[0], plans.join_script(plans.parse_tokens(init.stdout)["worker"], A[2]))
+            joined = nodes.run(B[0], scripts.join_script(scripts.parse_tokens(init.stdout)["worker"], A[2]))
             assert joined.code == 0, joined.stderr
             images = {tag: f"{at_gateway}/{registry.EXAMPLE_REPOSITORY}:{tag}" for tag in pushed}
             made = Swarm(nodes, images, s3)
