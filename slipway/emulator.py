@@ -298,6 +298,7 @@ class Emulator:
         extra_environment: dict[str, str] | None = None,
         real_nodes: bool = False,
         quick_retries: bool = False,
+        wait_scale: float = 1.0,
         log=None,
     ) -> None:
         self.environment = environment or stage_environment()["SLIPWAY_ENVIRONMENT"]
@@ -308,6 +309,11 @@ class Emulator:
         self.bake_outcome = bake_outcome
         self.bake_polls = bake_polls
         self.quick_retries = quick_retries
+        # Real seconds per second of a Wait state or a Retry interval: ASL counts waits in whole
+        # seconds, and a test of the queue, whose runs must wait their turn, need not wait them out.
+        if not 0 < wait_scale <= 1:
+            raise ValueError(f"wait_scale must be in (0, 1], not {wait_scale}")
+        self.wait_scale = wait_scale
         self.node_count = node_count
         self.extra_environment = extra_environment or {}
         # With real_nodes, each instance is a container running its own dockerd and the bake
@@ -623,6 +629,36 @@ class Emulator:
                 roleArn=role_arn,
             )["stateMachineArn"]
 
+    def _scale_waits(self, patch) -> None:
+        """Wait states and Retry intervals last `wait_scale` of their seconds, and so does the
+        emulated load balancer's deregistration delay (what the pipeline waits out). The steps and
+        their answers are unchanged: a queued run checks as often per run ahead of it as the waits
+        it went through allow, each wait only shorter."""
+        from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+        from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+        scale = self.wait_scale
+
+        def wait_interval(function, env, wait_seconds) -> None:
+            # As moto's own: wait on the execution's event, so that stopping the execution ends
+            # the wait, and wait again after a wake-up while the execution still runs.
+            deadline = time.monotonic() + wait_seconds * scale
+            while env.is_running() and (left := deadline - time.monotonic()) > 0:
+                env.program_state_event.wait(left)
+
+        class ScaledTime:
+            """The `time` module as the Retry interpreter sees it: its sleeps scaled."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(time, name)
+
+            @staticmethod
+            def sleep(seconds: float) -> None:
+                time.sleep(seconds * scale)
+
+        patch(mock.patch.object(WaitFunction, "_wait_interval", wait_interval))
+        patch(mock.patch.object(retrier_decl, "time", ScaledTime()))
+
     def _create_node_role(self, iam) -> None:
         """The nodes' role and instance profile as `slipway bootstrap` creates them (NodeRole and
         NodeInstanceProfile of .chalice/resources.yaml, resolved for this account and stage), and
@@ -675,6 +711,9 @@ class Emulator:
                 _VALID_DEFINITIONS.add(definition)
 
         patch(mock.patch.object(StepFunctionsParserBackend, "_validate_definition", staticmethod(validate_once)))
+
+        if self.wait_scale != 1:
+            self._scale_waits(patch)
 
         # moto lists a response class's methods (inspect.getmembers) on every request it answers;
         # the names never change while the emulator runs (its patches replace methods, not names).
@@ -1007,7 +1046,8 @@ class Emulator:
 
         def deregister(group, leaving):
             original_deregister(group, leaving)
-            delay = float(group.attributes.get("deregistration_delay.timeout_seconds", 300))
+            # The delay the pipeline waits out in a Wait state: on the emulator's clock (wait_scale).
+            delay = float(group.attributes.get("deregistration_delay.timeout_seconds", 300)) * emulator.wait_scale
             with targets.lock:
                 for target in leaving:
                     targets.checks.pop((group.arn, target["Id"]), None)

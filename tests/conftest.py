@@ -99,6 +99,11 @@ def pytest_xdist_make_scheduler(config, log):
 # How often a test asks whether an execution has ended: each DescribeExecution costs moto a few
 # milliseconds of the CPU the execution itself runs on (a tenth of a test's, at 0.05 s).
 FOLLOW_POLL = 0.25
+# On emulated nodes a second of a Wait state or a Retry interval lasts a fifth of one
+# (Emulator.wait_scale): a queued run still waits its turn, sooner. A test that stops a run while
+# it is in a given state keeps whole seconds, its window to act in.
+QUICK_WAIT_SCALE = 0.2
+WHOLE_SECONDS = {"poll_seconds": 1, "wait_scale": 1}
 
 
 def commit_id() -> str:
@@ -125,15 +130,16 @@ def shape_problems(emu: Emulator) -> list[str]:
 
 @pytest.fixture
 def make_emulator():
-    """Start an emulator with the given options (poll interval 0 and, on emulated nodes, one-second
-    retries: tests do not sleep out waits and backoffs; real nodes keep the real backoffs, a real
-    dockerd may need them). At the end, every step's answer in every execution must fit its
-    declared shape (steps/state.py)."""
+    """Start an emulator with the given options: poll interval 0 and, on emulated nodes, one-second
+    retries waited out in a fifth of a second (tests do not sleep out waits and backoffs); real
+    nodes keep the real backoffs and whole seconds, a real dockerd may need them. At the end, every
+    step's answer in every execution must fit its declared shape (steps/state.py)."""
     started = []
 
     def start(**kwargs) -> Emulator:
         kwargs.setdefault("poll_seconds", 0)
         kwargs.setdefault("quick_retries", not kwargs.get("real_nodes"))
+        kwargs.setdefault("wait_scale", 1 if kwargs.get("real_nodes") else QUICK_WAIT_SCALE)
         patcher = mock.patch.dict(os.environ, QUIET)
         patcher.start()
         emu = Emulator(**kwargs)

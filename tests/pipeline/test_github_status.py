@@ -2,7 +2,7 @@
 a link to the execution; GitHub refusing or failing never changes how the run ends."""
 
 from chalicelib import naming
-from tests.conftest import commit_id, deploy
+from tests.conftest import WHOLE_SECONDS, commit_id, deploy
 from tests.pipeline.test_deploy import break_after, new_content, tagged_instances
 
 
@@ -102,7 +102,7 @@ def test_a_deploy_stopped_from_the_console_does_not_stay_pending(make_emulator):
     # report_stopped_run, which marks the commit not deployed instead of leaving it pending.
     from tests.conftest import deliver_push
 
-    emu = make_emulator(poll_seconds=1)
+    emu = make_emulator(**WHOLE_SECONDS)
     commit = commit_id()
     run = _stop_when(emu, deliver_push(emu, commit)[1]["execution_arn"], "Wait for nodes")
     assert run.status == "ABORTED"
@@ -124,7 +124,7 @@ def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_
 
     from chalicelib import steps
 
-    emu = make_emulator(poll_seconds=1)
+    emu = make_emulator(**WHOLE_SECONDS)
     assert deploy(emu).status == "SUCCEEDED"
     sent = len(emu.github.statuses)
     arn = emu.client("stepfunctions").start_execution(

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 
 from chalicelib.aws import dynamodb as dynamodb_adapter
-from tests.conftest import commit_id, deliver_push, deploy, teardown
+from tests.conftest import WHOLE_SECONDS, commit_id, deliver_push, deploy, teardown
 from tests.pipeline.test_deploy import _entered, _follow, _history, new_content, tagged_instances
 
 
@@ -151,7 +151,7 @@ def test_a_lease_whose_holder_was_stopped_without_its_event_is_reclaimed(make_em
     # Given a run stopped past the queue whose status-change event never arrives (so
     # report_stopped_run never gives its lease up), when the next push deploys, then it finds the
     # holder ended, takes the lease over at once and deploys.
-    emu = make_emulator(poll_seconds=1)
+    emu = make_emulator(**WHOLE_SECONDS)
     stopped = deliver_push(emu, commit_id())[1]["execution_arn"]
     _wait_until_entered(emu, stopped, "Look for a baked image")
     with mock.patch.object(emu, "_execution_stopped"):  # the event is lost
@@ -222,7 +222,7 @@ def test_a_failed_deploy_gives_the_lease_up(make_emulator):
 
 
 def test_a_deploy_stopped_with_its_event_gives_the_lease_up(make_emulator):
-    emu = make_emulator(poll_seconds=1)
+    emu = make_emulator(**WHOLE_SECONDS)
     stopped = deliver_push(emu, commit_id())[1]["execution_arn"]
     _wait_until_entered(emu, stopped, "Look for a baked image")
     emu.client("stepfunctions").stop_execution(executionArn=stopped, error="Operator", cause="console")
@@ -232,7 +232,7 @@ def test_a_deploy_stopped_with_its_event_gives_the_lease_up(make_emulator):
 
 
 def test_a_teardown_gives_the_lease_up_when_it_succeeds_fails_or_is_stopped(make_emulator):
-    emu = make_emulator(poll_seconds=1)
+    emu = make_emulator(**WHOLE_SECONDS)
     assert deploy(emu).status == "SUCCEEDED"
     done = teardown(emu)
     assert done.status == "SUCCEEDED" and done.output["queue"]["lease"]["owner"] == done.execution_arn
