@@ -78,7 +78,10 @@ def join_script(token: str, *manager_addresses: str) -> list[str]:
     """Join unless already in the swarm, through each manager in turn until one answers (a manager
     that is down must not block the deployment that replaces it; a failed attempt is cancelled
     with `swarm leave` before the next). A join still in progress ("pending": the same command sent
-    again after a lost answer) is waited for, not repeated (Docker would refuse it)."""
+    again after a lost answer) is waited for, not repeated (Docker would refuse it). While the
+    managers elect a leader (one of them just went down: "does not have a leader", "lost leader"),
+    every manager refuses a join: the round is tried again, 2 s later, up to 30 rounds; any other
+    refusal by every manager fails the command at once."""
     addresses = " ".join(shlex.quote(a + ":2377") for a in manager_addresses)
     return [
         MARKERS["swarm-join"],
@@ -86,11 +89,21 @@ def join_script(token: str, *manager_addresses: str) -> list[str]:
         f"state=$({_STATE})",
         f'n=0; while [ "$state" = pending ] && [ $n -lt 60 ]; do sleep 1; n=$((n+1)); state=$({_STATE}); done',
         'if [ "$state" = active ]; then exit 0; fi',
+        "rounds=0",
+        "while :; do",
+        "election=no",
         f"for manager in {addresses}; do",
-        f'  if docker swarm join --token {shlex.quote(token)} "$manager"; then exit 0; fi',
+        f'  if out=$(docker swarm join --token {shlex.quote(token)} "$manager" 2>&1); then',
+        "    printf '%s\\n' \"$out\"; exit 0",
+        "  fi",
+        "  printf '%s\\n' \"$out\" >&2",
         "  docker swarm leave --force >/dev/null 2>&1 || true",
+        '  case "$out" in *"does not have a leader"*|*"lost leader"*) election=yes ;; esac',
         "done",
-        "exit 1",
+        "rounds=$((rounds+1))",
+        'if [ "$election" = no ] || [ $rounds -ge 30 ]; then exit 1; fi',
+        'sleep "${SWARM_RETRY_SECONDS:-2}"',
+        "done",
     ]
 
 

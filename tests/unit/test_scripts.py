@@ -340,3 +340,51 @@ esac
         "swarm leave --force",
         "swarm join --token SWMTKN-1-a 10.0.0.2:2377",
     ]
+
+
+def _join_with(tmp_path, answers: str, *managers: str):
+    """Run the join script against a fake docker whose `swarm join` answers from `answers`, one
+    line per attempt: "ok" joins, anything else is printed as the daemon's refusal."""
+    (tmp_path / "answers").write_text(answers)
+    docker = tmp_path / "docker"
+    docker.write_text(f"""#!/bin/sh
+echo "$*" >> {tmp_path}/log
+case "$*" in
+  info*) echo inactive ;;
+  "swarm join"*) answer=$(head -n1 {tmp_path}/answers); sed -i 1d {tmp_path}/answers
+    [ "$answer" = ok ] && exit 0; echo "Error response from daemon: $answer" >&2; exit 1 ;;
+esac
+""")
+    docker.chmod(0o755)
+    import subprocess
+
+    done = subprocess.run(
+        ["sh", "-c", "\n".join(scripts.join_script("SWMTKN-1-a", *managers))],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "SWARM_RETRY_SECONDS": "0"},
+    )
+    joins = [c for c in (tmp_path / "log").read_text().splitlines() if c.startswith("swarm join")]
+    return done, joins
+
+
+def test_a_join_during_a_leader_election_tries_every_manager_again(tmp_path):
+    # The first manager is down and the second has no leader yet (a manager just went down): the
+    # round is tried again, and the join goes through once a leader is elected.
+    down = "rpc error: code = Unavailable desc = dial tcp 10.0.0.1:2377: connect: connection refused"
+    no_leader = "rpc error: code = Unknown desc = The swarm does not have a leader."
+    done, joins = _join_with(tmp_path, f"{down}\n{no_leader}\n{down}\nok\n", "10.0.0.1", "10.0.0.2")
+    assert done.returncode == 0, done.stderr
+    assert joins == [f"swarm join --token SWMTKN-1-a 10.0.0.{i}:2377" for i in (1, 2, 1, 2)]
+    assert "does not have a leader" in done.stderr
+
+
+def test_a_join_every_manager_refuses_for_another_reason_fails_at_once(tmp_path):
+    done, joins = _join_with(tmp_path, "invalid join token\ninvalid join token\nok\n", "10.0.0.1", "10.0.0.2")
+    assert done.returncode == 1 and "invalid join token" in done.stderr
+    assert len(joins) == 2  # one round: the third answer, "ok", is never asked for
+
+
+def test_a_join_waits_out_an_election_for_thirty_rounds_at_most(tmp_path):
+    done, joins = _join_with(tmp_path, "node lost leader status\n" * 40 + "ok\n", "10.0.0.1")
+    assert done.returncode == 1 and len(joins) == 30
