@@ -11,10 +11,10 @@ from unittest import mock
 
 import pytest
 
-from chalicelib.steps import state
 from slipway import github
 from slipway.emulator import Emulator
 from slipway.follow import follow
+from tests import shapes
 
 # Metrics stay on: with POWERTOOLS_METRICS_DISABLED, Powertools never clears them between calls.
 QUIET = {"POWERTOOLS_LOG_LEVEL": "WARNING"}
@@ -124,7 +124,7 @@ def shape_problems(emu: Emulator) -> list[str]:
         if task not in app.TASKS or isinstance(result, BaseException):
             continue
         shape = typing.get_type_hints(app.TASKS[task])["return"]
-        problems += [f"{task}: {p}" for p in state.conforms(shape, result)]
+        problems += [f"{task}: {p}" for p in shapes.conforms(shape, result)]
     return problems
 
 

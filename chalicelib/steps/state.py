@@ -5,7 +5,7 @@ state, and later steps read it from there. This module is that contract written 
 step returns is the shape the next one reads, a step is annotated with the shape it returns, and
 `RESULT_PATHS` says, per machine, which shape lives at which path. tests/unit/test_state.py holds
 the ASL files to it (every ResultPath declared, each written by the step that returns its shape),
-and the pipeline tests check every answer a run produced against it (`conforms`).
+and the pipeline tests check every answer a run produced against it (tests/shapes.py).
 
 A step builds its answer by calling the TypedDict (`Queue(clear=..., ...)`), or, to change one key
 of what it was given, as a literal annotated with it (`pending: Health = {**health, ...}`): either
@@ -14,9 +14,7 @@ way mypy names a missing or misspelt key.
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired[...] only from real
 # annotations (on 3.11, postponed ones make every key required).
-import types
-import typing
-from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints
+from typing import Any, NotRequired, TypedDict
 
 
 class Deployment(TypedDict):
@@ -363,50 +361,6 @@ SHARED_PATHS: dict[str, dict[str, tuple[type, ...]]] = {"deploy": {"$.removal": 
 def shapes_at(machine: str, path: str) -> tuple[type, ...]:
     """The shapes a step may leave at `path` of `machine`'s state (KeyError: none declared)."""
     return SHARED_PATHS.get(machine, {}).get(path) or (RESULT_PATHS[machine][path],)
-
-
-def conforms(shape: type, value: object, where: str = "$") -> list[str]:
-    """What in `value` does not fit `shape` (empty: it fits). Checks keys, required and extra,
-    and the JSON types of the values, recursively; used by the tests on real executions."""
-    return _check(shape, value, where)
-
-
-def _check(expected: Any, value: object, where: str) -> list[str]:
-    if expected is Any:
-        return []
-    if typing.is_typeddict(expected):
-        if not isinstance(value, dict):
-            return [f"{where}: expected an object, got {type(value).__name__}"]
-        hints = get_type_hints(expected)
-        required: frozenset[str] = expected.__required_keys__
-        problems = [f"{where}.{key}: missing" for key in sorted(required - value.keys())]
-        problems += [
-            f"{where}.{key}: not declared in {expected.__name__}" for key in sorted(value.keys() - hints.keys())
-        ]
-        for key in sorted(value.keys() & hints.keys()):
-            problems += _check(hints[key], value[key], f"{where}.{key}")
-        return problems
-    origin = get_origin(expected)
-    if origin is NotRequired:
-        return _check(get_args(expected)[0], value, where)
-    if origin in (Union, types.UnionType):
-        options = [_check(arg, value, where) for arg in get_args(expected)]
-        return [] if any(not found for found in options) else min(options, key=len)
-    if origin is list:
-        if not isinstance(value, list):
-            return [f"{where}: expected a list, got {type(value).__name__}"]
-        (item,) = get_args(expected)
-        return [p for i, v in enumerate(value) for p in _check(item, v, f"{where}[{i}]")]
-    if origin is dict:
-        if not isinstance(value, dict):
-            return [f"{where}: expected an object, got {type(value).__name__}"]
-        _, item = get_args(expected)
-        return [p for k, v in value.items() for p in _check(item, v, f"{where}.{k}")]
-    if expected is type(None):
-        return [] if value is None else [f"{where}: expected null, got {value!r}"[:200]]
-    # JSON has no int/bool distinction Python keeps: True is an int to isinstance, never to a step.
-    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-    return [] if ok else [f"{where}: expected {expected.__name__}, got {type(value).__name__}"]
 
 
 # --- what each Task receives ---------------------------------------------------------------

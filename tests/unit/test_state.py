@@ -14,6 +14,7 @@ import pytest
 
 import app
 from chalicelib.steps import state
+from tests import shapes
 
 MACHINES = Path(__file__).resolve().parents[2] / "statemachines"
 INPUTS = {"deploy": state.DeployRun, "teardown": state.TeardownRun}
@@ -65,13 +66,13 @@ def test_each_task_takes_what_its_state_passes(kind):
 
 def test_a_shape_check_names_what_is_missing_extra_or_of_the_wrong_type():
     good = {"new": ["i-1"], "current": ["i-1"], "old": []}
-    assert state.conforms(state.Nodes, good) == []
-    assert state.conforms(state.Nodes, {"new": ["i-1"], "current": "i-1", "extra": 1}) == [
+    assert shapes.conforms(state.Nodes, good) == []
+    assert shapes.conforms(state.Nodes, {"new": ["i-1"], "current": "i-1", "extra": 1}) == [
         "$.old: missing",
         "$.extra: not declared in Nodes",
         "$.current: expected a list, got str",
     ]
-    assert state.conforms(state.Image, {"ami_id": None}) == []
-    assert state.conforms(state.Readiness, {"ready": True, "attempts": True, "online": 1, "wanted": 1}) == [
+    assert shapes.conforms(state.Image, {"ami_id": None}) == []
+    assert shapes.conforms(state.Readiness, {"ready": True, "attempts": True, "online": 1, "wanted": 1}) == [
         "$.attempts: expected int, got bool"
     ]
