@@ -132,6 +132,47 @@ def _importable() -> None:
         sys.path.insert(0, str(PROJECT_DIR))
 
 
+@contextlib.contextmanager
+def _observability_per_invocation():
+    """Keep the app's log keys and pending metrics apart per thread, as Lambda processes are.
+
+    On AWS each invocation is its own process with its own Logger and Metrics. Here the webhook and
+    the Lambdas the Step Functions interpreter and the event worker run on their threads share one
+    of each: a step's `clear_state` once wiped the webhook's `delivery_id` between its
+    `append_keys` and its "deployment accepted" line, and a schedule's flush could publish another
+    invocation's metrics. Every thread starts from the state they had when the emulator started.
+    """
+    from chalicelib.observability import logger, metrics
+
+    with (
+        _per_thread(logger.registered_formatter, ("log_format",)),
+        _per_thread(metrics.provider, ("metric_set", "dimension_set", "metadata_set", "dimension_sets", "timestamp")),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _per_thread(target: object, attributes: tuple[str, ...]):
+    """`target`'s `attributes` become thread-local, each thread's a copy of their present value."""
+    start = {name: copy.deepcopy(getattr(target, name)) for name in attributes}
+    local = threading.local()
+
+    def attribute(name: str) -> property:
+        def get(_self):
+            if not hasattr(local, name):
+                setattr(local, name, copy.deepcopy(start[name]))
+            return getattr(local, name)
+
+        return property(get, lambda _self, value: setattr(local, name, value))
+
+    original = type(target)
+    target.__class__ = type(original.__name__, (original,), {name: attribute(name) for name in attributes})
+    try:
+        yield
+    finally:
+        target.__class__ = original
+
+
 def load_app():
     """Import the Chalice app (app.py at the project root) once."""
     _importable()
@@ -429,6 +470,7 @@ class Emulator:
         self._reset_caches()
         self._stack.callback(self._reset_caches)
         self.app = load_app()
+        self._stack.enter_context(_observability_per_invocation())
         self._create_resources()
         os.environ["SLIPWAY_DEPLOY_STATE_MACHINE_ARN"] = self.arns["deploy"]
         self._reset_caches()

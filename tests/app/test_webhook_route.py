@@ -238,6 +238,32 @@ def test_logs_carry_the_delivery_id_and_never_the_body(emulator):
     assert not any(secret_marker in json.dumps(line) for line in lines)
 
 
+def test_a_lambda_running_meanwhile_leaves_the_webhook_its_log_keys_and_metrics(emulator):
+    # On AWS each invocation has its own process; in the emulator the Lambdas the interpreter runs
+    # on moto's threads share the Logger and Metrics with the webhook, and one's clear_state once
+    # dropped the webhook's delivery_id from "deployment accepted" (1 run in CI).
+    import threading
+
+    from chalicelib.observability import logger, metrics
+
+    logger.append_keys(delivery_id="d-main")
+    metrics.add_metric(name="Accepted", unit="Count", value=1)
+
+    def step() -> None:
+        logger.clear_state()
+        logger.append_keys(execution="other")
+        metrics.add_metric(name="HealsStarted", unit="Count", value=1)
+        metrics.clear_metrics()
+
+    thread = threading.Thread(target=step)
+    thread.start()
+    thread.join()
+    keys = logger.get_current_keys()
+    assert keys["delivery_id"] == "d-main" and keys.get("execution") is None
+    assert list(metrics.provider.metric_set) == ["Accepted"]
+    metrics.clear_metrics()
+
+
 # --- hostile but correctly signed deliveries (issue 16) -------------------------------------
 
 
