@@ -9,7 +9,7 @@ from chalicelib import naming, scripts
 from chalicelib.aws import ec2 as ec2_adapter
 from slipway.follow import follow
 from slipway.nodes import Result
-from tests.conftest import FOLLOW_POLL, WHOLE_SECONDS, CallRecorder, commit_id, deliver_push, deploy, teardown
+from tests.conftest import FOLLOW_POLL, CallRecorder, commit_id, deliver_push, deploy, teardown
 
 
 def tagged_instances(emu, states=("pending", "running")):
@@ -591,7 +591,7 @@ def test_nodes_of_a_run_stopped_before_they_joined_are_retired_by_the_next_deplo
     # as serving (it would fail the health gate for ever): it launches its own and retires it.
     import time
 
-    emu = make_emulator(**WHOLE_SECONDS)
+    emu = make_emulator(poll_seconds=2, wait_scale=1)  # a 2 s window to stop it in, under load
     first = deploy(emu)
     stopped_commit = new_content(emu, commit_id())
     arn = deliver_push(emu, stopped_commit)[1]["execution_arn"]
@@ -601,6 +601,7 @@ def test_nodes_of_a_run_stopped_before_they_joined_are_retired_by_the_next_deplo
     sfn = emu.client("stepfunctions")
     sfn.stop_execution(executionArn=arn, error="Operator", cause="stopped from the console")
     assert _follow(emu, arn).status == "ABORTED"
+    assert _entered(emu, arn, "Form swarm") is None, "stopped too late: its node joined the swarm"
     stray = {n.instance_id for n in tagged_instances(emu)} - set(first.output["nodes"]["current"])
     assert len(stray) == 1
     again = commit_id()

@@ -8,6 +8,7 @@ import time
 
 from chalicelib import naming
 from chalicelib.aws import ec2 as ec2_adapter
+from chalicelib.steps.heal import HEAL_WINDOW_SECONDS
 from slipway.demo import scheduled_event
 from slipway.follow import follow
 from tests.conftest import FOLLOW_POLL, commit_id, deliver_push, deploy, teardown
@@ -151,7 +152,10 @@ def test_the_drift_check_heals_a_node_no_event_told_of_and_nothing_when_nothing_
     # A node stopped whose event was lost: the next check finds it missing.
     emu._instances_changed = lambda *args: None
     emu.client("ec2").stop_instances(InstanceIds=[live(emu)[0].instance_id])
-    later = scheduled_event() | {"time": "2026-12-02T03:00:00Z"}
+    # The next heal window (a heal is named for its window: the same window would name the first).
+    later = scheduled_event() | {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + HEAL_WINDOW_SECONDS))
+    }
     answer = emu.invoke("drift_check", later)
     assert answer["reason"] == "drift: 1 of 2 nodes running", answer
     again = follow(emu.client("stepfunctions"), answer["started"], say=None, poll=FOLLOW_POLL, timeout=120)

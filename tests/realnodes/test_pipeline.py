@@ -186,7 +186,7 @@ def answers(emu) -> list[str]:
     for instance_id in list(emu.nodes.instances()):
         try:
             url = f"http://127.0.0.1:{emu.nodes.host_port(instance_id, 8080)}/"
-            with urllib.request.urlopen(url, timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=10) as answer:  # slow under the suite is not lost
                 found.append(answer.read(500).decode(errors="replace"))
         except (OSError, realnodes.NodeError, ValueError):
             continue

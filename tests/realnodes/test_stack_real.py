@@ -118,10 +118,11 @@ class Swarm:
         ]
 
     def answer(self, instance_id: str) -> str | None:
-        """GET / through the node's published port (on this machine's loopback), or None."""
+        """GET / through the node's published port (on this machine's loopback), or None: refused,
+        reset, or unanswered for 10 s (a slow answer under the whole suite is not a lost one)."""
         url = f"http://127.0.0.1:{self.nodes.host_port(instance_id, PORT)}/"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=10) as response:
                 return response.read().decode().strip()
         except OSError:
             return None
