@@ -601,9 +601,9 @@ def test_the_content_key_is_the_sha256_of_the_bytes():
 def test_a_stack_is_frozen_and_its_document_read_only():
     parsed = parse(WEB, path=PATH)
     with pytest.raises(AttributeError):
-        parsed.services = ()  # type: ignore[misc]
+        parsed.services = ()  # type: ignore[misc]  # the refused write is the test
     with pytest.raises(TypeError):
-        parsed.document["services"]["web"]["image"] = "other"  # type: ignore[index]
+        parsed.document["services"]["web"]["image"] = "other"  # type: ignore[index]  # the refused write is the test
     assert parsed == parse(WEB, path=PATH) and hash(parsed) == hash(parse(WEB, path=PATH))
 
 
