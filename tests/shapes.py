@@ -1,10 +1,33 @@
 """Whether a step's answer fits the shape chalicelib/steps/state.py declares for it: the check the
-pipeline tests run on every answer of every execution (tests/conftest.py). Only the tests need it,
-so it is not shipped to Lambda with the declarations."""
+pipeline tests run on every answer of every execution (tests/conftest.py), and which shape lives at
+each ResultPath of a machine. Only the tests need them, so they are not shipped to Lambda with the
+declarations."""
 
 import types
 import typing
 from typing import Any, NotRequired, Union, get_args, get_origin, get_type_hints
+
+from chalicelib.steps import state
+
+# What a run holds before any ResultPath is written: Prepare's answer replaces the deploy's input
+# (ResultPath `$`), and the teardown's input is the environment to remove.
+_STARTS_WITH = {"deploy": (state.Prepared, ("deployment", "poll_seconds")), "teardown": (None, ("environment",))}
+_RUNS = {"deploy": state.DeployRun, "teardown": state.TeardownRun}
+# 'Remove this deployment's nodes' and 'Check removed nodes are gone' share `$.removal` in the
+# deploy machine: the first answer (Terminated) is read by no one but the Wait that follows.
+SHARED_PATHS: dict[str, dict[str, tuple[type, ...]]] = {"deploy": {"$.removal": (state.Terminated, state.Removal)}}
+
+
+def result_paths(machine: str) -> dict[str, type]:
+    """`machine`'s ResultPaths and the shape at each, read from its run's declaration."""
+    root, inputs = _STARTS_WITH[machine]
+    paths = {f"$.{key}": shape for key, shape in get_type_hints(_RUNS[machine]).items() if key not in inputs}
+    return {"$": root, **paths} if root else paths
+
+
+def shapes_at(machine: str, path: str) -> tuple[type, ...]:
+    """The shapes a step may leave at `path` of `machine`'s state (KeyError: none declared)."""
+    return SHARED_PATHS.get(machine, {}).get(path) or (result_paths(machine)[path],)
 
 
 def conforms(shape: type, value: object, where: str = "$") -> list[str]:

@@ -3,9 +3,10 @@
 Each Task of statemachines/*.asl.json writes its step's answer at a `ResultPath` of the execution's
 state, and later steps read it from there. This module is that contract written down: the shape a
 step returns is the shape the next one reads, a step is annotated with the shape it returns, and
-`RESULT_PATHS` says, per machine, which shape lives at which path. tests/unit/test_state.py holds
-the ASL files to it (every ResultPath declared, each written by the step that returns its shape),
-and the pipeline tests check every answer a run produced against it (tests/shapes.py).
+each machine's run (`DeployRun`, `TeardownRun`) says which shape lives at which path: its key `k`
+is the ResultPath `$.k`. tests/unit/test_state.py holds the ASL files to it (every ResultPath
+declared, each written by the step that returns its shape), and the pipeline tests check every
+answer a run produced against it (tests/shapes.py).
 
 A step builds its answer by calling the TypedDict (`Queue(clear=..., ...)`), or, to change one key
 of what it was given, as a literal annotated with it (`pending: Health = {**health, ...}`): either
@@ -311,61 +312,11 @@ class CaughtError(TypedDict):
     Cause: str
 
 
-# Per machine: the shape at each ResultPath. Catch paths hold Step Functions' error object.
-RESULT_PATHS: dict[str, dict[str, type]] = {
-    "deploy": {
-        "$": Prepared,
-        "$.queue": Queue,
-        "$.image": Image,
-        "$.bake": Bake,
-        "$.network": Network,
-        "$.ingress": Ingress,
-        "$.traffic": Traffic,
-        "$.lb_removal": LoadBalancerRemoval,
-        "$.nodes": Nodes,
-        "$.readiness": Readiness,
-        "$.swarm": Swarm,
-        "$.health": Health,
-        "$.promote": Command,
-        "$.retire": Retire,
-        "$.stack": StackFile,
-        "$.rollout": Rollout,
-        "$.images": ImagesRemoved,
-        "$.github": GitHubReport,
-        "$.leave": Command,
-        "$.removal": Removal,
-        "$.undo": NetworkRemoved,
-        "$.error": CaughtError,
-        "$.undo_error": CaughtError,
-        "$.leave_error": CaughtError,
-        "$.github_error": CaughtError,
-    },
-    "teardown": {
-        "$.queue": Queue,
-        "$.nodes": Terminated,
-        "$.removal": Removal,
-        "$.lb_removal": LoadBalancerRemoval,
-        "$.network": NetworkRemoved,
-        "$.images": ImagesDeregistered,
-        "$.leftover": Leftover,
-        "$.lease": LeaseReleased,
-        "$.error": CaughtError,
-        "$.lease_error": CaughtError,
-    },
-}
-# 'Remove this deployment's nodes' and 'Check removed nodes are gone' share `$.removal` in the
-# deploy machine: the first answer (Terminated) is read by no one but the Wait that follows.
-SHARED_PATHS: dict[str, dict[str, tuple[type, ...]]] = {"deploy": {"$.removal": (Terminated, Removal)}}
-
-
-def shapes_at(machine: str, path: str) -> tuple[type, ...]:
-    """The shapes a step may leave at `path` of `machine`'s state (KeyError: none declared)."""
-    return SHARED_PATHS.get(machine, {}).get(path) or (RESULT_PATHS[machine][path],)
-
-
 # --- what each Task receives ---------------------------------------------------------------
 # Tasks without `Parameters` receive the whole execution state: the deploy machine's is `DeployRun`
 # (every key present once the state that writes it has run), the teardown machine's `TeardownRun`.
+# Each key is the ResultPath its shape is written at, but for what the run starts with: Prepare's
+# answer (`Prepared`, ResultPath `$`) and the teardown's input. A Catch writes `CaughtError`.
 
 
 class DeployRun(TypedDict, total=False):

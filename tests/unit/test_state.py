@@ -39,15 +39,15 @@ def test_every_result_path_of_a_machine_has_a_declared_shape(kind):
     # Given every ResultPath a Task or a Catch writes, when looked up, then each has a shape.
     paths = {s.get("ResultPath", "$") for _, s in task_states(kind)}
     paths |= {c["ResultPath"] for s in machine(kind)["States"].values() for c in s.get("Catch", [])}
-    assert paths - state.RESULT_PATHS[kind].keys() == set()
-    assert state.RESULT_PATHS[kind].keys() - paths == set(), "declared, but no state writes it"
+    assert paths - shapes.result_paths(kind).keys() == set()
+    assert shapes.result_paths(kind).keys() - paths == set(), "declared, but no state writes it"
 
 
 @pytest.mark.parametrize("kind", ["deploy", "teardown"])
 def test_each_task_is_written_by_the_step_that_returns_the_shape_at_its_result_path(kind):
     for name, task in task_states(kind):
         returned = typing.get_type_hints(step_of(task))["return"]
-        allowed = state.shapes_at(kind, task.get("ResultPath", "$"))
+        allowed = shapes.shapes_at(kind, task.get("ResultPath", "$"))
         assert returned in allowed or set(typing.get_args(returned)) & set(allowed), (name, returned, allowed)
 
 
