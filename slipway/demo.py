@@ -35,15 +35,15 @@ REAL_NODES = [
 ]
 
 
-def scheduled_event() -> dict:
-    """The event EventBridge sends a scheduled Lambda."""
+def scheduled_event(at: float | None = None) -> dict:
+    """The event EventBridge sends a scheduled Lambda, at epoch seconds `at` (default: now)."""
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": "123456789012",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
         "region": "us-east-1",
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/slipway-dev-prune"],
         "detail": {},

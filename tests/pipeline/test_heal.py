@@ -153,9 +153,7 @@ def test_the_drift_check_heals_a_node_no_event_told_of_and_nothing_when_nothing_
     emu._instances_changed = lambda *args: None
     emu.client("ec2").stop_instances(InstanceIds=[live(emu)[0].instance_id])
     # The next heal window (a heal is named for its window: the same window would name the first).
-    later = scheduled_event() | {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + HEAL_WINDOW_SECONDS))
-    }
+    later = scheduled_event(at=time.time() + HEAL_WINDOW_SECONDS)
     answer = emu.invoke("drift_check", later)
     assert answer["reason"] == "drift: 1 of 2 nodes running", answer
     again = follow(emu.client("stepfunctions"), answer["started"], say=None, poll=FOLLOW_POLL, timeout=120)

@@ -21,6 +21,7 @@ from slipway.follow import follow
 from slipway.nodes import Result
 from tests.conftest import commit_id, deploy
 from tests.pipeline.test_deploy import tagged_instances
+from tests.realnodes import LOST_AFTER_SECONDS
 
 
 def cidr(test_name: str) -> str:
@@ -186,7 +187,7 @@ def answers(emu) -> list[str]:
     for instance_id in list(emu.nodes.instances()):
         try:
             url = f"http://127.0.0.1:{emu.nodes.host_port(instance_id, 8080)}/"
-            with urllib.request.urlopen(url, timeout=10) as answer:  # slow under the suite is not lost
+            with urllib.request.urlopen(url, timeout=LOST_AFTER_SECONDS) as answer:
                 found.append(answer.read(500).decode(errors="replace"))
         except (OSError, realnodes.NodeError, ValueError):
             continue
@@ -195,14 +196,12 @@ def answers(emu) -> list[str]:
 
 def through_load_balancer(emu) -> str | None:
     """GET / through the load balancer's port 80 (its local stand-in): the answer, or why none came.
-    A request is lost when it is refused, reset or unanswered for 10 s: a slow answer is not a lost
-    one (one of 524 took over 2 s with the whole suite on two cores), and a cut connection or a
-    target gone without a reset still fails long before the run ends."""
+    Refused, reset or unanswered for LOST_AFTER_SECONDS, it is lost."""
     import urllib.request
 
     host, port = emu.load_balancer.address(80)
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=10) as answer:
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=LOST_AFTER_SECONDS) as answer:
             return answer.read(500).decode(errors="replace")
     except OSError as exc:
         return f"failed: {exc}"

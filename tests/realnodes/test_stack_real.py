@@ -26,6 +26,7 @@ import pytest
 from chalicelib import scripts
 from slipway import realnodes, registry
 from slipway.realnodes import DockerNodes
+from tests.realnodes import LOST_AFTER_SECONDS
 
 # Not another module's subnet (10.199: test_docker_nodes, 10.198: test_pipeline, 10.42: a demo);
 # one per pytest-xdist worker, should this module's tests be spread over several.
@@ -119,10 +120,10 @@ class Swarm:
 
     def answer(self, instance_id: str) -> str | None:
         """GET / through the node's published port (on this machine's loopback), or None: refused,
-        reset, or unanswered for 10 s (a slow answer under the whole suite is not a lost one)."""
+        reset, or unanswered for LOST_AFTER_SECONDS."""
         url = f"http://127.0.0.1:{self.nodes.host_port(instance_id, PORT)}/"
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
+            with urllib.request.urlopen(url, timeout=LOST_AFTER_SECONDS) as response:
                 return response.read().decode().strip()
         except OSError:
             return None
