@@ -154,3 +154,37 @@ def test_the_stages_kms_key_is_a_key_arn_in_its_region_or_nothing():
     ):
         with pytest.raises(ConfigurationError, match=f"SLIPWAY_KMS_KEY_ARN .*{message}"):
             from_environment(BASE | {"SLIPWAY_KMS_KEY_ARN": bad})
+
+
+def test_every_field_and_every_variable_is_declared_once():
+    # Given SETTINGS, then each Settings field is filled by one declared variable alone or is one
+    # from_environment combines; and every SLIPWAY_* variable the shipped code names is declared.
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from chalicelib import settings
+
+    variables = [s.variable for s in settings.SETTINGS]
+    assert len(variables) == len(set(variables))
+    alone = [s.field for s in settings.SETTINGS if s.field]
+    assert len(alone) == len(set(alone))
+    assert {f.name for f in dataclasses.fields(settings.Settings)} == set(alone) | set(settings.COMBINED)
+    root = Path(__file__).resolve().parents[2]
+    named = {
+        name
+        for path in [root / "app.py", *sorted((root / "chalicelib").rglob("*.py"))]
+        for name in re.findall(r"\bSLIPWAY_[A-Z_]+\b", path.read_text())
+    }
+    assert named <= set(variables), named - set(variables)
+
+
+def test_a_declared_default_is_what_an_unset_variable_reads_as():
+    # The table's default is the value the code takes, for every variable read alone.
+    from chalicelib import settings
+
+    read = from_environment(BASE)
+    for setting in settings.SETTINGS:
+        if setting.field and setting.default:
+            default = setting.default.replace("{environment}", "dev")
+            assert getattr(read, setting.field) == setting.reader(setting.variable, default), setting.variable
