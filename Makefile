@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench serve lint clean package diagrams citations
+.PHONY: demo test bench serve lint clean package docs citations
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml package.json package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Slipway needs Python 3.11 or newer")'
@@ -24,10 +24,11 @@ serve: $(STAMP)  ## webhook on :8000, emulated AWS on :5000
 test: lint  ## lint, then the whole suite (in parallel: one worker per core, at least two)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)  ## ruff (lint and format) on everything, mypy --strict on what ships to Lambda
+lint: $(STAMP)  ## ruff (lint, format, chalicelib's import boundary), mypy --strict on what ships, docs current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m slipway.docs --check
 
 bench: $(STAMP)  ## figures, never pass/fail on time
 	$(BIN)/python bench/run.py
@@ -35,14 +36,14 @@ bench: $(STAMP)  ## figures, never pass/fail on time
 citations: $(STAMP)  ## the IAM tests' file:line citations against the sources (SLIPWAY_PACKER_PLUGIN_AMAZON_SRC, SLIPWAY_SSM_AGENT_SRC)
 	$(BIN)/python -m tests.deploy.test_bake_permissions
 
-diagrams: $(STAMP)  ## redraw the README's state-machine pictures from statemachines/*.asl.json
-	$(BIN)/python -m slipway.diagram --write
+docs: $(STAMP)  ## regenerate what is derived: docs/ blocks (diagrams, states, settings), chalicelib/steps/index.py
+	$(BIN)/python -m slipway.docs --write
 
-# The CloudFormation the deploy path creates (README, "Deploy to AWS"), linted and scanned.
+# The CloudFormation the deploy path creates (docs/deploy-to-aws.md), linted and scanned.
 # checkov gets a virtualenv of its own: its dependencies pin boto3/botocore below ours.
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV    := .cache/checkov-$(CHECKOV_VERSION)
-# Each skipped check is justified in the README ("Deploy to AWS", "What the scanner reports").
+# Each skipped check is justified in docs/deploy-to-aws.md ("`make package`").
 CHECKOV_SKIP    := CKV_AWS_18,CKV_AWS_73,CKV_AWS_76,CKV_AWS_115,CKV_AWS_116,CKV_AWS_117,CKV_AWS_120,CKV_AWS_158,CKV_AWS_173
 
 $(CHECKOV_VENV)/bin/checkov:

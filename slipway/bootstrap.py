@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from slipway import statemachines
 from slipway.statemachines import PLACEHOLDER
 
 TEMPLATE = Path(".chalice") / "resources.yaml"
@@ -52,7 +53,6 @@ OUTPUT_VARIABLES = {
     "SourceBucketName": "SLIPWAY_BAKE_BUCKET",
     "LeaseTableName": "SLIPWAY_LEASE_TABLE",
 }
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
 class BootstrapError(Exception):
@@ -61,13 +61,6 @@ class BootstrapError(Exception):
 
 def stack_name(stage: str) -> str:
     return f"slipway-{stage}-resources"
-
-
-def function_for(placeholder: str) -> str:
-    """`CheckBakeFunctionArn` -> `check_bake` (the inverse of statemachines.function_placeholder)."""
-    if not placeholder.endswith("FunctionArn"):
-        raise ValueError(f"placeholder {placeholder!r} does not name a function (…FunctionArn)")
-    return _CAMEL.sub("_", placeholder.removesuffix("FunctionArn")).lower()
 
 
 def load_config(project_dir: Path) -> dict:
@@ -117,7 +110,7 @@ def render(project_dir: Path, app_name: str = "slipway") -> dict:
         for placeholder in sorted(set(PLACEHOLDER.findall(text))):
             arn = {
                 "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}"
-                f":function:{app_name}-${{Stage}}-{function_for(placeholder)}"
+                f":function:{app_name}-${{Stage}}-{statemachines.function_for(placeholder)}"
             }
             substitutions[placeholder] = arn
             if arn not in arns:

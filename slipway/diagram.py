@@ -1,4 +1,4 @@
-"""Draw the state machines as Mermaid flowcharts for the README, and keep the README in step.
+"""Draw the state machines as Mermaid flowcharts for docs/pipeline.md, and keep it in step.
 
 Developer tooling, never shipped to Lambda. `mermaid(definition)` turns an ASL document into a
 `flowchart TD` drawing the graph the Step Functions console shows: a Start node, every state under
@@ -7,7 +7,7 @@ dashed arrow labelled with its errors, and the states that end the run into an E
 are not drawn, as in the console. GitHub renders Mermaid in Markdown, so nothing is installed to
 look at it.
 
-    python -m slipway.diagram --write   # redraw the README's blocks (`make diagrams`)
+    python -m slipway.diagram --write   # redraw the blocks in docs/pipeline.md (`make docs`)
     python -m slipway.diagram --check   # exit 1 naming each stale block (tests/unit/test_diagram.py)
 
 A block sits between `<!-- diagram:<machine>:start -->` and `<!-- diagram:<machine>:end -->`.
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from slipway import PROJECT_DIR, statemachines
 
-README: Final = PROJECT_DIR / "README.md"
+DOC: Final = PROJECT_DIR / "docs" / "pipeline.md"
 START: Final = "begin"  # node ids; "end" is a Mermaid keyword, so neither is used
 END: Final = "finish"
 MAX_RULE_LABEL: Final = 50  # longer conditions are labelled "rule N"
@@ -246,46 +246,46 @@ def block(diagram: str) -> str:
     return "\n```mermaid\n" + diagram + "```\n"
 
 
-def _span(readme_text: str, name: str) -> tuple[int, int]:
+def _span(text: str, name: str) -> tuple[int, int]:
     start_marker, end_marker = (m.format(name=name) for m in _MARKERS)
-    if readme_text.count(start_marker) != 1 or readme_text.count(end_marker) != 1:
-        raise ValueError(f"README must hold {start_marker} and {end_marker} once each")
-    start = readme_text.index(start_marker) + len(start_marker)
-    end = readme_text.index(end_marker)
+    if text.count(start_marker) != 1 or text.count(end_marker) != 1:
+        raise ValueError(f"the document must hold {start_marker} and {end_marker} once each")
+    start = text.index(start_marker) + len(start_marker)
+    end = text.index(end_marker)
     if end < start:
         raise ValueError(f"{end_marker} comes before {start_marker}")
     return start, end
 
 
-def update_readme(readme_text: str, diagrams: Mapping[str, str]) -> str:
-    """`readme_text` with each named block replaced by that diagram; the rest left as it is."""
+def update_doc(text: str, diagrams: Mapping[str, str]) -> str:
+    """`text` with each named block replaced by that diagram; the rest left as it is."""
     for name in sorted(diagrams):
-        start, end = _span(readme_text, name)
-        readme_text = readme_text[:start] + block(diagrams[name]) + readme_text[end:]
-    return readme_text
+        start, end = _span(text, name)
+        text = text[:start] + block(diagrams[name]) + text[end:]
+    return text
 
 
-def stale(readme_text: str, diagrams: Mapping[str, str]) -> list[str]:
-    """The names whose README block differs from its diagram (or whose markers are missing)."""
+def stale(text: str, diagrams: Mapping[str, str]) -> list[str]:
+    """The names whose block differs from its diagram (or whose markers are missing)."""
     out = []
     for name in sorted(diagrams):
         try:
-            start, end = _span(readme_text, name)
+            start, end = _span(text, name)
         except ValueError:
             out.append(name)
             continue
-        if readme_text[start:end] != block(diagrams[name]):
+        if text[start:end] != block(diagrams[name]):
             out.append(name)
     return out
 
 
-def problem(readme_text: str, name: str) -> str:
+def problem(text: str, name: str) -> str:
     """Why `name`'s block is stale, for a person: what to run."""
     try:
-        _span(readme_text, name)
+        _span(text, name)
     except ValueError as error:
         return str(error)
-    return f"the {name} diagram does not match statemachines/{name}.asl.json: run `make diagrams`"
+    return f"the {name} diagram does not match statemachines/{name}.asl.json: run `make docs`"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,28 +293,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m slipway.diagram", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--write", action="store_true", help="redraw the README's diagrams")
+    action.add_argument("--write", action="store_true", help="redraw the diagrams in docs/pipeline.md")
     action.add_argument("--check", action="store_true", help="exit 1 if a diagram is stale")
-    parser.add_argument("--readme", type=Path, default=README, help=argparse.SUPPRESS)
+    parser.add_argument("--doc", type=Path, default=DOC, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    readme: Path = args.readme
-    with readme.open(encoding="utf-8", newline="") as f:
+    doc: Path = args.doc
+    with doc.open(encoding="utf-8", newline="") as f:
         text = f.read()
     drawn = diagrams()
     if args.check:
         names = stale(text, drawn)
         for name in names:
-            print(f"{readme.name}: {problem(text, name)}", file=sys.stderr)
+            print(f"{doc.name}: {problem(text, name)}", file=sys.stderr)
         return 1 if names else 0
     try:
-        updated = update_readme(text, drawn)
+        updated = update_doc(text, drawn)
     except ValueError as error:
-        print(f"{readme.name}: {error}", file=sys.stderr)
+        print(f"{doc.name}: {error}", file=sys.stderr)
         return 1
     if updated != text:
-        with readme.open("w", encoding="utf-8", newline="") as f:
+        with doc.open("w", encoding="utf-8", newline="") as f:
             f.write(updated)
-        print(f"{readme.name}: diagrams redrawn")
+        print(f"{doc.name}: diagrams redrawn")
     return 0
 
 

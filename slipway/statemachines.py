@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from slipway import PROJECT_DIR
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z][A-Za-z0-9]*)\}")
 MACHINES = ("deploy", "teardown")
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
 def path(name: str) -> Path:
@@ -35,6 +37,33 @@ def render(text: str, substitutions: dict[str, str]) -> str:
 def function_placeholder(function_name: str) -> str:
     """`check_bake` -> `CheckBakeFunctionArn`, the name the ASL uses for that Lambda."""
     return "".join(part.capitalize() for part in function_name.split("_")) + "FunctionArn"
+
+
+def function_for(placeholder: str) -> str:
+    """`CheckBakeFunctionArn` -> `check_bake`: the Lambda a Task's Resource names (the inverse
+    of function_placeholder)."""
+    if not placeholder.endswith("FunctionArn"):
+        raise ValueError(f"placeholder {placeholder!r} does not name a function (…FunctionArn)")
+    return _CAMEL.sub("_", placeholder.removesuffix("FunctionArn")).lower()
+
+
+def task_states(name: str) -> list[tuple[str, str]]:
+    """Every Task state of a machine, (console name, Lambda name), in the order of its document,
+    nested states (Parallel branches, Map iterators) where they stand."""
+    found: list[tuple[str, str]] = []
+
+    def visit(states: dict[str, Any]) -> None:
+        for state_name, state in states.items():
+            if state["Type"] == "Task":
+                found.append((state_name, function_for(PLACEHOLDER.fullmatch(state["Resource"]).group(1))))
+            for branch in state.get("Branches", []):
+                visit(branch["States"])
+            for key in ("Iterator", "ItemProcessor"):
+                if key in state:
+                    visit(state[key]["States"])
+
+    visit(json.loads(path(name).read_text())["States"])
+    return found
 
 
 def quick_retries(definition: str) -> str:

@@ -116,14 +116,15 @@ def shape_problems(emu: Emulator) -> list[str]:
     the step's ResultPath (tests/unit/test_state.py holds the ASL to those annotations)."""
     import typing
 
-    import app
+    from chalicelib.steps import all_tasks
 
+    tasks = all_tasks()
     problems = []
     for function, result in emu.results:
         task = function.rsplit("-", 1)[-1]  # slipway-<stage>-<task>
-        if task not in app.TASKS or isinstance(result, BaseException):
+        if task not in tasks or isinstance(result, BaseException):
             continue
-        shape = typing.get_type_hints(app.TASKS[task])["return"]
+        shape = typing.get_type_hints(tasks[task].function)["return"]
         problems += [f"{task}: {p}" for p in shapes.conforms(shape, result)]
     return problems
 

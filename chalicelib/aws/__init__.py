@@ -14,7 +14,7 @@ project or a parameter that is not there fails the step at once (a Configuration
 setting, where one names the thing). The exception is a read of what a create has only just
 made, which AWS may not show yet (eventual consistency): the adapter making that read turns that
 call's not-found codes, and only those, into TransientError (`just_created`), and the state
-machine's Retry runs the step again a little later. Every such read, by step (app.TASKS):
+machine's Retry runs the step again a little later. Every such read, by step (its Lambda's name):
 
 ensure_network (network.ensure_network, NETWORK_NOT_VISIBLE): each call on the VPC, subnets, internet
     gateway, route table and security group it has just created (or found by their tags, made by

@@ -6,6 +6,10 @@ every one of those shapes. Each step gathers facts through the adapters, asks pl
 and does it. Waiting is the state machine's job: a step that finds work unfinished says so and
 returns at once.
 
+A step carries the console names of the states that run it (`@task("Provision network")`,
+registry.py); docs/pipeline.md lists every state with its function and file. Importing this
+package imports no phase: each Lambda imports only its own (app.py, index.py).
+
     prepare   'Prepare deployment'                       queue     'Look for earlier runs'
     bake      image lookup, bake, bake check             network   'Provision network'
     nodes     launch, readiness                          swarm     join/init, promotion, command checks
@@ -16,74 +20,25 @@ returns at once.
     heal      a node lost between pushes: the heal and the drift check
 """
 
-from chalicelib.steps.bake import check_bake, find_image, start_bake
-from chalicelib.steps.heal import drift_check, heal_on_instance_event
-from chalicelib.steps.health import evaluate_health, start_health_check
-from chalicelib.steps.lease import release_lease
-from chalicelib.steps.network import ensure_network
-from chalicelib.steps.nodes import check_nodes, launch_nodes
-from chalicelib.steps.prepare import prepare
-from chalicelib.steps.prune import prune, prune_comment, record_prune
-from chalicelib.steps.queue import wait_turn
-from chalicelib.steps.report import report_outcome, report_stopped_run
-from chalicelib.steps.retire import remove_old_images, retire_old_nodes, terminate_old_nodes
-from chalicelib.steps.stack import check_services, inspect_stack, read_stack, update_stack
-from chalicelib.steps.swarm import check_command, check_swarm, form_swarm, promote_managers
-from chalicelib.steps.teardown import (
-    check_nodes_gone,
-    confirm_teardown,
-    delete_images,
-    delete_network,
-    leave_swarm,
-    terminate_nodes,
-)
-from chalicelib.steps.traffic import (
-    check_targets,
-    delete_load_balancer,
-    deregister_old_targets,
-    ensure_ingress,
-    register_targets,
-)
+from __future__ import annotations
 
-__all__ = [
-    "drift_check",
-    "heal_on_instance_event",
-    "check_targets",
-    "delete_load_balancer",
-    "deregister_old_targets",
-    "ensure_ingress",
-    "register_targets",
-    "check_bake",
-    "check_command",
-    "check_nodes",
-    "check_nodes_gone",
-    "check_services",
-    "check_swarm",
-    "confirm_teardown",
-    "delete_images",
-    "delete_network",
-    "ensure_network",
-    "evaluate_health",
-    "find_image",
-    "form_swarm",
-    "inspect_stack",
-    "launch_nodes",
-    "leave_swarm",
-    "prepare",
-    "promote_managers",
-    "prune",
-    "prune_comment",
-    "read_stack",
-    "record_prune",
-    "release_lease",
-    "remove_old_images",
-    "report_outcome",
-    "report_stopped_run",
-    "retire_old_nodes",
-    "start_bake",
-    "start_health_check",
-    "terminate_nodes",
-    "terminate_old_nodes",
-    "update_stack",
-    "wait_turn",
-]
+import importlib
+import pkgutil
+
+from chalicelib.steps.registry import TASKS, Task
+
+# Modules of this package that hold no step.
+_NOT_PHASES = frozenset({"common", "index", "registry", "state"})
+
+
+def phases() -> list[str]:
+    """Every phase module's full name, in name order."""
+    return sorted(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_PHASES)
+
+
+def all_tasks() -> dict[str, Task]:
+    """Every registered Task step by Lambda name, every phase imported (tooling and tests: a
+    Lambda imports only its own phase)."""
+    for module in phases():
+        importlib.import_module(module)
+    return dict(sorted(TASKS.items()))

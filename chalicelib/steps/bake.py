@@ -12,9 +12,11 @@ from chalicelib.errors import BakeFailed, ConfigurationError, TransientError
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import client_token, deployment_of, github_token
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import Bake, DeployRun, Image
 
 
+@task("Look for a baked image")
 def find_image(event: DeployRun) -> Image:
     deployment = deployment_of(event)
     ami_id = ec2.find_image(aws.client("ec2"), deployment["image_name"])
@@ -22,6 +24,7 @@ def find_image(event: DeployRun) -> Image:
     return Image(ami_id=ami_id)
 
 
+@task("Bake node image")
 def start_bake(event: DeployRun) -> Bake:
     """Put the pushed commit's ansible/ and packer/ in the bake bucket (once per image content)
     and start CodeBuild on exactly that source."""
@@ -62,6 +65,7 @@ def start_bake(event: DeployRun) -> Bake:
     return Bake(build_id=build_id, status="IN_PROGRESS")
 
 
+@task("Check the bake")
 def check_bake(event: DeployRun) -> Bake:
     deployment_of(event)
     build_id = event["bake"]["build_id"]

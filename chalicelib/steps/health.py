@@ -8,9 +8,11 @@ from chalicelib.aws import ec2, ssm
 from chalicelib.errors import NodesUnhealthy, SwarmFailed
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import deployment_of, finished
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import DeployRun, Health, NodeView
 
 
+@task("Check health")
 def start_health_check(event: DeployRun) -> Health:
     """Ask every node that stays for its own swarm state, and a manager for the swarm's view of
     them (each must be listed Ready and Active)."""
@@ -61,6 +63,7 @@ def _wait(checks: int) -> int:
     return plans.next_wait(checks, settings.poll_first_seconds, settings.poll_seconds)
 
 
+@task("Evaluate health")
 def evaluate_health(event: DeployRun) -> Health:
     deployment = deployment_of(event)
     health = event["health"]

@@ -24,6 +24,7 @@ from chalicelib.errors import ConfigurationError
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import execution_name
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import Lease, LeaseReleased, ReleaseLeaseInput
 
 # Both state machines' TimeoutSeconds (statemachines/*.asl.json), from the run's start, and a
@@ -89,6 +90,7 @@ def release(environment: str, execution_arn: str) -> bool:
     return released
 
 
+@task("Release the lease")
 def release_lease(event: ReleaseLeaseInput) -> LeaseReleased:
     """'Release the lease': the teardown's way to 'Teardown failed'."""
     return LeaseReleased(released=release(get_settings().environment, event["execution_arn"]))

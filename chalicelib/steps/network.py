@@ -7,9 +7,11 @@ from chalicelib import aws
 from chalicelib.aws import network
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import deployment_of, tags_for
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import DeployRun, Network
 
 
+@task("Provision network")
 def ensure_network(event: DeployRun) -> Network:
     deployment = deployment_of(event)
     settings = get_settings()

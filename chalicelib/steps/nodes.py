@@ -9,9 +9,11 @@ from chalicelib.errors import InvalidInput, NodesNotReady
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import client_token, deployment_of, tags_for
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import DeployRun, Nodes, Readiness
 
 
+@task("Launch nodes")
 def launch_nodes(event: DeployRun) -> Nodes:
     deployment = deployment_of(event)
     settings = get_settings()
@@ -51,6 +53,7 @@ def launch_nodes(event: DeployRun) -> Nodes:
     return Nodes(new=new, current=kept + new, old=list(plan.old))
 
 
+@task("Check nodes are ready")
 def check_nodes(event: DeployRun) -> Readiness:
     deployment = deployment_of(event)
     settings = get_settings()

@@ -7,10 +7,12 @@ from chalicelib.aws import github
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import github_token
+from chalicelib.steps.registry import task
 from chalicelib.steps.report import open_deployment, set_commit_status
 from chalicelib.steps.state import Deployment, GitHubReport, Prepared, PrepareInput
 
 
+@task("Prepare deployment")
 def prepare(event: PrepareInput) -> Prepared:
     """Validate the execution input (`deploy_input`: the same rules as the webhook's) and fix the
     names this deployment will use."""

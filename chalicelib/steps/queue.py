@@ -9,9 +9,11 @@ from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps import lease
 from chalicelib.steps.common import execution_name, scope
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import Queue, SupersededBy, WaitTurnInput
 
 
+@task("Look for earlier runs")
 def wait_turn(event: WaitTurnInput) -> Queue:
     """One run at a time per environment: a deploy or teardown goes on only when no run of either
     state machine that started before it is still running. Waiting is the state machine's; this

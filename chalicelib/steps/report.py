@@ -18,6 +18,7 @@ from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
 from chalicelib.steps import lease
 from chalicelib.steps.common import github_token
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import Deployment, GitHubReport, ReportInput
 
 # The deployment status each way out of the deploy machine sets on the run's GitHub Deployment.
@@ -190,6 +191,12 @@ def close_deployment(
     return closed
 
 
+@task(
+    "Report the partial deployment to GitHub",
+    "Report success to GitHub",
+    "Report the skipped run to GitHub",
+    "Report failure to GitHub",
+)
 def report_outcome(event: ReportInput) -> GitHubReport:
     """Record what is deployed (where a heal reads it), give up the run's lease on the
     environment, then tell GitHub (`tell_github`; a heal only when it failed). Every way out of the

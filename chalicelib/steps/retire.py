@@ -11,9 +11,11 @@ from chalicelib.errors import SwarmFailed
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import deployment_of, failure, finished, send
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import DeployRun, ImagesRemoved, Retire
 
 
+@task("Remove old nodes from swarm")
 def retire_old_nodes(event: DeployRun) -> Retire:
     """Take the previous image's nodes out of the swarm, through a manager that stays."""
     deployment = deployment_of(event)
@@ -59,6 +61,7 @@ def retire_old_nodes(event: DeployRun) -> Retire:
     )
 
 
+@task("Terminate old nodes")
 def terminate_old_nodes(event: DeployRun) -> Retire:
     """Once the retire command has finished, terminate the previous image's nodes (until then,
     say it has not: the state machine waits and asks again)."""
@@ -92,6 +95,7 @@ def terminate_old_nodes(event: DeployRun) -> Retire:
     return done
 
 
+@task("Remove old images")
 def remove_old_images(event: DeployRun) -> ImagesRemoved:
     """Keep the newest SLIPWAY_KEEP_IMAGES images and any a live node runs; deregister the rest."""
     deployment = deployment_of(event)

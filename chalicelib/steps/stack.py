@@ -12,6 +12,7 @@ from chalicelib.errors import ConfigurationError, StackFailed, StackInvalid
 from chalicelib.observability import logger
 from chalicelib.settings import Settings, get_settings
 from chalicelib.steps.common import deployment_of, finished, github_token
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import Deployment, DeployRun, Rollout, ServiceReport, StackFile
 
 
@@ -21,6 +22,7 @@ def secret_name(key: str, version: int) -> str:
     return f"{key}-v{version}"
 
 
+@task("Read the stack file")
 def read_stack(event: DeployRun) -> StackFile:
     """'Read the stack file': fetch it at the commit, refuse it (StackInvalid, naming the file and
     the problem) before anything changes, check its secrets exist, store it in the bake bucket."""
@@ -83,6 +85,7 @@ def _port_warnings(published: list[int], service_ports: tuple[int, ...], ingress
     return warnings
 
 
+@task("Inspect the stack")
 def inspect_stack(event: DeployRun) -> Rollout:
     """'Inspect the stack': through a manager that stays, label the nodes with their image, list
     the services as they run and ask the registry for each image's digest now."""
@@ -107,6 +110,7 @@ def inspect_stack(event: DeployRun) -> Rollout:
     return _rollout(phase="inspect", command_id=command_id, manager=through[0], checks=0, waited=0)
 
 
+@task("Update the stack")
 def update_stack(event: DeployRun) -> Rollout:
     """'Update the stack': from the inspection, pin each image to its digest, and deploy the
     services that changed (none: done, nothing touched)."""
@@ -162,6 +166,7 @@ def update_stack(event: DeployRun) -> Rollout:
     )
 
 
+@task("Check the services")
 def check_services(event: DeployRun) -> Rollout:
     """'Check the services': once the deploy command has run, ask for the services' state until
     each one is converged on its new definition; a rolled-back or stuck one fails the run."""

@@ -9,6 +9,7 @@ from chalicelib.errors import SwarmFailed
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import deployment_of, failure, finished, send, tags_for
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import CheckCommandInput, Command, DeployRun, Swarm
 
 
@@ -46,6 +47,7 @@ def swarm_state(
     return swarm
 
 
+@task("Form swarm")
 def form_swarm(event: DeployRun) -> Swarm:
     deployment = deployment_of(event)
     settings = get_settings()
@@ -124,6 +126,7 @@ def form_swarm(event: DeployRun) -> Swarm:
     )
 
 
+@task("Check swarm command")
 def check_swarm(event: DeployRun) -> Swarm:
     deployment = deployment_of(event)
     swarm = event["swarm"]
@@ -170,6 +173,7 @@ def check_swarm(event: DeployRun) -> Swarm:
     )
 
 
+@task("Promote new managers")
 def promote_managers(event: DeployRun) -> Command:
     """Health gate passed: promote enough of the nodes that stay to make up the managers, through
     a manager of the swarm (one that stays, else one of the previous image's)."""
@@ -198,6 +202,7 @@ def promote_managers(event: DeployRun) -> Command:
     return sent
 
 
+@task("Check promotion", "Check nodes left the swarm")
 def check_command(event: CheckCommandInput) -> Command:
     """Whether the swarm command in `command` has finished (promote, or the undo's leave);
     CommandFailed if it failed anywhere."""

@@ -13,9 +13,11 @@ from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps import lease, traffic
 from chalicelib.steps.common import deployment_of, scope, send
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import Command, DeployRun, ImagesDeregistered, Leftover, NetworkRemoved, Removal, Terminated
 
 
+@task("Take this deployment's nodes out of the swarm")
 def leave_swarm(event: DeployRun) -> Command:
     """Compensation, first: take this deployment's nodes out of a swarm that was there before it
     (through one of that swarm's managers), so terminating them leaves no dead member behind.
@@ -37,6 +39,7 @@ def leave_swarm(event: DeployRun) -> Command:
     )
 
 
+@task("Remove this deployment's nodes", "Terminate nodes")
 def terminate_nodes(event: Mapping[str, Any]) -> Terminated:
     environment, deployment = scope(event)
     nodes = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment)
@@ -47,6 +50,7 @@ def terminate_nodes(event: Mapping[str, Any]) -> Terminated:
     return Terminated(instance_ids=ids, poll_seconds=get_settings().poll_seconds)
 
 
+@task("Check removed nodes are gone", "Check nodes are gone")
 def check_nodes_gone(event: Mapping[str, Any]) -> Removal:
     """Are the nodes being removed terminated? Counts its checks in `removal` (where both state
     machines keep its answer) and gives up after SLIPWAY_NODE_READY_ATTEMPTS of them, so an
@@ -63,6 +67,7 @@ def check_nodes_gone(event: Mapping[str, Any]) -> Removal:
     return Removal(done=not remaining, remaining=len(remaining), checks=checks)
 
 
+@task("Remove this deployment's network", "Delete network")
 def delete_network(event: Mapping[str, Any]) -> NetworkRemoved:
     environment, deployment = scope(event)
     removed = network.delete_network(aws.client("ec2"), environment, deployment)
@@ -81,12 +86,14 @@ def delete_network(event: Mapping[str, Any]) -> NetworkRemoved:
     return NetworkRemoved(removed=removed, parameters=parameters)
 
 
+@task("Deregister images")
 def delete_images(event: Mapping[str, Any]) -> ImagesDeregistered:
     environment, _ = scope(event)
     client = aws.client("ec2")
     return ImagesDeregistered(images=ec2.delete_images(client, ec2.list_images(client, environment)))
 
 
+@task("Confirm nothing is left")
 def confirm_teardown(event: Mapping[str, Any]) -> Leftover:
     """The teardown's last step: nothing tagged for the environment is left, and the run gives up
     the environment's lease ('Look for earlier runs' took it as `queue.lease`). Something left fails

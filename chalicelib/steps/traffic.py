@@ -17,12 +17,14 @@ from chalicelib.errors import ConfigurationError, IngressFailed
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import deployment_of, scope, tags_for
+from chalicelib.steps.registry import task
 from chalicelib.steps.state import DeployRun, Ingress, LoadBalancerRemoval, Traffic
 
 # Target states that will not turn healthy by waiting (the rest: initial, unhealthy, unavailable).
 _STUCK = {"unused", "draining"}
 
 
+@task("Provision the load balancer")
 def ensure_ingress(event: DeployRun) -> Ingress:
     """'Provision the load balancer': the environment's NLB, a TCP listener and target group per
     service port, found by name and converged; none with SLIPWAY_INGRESS=none (and one left from
@@ -67,6 +69,7 @@ def _groups(event: Mapping[str, Any]) -> dict[str, str]:
     return groups
 
 
+@task("Put the nodes behind the load balancer")
 def register_targets(event: DeployRun) -> Traffic:
     """'Put the nodes behind the load balancer': register every node that serves once the run ends
     (repeating a registration is harmless, so a node that lost its registration gets it back), after
@@ -109,6 +112,7 @@ def _unhealthy(client: Any, groups: dict[str, str], ports: list[int], instances:
     return unhealthy
 
 
+@task("Check the targets")
 def check_targets(event: DeployRun) -> Traffic:
     """'Check the targets': is every serving node healthy in the load balancer, for every port the
     stack publishes? Until SLIPWAY_TARGET_HEALTH_TIMEOUT_SECONDS (or SLIPWAY_NODE_READY_ATTEMPTS
@@ -147,6 +151,7 @@ def check_targets(event: DeployRun) -> Traffic:
     return pending
 
 
+@task("Take the old nodes out of the load balancer")
 def deregister_old_targets(event: DeployRun) -> Traffic:
     """'Take the old nodes out of the load balancer': deregister every registered target that does
     not serve once the run ends (the previous image's nodes, surplus ones, strays), then wait out
@@ -177,8 +182,9 @@ def deregister_nodes(environment: str, deployment: str | None, instance_ids: lis
         logger.info("targets deregistered", extra={"instance_ids": instance_ids, "scope": deployment or environment})
 
 
+@task("Remove this deployment's load balancer", "Delete the load balancer")
 def delete_load_balancer(event: Mapping[str, Any]) -> LoadBalancerRemoval:
-    """'Remove the load balancer': delete it and its target groups (the undo: only those this
+    """Delete the load balancer and its target groups (the undo: only those this
     deployment created), then report whether AWS has released its network interfaces, which it
     does a while after the delete: until then the subnets and security groups cannot go. Bounded
     by SLIPWAY_NODE_READY_ATTEMPTS checks, as the nodes' removal."""

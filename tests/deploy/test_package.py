@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from slipway import PROJECT_DIR, bootstrap, package
+from slipway import PROJECT_DIR, bootstrap, package, statemachines
 from slipway.statemachines import PLACEHOLDER
 
 CHALICE = PROJECT_DIR / ".chalice"
@@ -73,7 +73,7 @@ def test_rendering_fills_every_placeholder_with_a_function_the_app_defines():
         assert json.loads(properties["DefinitionString"]) == json.loads(text)
         assert set(properties["DefinitionSubstitutions"]) == set(PLACEHOLDER.findall(text))
         for placeholder, arn in properties["DefinitionSubstitutions"].items():
-            function = bootstrap.function_for(placeholder)
+            function = statemachines.function_for(placeholder)
             assert function in functions, f"{placeholder}: app.py defines no {function}"
             assert arn["Fn::Sub"].endswith(f":function:slipway-${{Stage}}-{function}")
     # Too large to send inline: a new stack starts as its source bucket, the rest read from it.
@@ -99,10 +99,10 @@ def test_the_state_machine_role_invokes_exactly_the_substituted_functions():
 
 
 def test_placeholder_names_map_back_to_function_names():
-    assert bootstrap.function_for("CheckBakeFunctionArn") == "check_bake"
-    assert bootstrap.function_for("PrepareFunctionArn") == "prepare"
+    assert statemachines.function_for("CheckBakeFunctionArn") == "check_bake"
+    assert statemachines.function_for("PrepareFunctionArn") == "prepare"
     with pytest.raises(ValueError):
-        bootstrap.function_for("DeployStateMachineArn")
+        statemachines.function_for("DeployStateMachineArn")
 
 
 def test_bootstrap_writes_only_the_outputs_settings_reads(tmp_path):

@@ -93,13 +93,13 @@ def test_the_pipeline_passes_every_required_variable_through_pkr_var():
     # the CodeBuild project itself (where the build instance runs: the stack's bake network).
     import inspect
 
-    from chalicelib import steps
+    from chalicelib.steps import bake
     from slipway import bootstrap
 
     variables = {
         name for v in load("variables.pkr.hcl")["variable"] for name, body in v.items() if "default" not in body
     }
-    source = inspect.getsource(steps.start_bake)
+    source = inspect.getsource(bake.start_bake)
     per_bake = {name for name in variables if f'"PKR_VAR_{name}"' in source}
     environment = bootstrap.load_template(PROJECT_DIR)["Resources"]["BakeProject"]["Properties"]["Environment"]
     for choice in environment["EnvironmentVariables"]["Fn::If"][1:]:  # with the stage's key and without

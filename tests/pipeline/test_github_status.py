@@ -122,7 +122,7 @@ def test_a_deploy_stopped_from_the_console_does_not_stay_pending(make_emulator):
 def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_emulator):
     import json
 
-    from chalicelib import steps
+    from chalicelib.steps import report
 
     emu = make_emulator(**WHOLE_SECONDS)
     assert deploy(emu).status == "SUCCEEDED"
@@ -143,9 +143,9 @@ def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_
             "stateMachineArn": emu.arns["deploy"].replace("slipway-dev-deploy", "slipway-prod-deploy"),
         }
     }
-    assert steps.report_stopped_run(other) == {"ignored": "not one of this environment's state machines"}
-    assert steps.report_stopped_run({"detail": {"status": "SUCCEEDED"}}) == {"ignored": "status SUCCEEDED"}
-    assert steps.report_stopped_run(
+    assert report.report_stopped_run(other) == {"ignored": "not one of this environment's state machines"}
+    assert report.report_stopped_run({"detail": {"status": "SUCCEEDED"}}) == {"ignored": "status SUCCEEDED"}
+    assert report.report_stopped_run(
         {"detail": {"status": "ABORTED", "stateMachineArn": emu.arns["deploy"], "input": "[1]"}}
     ) == {"ignored": "the execution's input is not a JSON object"}
     assert len(emu.github.statuses) == sent

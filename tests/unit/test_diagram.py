@@ -1,5 +1,5 @@
-"""The README's state-machine pictures: drawn from the ASL, every state and transition in them,
-and stale ones caught (`make diagrams` redraws them)."""
+"""The state-machine pictures in docs/pipeline.md: drawn from the ASL, every state and transition in them,
+and stale ones caught (`make docs` redraws them)."""
 
 from __future__ import annotations
 
@@ -120,14 +120,14 @@ def expected_edges(definition: Definition) -> Counter[tuple[str, str, bool]]:
 
 
 def readme_text() -> str:
-    with diagram.README.open(encoding="utf-8", newline="") as f:
+    with diagram.DOC.open(encoding="utf-8", newline="") as f:
         return f.read()
 
 
-def test_the_readme_shows_the_state_machines_as_they_are() -> None:
+def test_the_pipeline_doc_shows_the_state_machines_as_they_are() -> None:
     stale = diagram.stale(readme_text(), diagram.diagrams())
     assert not stale, (
-        f"README.md's {', '.join(stale)} diagram no longer matches statemachines/*.asl.json: run `make diagrams`"
+        f"docs/pipeline.md's {', '.join(stale)} diagram no longer matches statemachines/*.asl.json: run `make docs`"
     )
     assert diagram.main(["--check"]) == 0
 
@@ -342,8 +342,8 @@ Words after.
 """
 
 
-def test_update_readme_replaces_only_what_is_between_the_markers() -> None:
-    updated = diagram.update_readme(
+def test_update_doc_replaces_only_what_is_between_the_markers() -> None:
+    updated = diagram.update_doc(
         README_BEFORE, {"deploy": "flowchart TD\n    a\n", "teardown": "flowchart TD\n    b\n"}
     )
     assert updated == README_BEFORE.replace(
@@ -352,14 +352,14 @@ def test_update_readme_replaces_only_what_is_between_the_markers() -> None:
     ).replace(
         "<!-- diagram:teardown:start -->\n", "<!-- diagram:teardown:start -->\n```mermaid\nflowchart TD\n    b\n```\n"
     )
-    assert diagram.update_readme(updated, {"deploy": "flowchart TD\n    a\n"}) == updated
+    assert diagram.update_doc(updated, {"deploy": "flowchart TD\n    a\n"}) == updated
     with pytest.raises(ValueError, match="diagram:prune:start"):
-        diagram.update_readme(README_BEFORE, {"prune": "flowchart TD\n"})
+        diagram.update_doc(README_BEFORE, {"prune": "flowchart TD\n"})
 
 
 def test_an_asl_change_without_make_diagrams_is_caught() -> None:
     drawn = diagram.diagrams()
-    readme = diagram.update_readme(README_BEFORE, drawn)
+    readme = diagram.update_doc(README_BEFORE, drawn)
     assert diagram.stale(readme, drawn) == []
     changed = machine("teardown")
     changed["States"]["Deregister images"]["Next"] = "Teardown failed"
@@ -369,13 +369,13 @@ def test_an_asl_change_without_make_diagrams_is_caught() -> None:
 
 def test_check_names_the_stale_diagram_and_write_redraws_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(diagram.update_readme(README_BEFORE, {"teardown": diagram.diagrams()["teardown"]}))
-    assert diagram.main(["--check", "--readme", str(readme)]) == 1
+    readme.write_text(diagram.update_doc(README_BEFORE, {"teardown": diagram.diagrams()["teardown"]}))
+    assert diagram.main(["--check", "--doc", str(readme)]) == 1
     err = capsys.readouterr().err
     assert "deploy diagram does not match statemachines/deploy.asl.json" in err
-    assert "run `make diagrams`" in err and "teardown" not in err
-    assert diagram.main(["--write", "--readme", str(readme)]) == 0
-    assert diagram.main(["--check", "--readme", str(readme)]) == 0
+    assert "run `make docs`" in err and "teardown" not in err
+    assert diagram.main(["--write", "--doc", str(readme)]) == 0
+    assert diagram.main(["--check", "--doc", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("# Title\n\nWords before.\n") and text.endswith("Words after.\n")
     assert "Words between." in text and "old --> drawing" not in text

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import app
-from chalicelib.steps import state
+from chalicelib.steps import all_tasks, state
+from slipway import statemachines
 from tests import shapes
 
 MACHINES = Path(__file__).resolve().parents[2] / "statemachines"
@@ -29,9 +29,9 @@ def task_states(kind: str) -> list[tuple[str, dict]]:
 
 
 def step_of(task: dict):
-    """The step a Task invokes: its Resource is ${<CamelName>FunctionArn}, app.TASKS' snake_name."""
-    camel = re.fullmatch(r"\$\{(\w+)FunctionArn\}", task["Resource"]).group(1)
-    return app.TASKS[re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()]
+    """The step a Task invokes: its Resource is ${<CamelName>FunctionArn}, the registry's snake_name."""
+    placeholder = re.fullmatch(r"\$\{(\w+)\}", task["Resource"]).group(1)
+    return all_tasks()[statemachines.function_for(placeholder)].function
 
 
 @pytest.mark.parametrize("kind", ["deploy", "teardown"])

@@ -62,7 +62,7 @@ TRANSIENT_RETRY = [
 RETRY = {"deploy": TRANSIENT_RETRY, "teardown": TRANSIENT_RETRY}
 
 # Tasks whose Retry differs from their machine's, by state name, with the reason. None so far: every
-# step is written to be run again after a transient fault (README, "Failures and faults").
+# step is written to be run again after a transient fault (docs/pipeline.md, "Failures and faults").
 RETRY_EXCEPTIONS: dict[str, dict[str, str]] = {"deploy": {}, "teardown": {}}
 
 # Tasks without a Catch, by state name, with the reason. None: an error anywhere must reach the
