@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench serve lint clean package docs citations
+.PHONY: demo test test-fast bench serve lint clean package docs citations
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml package.json package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Slipway needs Python 3.11 or newer")'
@@ -24,6 +24,11 @@ serve: $(STAMP)  ## webhook on :8000, emulated AWS on :5000
 test: lint  ## lint, then the whole suite (in parallel: one worker per core, at least two)
 	$(BIN)/python -m pytest
 
+# The tiers are markers (pyproject.toml, given in tests/conftest.py): the fast one starts no
+# emulator, no real node, no Debian root.
+test-fast: $(STAMP)  ## pure modules, adapters on moto, the route: about a minute
+	$(BIN)/python -m pytest -m "not emulator and not realnodes and not infra"
+
 lint: $(STAMP)  ## ruff (lint, format, chalicelib's import boundary), mypy --strict on what ships, docs current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -31,7 +36,7 @@ lint: $(STAMP)  ## ruff (lint, format, chalicelib's import boundary), mypy --str
 	$(BIN)/python -m slipway.docs --check
 
 bench: $(STAMP)  ## figures, never pass/fail on time
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 citations: $(STAMP)  ## the IAM tests' file:line citations against the sources (SLIPWAY_PACKER_PLUGIN_AMAZON_SRC, SLIPWAY_SSM_AGENT_SRC)
 	$(BIN)/python -m tests.deploy.test_bake_permissions

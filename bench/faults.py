@@ -5,17 +5,12 @@ it left behind (duplicates if it succeeded, resources of its own if it failed)."
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from unittest import mock
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chalicelib import aws
 from slipway.emulator import Emulator
-from tests.conftest import commit_id, deploy
-from tests.faults import Fault
-from tests.pipeline.test_faults import CASES, FIRST_DEPLOY, tagged
+from slipway.faults import CASES, Fault
+from slipway.harness import FIRST_DEPLOY, commit_id, deploy, tagged
 
 
 def main() -> list[tuple]:

@@ -10,18 +10,15 @@ minutes: the first 'Check nodes are ready' polls), and the load balancer's first
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from unittest import mock
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import waits
 from chalicelib.aws import ec2
 from slipway.emulator import Emulator
 from slipway.follow import follow
-from tests.conftest import commit_id, deploy
+from slipway.harness import commit_id, deploy
 
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
 STACK = (Path(__file__).resolve().parent.parent / "example" / "stack.yml").read_bytes()

@@ -17,20 +17,15 @@ says so and measures nothing.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from unittest import mock
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slipway import realnodes, registry
 from slipway.emulator import Emulator
-from tests.conftest import commit_id, deploy
-from tests.pipeline.test_deploy import new_content
+from slipway.harness import commit_id, deploy, new_content
 
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
 RATE = 20  # requests per second

@@ -6,18 +6,14 @@ five pushes with new images, with and without skipping queued pushes a newer one
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections import Counter
-from pathlib import Path
 from unittest import mock
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chalicelib import aws
 from slipway.emulator import ACCOUNT, REGION, Emulator
 from slipway.follow import follow
-from tests.conftest import commit_id, deliver_push, deploy
+from slipway.harness import commit_id, deliver_push, deploy
 
 READS = ("Describe", "Get", "List", "BatchGet")
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}

@@ -10,8 +10,8 @@ import os
 from collections import Counter
 from unittest import mock
 
-from slipway.demo import scheduled_event
 from slipway.emulator import Emulator
+from slipway.harness import scheduled_event
 
 
 def calls_for(nodes: int) -> Counter:

@@ -1,10 +1,5 @@
 """`make bench`: every benchmark under bench/, printing figures (nothing passes or fails on time)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench import faults, heal, ingress, pipeline, prune, stack, webhook
 
 if __name__ == "__main__":

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from chalicelib import plans
 from slipway.emulator import Emulator
-from tests.conftest import commit_id, deploy
+from slipway.harness import commit_id, deploy
 
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
 STACK = (Path(__file__).resolve().parent.parent / "example" / "stack.yml").read_bytes()

@@ -12,9 +12,10 @@ import time
 import uuid
 from unittest import mock
 
-from slipway import PROJECT_DIR, github
+from slipway import PROJECT_DIR, harness
 from slipway.emulator import Emulator
-from slipway.follow import follow
+from slipway.follow import print_line
+from slipway.harness import scheduled_event
 
 EMULATED = [
     "CodeBuild/Packer bake: the emulator registers the AMI Packer would produce (no image is built)",
@@ -35,19 +36,8 @@ REAL_NODES = [
 ]
 
 
-def scheduled_event(at: float | None = None) -> dict:
-    """The event EventBridge sends a scheduled Lambda, at epoch seconds `at` (default: now)."""
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/slipway-dev-prune"],
-        "detail": {},
-    }
+# A run in the demo may bake for real (--real-nodes): minutes, not seconds.
+DEMO_SECONDS = 900.0
 
 
 def local_commit() -> str:
@@ -66,6 +56,13 @@ def local_commit() -> str:
 def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes: bool = False) -> int:
     started = time.monotonic()
     say = (lambda *_a, **_k: None) if as_json else print
+    live = say if as_json else print_line  # each state as it is entered and left
+    if as_json:
+        # One JSON document on stdout: the functions' own log lines (stdout on Lambda, where
+        # CloudWatch reads it) go to stderr with the rest of the progress.
+        from chalicelib.observability import logger as functions_logger
+
+        functions_logger.registered_handler.setStream(sys.stderr)
     # Without --verbose, the functions' logs and CloudWatch metrics (EMF lines) stay out of the way.
     quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     if not verbose:
@@ -85,7 +82,6 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         mock.patch.dict(os.environ, quiet),
         Emulator(node_count=nodes, real_nodes=real_nodes, log=log, extra_environment=stage) as emu,
     ):
-        sfn = emu.client("stepfunctions")
         # What the user does once per secret the stack names (example/stack.yml's app_token).
         emu.client("ssm").put_parameter(
             Name=f"/slipway/{emu.environment}/secrets/app_token",
@@ -100,15 +96,14 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         commit = local_commit()
         # The example as this checkout has it (on real nodes, as they can run it: Emulator.example_stack).
         emu.github.files[commit] = {EXAMPLE_STACK: emu.example_stack()}
-        body = github.encode(github.push_payload(repository="example/app", after=commit))
-        status, answer = emu.deliver(github.delivery_headers(emu.webhook_secret, body), body)
+        status, answer = harness.deliver_push(emu, commit)
         say(f"\nPush of {commit[:12]} to main, signed, delivered to POST /github/webhook: {status}")
         if status != 202 or "execution_arn" not in answer:
             say(f"webhook refused the push: {answer}")
             report["webhook"] = {"status": status, "answer": answer}
             return _finish(report, started, as_json, ok=False)
         say(f"Deploy execution {answer['execution_arn']}")
-        deploy = follow(sfn, answer["execution_arn"], **({"say": say} if as_json else {}))
+        deploy = harness.follow_run(emu, answer["execution_arn"], say=live, poll=0.2, timeout=DEMO_SECONDS)
         out = deploy.output
         report["deploy"] = {
             "status": deploy.status,
@@ -169,10 +164,7 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         report.setdefault("prune", {})["command_ids"] = prune_ids
 
         say(f'\nTeardown execution (input {{"environment": "{emu.environment}"}}):')
-        teardown_arn = sfn.start_execution(
-            stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment})
-        )["executionArn"]
-        teardown = follow(sfn, teardown_arn, **({"say": say} if as_json else {}))
+        teardown = harness.teardown(emu, say=live, timeout=DEMO_SECONDS)
         from chalicelib.aws import ec2, elb
 
         leftover = ec2.count_tagged(emu.client("ec2"), emu.environment)
@@ -184,7 +176,7 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         )
         report["teardown"] = {
             "status": teardown.status,
-            "execution_arn": teardown_arn,
+            "execution_arn": teardown.execution_arn,
             "state_transitions": teardown.state_transitions,
             "leftover": leftover,
             "error": teardown.error,

@@ -28,7 +28,8 @@ def _failure(event: dict) -> tuple[str, str] | None:
     return None
 
 
-def _print(line: str, end: str = "\n") -> None:
+def print_line(line: str, end: str = "\n") -> None:
+    """`follow`'s default `say`: each line printed as it comes."""
     print(line, end=end, flush=True)
 
 
@@ -37,7 +38,7 @@ def _quiet(*args: object, **kwargs: object) -> None:
 
 
 def follow(
-    sfn, execution_arn: str, *, say: Callable[..., None] | None = _print, poll: float = 0.2, timeout: float = 900.0
+    sfn, execution_arn: str, *, say: Callable[..., None] | None = print_line, poll: float = 0.2, timeout: float = 900.0
 ) -> Run:
     """Print each state as it is entered and left until the execution finishes. With `say=None`
     nothing is printed and the history is read once, at the end (GetExecutionHistory returns the

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
-import uuid
 from unittest import mock
 
 import pytest
 
-from slipway import github
 from slipway.emulator import Emulator
-from slipway.follow import follow
+from slipway.harness import QUICK_WAIT_SCALE
 from tests import shapes
 
 # Metrics stay on: with POWERTOOLS_METRICS_DISABLED, Powertools never clears them between calls.
@@ -47,9 +43,20 @@ def _rank(nodeid: str) -> int:
     return next((i for i, prefix in enumerate(FIRST) if nodeid.startswith(prefix)), len(FIRST))
 
 
+# The tiers (markers registered in pyproject.toml), given by what a test needs, not written on
+# each test: `make test-fast` runs what needs none of them.
+TIERS = {"realnodes": "tests/realnodes/", "infra": "tests/infra/"}
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Collect in FIRST's order (stable: each module's tests keep theirs); the scheduler below
-    hands the units out in that order."""
+    """Mark each test with its tier, then collect in FIRST's order (stable: each module's tests
+    keep theirs); the scheduler below hands the units out in that order."""
+    for item in items:
+        for marker, prefix in TIERS.items():
+            if item.nodeid.startswith(prefix):
+                item.add_marker(marker)
+        if {"make_emulator", "emulator"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker("emulator")
     items.sort(key=lambda item: _rank(item.nodeid))
 
 
@@ -94,20 +101,6 @@ def pytest_xdist_make_scheduler(config, log):
             return module if module in ONE_WORKER else nodeid
 
     return Scheduler(config, log)
-
-
-# How often a test asks whether an execution has ended: each DescribeExecution costs moto a few
-# milliseconds of the CPU the execution itself runs on (a tenth of a test's, at 0.05 s).
-FOLLOW_POLL = 0.25
-# On emulated nodes a second of a Wait state or a Retry interval lasts a fifth of one
-# (Emulator.wait_scale): a queued run still waits its turn, sooner. A test that stops a run while
-# it is in a given state keeps whole seconds, its window to act in.
-QUICK_WAIT_SCALE = 0.2
-WHOLE_SECONDS = {"poll_seconds": 1, "wait_scale": 1}
-
-
-def commit_id() -> str:
-    return uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
 
 def shape_problems(emu: Emulator) -> list[str]:
@@ -159,54 +152,20 @@ def make_emulator():
     assert not problems, "steps answered outside their declared shapes:\n" + "\n".join(problems)
 
 
+@pytest.fixture(scope="session")
+def require():
+    """`require(missing)`: skip the test when this machine lacks a prerequisite, saying which
+    (`missing`, None when all is there); on CI (CI=true) fail it instead: CI runs every tier."""
+
+    def need(missing: str | None) -> None:
+        if missing:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI must run this test, but {missing}")
+            pytest.skip(missing)
+
+    return need
+
+
 @pytest.fixture
 def emulator(make_emulator) -> Emulator:
     return make_emulator()
-
-
-def deliver_push(
-    emu: Emulator,
-    commit: str,
-    *,
-    ref: str = "refs/heads/main",
-    delivery: str | None = None,
-    secret: str | None = None,
-    before: str = "0" * 40,
-):
-    body = github.encode(github.push_payload(after=commit, ref=ref, before=before))
-    headers = github.delivery_headers(secret or emu.webhook_secret, body, delivery=delivery)
-    return emu.deliver(headers, body)
-
-
-def deploy(emu: Emulator, commit: str | None = None, before: str = "0" * 40, timeout: float = 120):
-    """Push `commit` (new by default) and follow the execution to its end."""
-    status, answer = deliver_push(emu, commit or commit_id(), before=before)
-    assert status == 202, answer
-    return follow(emu.client("stepfunctions"), answer["execution_arn"], say=None, poll=FOLLOW_POLL, timeout=timeout)
-
-
-def teardown(emu: Emulator, environment: str | None = None):
-
-    sfn = emu.client("stepfunctions")
-    arn = sfn.start_execution(
-        stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": environment or emu.environment})
-    )["executionArn"]
-    return follow(sfn, arn, say=None, poll=FOLLOW_POLL, timeout=120)
-
-
-class CallRecorder:
-    """Counts the AWS API calls made by clients of one boto3 event system; with `thread`, only those
-    made on that thread (the emulator runs an execution's Lambdas on threads of their own, with the
-    same cached clients)."""
-
-    def __init__(self, thread: threading.Thread | None = None) -> None:
-        self.calls: list[str] = []
-        self.thread = thread
-
-    def __call__(self, model, params, **kwargs) -> None:
-        if self.thread is None or threading.current_thread() is self.thread:
-            self.calls.append(model.name)
-
-    def mutating(self) -> list[str]:
-        readers = ("Describe", "Get", "List", "BatchGet")
-        return [c for c in self.calls if not c.startswith(readers)]

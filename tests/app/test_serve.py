@@ -12,7 +12,10 @@ import pytest
 from slipway import github
 from slipway.emulator import Emulator
 from slipway.follow import follow
-from tests.conftest import commit_id
+from slipway.harness import commit_id
+
+# Starts the emulator (served over HTTP, or its nodes): not in `make test-fast`.
+pytestmark = pytest.mark.emulator
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ import random
 
 from chalicelib import deploy_input
 from slipway import github
-from tests.conftest import commit_id
+from slipway.harness import commit_id
 
 ALLOWED = {200, 202, 400, 401, 403, 413, 415}
 # Every field of a valid execution input at its longest is well under this; Step Functions' own

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from slipway import github
-from tests.conftest import FOLLOW_POLL, commit_id, deliver_push
+from slipway.harness import FOLLOW_POLL, commit_id, deliver_push
 
 
 def post(emu, body: bytes, **header_overrides):
@@ -179,7 +179,7 @@ def test_previous_secret_still_verifies_during_rotation(emulator):
 
 def test_a_warm_delivery_reads_no_parameter_and_makes_one_aws_call(emulator):
     from chalicelib import aws
-    from tests.conftest import CallRecorder
+    from slipway.harness import CallRecorder
 
     assert deliver_push(emulator, commit_id())[0] == 202  # warm: the secrets are cached now
     recorder = CallRecorder(threading.current_thread())  # not the started execution's first steps

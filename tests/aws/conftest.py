@@ -5,8 +5,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.conftest import CallRecorder
-from tests.faults import error_response
+from slipway.faults import error_response
+from slipway.harness import CallRecorder
 
 REGION = "us-east-1"
 

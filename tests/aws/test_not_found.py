@@ -13,8 +13,8 @@ from chalicelib.aws import network as network_adapter
 from chalicelib.aws import s3 as s3_adapter
 from chalicelib.aws import ssm as ssm_adapter
 from chalicelib.errors import ConfigurationError, TransientError
+from slipway.faults import FIRST_READ_AFTER, Fault
 from tests.aws.conftest import Answer
-from tests.faults import FIRST_READ_AFTER, Fault
 
 READ_AFTER_CREATE_CODES = sorted(
     network_adapter.NETWORK_NOT_VISIBLE

@@ -4,8 +4,8 @@
 import pytest
 
 from chalicelib import aws, secrets
+from slipway.harness import CallRecorder
 from tests.aws.conftest import Answer
-from tests.conftest import CallRecorder
 
 NAME = "/slipway/dev/github-webhook-secret"
 

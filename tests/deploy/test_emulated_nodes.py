@@ -16,7 +16,10 @@ import pytest
 from slipway import PROJECT_DIR, bootstrap, github
 from slipway.emulator import ACCOUNT, REGION, Emulator
 from slipway.follow import follow
-from tests.conftest import commit_id
+from slipway.harness import commit_id
+
+# Starts the emulator (served over HTTP, or its nodes): not in `make test-fast`.
+pytestmark = pytest.mark.emulator
 
 
 def _free_port() -> int:

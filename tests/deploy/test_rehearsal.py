@@ -1,9 +1,9 @@
-"""Rehearse the README's "Deploy to AWS" path against the emulator served over HTTP: the same two
+"""Rehearse docs/deploy-to-aws.md's path against the emulator served over HTTP: the same two
 commands (`slipway bootstrap --stage dev`, then `chalice deploy --stage dev`) run as separate
 processes in a copy of this checkout, with only AWS_ENDPOINT_URL pointing them at moto. Then check
 what exists and how it is wired, as an operator would with the AWS CLI.
 
-What the emulator cannot rehearse is listed in the README ("Deploy to AWS", "The rehearsal").
+What the emulator cannot rehearse is listed in docs/deploy-to-aws.md ("The rehearsal").
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import pytest
 
 from slipway import PROJECT_DIR, rehearsal
 from slipway.statemachines import PLACEHOLDER
+
+# Starts the emulator (served over HTTP, or its nodes): not in `make test-fast`.
+pytestmark = pytest.mark.emulator
 
 STAGE = "dev"
 ACCOUNT = "123456789012"
@@ -244,7 +247,7 @@ def test_the_webhook_route_is_served_by_the_api_handler(deployed):
     assert integration["type"].upper() == "AWS_PROXY"  # moto keeps Swagger's spelling
     assert integration["uri"].endswith(":function:slipway-dev/invocations")
     assert method is not None
-    assert "Rest API URL" in output  # what the README tells the operator to copy into GitHub
+    assert "Rest API URL" in output  # what docs/deploy-to-aws.md tells the operator to copy into GitHub
 
 
 def test_a_second_run_of_both_commands_changes_nothing(deployed):

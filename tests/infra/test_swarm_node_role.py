@@ -30,18 +30,10 @@ TOOL = ROLE / "files" / "slipway-node"
 RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
-def _prerequisite(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the real converge, but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
-def node_root(tmp_path_factory) -> Path:
-    if os.geteuid() != 0:
-        _prerequisite("chroot and debootstrap need root")
-    if not shutil.which("debootstrap"):
-        _prerequisite("debootstrap is not installed (apt-get install debootstrap)")
+def node_root(tmp_path_factory, require) -> Path:
+    require("chroot and debootstrap need root" if os.geteuid() != 0 else None)
+    require(None if shutil.which("debootstrap") else "debootstrap is not installed (apt-get install debootstrap)")
     root = tmp_path_factory.mktemp("node") / "root"
     subprocess.run(["cp", "-a", str(base_root()), str(root)], check=True)
     prepare_chroot(root)  # no services in a chroot; the machine's resolver for apt

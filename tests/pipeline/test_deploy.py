@@ -1,19 +1,26 @@
 """Whole executions of the real state machines on the emulator's Step Functions interpreter."""
 
 import json
-from collections.abc import Callable
 
 import pytest
 
 from chalicelib import naming, scripts
 from chalicelib.aws import ec2 as ec2_adapter
-from slipway.follow import follow
+from slipway.faults import break_after
+from slipway.harness import (
+    CallRecorder,
+    commit_id,
+    deliver_push,
+    deploy,
+    entered,
+    follow_run,
+    history,
+    new_content,
+    scale,
+    tagged_instances,
+    teardown,
+)
 from slipway.nodes import Result
-from tests.conftest import FOLLOW_POLL, CallRecorder, commit_id, deliver_push, deploy, teardown
-
-
-def tagged_instances(emu, states=("pending", "running")):
-    return ec2_adapter.list_nodes(emu.client("ec2"), emu.environment, states=list(states))
 
 
 def test_push_deploys_a_healthy_swarm_node_from_the_baked_image(emulator):
@@ -70,12 +77,6 @@ def test_same_commit_pushed_again_skips_the_bake_and_creates_nothing(emulator):
     assert second.output["nodes"]["current"] == first.output["nodes"]["current"]
 
 
-def new_content(emu, commit: str) -> str:
-    """Give `commit` an ansible/ tree of its own, as a push that changes the role would."""
-    emu.github.trees[commit] = {"ansible": commit, "packer": "f" * 40}
-    return commit
-
-
 def test_a_commit_with_the_same_image_content_skips_the_bake(emulator):
     first = deploy(emulator)
     second = deploy(emulator)  # another commit; ansible/ and packer/ unchanged
@@ -121,22 +122,6 @@ def test_new_image_replaces_nodes_and_retires_the_old_ones(make_emulator):
     assert [led for n, _, led in swarm.demotions if n in new] == [False]
     assert sorted(swarm.roles.values()) == ["manager", "worker"]
     assert sorted(n.swarm_role for n in tagged_instances(emu)) == ["manager", "worker"]
-
-
-def break_after(emu, kind: str) -> Callable[[str, list[str]], Result]:
-    """From now on, a node's dockerd dies right after it runs a script of this kind (a key of
-    scripts.MARKERS); returns the original run."""
-    assert kind in scripts.MARKERS, kind
-    original_run = emu.nodes.run
-
-    def run(instance_id: str, commands: list[str]) -> Result:
-        result = original_run(instance_id, commands)
-        if scripts.command_kind(commands) == kind:
-            emu.nodes.broken.add(instance_id)
-        return result
-
-    emu.nodes.run = run
-    return original_run
 
 
 def test_unhealthy_new_node_fails_the_deploy_and_keeps_the_old_nodes(make_emulator):
@@ -254,16 +239,6 @@ def test_a_larger_swarm_has_three_managers_and_workers(make_emulator):
     assert sorted(emu.nodes.role(i) for i in replaced.output["nodes"]["current"]) == roles
 
 
-def scale(emu, node_count: int) -> None:
-    """What an operator does: change SLIPWAY_NODE_COUNT and redeploy Slipway."""
-    import os
-
-    from chalicelib import settings
-
-    os.environ["SLIPWAY_NODE_COUNT"] = str(node_count)
-    settings.reset()
-
-
 def swarm_token(emu) -> str:
     return emu.client("ssm").get_parameter(
         Name=naming.swarm_parameter(emu.environment, "manager-token"), WithDecryption=True
@@ -274,7 +249,7 @@ def test_scaling_up_with_the_same_image_grows_the_one_swarm(make_emulator):
     emu = make_emulator(node_count=1)
     first = deploy(emu)
     token = swarm_token(emu)
-    scale(emu, 3)
+    scale(3)
     second = deploy(emu)  # same image content: no bake, the kept node stays
     assert second.status == "SUCCEEDED", (second.error, second.cause)
     kept = first.output["nodes"]["current"][0]
@@ -464,27 +439,6 @@ def test_one_manager_down_does_not_block_its_replacement(make_emulator, which):
     assert broken not in {n.instance_id for n in tagged_instances(emu)}
 
 
-def _history(emu, arn):
-    sfn = emu.client("stepfunctions")
-    return [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn) for e in page["events"]]
-
-
-def _entered(emu, arn, state):
-    """When the execution first entered `state` (None if it never did)."""
-    return next(
-        (
-            e["timestamp"]
-            for e in _history(emu, arn)
-            if e["type"].endswith("StateEntered") and e["stateEnteredEventDetails"]["name"] == state
-        ),
-        None,
-    )
-
-
-def _follow(emu, arn):
-    return follow(emu.client("stepfunctions"), arn, say=None, poll=FOLLOW_POLL, timeout=120)
-
-
 def test_two_pushes_at_once_deploy_one_after_the_other(make_emulator):
     # Given a swarm, when two pushes with new images arrive together, then the second waits in
     # the queue until the first has ended: the environment is changed by one run at a time, and
@@ -492,14 +446,14 @@ def test_two_pushes_at_once_deploy_one_after_the_other(make_emulator):
     emu = make_emulator(node_count=2, poll_seconds=1)
     assert deploy(emu).status == "SUCCEEDED"
     answers = [deliver_push(emu, new_content(emu, commit_id()))[1] for _ in range(2)]
-    first, second = (_follow(emu, a["execution_arn"]) for a in answers)
+    first, second = (follow_run(emu, a["execution_arn"]) for a in answers)
     assert first.status == second.status == "SUCCEEDED", (first.cause, second.cause)
     assert "Wait for earlier runs" in second.states and "Wait for earlier runs" not in first.states
     first_ended = emu.client("stepfunctions").describe_execution(executionArn=first.execution_arn)["stopDate"]
-    assert _entered(emu, second.execution_arn, "Look for a baked image") >= first_ended
+    assert entered(emu, second.execution_arn, "Look for a baked image") >= first_ended
     queued = [
         json.loads(e["stateExitedEventDetails"]["output"])["queue"]
-        for e in _history(emu, second.execution_arn)
+        for e in history(emu, second.execution_arn)
         if e["type"] == "TaskStateExited" and e["stateExitedEventDetails"]["name"] == "Look for earlier runs"
     ]
     assert queued[0]["ahead"] == [first.execution_arn.split(":execution:")[1]] and queued[-1]["clear"]
@@ -515,7 +469,7 @@ def test_a_queued_push_is_skipped_when_a_newer_push_arrives_behind_it(make_emula
     emu = make_emulator(node_count=2, poll_seconds=1)
     commits = [new_content(emu, commit_id()) for _ in range(3)]
     answers = [deliver_push(emu, commit)[1] for commit in commits]
-    first, middle, last = (_follow(emu, a["execution_arn"]) for a in answers)
+    first, middle, last = (follow_run(emu, a["execution_arn"]) for a in answers)
     assert first.status == middle.status == last.status == "SUCCEEDED", (first.cause, middle.cause, last.cause)
     assert middle.states[-2:] == ["Report the skipped run to GitHub", "Skipped for a newer push"]
     assert "Look for a baked image" not in middle.states and "image" not in middle.output
@@ -550,7 +504,7 @@ def test_a_newer_run_that_fails_in_prepare_does_not_cost_a_queued_push_its_turn(
     emu.github.missing.add(bad)
     emu.github.slow[bad] = 3  # three seconds in Prepare: the queued run looks a few times meanwhile
     newer = deliver_push(emu, bad)[1]
-    first, pushed, failed = (_follow(emu, a["execution_arn"]) for a in (ahead, queued, newer))
+    first, pushed, failed = (follow_run(emu, a["execution_arn"]) for a in (ahead, queued, newer))
     assert failed.status == "FAILED" and failed.error == "InvalidInput"
     assert first.status == pushed.status == "SUCCEEDED", (first.cause, pushed.cause)
     assert "Deployment succeeded" in pushed.states and "Wait for earlier runs" in pushed.states
@@ -569,7 +523,9 @@ def test_a_run_skipped_for_a_run_of_its_own_commit_leaves_that_commits_status_al
         stateMachineArn=emu.arns["deploy"],
         input=json.dumps({"repository": "example/app", "commit": commit, "ref": "refs/heads/main"}),
     )["executionArn"]
-    first, skipped, deployed = (_follow(emu, arn) for arn in (ahead["execution_arn"], queued["execution_arn"], by_hand))
+    first, skipped, deployed = (
+        follow_run(emu, arn) for arn in (ahead["execution_arn"], queued["execution_arn"], by_hand)
+    )
     assert (first.status, skipped.status, deployed.status) == ("SUCCEEDED",) * 3
     assert "Skipped for a newer push" in skipped.states and "Deployment succeeded" in deployed.states
     assert skipped.output["github"]["reported"] is False
@@ -579,7 +535,7 @@ def test_a_run_skipped_for_a_run_of_its_own_commit_leaves_that_commits_status_al
 def test_every_push_deploys_in_turn_when_skipping_is_off(make_emulator):
     emu = make_emulator(poll_seconds=1, extra_environment={"SLIPWAY_SKIP_SUPERSEDED": "false"})
     answers = [deliver_push(emu, commit_id())[1] for _ in range(3)]
-    runs = [_follow(emu, a["execution_arn"]) for a in answers]
+    runs = [follow_run(emu, a["execution_arn"]) for a in answers]
     assert [r.status for r in runs] == ["SUCCEEDED"] * 3, [r.cause for r in runs]
     assert all("Deployment succeeded" in r.states for r in runs)
     assert "Wait for earlier runs" in runs[1].states
@@ -596,12 +552,12 @@ def test_nodes_of_a_run_stopped_before_they_joined_are_retired_by_the_next_deplo
     stopped_commit = new_content(emu, commit_id())
     arn = deliver_push(emu, stopped_commit)[1]["execution_arn"]
     deadline = time.monotonic() + 60
-    while _entered(emu, arn, "Wait for nodes") is None and time.monotonic() < deadline:
+    while entered(emu, arn, "Wait for nodes") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     sfn = emu.client("stepfunctions")
     sfn.stop_execution(executionArn=arn, error="Operator", cause="stopped from the console")
-    assert _follow(emu, arn).status == "ABORTED"
-    assert _entered(emu, arn, "Form swarm") is None, "stopped too late: its node joined the swarm"
+    assert follow_run(emu, arn).status == "ABORTED"
+    assert entered(emu, arn, "Form swarm") is None, "stopped too late: its node joined the swarm"
     stray = {n.instance_id for n in tagged_instances(emu)} - set(first.output["nodes"]["current"])
     assert len(stray) == 1
     again = commit_id()
@@ -621,10 +577,10 @@ def test_a_teardown_started_during_a_deploy_waits_for_it_and_leaves_nothing(make
     emu = make_emulator(poll_seconds=1)
     answer = deliver_push(emu, commit_id())[1]
     down = teardown(emu)
-    up = _follow(emu, answer["execution_arn"])
+    up = follow_run(emu, answer["execution_arn"])
     assert up.status == "SUCCEEDED" and down.status == "SUCCEEDED", (up.cause, down.cause)
     up_ended = emu.client("stepfunctions").describe_execution(executionArn=up.execution_arn)["stopDate"]
-    assert _entered(emu, down.execution_arn, "Terminate nodes") >= up_ended
+    assert entered(emu, down.execution_arn, "Terminate nodes") >= up_ended
     assert down.output["leftover"] == {"environment": emu.environment, "leftover": {}}
     assert tagged_instances(emu) == []
 
@@ -637,10 +593,10 @@ def test_a_deploy_pushed_during_a_teardown_starts_after_it_on_a_clean_slate(make
         stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment})
     )["executionArn"]
     up = deploy(emu)
-    down = _follow(emu, down_arn)
+    down = follow_run(emu, down_arn)
     assert down.status == up.status == "SUCCEEDED", (down.cause, up.cause)
     assert (
-        _entered(emu, up.execution_arn, "Look for a baked image")
+        entered(emu, up.execution_arn, "Look for a baked image")
         >= sfn.describe_execution(executionArn=down_arn)["stopDate"]
     )
     assert {n.instance_id for n in tagged_instances(emu)} == set(up.output["nodes"]["current"])
@@ -687,7 +643,7 @@ def test_an_undo_that_cannot_take_nodes_out_of_the_swarm_still_removes_them(make
     assert second.status == "FAILED" and second.error == "NodesUnhealthy", (second.error, second.cause)
     failed = next(
         json.loads(e["stateEnteredEventDetails"]["input"])
-        for e in _history(emu, second.execution_arn)
+        for e in history(emu, second.execution_arn)
         if e["type"] == "FailStateEntered"
     )
     assert failed["leave_error"]["Error"] == "CommandFailed" and "undo_error" not in failed
@@ -701,7 +657,7 @@ def test_scaling_down_retires_the_surplus_nodes_and_keeps_the_quorum(make_emulat
     emu = make_emulator(node_count=3)
     first = deploy(emu)
     assert first.status == "SUCCEEDED"
-    scale(emu, 1)
+    scale(1)
     second = deploy(emu)
     assert second.status == "SUCCEEDED", (second.error, second.cause)
     nodes = second.output["nodes"]
@@ -719,7 +675,7 @@ def test_scaling_three_managers_down_to_two_nodes_leaves_one_manager(make_emulat
     # is retired, one of the two that stay is demoted, and its tag says so.
     emu = make_emulator(node_count=3)
     first = deploy(emu)
-    scale(emu, 2)
+    scale(2)
     second = deploy(emu)
     assert second.status == "SUCCEEDED", (second.error, second.cause)
     stay = second.output["nodes"]["current"]
@@ -740,7 +696,7 @@ def test_a_commit_deployed_by_hand_from_the_console_needs_only_repository_and_co
         stateMachineArn=emulator.arns["deploy"],
         input=json.dumps({"repository": "example/app", "commit": first.output["deployment"]["commit"]}),
     )["executionArn"]
-    again = _follow(emulator, arn)
+    again = follow_run(emulator, arn)
     assert again.status == "SUCCEEDED", (again.error, again.cause)
     assert again.output["nodes"]["current"] == first.output["nodes"]["current"]  # converged: no change
 
@@ -751,10 +707,10 @@ def test_a_run_kept_waiting_too_long_gives_up_having_changed_nothing(make_emulat
     emu = make_emulator(poll_seconds=1, extra_environment={"SLIPWAY_QUEUE_MAX_CHECKS": "2"})
     ahead = deliver_push(emu, commit_id())[1]
     commit = new_content(emu, commit_id())
-    queued = _follow(emu, deliver_push(emu, commit)[1]["execution_arn"])
+    queued = follow_run(emu, deliver_push(emu, commit)[1]["execution_arn"])
     assert queued.status == "FAILED" and queued.error == "QueueTimeout", (queued.error, queued.cause)
     assert "after 2 checks" in queued.cause and "Look for a baked image" not in queued.states
     assert [s["state"] for s in emu.github.statuses if s["sha"] == commit] == ["pending", "failure"]
-    first = _follow(emu, ahead["execution_arn"])
+    first = follow_run(emu, ahead["execution_arn"])
     assert first.status == "SUCCEEDED"
     assert {n.instance_id for n in tagged_instances(emu)} == set(first.output["nodes"]["current"])

@@ -3,9 +3,9 @@
 run makes the deployment it replaced `inactive`; without a token nothing is sent. Every request
 the runs made is one GitHub's REST description allows (tests/aws/test_github_rest_description.py)."""
 
-from tests.aws.test_github_rest_description import check
-from tests.conftest import commit_id, deploy
-from tests.pipeline.test_deploy import break_after, new_content
+from slipway.faults import break_after
+from slipway.harness import commit_id, deploy, new_content
+from tests.github_rest import check
 
 
 def deployment_of(emu, commit):

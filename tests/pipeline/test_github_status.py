@@ -2,8 +2,8 @@
 a link to the execution; GitHub refusing or failing never changes how the run ends."""
 
 from chalicelib import naming
-from tests.conftest import WHOLE_SECONDS, commit_id, deploy
-from tests.pipeline.test_deploy import break_after, new_content, tagged_instances
+from slipway.faults import break_after
+from slipway.harness import WHOLE_SECONDS, commit_id, deploy, new_content, stop_in, tagged_instances
 
 
 def statuses(emu, commit):
@@ -83,28 +83,14 @@ def test_without_a_token_no_status_is_sent(make_emulator):
     assert [r for r in emu.github.requests if r.startswith("POST ")] == []
 
 
-def _stop_when(emu, arn, state):
-    import time
-
-    from tests.pipeline.test_deploy import _entered, _follow
-
-    deadline = time.monotonic() + 60
-    while _entered(emu, arn, state) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    emu.client("stepfunctions").stop_execution(executionArn=arn, error="Operator", cause="console")
-    run = _follow(emu, arn)
-    emu.wait_for_events()
-    return run
-
-
 def test_a_deploy_stopped_from_the_console_does_not_stay_pending(make_emulator):
     # Stopping a run runs none of its states: Step Functions' status-change event reaches
     # report_stopped_run, which marks the commit not deployed instead of leaving it pending.
-    from tests.conftest import deliver_push
+    from slipway.harness import deliver_push
 
     emu = make_emulator(**WHOLE_SECONDS)
     commit = commit_id()
-    run = _stop_when(emu, deliver_push(emu, commit)[1]["execution_arn"], "Wait for nodes")
+    run = stop_in(emu, deliver_push(emu, commit)[1]["execution_arn"], "Wait for nodes")
     assert run.status == "ABORTED"
     assert statuses(emu, commit) == [
         ("pending", "Deploying to dev"),
@@ -133,7 +119,7 @@ def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_
     arn = emu.client("stepfunctions").start_execution(
         stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment})
     )["executionArn"]
-    assert _stop_when(emu, arn, "Terminate nodes").status == "ABORTED"
+    assert stop_in(emu, arn, "Terminate nodes").status == "ABORTED"
     handled = [r for name, r in emu.results if name.endswith("-report_stopped_run")]
     assert handled == [{"lease": "released"}]  # GitHub hears nothing; the teardown's lease is given up
     other = {

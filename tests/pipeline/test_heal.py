@@ -9,9 +9,8 @@ import time
 from chalicelib import naming
 from chalicelib.aws import ec2 as ec2_adapter
 from chalicelib.steps.heal import HEAL_WINDOW_SECONDS
-from slipway.demo import scheduled_event
 from slipway.follow import follow
-from tests.conftest import FOLLOW_POLL, commit_id, deliver_push, deploy, teardown
+from slipway.harness import FOLLOW_POLL, commit_id, deliver_push, deploy, scheduled_event, teardown
 
 
 def heals(emu) -> list[dict]:

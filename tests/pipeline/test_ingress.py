@@ -8,8 +8,8 @@ from unittest import mock
 from chalicelib import aws, naming, settings
 from chalicelib.aws import ec2 as ec2_adapter
 from chalicelib.aws import elb
-from tests.conftest import commit_id, deploy, teardown
-from tests.pipeline.test_deploy import break_after, scale
+from slipway.faults import break_after
+from slipway.harness import commit_id, deploy, scale, teardown
 
 STACK = b"""
 version: "3.8"
@@ -254,7 +254,7 @@ def test_scaling_down_takes_the_surplus_nodes_out_of_the_load_balancer_first(mak
     emu = make_emulator(node_count=3)
     first = deploy(emu, with_stack(emu))
     assert first.status == "SUCCEEDED", (first.error, first.cause)
-    scale(emu, 1)
+    scale(1)
     calls = OrderedCalls("elbv2", "ec2")
     second = deploy(emu, with_stack(emu))
     assert second.status == "SUCCEEDED", (second.error, second.cause)

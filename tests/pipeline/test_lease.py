@@ -1,5 +1,5 @@
 """One run at a time, for certain: the environment's lease on the emulator, with the queue's
-ListExecutions made as stale as AWS allows it to be (README, "Look for earlier runs")."""
+ListExecutions made as stale as AWS allows it to be (docs/pipeline.md, "Look for earlier runs")."""
 
 from __future__ import annotations
 
@@ -13,8 +13,20 @@ from unittest import mock
 import pytest
 
 from chalicelib.aws import dynamodb as dynamodb_adapter
-from tests.conftest import WHOLE_SECONDS, commit_id, deliver_push, deploy, teardown
-from tests.pipeline.test_deploy import _entered, _follow, _history, new_content, tagged_instances
+from slipway.harness import (
+    WHOLE_SECONDS,
+    commit_id,
+    deliver_push,
+    deploy,
+    entered,
+    exited,
+    follow_run,
+    history,
+    new_content,
+    tagged_instances,
+    teardown,
+    wait_until_entered,
+)
 
 
 def leases(emu) -> list[dict]:
@@ -40,26 +52,9 @@ def name(arn: str) -> str:
 def queue_answers(emu, arn: str) -> list[dict]:
     return [
         json.loads(e["stateExitedEventDetails"]["output"])["queue"]
-        for e in _history(emu, arn)
+        for e in history(emu, arn)
         if e["type"] == "TaskStateExited" and e["stateExitedEventDetails"]["name"] == "Look for earlier runs"
     ]
-
-
-def _exited(emu, arn, state):
-    """When the execution last left `state` (None if it never did)."""
-    found = [
-        e["timestamp"]
-        for e in _history(emu, arn)
-        if e["type"].endswith("StateExited") and e["stateExitedEventDetails"]["name"] == state
-    ]
-    return found[-1] if found else None
-
-
-def _wait_until_entered(emu, arn: str, state: str) -> None:
-    deadline = time.monotonic() + 60
-    while _entered(emu, arn, state) is None:
-        assert time.monotonic() < deadline, f"{arn} never entered {state}"
-        time.sleep(0.05)
 
 
 class Takes:
@@ -126,7 +121,7 @@ def test_two_runs_that_both_find_the_way_clear_still_go_one_at_a_time(make_emula
     assert deploy(emu).status == "SUCCEEDED"
     with mock.patch("chalicelib.aws.stepfunctions.running", return_value=[]):
         answers = [deliver_push(emu, new_content(emu, commit_id()))[1] for _ in range(2)]
-        runs = [_follow(emu, a["execution_arn"]) for a in answers]
+        runs = [follow_run(emu, a["execution_arn"]) for a in answers]
     assert [r.status for r in runs] == ["SUCCEEDED", "SUCCEEDED"], [(r.error, r.cause) for r in runs]
     [holder] = [r for r in runs if "Wait for earlier runs" not in r.states]
     [waiter] = [r for r in runs if "Wait for earlier runs" in r.states]
@@ -136,9 +131,9 @@ def test_two_runs_that_both_find_the_way_clear_still_go_one_at_a_time(make_emula
     assert last["clear"] and last["lease"]["owner"] == waiter.execution_arn
     assert holder.output["queue"]["lease"]["owner"] == holder.execution_arn
     # The waiter changed nothing before the holder had done all it does and given the lease up.
-    released = _entered(emu, holder.execution_arn, "Report success to GitHub")
-    assert _exited(emu, holder.execution_arn, "Remove old images") <= released
-    assert _entered(emu, waiter.execution_arn, "Look for a baked image") >= released
+    released = entered(emu, holder.execution_arn, "Report success to GitHub")
+    assert exited(emu, holder.execution_arn, "Remove old images") <= released
+    assert entered(emu, waiter.execution_arn, "Look for a baked image") >= released
     assert waiter.states.count("Bake node image") == holder.states.count("Bake node image") == 1
     # The swarm ends as the waiter, the last run, left it; no lease is left behind.
     nodes = tagged_instances(emu)
@@ -153,10 +148,10 @@ def test_a_lease_whose_holder_was_stopped_without_its_event_is_reclaimed(make_em
     # holder ended, takes the lease over at once and deploys.
     emu = make_emulator(**WHOLE_SECONDS)
     stopped = deliver_push(emu, commit_id())[1]["execution_arn"]
-    _wait_until_entered(emu, stopped, "Look for a baked image")
+    wait_until_entered(emu, stopped, "Look for a baked image")
     with mock.patch.object(emu, "_execution_stopped"):  # the event is lost
         emu.client("stepfunctions").stop_execution(executionArn=stopped, error="Operator", cause="console")
-    ended = _follow(emu, stopped)
+    ended = follow_run(emu, stopped)
     assert ended.status == "ABORTED", (ended.status, ended.error, ended.cause, ended.states)
     [held] = leases(emu)
     assert held["owner"] == {"S": stopped}
@@ -203,7 +198,7 @@ def test_a_deploy_gives_the_lease_up_when_it_succeeds_or_is_skipped(make_emulato
     ):
         commits = [new_content(emu, commit_id()) for _ in range(3)]
         answers = [deliver_push(emu, c)[1] for c in commits]  # all three at once, then followed
-        first, middle, last = (_follow(emu, a["execution_arn"]) for a in answers)
+        first, middle, last = (follow_run(emu, a["execution_arn"]) for a in answers)
     assert first.status == middle.status == last.status == "SUCCEEDED"
     assert middle.states[-1] == "Skipped for a newer push" and "lease" not in middle.output["queue"]
     assert middle.execution_arn not in takes.owners
@@ -224,9 +219,9 @@ def test_a_failed_deploy_gives_the_lease_up(make_emulator):
 def test_a_deploy_stopped_with_its_event_gives_the_lease_up(make_emulator):
     emu = make_emulator(**WHOLE_SECONDS)
     stopped = deliver_push(emu, commit_id())[1]["execution_arn"]
-    _wait_until_entered(emu, stopped, "Look for a baked image")
+    wait_until_entered(emu, stopped, "Look for a baked image")
     emu.client("stepfunctions").stop_execution(executionArn=stopped, error="Operator", cause="console")
-    assert _follow(emu, stopped).status == "ABORTED"
+    assert follow_run(emu, stopped).status == "ABORTED"
     emu.wait_for_events()
     assert leases(emu) == []
 
@@ -249,9 +244,9 @@ def test_a_teardown_gives_the_lease_up_when_it_succeeds_fails_or_is_stopped(make
     arn = sfn.start_execution(stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment}))[
         "executionArn"
     ]
-    _wait_until_entered(emu, arn, "Terminate nodes")
+    wait_until_entered(emu, arn, "Terminate nodes")
     sfn.stop_execution(executionArn=arn, error="Operator", cause="console")
-    assert _follow(emu, arn).status == "ABORTED"
+    assert follow_run(emu, arn).status == "ABORTED"
     emu.wait_for_events()
     assert [r for n, r in emu.results if n.endswith("-report_stopped_run")] == [{"lease": "released"}]
     assert leases(emu) == []
@@ -262,7 +257,7 @@ def test_a_lease_write_whose_answer_is_lost_is_sent_again_and_changes_nothing_mo
     # The take or the release takes effect and its answer is lost: sent again, the take finds the
     # lease already this run's, the release finds it gone. The run deploys and leaves no lease.
     from chalicelib import aws
-    from tests.faults import Fault
+    from slipway.faults import Fault
 
     emu = make_emulator(poll_seconds=1)
     fault = Fault(operation, "lost")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import scripts
-from tests.conftest import deploy
+from slipway.harness import deploy
 
 
 def test_a_reworded_script_deploys_and_an_unmarked_one_fails_the_run_naming_the_markers(

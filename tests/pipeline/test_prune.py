@@ -2,8 +2,7 @@
 result recorded from SSM's status-change event (no Lambda waits)."""
 
 from chalicelib import scripts
-from slipway.demo import scheduled_event
-from tests.conftest import CallRecorder, deploy
+from slipway.harness import CallRecorder, deploy, scheduled_event
 
 
 def prune(emu):

@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib import naming
 from chalicelib.aws import ec2 as ec2_adapter
-from tests.conftest import commit_id, deploy
+from slipway.harness import commit_id, deploy
 
 STACK = b"""
 version: "3.8"

@@ -8,7 +8,6 @@ skip and say why; on CI (CI=true) a missing prerequisite is a failure, not a ski
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -23,22 +22,6 @@ from slipway.realnodes import DockerNodes
 SUBNET = "10.199.0.0/16"
 A = ("i-0aaaaaaaaaaaaaaa1", "ip-10-199-1-10", "10.199.1.10")
 B = ("i-0bbbbbbbbbbbbbbb2", "ip-10-199-2-20", "10.199.2.20")
-
-
-def _prerequisite(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run real nodes, but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def image():
-    reason = realnodes.bake_available()
-    if reason:
-        _prerequisite(reason)
-    # The working tree's node image, shared with the other real-node modules running beside this
-    # one: tests/conftest.py removes it when the whole session ends (if the session made it).
-    yield realnodes.bake_image(realnodes.working_tree_tag(), log=lambda line: None)
 
 
 @pytest.fixture

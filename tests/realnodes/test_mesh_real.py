@@ -10,7 +10,6 @@ skip and say why, except on CI (CI=true), where that is a failure.
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.request
 import uuid
@@ -18,7 +17,6 @@ from collections import Counter
 
 import pytest
 
-from slipway import realnodes
 from slipway.forwarder import HealthCheck, LoadBalancer
 from slipway.realnodes import MESH_PEERS, DockerNodes, NodeError
 
@@ -29,22 +27,6 @@ A = ("i-0aaaaaaaaaaaaaaa1", "ip-10-189-1-10", "10.189.1.10")
 B = ("i-0bbbbbbbbbbbbbbb2", "ip-10-189-2-20", "10.189.2.20")
 PUBLISHED, TASK = 8080, 18080
 TASK_PID = "/run/slipway-test-task.pid"
-
-
-def _prerequisite(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run real nodes, but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def image():
-    reason = realnodes.bake_available()
-    if reason:
-        _prerequisite(reason)
-    # The working tree's node image, shared with the other real-node modules (tests/conftest.py
-    # removes it when the session ends, if the session made it).
-    yield realnodes.bake_image(realnodes.working_tree_tag(), log=lambda line: None)
 
 
 @pytest.fixture

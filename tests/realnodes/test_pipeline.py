@@ -7,7 +7,6 @@ and say why, except on CI (CI=true), where that is a failure.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -16,11 +15,9 @@ import pytest
 
 from chalicelib import scripts
 from slipway import realnodes
-from slipway.demo import scheduled_event
 from slipway.follow import follow
+from slipway.harness import commit_id, deploy, scheduled_event, tagged_instances
 from slipway.nodes import Result
-from tests.conftest import commit_id, deploy
-from tests.pipeline.test_deploy import tagged_instances
 from tests.realnodes import LOST_AFTER_SECONDS
 
 
@@ -46,12 +43,8 @@ REAL_RUN_SECONDS = 900
 
 
 @pytest.fixture
-def real(make_emulator, request):
-    reason = realnodes.bake_available()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run real nodes, but {reason}")
-        pytest.skip(reason)
+def real(make_emulator, request, require):
+    require(realnodes.bake_available())
 
     def start(node_count: int = 2, **environment: str):
         emu = make_emulator(

@@ -24,7 +24,7 @@ import uuid
 import pytest
 
 from chalicelib import scripts
-from slipway import realnodes, registry
+from slipway import registry
 from slipway.realnodes import DockerNodes
 from tests.realnodes import LOST_AFTER_SECONDS
 
@@ -46,12 +46,6 @@ PORT = 8080
 # A first pull on a fresh node, a start-first update with its 15 s monitor, a rollback: each well
 # within this (measured: about 10 s, 25 s, 30 s).
 ROLLOUT_SECONDS = 180
-
-
-def _prerequisite(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run real stacks, but {reason}")
-    pytest.skip(reason)
 
 
 def stack_file(image: str) -> str:
@@ -164,17 +158,7 @@ def version_of(line: str | None) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def image():
-    reason = realnodes.bake_available() or registry.registry_available()
-    if reason:
-        _prerequisite(reason)
-    # The working tree's node image, shared with the other real-node modules running beside this
-    # one: tests/conftest.py removes it when the whole session ends (if the session made it).
-    yield realnodes.bake_image(realnodes.working_tree_tag(), log=lambda line: None)
-
-
-@pytest.fixture(scope="module")
-def local_registry(image):
+def local_registry(image, local_registry_available):
     with registry.LocalRegistry() as started:
         pushed = registry.example_images(started)
         yield started, pushed
@@ -305,10 +289,7 @@ def test_an_update_to_an_unhealthy_image_is_rolled_back_by_swarm(swarm):
     assert any(t["Image"].startswith(swarm.images["broken"]) and "unhealthy" in t["Error"] for t in tasks), tasks
 
 
-def test_the_local_registry_serves_until_closed_and_keeps_its_storage(tmp_path):
-    reason = registry.registry_available()
-    if reason:
-        _prerequisite(reason)
+def test_the_local_registry_serves_until_closed_and_keeps_its_storage(tmp_path, local_registry_available):
     served = registry.LocalRegistry(storage=tmp_path / "registry").start()
     try:
         with urllib.request.urlopen(f"http://{served.push_address}/v2/", timeout=5) as answer:

@@ -7,7 +7,7 @@ from chalicelib import naming, plans, stack
 from chalicelib.aws import network
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import from_environment
-from tests.unit.test_settings_naming import BASE
+from tests import SETTINGS_BASE as BASE
 
 
 def test_the_load_balancer_is_on_by_default_with_tcp_checks_and_aws_delay():

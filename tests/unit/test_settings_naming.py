@@ -5,8 +5,7 @@ import pytest
 from chalicelib import naming
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import from_environment
-
-BASE = {"SLIPWAY_ENVIRONMENT": "dev", "AWS_REGION": "eu-west-1", "SLIPWAY_NODE_INSTANCE_PROFILE": "slipway-dev-node"}
+from tests import SETTINGS_BASE as BASE
 
 
 def test_defaults_are_usable():

@@ -1,4 +1,5 @@
-"""Fault injection on the clients the pipeline's functions use, through botocore's own send path
+"""Faults injected where the tests and the benchmarks need them. On the clients the pipeline's
+functions use, through botocore's own send path
 (a `before-send` handler registered first), so standard-mode retries and the state machine's
 Retry see the faults as they would on AWS. botocore's Stubber would answer before the retry logic.
 
@@ -6,17 +7,27 @@ Faults, injected on the first call of one operation:
 - throttle: the call does not take effect; the client gets the service's throttling error;
 - lost: the call takes effect, then the connection drops before the client reads the answer;
 - not-found: the first read after the create answers NotFound (EC2's eventual consistency).
+
+On emulated nodes: `break_after` kills a node's dockerd right after it runs a script of a kind.
+CASES is every mutating call of a first deploy under each fault that applies to it.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.models import botocore_stubber
+
+from slipway.nodes import Result
+
+if TYPE_CHECKING:
+    from slipway.emulator import Emulator
 
 # The read that follows each create in the pipeline, and the NotFound code EC2 gives it.
 FIRST_READ_AFTER = {
@@ -91,3 +102,56 @@ class Fault:
         # lost: let the call take effect, then drop the connection before the answer.
         botocore_stubber(event_name=event_name, request=request)
         raise ConnectionClosedError(endpoint_url=request.url)
+
+
+# Every mutating call a first deploy makes, in the order it makes them.
+MUTATING = [
+    "StartBuild",
+    "CreateVpc",
+    "ModifyVpcAttribute",
+    "CreateSubnet",
+    "ModifySubnetAttribute",
+    "CreateInternetGateway",
+    "AttachInternetGateway",
+    "CreateRouteTable",
+    "CreateRoute",
+    "AssociateRouteTable",
+    "CreateSecurityGroup",
+    "AuthorizeSecurityGroupIngress",
+    "CreateLaunchTemplate",
+    "RunInstances",
+    "SendCommand",
+    "PutParameter",
+    "AddTagsToResource",
+    "CreateTags",
+    "CreateLoadBalancer",
+    "ModifyLoadBalancerAttributes",
+    "CreateTargetGroup",
+    "ModifyTargetGroupAttributes",
+    "CreateListener",
+    "RegisterTargets",
+]
+CASES = [
+    (op, kind)
+    for op in MUTATING
+    for kind in ("throttle", "lost", "not-found")
+    if kind != "not-found" or op in FIRST_READ_AFTER
+]
+
+
+def break_after(emu: Emulator, kind: str) -> Callable[[str, list[str]], Result]:
+    """From now on, an emulated node's dockerd dies right after it runs a script of this kind (a
+    key of scripts.MARKERS); returns the original run."""
+    from chalicelib import scripts
+
+    assert kind in scripts.MARKERS, kind
+    original_run = emu.nodes.run
+
+    def run(instance_id: str, commands: list[str]) -> Result:
+        result = original_run(instance_id, commands)
+        if scripts.command_kind(commands) == kind:
+            emu.nodes.broken.add(instance_id)
+        return result
+
+    emu.nodes.run = run
+    return original_run
