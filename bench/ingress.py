@@ -3,11 +3,11 @@
 environment's address throughout the push, those that failed, and the longest gap between two
 answers.
 
-- SLIPWAY_INGRESS=nlb: the address is the load balancer's (here its stand-in, slipway/forwarder.py,
+- SLIPWAY_INGRESS=nlb: the address is the load balancer's (here its stand-in, slipway/realnodes/forwarder.py,
   a real TCP load balancer on this machine that sends connections only to registered, healthy
   targets and drains deregistered ones).
 - SLIPWAY_INGRESS=none: the address is the first node's own (its port 80, which Swarm's routing
-  mesh serves on every node; here slipway/mesh.py stands in for the mesh): what a client of a
+  mesh serves on every node; here slipway/realnodes/mesh.py stands in for the mesh): what a client of a
   node's public IP gets today.
 
 Needs what `--real-nodes` needs (root, Docker, the bake's tools, docker-registry); without them it
@@ -23,9 +23,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
-from slipway import realnodes, registry
+from slipway import realnodes
 from slipway.emulator import Emulator
 from slipway.harness import commit_id, deploy, new_content
+from slipway.realnodes import registry
 
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
 RATE = 20  # requests per second

@@ -2,7 +2,7 @@
 they print.
 
 Every script's first line is the marker of its kind: a shell comment, so a node runs it as a
-no-op, and what the emulated nodes (slipway/nodes.py) dispatch on, never the script's wording.
+no-op, and what the emulated nodes (slipway/emulator/nodes.py) dispatch on, never the script's wording.
 (The teardown's leave is a retire script.) The prune's EventBridge rule in app.py matches its
 `docker system prune` line by prefix: EventBridge tries a pattern on each element of an array.
 The stack scripts live beside the rollout decisions (chalicelib/rollout.py)

@@ -24,7 +24,7 @@ from botocore.exceptions import ConnectionClosedError
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.models import botocore_stubber
 
-from slipway.nodes import Result
+from slipway.emulator.nodes import Result
 
 if TYPE_CHECKING:
     from slipway.emulator import Emulator

@@ -26,7 +26,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def served():
-    from slipway.serve import local_server
+    from slipway.cli.serve import local_server
 
     aws_port, web_port = free_port(), free_port()
     with Emulator(mode="server", aws_port=aws_port, poll_seconds=0, webhook_secret="s3cret") as emu:

@@ -4,7 +4,7 @@ import pytest
 
 from chalicelib.aws import github
 from chalicelib.errors import GitHubRefused, InvalidInput, TransientError
-from slipway.github_api import FakeGitHub
+from slipway.emulator.github import FakeGitHub
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from chalicelib.aws import github
-from slipway.github_api import FakeGitHub
+from slipway.emulator.github import FakeGitHub
 from tests.github_rest import DESCRIPTION, FIXTURE, check, request_problems, schema_problems
 
 SHA = "c" * 40

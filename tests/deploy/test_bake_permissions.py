@@ -28,7 +28,8 @@ from typing import Any
 import hcl2
 import pytest
 
-from slipway import PROJECT_DIR, bootstrap
+from slipway import PROJECT_DIR
+from slipway.deploy import bootstrap
 from tests.deploy.iam_model import (
     Call,
     Resource,
@@ -805,9 +806,9 @@ def node_calls(kms: bool = False) -> list[Call]:
 
 def _node_documents(kms: bool = False) -> list[dict]:
     """The node role's own policies and AmazonSSMManagedInstanceCore (moto's copy of AWS's)."""
-    from slipway.emulator import _aws_managed_policy_data
+    from slipway.emulator.iam import aws_managed_policy_data
 
-    return role_documents("NodeRole", kms=kms) + [_aws_managed_policy_data("AmazonSSMManagedInstanceCore")["Document"]]
+    return role_documents("NodeRole", kms=kms) + [aws_managed_policy_data("AmazonSSMManagedInstanceCore")["Document"]]
 
 
 @pytest.mark.parametrize("kms", [False, True], ids=["aws-managed-keys", "the-stages-own-key"])

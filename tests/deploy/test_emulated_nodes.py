@@ -1,7 +1,7 @@
 """The local rehearsal shows the nodes as AWS would: tried as a new user would, a push to
 `slipway serve`'s webhook, then the AWS CLI's view through its AWS endpoint. The launch template
 asks for IMDSv2 and the node instance profile; moto carries neither onto an instance, and the
-emulator makes the profile as `slipway bootstrap` does (slipway/emulator.py fills both)."""
+emulator makes the profile as `slipway bootstrap` does (slipway/emulator/ fills both)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import urllib.request
 import boto3
 import pytest
 
-from slipway import PROJECT_DIR, bootstrap, github
+from slipway import PROJECT_DIR, github
+from slipway.deploy import bootstrap
 from slipway.emulator import ACCOUNT, REGION, Emulator
 from slipway.follow import follow
 from slipway.harness import commit_id
@@ -37,7 +38,7 @@ def _client(endpoint: str, service: str):
 @pytest.fixture(scope="module")
 def pushed():
     """`slipway serve`'s setup, one signed push deployed; yields the AWS endpoint."""
-    from slipway.serve import local_server
+    from slipway.cli.serve import local_server
 
     aws_port, web_port = _free_port(), _free_port()
     with Emulator(mode="server", aws_port=aws_port, poll_seconds=0, webhook_secret="s3cret") as emu:

@@ -1,4 +1,4 @@
-"""The routing-mesh stand-in (slipway/mesh.py) as a plain process on this machine: the "nodes" are
+"""The routing-mesh stand-in (slipway/realnodes/mesh.py) as a plain process on this machine: the "nodes" are
 loopback addresses (127.0.0.2, 127.0.0.3: Linux answers on all of 127/8), each "task" a server on
 the same task port of one of them, the mesh listening on 127.0.0.1. tests/realnodes/test_mesh_real.py
 runs it in real node containers."""
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from slipway import mesh
+from slipway.realnodes import mesh
 
 NODES = ("127.0.0.2", "127.0.0.3")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from slipway import PROJECT_DIR, bootstrap, package, statemachines
+from slipway import PROJECT_DIR, statemachines
+from slipway.deploy import bootstrap, package
 from slipway.statemachines import PLACEHOLDER
 from tests.deploy.lambda_calls import chalicelib_actions
 

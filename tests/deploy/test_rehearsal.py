@@ -20,7 +20,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from slipway import PROJECT_DIR, rehearsal
+from slipway import PROJECT_DIR
+from slipway.deploy import rehearsal
 from slipway.statemachines import PLACEHOLDER
 
 # Starts the emulator (served over HTTP, or its nodes): not in `make test-fast`.

@@ -94,7 +94,7 @@ def test_the_pipeline_passes_every_required_variable_through_pkr_var():
     import inspect
 
     from chalicelib.steps import bake
-    from slipway import bootstrap
+    from slipway.deploy import bootstrap
 
     variables = {
         name for v in load("variables.pkr.hcl")["variable"] for name, body in v.items() if "default" not in body

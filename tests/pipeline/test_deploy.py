@@ -6,6 +6,7 @@ import pytest
 
 from chalicelib import naming, scripts
 from chalicelib.aws import ec2 as ec2_adapter
+from slipway.emulator.nodes import Result
 from slipway.faults import break_after
 from slipway.harness import (
     CallRecorder,
@@ -20,7 +21,6 @@ from slipway.harness import (
     tagged_instances,
     teardown,
 )
-from slipway.nodes import Result
 
 
 def test_push_deploys_a_healthy_swarm_node_from_the_baked_image(emulator):
@@ -324,7 +324,7 @@ def test_a_stopped_node_is_replaced_and_retired(make_emulator):
     stopped = first.output["nodes"]["current"][0]
     # Its state-change event is lost, so no heal races the push (tests/pipeline/test_heal.py has
     # the heal of a stopped node, and a heal racing a push): the push alone must replace it.
-    emu._instances_changed = lambda *args: None
+    emu.instances_changed = lambda *args: None
     emu.client("ec2").stop_instances(InstanceIds=[stopped])
     second = deploy(emu)  # same image: the stopped node cannot serve, so it is replaced
     assert second.status == "SUCCEEDED", (second.error, second.cause)

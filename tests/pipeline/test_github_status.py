@@ -115,7 +115,7 @@ def test_stopping_a_teardown_or_another_stages_deploy_tells_github_nothing(make_
     sent = len(emu.github.statuses)
     # The teardown's terminations tell `heal` nothing: stopped with the deployed record still there,
     # its nodes gone, a heal would start and take the lease the stopped teardown held.
-    emu._instances_changed = lambda *args: None
+    emu.instances_changed = lambda *args: None
     arn = emu.client("stepfunctions").start_execution(
         stateMachineArn=emu.arns["teardown"], input=json.dumps({"environment": emu.environment})
     )["executionArn"]

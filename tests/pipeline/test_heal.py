@@ -89,7 +89,7 @@ def test_three_nodes_dying_at_once_with_every_event_twice_start_one_heal(make_em
     assert first.status == "SUCCEEDED"
     nodes = first.output["nodes"]["current"]
     emu.client("ec2").terminate_instances(InstanceIds=nodes)  # shutting-down, terminated: 6 events
-    emu._instances_changed("us-east-1", nodes, ("shutting-down", "terminated"))  # each delivered twice
+    emu.instances_changed("us-east-1", nodes, ("shutting-down", "terminated"))  # each delivered twice
     healed = the_heal(emu)
     assert healed.status == "SUCCEEDED", (healed.error, healed.cause)
     assert len(heals(emu)) == 1
@@ -149,7 +149,7 @@ def test_the_drift_check_heals_a_node_no_event_told_of_and_nothing_when_nothing_
     assert broken not in {n.instance_id for n in live(emu)}
     assert_swarm_is_exactly_the_live_nodes(emu, 2)
     # A node stopped whose event was lost: the next check finds it missing.
-    emu._instances_changed = lambda *args: None
+    emu.instances_changed = lambda *args: None
     emu.client("ec2").stop_instances(InstanceIds=[live(emu)[0].instance_id])
     # The next heal window (a heal is named for its window: the same window would name the first).
     later = scheduled_event(at=time.time() + HEAL_WINDOW_SECONDS)

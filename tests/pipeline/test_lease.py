@@ -149,7 +149,7 @@ def test_a_lease_whose_holder_was_stopped_without_its_event_is_reclaimed(make_em
     emu = make_emulator(**WHOLE_SECONDS)
     stopped = deliver_push(emu, commit_id())[1]["execution_arn"]
     wait_until_entered(emu, stopped, "Look for a baked image")
-    with mock.patch.object(emu, "_execution_stopped"):  # the event is lost
+    with mock.patch.object(emu, "execution_stopped"):  # the event is lost
         emu.client("stepfunctions").stop_execution(executionArn=stopped, error="Operator", cause="console")
     ended = follow_run(emu, stopped)
     assert ended.status == "ABORTED", (ended.status, ended.error, ended.cause, ended.states)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from slipway import realnodes, registry
+from slipway import realnodes
+from slipway.realnodes import registry
 
 
 @pytest.fixture(scope="module")

@@ -312,7 +312,7 @@ def _get(url: str) -> str | None:
 
 
 def test_a_second_image_key_of_the_same_root_is_made_from_the_first_with_its_own_labels(image):
-    # The pipeline's bake (slipway/emulator.py) gives every image key of one role content the same
+    # The pipeline's bake (slipway/emulator/) gives every image key of one role content the same
     # converged root: the second key's image is that root too, with its own labels, not a re-import.
     root = realnodes.working_tree_tag()  # the root `image` was imported from
     tag = "test-derived"  # one name each run (its bake lock file in .cache/ too); a leftover goes first

@@ -1,4 +1,4 @@
-"""The routing-mesh stand-in (slipway/mesh.py) in real node containers: DockerNodes(mesh=...)
+"""The routing-mesh stand-in (slipway/realnodes/mesh.py) in real node containers: DockerNodes(mesh=...)
 starts it in each node it launches and keeps every node's peers the live nodes' addresses, so the
 published port answers on either node whichever runs the task. The "task" is a plain
 `python3 -m http.server` on the task port of one node (no swarm needed: what the mesh forwards to
@@ -17,8 +17,8 @@ from collections import Counter
 
 import pytest
 
-from slipway.forwarder import HealthCheck, LoadBalancer
 from slipway.realnodes import MESH_PEERS, DockerNodes, NodeError
+from slipway.realnodes.forwarder import HealthCheck, LoadBalancer
 
 # Not another module's subnet (10.199: test_docker_nodes, 10.198: test_pipeline, 10.190-197:
 # test_stack_real, 10.42: a demo).

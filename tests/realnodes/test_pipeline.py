@@ -15,9 +15,9 @@ import pytest
 
 from chalicelib import scripts
 from slipway import realnodes
+from slipway.emulator.nodes import Result
 from slipway.follow import follow
 from slipway.harness import commit_id, deploy, scheduled_event, tagged_instances
-from slipway.nodes import Result
 from tests.realnodes import LOST_AFTER_SECONDS
 
 

@@ -4,7 +4,7 @@ process's moto (served to the nodes on their network's gateway), `docker stack d
 example/web's images from a local registry, the service answering through a node's published
 port, a rolling update, and a rollback by Swarm of an image whose health check fails.
 
-What this machine's kernel allows shapes the stack (slipway/realnodes.py): no IPVS, so no routing
+What this machine's kernel allows shapes the stack (slipway/realnodes/): no IPVS, so no routing
 mesh and no service VIP: the port is published in `mode: host` and the service uses
 `endpoint_mode: dnsrr`. One replica on two nodes: a start-first update needs a node whose host
 port is free for the new task.
@@ -24,8 +24,7 @@ import uuid
 import pytest
 
 from chalicelib import scripts
-from slipway import registry
-from slipway.realnodes import DockerNodes
+from slipway.realnodes import DockerNodes, registry
 from tests.realnodes import LOST_AFTER_SECONDS
 
 # Not another module's subnet (10.199: test_docker_nodes, 10.198: test_pipeline, 10.42: a demo);

@@ -1,6 +1,6 @@
 """The scripts sent to the nodes (chalicelib/scripts.py, and the stack's in chalicelib/rollout.py):
 what they say, how they behave when a shell runs them against a fake docker, the parsers of their
-output, and the markers by which the emulated nodes (slipway/nodes.py) recognise them."""
+output, and the markers by which the emulated nodes (slipway/emulator/nodes.py) recognise them."""
 
 from collections.abc import Callable
 
@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib import plans, rollout, scripts
 from chalicelib.aws.ssm import Invocation
-from slipway.nodes import EmulatedNodes, Machine, Result, UnknownScript
+from slipway.emulator.nodes import EmulatedNodes, Machine, Result, UnknownScript
 
 
 def test_join_tokens_are_read_from_the_init_output():
@@ -156,7 +156,7 @@ def test_the_retire_script_fails_when_a_removal_fails(tmp_path):
     assert scripts.left_swarm(done.stdout) == set()
 
 
-# --- markers: what a script is, for the emulated nodes (slipway/nodes.py) --------------------
+# --- markers: what a script is, for the emulated nodes (slipway/emulator/nodes.py) --------------------
 
 # Every script sent to the nodes, with sample arguments, and the kind of marker it must carry.
 SCRIPTS: dict[str, tuple[str, Callable[[], list[str]]]] = {

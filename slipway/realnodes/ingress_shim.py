@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""`docker` in a real node container whose routing-mesh stand-in runs (slipway/mesh.py): the rest of
+"""`docker` in a real node container whose routing-mesh stand-in runs (slipway/realnodes/mesh.py): the rest of
 the stand-in for Swarm's ingress mode, which this machine's kernel cannot give (no IPVS).
 
 slipway.realnodes installs it as /usr/local/bin/docker (before /usr/bin on the PATH) with the mesh's

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from slipway import bootstrap
+from slipway.deploy import bootstrap
 
 
 def write_resources(project_dir: Path, stage: str, out: Path) -> Path:

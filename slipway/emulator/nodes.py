@@ -612,7 +612,7 @@ def _unknown(instance_id: str, commands: list[str]) -> str:
     if kind is not None:
         return (
             f"emulated node {instance_id}: no emulation of {scripts.MARKERS[kind]!r} scripts; "
-            f"slipway/nodes.py must answer every kind of scripts.MARKERS"
+            f"slipway/emulator/nodes.py must answer every kind of scripts.MARKERS"
         )
     what = "an unknown marker" if first.startswith(scripts.MARKER_PREFIX) else "no Slipway marker"
     return (

@@ -20,7 +20,7 @@ accepts and closes without answering a byte (docker-proxy, which holds a host-mo
 for a task whose program is not listening yet, or any more) is treated the same: the next peer is
 tried, sent what the client has sent so far (`Mesh.forward`).
 
-Standard library only, Python 3.11 (Debian 12's python3, the node image's): slipway/realnodes.py
+Standard library only, Python 3.11 (Debian 12's python3, the node image's): slipway/realnodes/
 copies this one file into the node (DockerNodes.start_mesh), so it imports nothing of Slipway's.
 Like the mesh, it always accepts, whether a task runs anywhere or not: a load balancer's TCP
 health check of a node's published port passes while the node (and this program) lives.

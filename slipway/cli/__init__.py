@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bootstrap":
         from pathlib import Path
 
-        from slipway import bootstrap
+        from slipway.deploy import bootstrap
 
         try:
             if args.delete:
@@ -70,16 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "package":
         from pathlib import Path
 
-        from slipway import package as package_mod
+        from slipway.deploy import package as package_mod
 
         package_mod.run(Path(args.project_dir), args.stage, Path(args.out))
         return 0
     _exit_on_sigterm()
     if args.command == "demo":
-        from slipway import demo as demo_mod
+        from slipway.cli import demo as demo_mod
 
         return demo_mod.run(as_json=args.json, verbose=args.verbose, nodes=args.nodes, real_nodes=args.real_nodes)
-    from slipway import serve as serve_mod
+    from slipway.cli import serve as serve_mod
 
     return serve_mod.run(
         port=args.port, aws_port=args.aws_port, secret=args.webhook_secret, nodes=args.nodes, real_nodes=args.real_nodes
