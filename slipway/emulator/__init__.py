@@ -11,7 +11,8 @@ deployment has and installs the rest). docs/emulator.md describes it for a perso
 from slipway.emulator.account import ACCOUNT, REGION, STAGE, stage_environment
 from slipway.emulator.awslambda import LambdaContext, load_app
 from slipway.emulator.codebuild import CONSTANT_IMAGE_TAGS, IMAGE_TAGS
-from slipway.emulator.core import Emulator, RealNodesUnavailable
+from slipway.emulator.core import Emulator
+from slipway.emulator.hosts import RealNodesUnavailable
 
 __all__ = [
     "ACCOUNT",

@@ -7,10 +7,8 @@ role for real, in the background, from the build's source."""
 from __future__ import annotations
 
 import io
-import threading
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
@@ -72,13 +70,11 @@ def advance_bake(emu: Emulator, backend, build: dict) -> None:
             build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD", "buildComplete": False})
             return
         outcome = emu.bake_outcome if bake_source(bake) else "FAILED"
-        if outcome == "SUCCEEDED" and emu.real_nodes:
-            if "thread" not in bake:
-                start_real_bake(emu, bake)
-            if bake["thread"].is_alive():
+        if outcome == "SUCCEEDED":
+            outcome = emu.host.build(bake)  # real nodes: the image, converged in the background
+            if outcome == "IN_PROGRESS":
                 build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD", "buildComplete": False})
                 return
-            outcome = "FAILED" if "error" in bake else outcome
         if outcome != "SUCCEEDED":
             build.update(
                 {
@@ -91,8 +87,7 @@ def advance_bake(emu: Emulator, backend, build: dict) -> None:
             return
         if bake["ami_id"] is None:
             bake["ami_id"] = register_image(emu, backend.region_name, bake["variables"])
-            if emu.real_nodes:
-                emu.images[bake["ami_id"]] = bake["image"]
+            emu.host.registered(bake["ami_id"], bake)
         build.update(
             {
                 "buildStatus": "SUCCEEDED",
@@ -103,44 +98,9 @@ def advance_bake(emu: Emulator, backend, build: dict) -> None:
         )
 
 
-def start_real_bake(emu: Emulator, bake: dict) -> None:
-    """Real nodes: bake the local image in the background, as CodeBuild would, while the
-    state machine polls; the build stays IN_PROGRESS until it is done."""
-
-    def work() -> None:
-        import hashlib
-        import tempfile
-
-        try:
-            tag = bake["variables"].get("PKR_VAR_image_key", "")
-            # Converge the role exactly as the build's source has it (the pushed commit's
-            # ansible/), cached by that content.
-            with (
-                tempfile.TemporaryDirectory(prefix="slipway-bake-") as workdir,
-                zipfile.ZipFile(io.BytesIO(bake["archive"])) as source,
-            ):
-                source.extractall(workdir)
-                digest = hashlib.sha256()
-                for name in sorted(n for n in source.namelist() if n.startswith("ansible/")):
-                    digest.update(name.encode() + b"\0" + source.read(name) + b"\0")
-                bake["image"] = emu.nodes.bake(
-                    tag,
-                    playbook=Path(workdir) / "ansible" / "swarm_node.yml",
-                    root_tag="role-" + digest.hexdigest()[:16],
-                )
-        except Exception as exc:  # noqa: BLE001 - the build fails with it, as on CodeBuild
-            bake["error"] = f"{type(exc).__name__}: {exc}"
-            emu.log(f"bake failed: {bake['error']}")
-
-    bake["thread"] = threading.Thread(target=work, name="real-bake", daemon=True)
-    bake["thread"].start()
-
-
 def bake_source(bake: dict) -> bytes | None:
     """The zip CodeBuild would download for this build, if it has what the buildspec runs
     (packer/buildspec.yml and ansible/swarm_node.yml at its root); None makes the build fail."""
-    import io
-    import zipfile
 
     from moto.s3.models import s3_backends
 

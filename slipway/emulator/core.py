@@ -21,19 +21,15 @@ from slipway.emulator import awslambda, codebuild, dynamodb, ec2, elb, events, s
 from slipway.emulator import iam as iam_roles
 from slipway.emulator.account import (
     ACCOUNT,
-    EXAMPLE_IMAGES,
     MOTO_CONFIG,
-    REAL_NODE_MESH,
-    REAL_NODE_PORTS,
     REGION,
     STAGE,
     stage_environment,
 )
 from slipway.emulator.awslambda import _importable, _observability_per_invocation, load_app
-from slipway.emulator.ec2 import machines
 from slipway.emulator.elb import LocalLoadBalancer, TargetHealth
 from slipway.emulator.github import FakeGitHub
-from slipway.emulator.nodes import EmulatedNodes
+from slipway.emulator.hosts import EmulatedHost, NodeHost, RealHost
 
 _LOADER: Any = None  # botocore's loader of its model files, shared by the emulator's sessions
 _LOADER_LOCK = threading.Lock()
@@ -53,10 +49,6 @@ def _session():
         else:
             core.register_component("data_loader", _LOADER)
     return boto3.session.Session(botocore_session=core)
-
-
-class RealNodesUnavailable(RuntimeError):
-    """`--real-nodes` was asked for where Docker (or the bake's tools) cannot run."""
 
 
 class Emulator:
@@ -99,15 +91,10 @@ class Emulator:
         self.wait_scale = wait_scale
         self.node_count = node_count
         self.extra_environment = extra_environment or {}
+        self.log = log or (lambda message: None)
         # With real_nodes, each instance is a container running its own dockerd and the bake
         # converges the swarm_node role for real (slipway/realnodes/); else emulated nodes.
-        self.real_nodes = real_nodes
-        self.registry: Any = None  # real nodes: the local registry they pull the stack's images from
-        self.log = log or (lambda message: None)
-        self.nodes: Any = EmulatedNodes(machines, fetch=self._node_fetch, parameter=self._node_parameter)
-        for reference in EXAMPLE_IMAGES:  # what example/stack.yml runs (make demo)
-            self.nodes.push(reference)
-        self.images: dict[str, str] = {}  # AMI id -> local Docker image (real nodes)
+        self.host: NodeHost = RealHost(self) if real_nodes else EmulatedHost(self)
         self.github = FakeGitHub()
         self.bakes: dict[str, dict[str, Any]] = {}  # build id -> {"variables", "polls", "ami_id"}
         self.arns: dict[str, str] = {}
@@ -123,9 +110,18 @@ class Emulator:
         self._closing = False
         self.delivered_events: list[dict] = []
         self.results: list[tuple[str, Any]] = []  # (function, what it returned or raised)
-        self.targets = TargetHealth()  # the emulated NLB's view of its targets (see _patch_elb)
-        self.load_balancer: Any = None  # real nodes: the local TCP load balancer in front of them
+        self.targets = TargetHealth()  # the emulated NLB's view of its targets (elb.py)
         self.app = None
+
+    @property
+    def nodes(self) -> Any:
+        """What the instances' Run Commands reach (hosts.Nodes)."""
+        return self.host.nodes
+
+    @property
+    def load_balancer(self) -> LocalLoadBalancer | None:
+        """Real nodes: the local TCP load balancer in front of them."""
+        return self.host.load_balancer
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -142,28 +138,7 @@ class Emulator:
 
     def start(self) -> None:
         _importable()
-        if self.real_nodes:
-            from slipway import realnodes
-
-            reason = realnodes.bake_available()
-            if reason:
-                raise RealNodesUnavailable(f"--real-nodes needs Docker and the bake's tools: {reason}")
-            cidr = self.extra_environment.get("SLIPWAY_VPC_CIDR") or stage_environment().get(
-                "SLIPWAY_VPC_CIDR", "10.42.0.0/16"
-            )
-            from slipway.realnodes import registry
-
-            reason = registry.registry_available()
-            if reason:
-                raise RealNodesUnavailable(f"--real-nodes needs a local registry for the stack's images: {reason}")
-            self.nodes = realnodes.DockerNodes(
-                cidr, log=self.log, aws_region=REGION, published_ports=REAL_NODE_PORTS, mesh=REAL_NODE_MESH
-            )
-            self._stack.callback(self.nodes.close)
-            self.registry = registry.LocalRegistry().start()
-            self._stack.callback(self.registry.close)
-            # The nodes pull from it over HTTP, through the node network's gateway.
-            self.nodes.insecure_registries = (self.registry.address(self.nodes.gateway),)
+        self.host.start()
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -207,8 +182,6 @@ class Emulator:
             from moto import mock_aws
 
             self._stack.enter_context(mock_aws(config=MOTO_CONFIG))
-        if self.real_nodes:  # what a node reaches with its instance role: this process's moto
-            self.nodes.start_aws_endpoint()
         self._reset_caches()
         self._stack.callback(self._reset_caches)
         self.app = load_app()
@@ -219,9 +192,7 @@ class Emulator:
         from chalicelib.settings import get_settings
 
         settings = get_settings()  # fail now, not in the first Lambda, if the configuration is wrong
-        if self.real_nodes:
-            self.load_balancer = LocalLoadBalancer(self, settings, log=self.log)
-            self._stack.callback(self.load_balancer.close)
+        self.host.serve(settings)
 
     def stop(self) -> None:
         """Stop executions still running (their threads would outlive the backends), then close."""
@@ -447,31 +418,13 @@ class Emulator:
         self._events.join()
 
     def example_stack(self) -> bytes:
-        """example/stack.yml as this emulator's nodes can run it. Emulated nodes: as it is (their
-        registry has its images). Real nodes: its web service with the images built from
-        example/web/ and pushed to the local registry, one replica per node at most (the ingress
-        stand-in publishes its tasks' port in host mode), and no worker (no image of it is built here)."""
-        data = (PROJECT_DIR / "example" / "stack.yml").read_bytes()
-        if not self.real_nodes:
-            return data
-        import yaml
-
-        from slipway.realnodes import registry
-
-        registry.example_images(self.registry, log=self.log)  # built once per content, pushed
-        # Its port stays as written, `80:8080` in ingress mode: the nodes' ingress stand-in
-        # (slipway/realnodes/ingress_shim.py, slipway/realnodes/mesh.py) serves it on every node's port 80.
-        document = yaml.safe_load(data)
-        web = document["services"]["web"]
-        web["image"] = f"{self.registry.address(self.nodes.gateway)}/{registry.EXAMPLE_REPOSITORY}:1"
-        web["deploy"]["replicas"] = min(int(web["deploy"].get("replicas", 1)), self.node_count)
-        document["services"] = {"web": web}
-        return yaml.safe_dump(document, sort_keys=False).encode()
+        """example/stack.yml as this emulator's nodes can run it (hosts.py)."""
+        return self.host.example_stack((PROJECT_DIR / "example" / "stack.yml").read_bytes())
 
     # What a node reads with its instance role (the stack file, the stack's secrets), straight from
     # the backends: a node's call is made while moto answers the SendCommand that runs it.
     @staticmethod
-    def _node_fetch(bucket: str, key: str) -> bytes:
+    def node_fetch(bucket: str, key: str) -> bytes:
         from moto.s3.models import s3_backends
 
         found = s3_backends[ACCOUNT]["aws"].get_object(bucket, key)
@@ -480,7 +433,7 @@ class Emulator:
         return bytes(found.value)
 
     @staticmethod
-    def _node_parameter(name: str) -> str | None:
+    def node_parameter(name: str) -> str | None:
         from moto.ssm.models import ssm_backends
 
         found = ssm_backends[ACCOUNT][REGION].get_parameter(name)

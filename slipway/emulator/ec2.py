@@ -65,24 +65,21 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
 
     patch(mock.patch.object(InstanceBackend, "run_instances", run_instances))
 
-    if emu.real_nodes:
-        real_run = InstanceBackend.run_instances  # the ClientToken-aware one above
+    # The host runs each instance the call makes, and ends each it terminates (hosts.py).
+    hosted_run, hosted_terminate = InstanceBackend.run_instances, InstanceBackend.terminate_instances
 
-        def run_real_instances(backend, image_id, count, user_data, security_group_names, **kwargs):
-            reservation = real_run(backend, image_id, count, user_data, security_group_names, **kwargs)
-            launch_containers(emu, reservation.instances)
-            return reservation
+    def run_hosted_instances(backend, image_id, count, user_data, security_group_names, **kwargs):
+        reservation = hosted_run(backend, image_id, count, user_data, security_group_names, **kwargs)
+        emu.host.launched(reservation.instances)
+        return reservation
 
-        patch(mock.patch.object(InstanceBackend, "run_instances", run_real_instances))
-        original_terminate = InstanceBackend.terminate_instances
+    def terminate_hosted_instances(backend, instance_ids):
+        result = hosted_terminate(backend, instance_ids)
+        emu.host.terminated(instance_ids)
+        return result
 
-        def terminate_instances(backend, instance_ids):
-            result = original_terminate(backend, instance_ids)
-            for instance_id in instance_ids:
-                emu.nodes.terminate(instance_id)
-            return result
-
-        patch(mock.patch.object(InstanceBackend, "terminate_instances", terminate_instances))
+    patch(mock.patch.object(InstanceBackend, "run_instances", run_hosted_instances))
+    patch(mock.patch.object(InstanceBackend, "terminate_instances", terminate_hosted_instances))
 
     # EC2 tells EventBridge of each state change ("EC2 Instance State-change Notification");
     # moto sends none. Stopping and terminating are what the heal listens for.
@@ -122,28 +119,3 @@ def running_instances(emu: Emulator, region: str, filters: dict | None = None) -
         for inst in reservation.instances:
             if inst.state == "running":
                 yield inst
-
-
-def launch_containers(emu: Emulator, instances) -> None:
-    """Real nodes: one container per new instance, from the image baked for its AMI, with the
-    instance's host name and private address, all started at once."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    new = [i for i in instances if emu.nodes.container(i.id) is None]
-    if not new:
-        return
-    missing = [i.image_id for i in new if i.image_id not in emu.images]
-    if missing:
-        raise RuntimeError(
-            f"no local node image for {sorted(set(missing))}: only images "
-            "baked by this run can be launched with --real-nodes"
-        )
-    with ThreadPoolExecutor(max_workers=min(8, len(new))) as pool:
-        list(
-            pool.map(
-                lambda i: emu.nodes.launch(
-                    i.id, image=emu.images[i.image_id], hostname=i.private_dns_name.split(".")[0], ip=i.private_ip
-                ),
-                new,
-            )
-        )

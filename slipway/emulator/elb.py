@@ -122,7 +122,7 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
                 if target["Id"] not in before:  # registering a registered target changes nothing
                     targets.checks[(group.arn, target["Id"])] = 0
                 targets.draining.pop((group.arn, target["Id"]), None)
-        targets_changed(emu, group)
+        emu.host.targets_changed(group)
 
     def deregister(group, leaving):
         original_deregister(group, leaving)
@@ -132,7 +132,7 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
             for target in leaving:
                 targets.checks.pop((group.arn, target["Id"]), None)
                 targets.draining[(group.arn, target["Id"])] = time.monotonic() + delay
-        targets_changed(emu, group)
+        emu.host.targets_changed(group)
 
     def describe_target_health(backend, target_group_arn, asked):
         group = backend.target_groups.get(target_group_arn)
@@ -179,7 +179,7 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
             lb_id = arn.rsplit("/", 1)[-1]
             with targets.lock:
                 targets.releasing[f"ELB net/{balancer.name}/{lb_id}"] = targets.eni_release_looks
-        listeners_changed(emu, backend)
+        emu.host.listeners_changed(backend)
 
     original_group, original_listener = ELBv2Backend.create_target_group, ELBv2Backend.create_listener
 
@@ -276,9 +276,9 @@ def target_health(emu: Emulator, backend, group, instance_id: str, draining: boo
             "Target.InvalidState",
             f"Target is in the {instance.state if instance else 'terminated'} state",
         )
-    if emu.real_nodes and emu.load_balancer is not None:
-        state = emu.load_balancer.target_state(group.port, instance_id)
-        return status(instance_id, port, port, *state)
+    hosted = emu.host.target_state(group.port, instance_id)
+    if hosted is not None:  # a real load balancer's health checks
+        return status(instance_id, port, port, *hosted)
     with emu.targets.lock:
         key = (group.arn, instance_id)
         emu.targets.checks[key] = checks = emu.targets.checks.get(key, 0) + 1
@@ -290,15 +290,3 @@ def target_health(emu: Emulator, backend, group, instance_id: str, draining: boo
     if failing:
         return status(instance_id, port, port, "unhealthy", "Target.FailedHealthChecks", "Health checks failed")
     return status(instance_id, port, port, "healthy")
-
-
-def targets_changed(emu: Emulator, group: Any) -> None:
-    """Real nodes: the local load balancer sends connections to the targets registered now."""
-    if emu.real_nodes and emu.load_balancer is not None:
-        emu.load_balancer.sync(group)
-
-
-def listeners_changed(emu: Emulator, backend: Any) -> None:
-    """Real nodes: a deleted load balancer's ports stop listening on this machine."""
-    if emu.real_nodes and emu.load_balancer is not None:
-        emu.load_balancer.sync_listeners(backend)
