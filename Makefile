@@ -29,7 +29,7 @@ test: lint  ## lint, then the whole suite (in parallel: one worker per core, at 
 test-fast: $(STAMP)  ## pure modules, adapters on moto, the route: about a minute
 	$(BIN)/python -m pytest -m "not emulator and not realnodes and not infra"
 
-lint: $(STAMP)  ## ruff (lint, format, chalicelib's import boundary), mypy --strict on what ships, docs current
+lint: $(STAMP)  ## ruff (lint, format, import boundary, complexity), mypy (strict on what ships), docs current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

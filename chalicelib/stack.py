@@ -196,17 +196,42 @@ def _check(document: Mapping[str, Any], local_volumes: bool) -> _Findings:
         for i, mount in enumerate(service.get("volumes") or []):
             _check_mount(name, f"services.{name}.volumes[{i}]", mount, volumes, local_volumes, problems, warnings)
         for section, declared in (("secrets", secrets), ("configs", configs)):
-            for i, reference in enumerate(service.get(section) or []):
-                source = reference if isinstance(reference, str) else reference.get("source")
-                if not source:
-                    problems.append(f"services.{name}.{section}[{i}] has no source")
-                elif source not in declared:
-                    problems.append(
-                        f"service {name} uses {section[:-1]} {source!r}, which the file does not declare under "
-                        f"the top-level {section}"
-                    )
-                elif section == "secrets":
-                    used.add(source)
+            found = _references(name, section, service.get(section) or [], declared, problems)
+            if section == "secrets":
+                used |= found
+    slipway_secrets = _check_declarations(volumes, secrets, configs, used, problems, warnings)
+    return _Findings(problems, warnings, tuple(sorted(slipway_secrets)))
+
+
+def _references(
+    service: str, section: str, references: list[Any], declared: Mapping[str, Any], problems: list[str]
+) -> set[str]:
+    """A service's secrets or configs: each must name what the file declares. The names used."""
+    used: set[str] = set()
+    for i, reference in enumerate(references):
+        source = reference if isinstance(reference, str) else reference.get("source")
+        if not source:
+            problems.append(f"services.{service}.{section}[{i}] has no source")
+        elif source not in declared:
+            problems.append(
+                f"service {service} uses {section[:-1]} {source!r}, which the file does not declare under "
+                f"the top-level {section}"
+            )
+        else:
+            used.add(source)
+    return used
+
+
+def _check_declarations(
+    volumes: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+    configs: Mapping[str, Any],
+    used: set[str],
+    problems: list[str],
+    warnings: list[str],
+) -> list[str]:
+    """The top-level volumes, secrets and configs; the external secrets a service uses (Slipway's
+    to create from SSM)."""
     for key, spec in volumes.items():
         if isinstance(spec, dict) and spec.get("external"):
             conflicts = [k for k in ("driver", "driver_opts", "labels") if spec.get(k)]
@@ -230,7 +255,7 @@ def _check(document: Mapping[str, Any], local_volumes: bool) -> _Findings:
                 f"configs.{key} has no source: declare it `external: true`, or make it a secret (its value in "
                 f"SSM Parameter Store under {compose_yaml.SECRETS_HOME}/{key})"
             )
-    return _Findings(problems, warnings, tuple(sorted(slipway_secrets)))
+    return slipway_secrets
 
 
 def _check_mount(

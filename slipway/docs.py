@@ -53,7 +53,7 @@ def task_index() -> str:
 def pipeline_order(names: Iterable[str]) -> list[str]:
     """The Lambda names in the order the state machines first invoke them (deploy, then
     teardown); any that no machine invokes last, by name."""
-    order = {}
+    order: dict[str, int] = {}
     for machine in statemachines.MACHINES:
         for _, function in statemachines.task_states(machine):
             order.setdefault(function, len(order))

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.exceptions import ConnectionClosedError
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.models import botocore_stubber
@@ -57,7 +58,7 @@ def error_response(request, service: str, code: str, status: int = 400) -> AWSRe
             f"</Error></Errors><RequestID>fault</RequestID></Response>"
         )
         headers = {"Content-Type": "text/xml"}
-    return AWSResponse(request.url, status, headers, MockRawResponse(body))
+    return AWSResponse(request.url, status, HTTPHeaders.from_dict(headers), MockRawResponse(body))
 
 
 class Fault:

@@ -55,7 +55,10 @@ def task_states(name: str) -> list[tuple[str, str]]:
     def visit(states: dict[str, Any]) -> None:
         for state_name, state in states.items():
             if state["Type"] == "Task":
-                found.append((state_name, function_for(PLACEHOLDER.fullmatch(state["Resource"]).group(1))))
+                placeholder = PLACEHOLDER.fullmatch(state["Resource"])
+                if placeholder is None:
+                    raise ValueError(f"{name}: Task {state_name!r} names no ${{…FunctionArn}} placeholder")
+                found.append((state_name, function_for(placeholder.group(1))))
             for branch in state.get("Branches", []):
                 visit(branch["States"])
             for key in ("Iterator", "ItemProcessor"):

@@ -22,7 +22,7 @@ def resolve(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def schema_problems(schema: dict[str, Any], value: Any, where: str, *, strict: bool) -> list[str]:
+def schema_problems(schema: dict[str, Any], value: Any, where: str, *, strict: bool) -> list[str]:  # noqa: C901 - one branch per OpenAPI schema keyword
     """What in `value` does not fit the OpenAPI 3.0 `schema` (the subset GitHub's description
     uses). `strict` (a request): a property the schema does not declare is a problem too, unless
     it allows additional ones; an answer may carry more than its schema says."""

@@ -62,7 +62,9 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         # CloudWatch reads it) go to stderr with the rest of the progress.
         from chalicelib.observability import logger as functions_logger
 
-        functions_logger.registered_handler.setStream(sys.stderr)
+        handler = functions_logger.registered_handler
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
     # Without --verbose, the functions' logs and CloudWatch metrics (EMF lines) stay out of the way.
     quiet = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     if not verbose:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no types and the venv has no stubs
 
 from slipway import statemachines
 from slipway.statemachines import PLACEHOLDER
@@ -87,7 +87,7 @@ def stage_parameters(config: dict, stage: str, region: str | None = None) -> dic
     key = env.get("SLIPWAY_KMS_KEY_ARN", "").strip()
     if key:
         from chalicelib.errors import ConfigurationError
-        from chalicelib.settings import kms_key_arn
+        from chalicelib.setting_values import kms_key_arn
 
         try:
             parameters["KmsKeyArn"] = kms_key_arn(key, region or key.split(":")[3])
@@ -202,7 +202,7 @@ def example_ids(template: dict, parameters: Mapping[str, str], account: str, reg
     return context
 
 
-def resolve(
+def resolve(  # noqa: C901 - one branch per CloudFormation intrinsic function
     value: Any,
     ids: Mapping[str, Any],
     parameters: Mapping[str, str],

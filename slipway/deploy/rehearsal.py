@@ -131,7 +131,8 @@ def patched_moto() -> Iterator[None]:
         stack.enter_context(mock.patch.object(APIGatewayBackend, "import_rest_api", import_rest_api))
         stack.enter_context(mock.patch.object(APIGatewayBackend, "put_rest_api", put_rest_api))
 
-        original_create = StateMachine.create_from_cloudformation_json.__func__
+        # moto's own, as the function a classmethod wraps (typed as the bound method, hence getattr)
+        original_create = getattr(StateMachine.create_from_cloudformation_json, "__func__")  # noqa: B009
 
         def create_state_machine(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
             properties = cloudformation_json["Properties"]
@@ -145,10 +146,10 @@ def patched_moto() -> Iterator[None]:
             return original_create(cls, resource_name, cloudformation_json, account_id, region_name, **kw)
 
         stack.enter_context(
-            mock.patch.object(StateMachine, "create_from_cloudformation_json", classmethod(create_state_machine))
+            mock.patch.object(StateMachine, "create_from_cloudformation_json", classmethod(create_state_machine))  # type: ignore[arg-type]  # moto's signature, untyped here
         )
 
-        original_role = Role.create_from_cloudformation_json.__func__
+        original_role = getattr(Role.create_from_cloudformation_json, "__func__")  # noqa: B009
 
         def create_role(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
             properties = dict(cloudformation_json["Properties"])
@@ -169,7 +170,9 @@ def patched_moto() -> Iterator[None]:
                 backend.attach_role_policy(arn, role.name)
             return role
 
-        stack.enter_context(mock.patch.object(Role, "create_from_cloudformation_json", classmethod(create_role)))
+        stack.enter_context(
+            mock.patch.object(Role, "create_from_cloudformation_json", classmethod(create_role))  # type: ignore[arg-type]  # moto's signature, untyped here
+        )
 
         model = _codebuild_model()
         model_map = dict(parsing.get_model_map())

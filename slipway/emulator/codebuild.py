@@ -35,7 +35,7 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
 
     def start_build(response):
         result = original_start(response)
-        build_id = result.result["build"]["id"]
+        build_id = result.result["build"]["id"]  # type: ignore[index]  # moto's ActionResult holds a dict
         variables = {v["name"]: v["value"] for v in response._get_param("environmentVariablesOverride", [])}
         with emu._lock:
             emu.bakes[build_id] = {
@@ -86,8 +86,9 @@ def advance_bake(emu: Emulator, backend, build: dict) -> None:
             )
             return
         if bake["ami_id"] is None:
-            bake["ami_id"] = register_image(emu, backend.region_name, bake["variables"])
-            emu.host.registered(bake["ami_id"], bake)
+            ami_id = register_image(emu, backend.region_name, bake["variables"])
+            emu.host.registered(ami_id, bake)
+            bake["ami_id"] = ami_id
         build.update(
             {
                 "buildStatus": "SUCCEEDED",
@@ -108,7 +109,10 @@ def bake_source(bake: dict) -> bytes | None:
         return bake["archive"]
     bucket, _, key = (bake.get("source") or "").partition("/")
     try:
-        data = s3_backends[ACCOUNT]["aws"].get_object(bucket, key).value
+        found = s3_backends[ACCOUNT]["aws"].get_object(bucket, key)
+        if found is None:
+            return None
+        data = found.value
         names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     except Exception:  # noqa: BLE001 - any missing piece is CodeBuild's DOWNLOAD_SOURCE failure
         return None

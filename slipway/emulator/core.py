@@ -5,6 +5,7 @@ service (the modules beside this one)."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import io
 import json
@@ -105,13 +106,13 @@ class Emulator:
         self._clients_lock = threading.Lock()
         self._session: Any = None
         self._start_lock = threading.Lock()
-        self._last_image_date = None
+        self._last_image_date: datetime.datetime | None = None  # codebuild.register_image's last
         self._events: queue.Queue = queue.Queue()
         self._closing = False
         self.delivered_events: list[dict] = []
         self.results: list[tuple[str, Any]] = []  # (function, what it returned or raised)
         self.targets = TargetHealth()  # the emulated NLB's view of its targets (elb.py)
-        self.app = None
+        self.app: Any = None  # app.py, once loaded
 
     @property
     def nodes(self) -> Any:
@@ -181,7 +182,7 @@ class Emulator:
         else:
             from moto import mock_aws
 
-            self._stack.enter_context(mock_aws(config=MOTO_CONFIG))
+            self._stack.enter_context(mock_aws(config=MOTO_CONFIG))  # type: ignore[call-overload]  # a DefaultConfig's keys
         self._reset_caches()
         self._stack.callback(self._reset_caches)
         self.app = load_app()
@@ -395,7 +396,9 @@ class Emulator:
 
         patch(
             mock.patch.object(
-                moto_responses, "method_names_from_class", functools.cache(moto_responses.method_names_from_class)
+                moto_responses,
+                "method_names_from_class",
+                functools.cache(moto_responses.method_names_from_class),  # type: ignore[attr-defined]  # moto's own helper
             )
         )
         for service in (stepfunctions, ec2, awslambda, codebuild, ssm, elb, dynamodb, events):

@@ -70,7 +70,7 @@ class LocalLoadBalancer:
         targets = {}
         for instance_id in list(group.targets):
             instance = ec2.get_instance_by_id(instance_id)
-            if instance is not None and self.emulator.nodes.container(instance_id):
+            if instance is not None and instance.private_ip and self.emulator.nodes.container(instance_id):
                 targets[instance_id] = (instance.private_ip, int(group.port))
         with self._lock:
             self.balancer.listen(int(group.port))
@@ -103,11 +103,13 @@ class LocalLoadBalancer:
 
 
 def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
-    from moto.ec2.exceptions import DependencyViolationError
-    from moto.ec2.models import ec2_backends
-    from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
-    from moto.ec2.models.security_groups import SecurityGroupBackend
-    from moto.ec2.models.subnets import SubnetBackend
+    _install_target_health(emu, patch)
+    _install_idempotent_creates(emu, patch)
+    _install_lingering_interfaces(emu, patch)
+
+
+def _install_target_health(emu: Emulator, patch: Callable[[Any], Any]) -> None:
+    """Registrations, deregistrations (draining for the delay) and DescribeTargetHealth."""
     from moto.elbv2.exceptions import TargetGroupNotFoundError
     from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
 
@@ -150,6 +152,13 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
     patch(mock.patch.object(FakeTargetGroup, "deregister", deregister))
     patch(mock.patch.object(ELBv2Backend, "describe_target_health", describe_target_health))
 
+
+def _install_idempotent_creates(emu: Emulator, patch: Callable[[Any], Any]) -> None:
+    """Creates that answer a repeat with what exists; a load balancer's interfaces in its subnets."""
+    from moto.ec2.models import ec2_backends
+    from moto.elbv2.models import ELBv2Backend
+
+    targets = emu.targets
     original_create, original_delete = ELBv2Backend.create_load_balancer, ELBv2Backend.delete_load_balancer
 
     # CreateLoadBalancer, CreateTargetGroup and CreateListener are idempotent on AWS ("if you
@@ -166,7 +175,7 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
         for subnet in balancer.subnets:
             ec2.create_network_interface(
                 subnet,
-                None,
+                None,  # type: ignore[arg-type]  # no private address asked: EC2 picks one, as moto does
                 group_ids=list(balancer.security_groups or []),
                 description=f"ELB net/{balancer.name}/{lb_id}",
             )
@@ -203,6 +212,17 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
     patch(mock.patch.object(ELBv2Backend, "create_target_group", create_target_group))
     patch(mock.patch.object(ELBv2Backend, "create_listener", create_listener))
     patch(mock.patch.object(ELBv2Backend, "delete_load_balancer", delete_load_balancer))
+
+
+def _install_lingering_interfaces(emu: Emulator, patch: Callable[[Any], Any]) -> None:
+    """A deleted load balancer's interfaces, released a few looks later, hold its subnets and
+    security groups until then (DependencyViolation)."""
+    from moto.ec2.exceptions import DependencyViolationError
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+    from moto.ec2.models.subnets import SubnetBackend
+
+    targets = emu.targets
 
     def release(ec2, *, look: bool = False) -> None:
         with targets.lock:

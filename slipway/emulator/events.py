@@ -130,4 +130,9 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
     """Start the worker that delivers the events; it stops with the emulator."""
     worker = threading.Thread(target=deliver_events, args=(emu,), daemon=True)
     worker.start()
-    emu._stack.callback(lambda: (emu._events.put(None), worker.join(timeout=10)))
+
+    def stop() -> None:
+        emu._events.put(None)
+        worker.join(timeout=10)
+
+    emu._stack.callback(stop)

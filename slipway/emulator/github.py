@@ -42,7 +42,7 @@ _DEPLOYMENT_STATUSES = re.compile(r"^/repos/([^/]+/[^/]+)/deployments/([0-9]+)/s
 STATUS_STATES = ("pending", "success", "failure", "error")
 DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
 # What the request bodies may carry (GitHub's REST description; other fields are refused here).
-DEPLOYMENT_FIELDS = {
+DEPLOYMENT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "ref": str,
     "task": str,
     "auto_merge": bool,
@@ -53,7 +53,7 @@ DEPLOYMENT_FIELDS = {
     "transient_environment": bool,
     "production_environment": bool,
 }
-DEPLOYMENT_STATUS_FIELDS = {
+DEPLOYMENT_STATUS_FIELDS: dict[str, type | tuple[type, ...]] = {
     "state": str,
     "target_url": str,
     "log_url": str,
@@ -354,164 +354,11 @@ class FakeGitHub:
     def url(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> None:
-        github = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                github.requests.append(self.path)
-                self._receive(None)
-                if self._deployments("GET", None):
-                    return
-                zipball = _ZIPBALL.match(self.path.split("?")[0])
-                if zipball and zipball.group(3) not in github.missing:
-                    data = github.archive(*zipball.groups())
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/zip")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                contents = _CONTENTS.match(self.path.split("?")[0])
-                if contents:
-                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                    ref = (query.get("ref") or [""])[0]
-                    found = None if ref in github.missing else github.file(ref, urllib.parse.unquote(contents.group(1)))
-                    if found is None:
-                        self._answer(404, {"message": "Not Found"})
-                        return
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/vnd.github.raw+json")
-                    self.send_header("Content-Length", str(len(found)))
-                    self.end_headers()
-                    self.wfile.write(found)
-                    return
-                match = _TREES.match(self.path.split("?")[0])
-                if not match:
-                    self._answer(404, {"message": "Not Found"})
-                    return
-                time.sleep(github.slow.get(match.group(1), 0))
-                if match.group(1) in github.missing:
-                    self._answer(404, {"message": "Not Found"})
-                    return
-                trees = github.resolve(match.group(1))
-                self._answer(
-                    200,
-                    {
-                        "sha": match.group(1),
-                        "truncated": False,
-                        "tree": [
-                            {"path": name, "mode": "040000", "type": "tree", "sha": sha}
-                            for name, sha in sorted(trees.items())
-                        ],
-                    },
-                )
-
-            def do_POST(self) -> None:
-                github.requests.append("POST " + self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                self._receive(raw)
-                if self._deployments("POST", raw):
-                    return
-                match = _STATUSES.match(self.path.split("?")[0])
-                if not match:
-                    self._answer(404, {"message": "Not Found"})
-                    return
-                if not github.token or self.headers.get("Authorization") != f"Bearer {github.token}":
-                    self._answer(401, {"message": "Bad credentials"})
-                    return
-                if github.status_answer:
-                    self._answer(github.status_answer, {"message": github.status_message}, github.status_headers)
-                    return
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    self._answer(400, {"message": "Problems parsing JSON"})
-                    return
-                if body.get("state") not in STATUS_STATES or len(body.get("description") or "") > 140:
-                    self._answer(422, {"message": "Validation Failed"})
-                    return
-                status = {
-                    "repository": match.group(1),
-                    "sha": match.group(2),
-                    **{k: body.get(k) for k in ("state", "description", "target_url", "context")},
-                }
-                github.statuses.append(status)
-                self._answer(201, status)
-
-            def _receive(self, raw: bytes | None) -> None:
-                split = urllib.parse.urlsplit(self.path)
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw
-                self._record = {
-                    "method": self.command,
-                    "path": split.path,
-                    "query": urllib.parse.parse_qs(split.query, keep_blank_values=True),
-                    "headers": dict(self.headers.items()),
-                    "body": body,
-                }
-                github.received.append(self._record)
-
-            def _deployments(self, method: str, raw: bytes | None) -> bool:
-                """Answer a deployments request (True), or leave the request to the others."""
-                path = urllib.parse.urlsplit(self.path)
-                listing, statuses = _DEPLOYMENTS.match(path.path), _DEPLOYMENT_STATUSES.match(path.path)
-                if not listing and not statuses:
-                    return False
-                if not github.token or self.headers.get("Authorization") != f"Bearer {github.token}":
-                    self._answer(401, {"message": "Bad credentials"})
-                    return True
-                if github.deployment_answer == 202 and listing and method == "POST":
-                    self._answer(202, {"message": "Auto-merged main into topic-branch on deployment."})
-                    return True
-                if github.deployment_answer:
-                    self._answer(github.deployment_answer, {"message": github.status_message}, github.status_headers)
-                    return True
-                query = urllib.parse.parse_qs(path.query)
-                if method == "GET" and listing:
-                    self._answer(*github.list_deployments(listing.group(1), query))
-                    return True
-                if method == "GET" and statuses:
-                    self._answer(*github.list_deployment_statuses(statuses.group(1), int(statuses.group(2)), query))
-                    return True
-                try:
-                    body = json.loads(raw or b"")
-                except ValueError:
-                    self._answer(400, {"message": "Problems parsing JSON"})
-                    return True
-                fields = DEPLOYMENT_FIELDS if listing else DEPLOYMENT_STATUS_FIELDS
-                if not isinstance(body, dict) or any(
-                    key not in fields or not isinstance(value, fields[key]) for key, value in body.items()
-                ):
-                    self._answer(422, {"message": "Validation Failed"})
-                    return True
-                if listing:
-                    self._answer(*github.create_deployment(listing.group(1), body))
-                elif statuses:
-                    self._answer(*github.add_deployment_status(statuses.group(1), int(statuses.group(2)), body))
-                return True
-
-            def _answer(self, status: int, body: dict | list, headers: dict[str, str] | None = None) -> None:
-                if hasattr(self, "_record"):  # what was answered, JSON only: {"status", "answer"}
-                    self._record.update(status=status, answer=body)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        handler = type("Handler", (_Handler,), {"github": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         # shutdown() waits for the loop's next look at its flag: a twentieth of a second, not half.
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
@@ -520,3 +367,163 @@ class FakeGitHub:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """The HTTP side of a FakeGitHub: GitHub's REST paths the pipeline calls."""
+
+    github: FakeGitHub  # set on the subclass each FakeGitHub serves with
+
+    def do_GET(self) -> None:
+        self.github.requests.append(self.path)
+        self._receive(None)
+        if self._deployments("GET", None):
+            return
+        zipball = _ZIPBALL.match(self.path.split("?")[0])
+        if zipball and zipball.group(3) not in self.github.missing:
+            data = self.github.archive(*zipball.groups())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        contents = _CONTENTS.match(self.path.split("?")[0])
+        if contents:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            ref = (query.get("ref") or [""])[0]
+            found = (
+                None if ref in self.github.missing else self.github.file(ref, urllib.parse.unquote(contents.group(1)))
+            )
+            if found is None:
+                self._answer(404, {"message": "Not Found"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.github.raw+json")
+            self.send_header("Content-Length", str(len(found)))
+            self.end_headers()
+            self.wfile.write(found)
+            return
+        match = _TREES.match(self.path.split("?")[0])
+        if not match:
+            self._answer(404, {"message": "Not Found"})
+            return
+        time.sleep(self.github.slow.get(match.group(1), 0))
+        if match.group(1) in self.github.missing:
+            self._answer(404, {"message": "Not Found"})
+            return
+        trees = self.github.resolve(match.group(1))
+        self._answer(
+            200,
+            {
+                "sha": match.group(1),
+                "truncated": False,
+                "tree": [
+                    {"path": name, "mode": "040000", "type": "tree", "sha": sha} for name, sha in sorted(trees.items())
+                ],
+            },
+        )
+
+    def do_POST(self) -> None:
+        self.github.requests.append("POST " + self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        self._receive(raw)
+        if self._deployments("POST", raw):
+            return
+        match = _STATUSES.match(self.path.split("?")[0])
+        if not match:
+            self._answer(404, {"message": "Not Found"})
+            return
+        if not self.github.token or self.headers.get("Authorization") != f"Bearer {self.github.token}":
+            self._answer(401, {"message": "Bad credentials"})
+            return
+        if self.github.status_answer:
+            self._answer(self.github.status_answer, {"message": self.github.status_message}, self.github.status_headers)
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._answer(400, {"message": "Problems parsing JSON"})
+            return
+        if body.get("state") not in STATUS_STATES or len(body.get("description") or "") > 140:
+            self._answer(422, {"message": "Validation Failed"})
+            return
+        status = {
+            "repository": match.group(1),
+            "sha": match.group(2),
+            **{k: body.get(k) for k in ("state", "description", "target_url", "context")},
+        }
+        self.github.statuses.append(status)
+        self._answer(201, status)
+
+    def _receive(self, raw: bytes | None) -> None:
+        split = urllib.parse.urlsplit(self.path)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        self._record = {
+            "method": self.command,
+            "path": split.path,
+            "query": urllib.parse.parse_qs(split.query, keep_blank_values=True),
+            "headers": dict(self.headers.items()),
+            "body": body,
+        }
+        self.github.received.append(self._record)
+
+    def _deployments(self, method: str, raw: bytes | None) -> bool:
+        """Answer a deployments request (True), or leave the request to the others."""
+        path = urllib.parse.urlsplit(self.path)
+        listing, statuses = _DEPLOYMENTS.match(path.path), _DEPLOYMENT_STATUSES.match(path.path)
+        if not listing and not statuses:
+            return False
+        if not self.github.token or self.headers.get("Authorization") != f"Bearer {self.github.token}":
+            self._answer(401, {"message": "Bad credentials"})
+            return True
+        if self.github.deployment_answer == 202 and listing and method == "POST":
+            self._answer(202, {"message": "Auto-merged main into topic-branch on deployment."})
+            return True
+        if self.github.deployment_answer:
+            self._answer(
+                self.github.deployment_answer, {"message": self.github.status_message}, self.github.status_headers
+            )
+            return True
+        query = urllib.parse.parse_qs(path.query)
+        if method == "GET" and listing:
+            self._answer(*self.github.list_deployments(listing.group(1), query))
+            return True
+        if method == "GET" and statuses:
+            self._answer(*self.github.list_deployment_statuses(statuses.group(1), int(statuses.group(2)), query))
+            return True
+        try:
+            body = json.loads(raw or b"")
+        except ValueError:
+            self._answer(400, {"message": "Problems parsing JSON"})
+            return True
+        fields = DEPLOYMENT_FIELDS if listing else DEPLOYMENT_STATUS_FIELDS
+        if not isinstance(body, dict) or any(
+            key not in fields or not isinstance(value, fields[key]) for key, value in body.items()
+        ):
+            self._answer(422, {"message": "Validation Failed"})
+            return True
+        if listing:
+            self._answer(*self.github.create_deployment(listing.group(1), body))
+        elif statuses:
+            self._answer(*self.github.add_deployment_status(statuses.group(1), int(statuses.group(2)), body))
+        return True
+
+    def _answer(self, status: int, body: dict | list, headers: dict[str, str] | None = None) -> None:
+        if hasattr(self, "_record"):  # what was answered, JSON only: {"status", "answer"}
+            self._record.update(status=status, answer=body)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass

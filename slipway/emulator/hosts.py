@@ -240,7 +240,7 @@ class RealHost:
         """Its web service with the images built from example/web/ and pushed to the local
         registry, one replica per node at most (the ingress stand-in publishes its tasks' port in
         host mode), and no worker (no image of it is built here)."""
-        import yaml
+        import yaml  # type: ignore[import-untyped]  # PyYAML ships no types and the venv has no stubs
 
         from slipway.realnodes import registry
 

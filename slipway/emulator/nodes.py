@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no types and the venv has no stubs
 
 from slipway import PROJECT_DIR
 
@@ -170,7 +170,7 @@ class EmulatedNodes:
     def has_quorum(self, instance_id: str) -> bool:
         """Whether the swarm this node belongs to can still be managed."""
         swarm = self._swarm_of(instance_id)
-        return bool(swarm) and self._quorum(swarm, self._directory())
+        return swarm is not None and self._quorum(swarm, self._directory())
 
     # --- SSM's side ------------------------------------------------------------------------
 
@@ -211,8 +211,8 @@ class EmulatedNodes:
         if self._swarm_of(instance_id):
             return Result(0)  # the script skips the join on an active node
         token = shlex.split(_needs(_JOIN, script, "swarm-join", "docker swarm join --token <token>"))[0]
-        through = _needs(_JOIN_THROUGH, script, "swarm-join", "for manager in <address:2377...>; do")
-        addresses = [a.rsplit(":", 1)[0] for a in shlex.split(through)]
+        managers = _needs(_JOIN_THROUGH, script, "swarm-join", "for manager in <address:2377...>; do")
+        addresses = [a.rsplit(":", 1)[0] for a in shlex.split(managers)]
         swarm = next((s for s in self._swarms if token in (s.token, s.worker_token)), None)
         if swarm is None:
             return Result(1, stderr="Error response from daemon: invalid join token")
@@ -235,21 +235,23 @@ class EmulatedNodes:
             return Result(0, f"This node joined a swarm as a {swarm.roles[instance_id]}.\n", "\n".join(errors))
         return Result(1, stderr="\n".join(errors) or "no manager to join through")
 
-    def _managed(self, instance_id: str) -> tuple[Swarm | None, dict[str, Machine], Result | None]:
-        """The swarm a manager operation run on this node acts on, or the error Docker gives."""
+    def _managed(self, instance_id: str) -> tuple[Swarm, dict[str, Machine]] | Result:
+        """The swarm a manager operation run on this node acts on (and every machine), or the
+        error Docker gives."""
         machines = self._directory()
         swarm = self._swarm_of(instance_id)
         if swarm is None or swarm.roles.get(instance_id) != "manager":
-            return None, machines, Result(1, stderr=NOT_A_MANAGER)
+            return Result(1, stderr=NOT_A_MANAGER)
         if not self._quorum(swarm, machines):
-            return None, machines, Result(1, stderr=NO_QUORUM)
-        return swarm, machines, None
+            return Result(1, stderr=NO_QUORUM)
+        return swarm, machines
 
     def _promote(self, instance_id: str, script: str) -> Result:
-        swarm, machines, error = self._managed(instance_id)
-        if error:
-            return error
-        out = []
+        managed = self._managed(instance_id)
+        if isinstance(managed, Result):
+            return managed
+        swarm, machines = managed
+        out: list[str] = []
         for host in shlex.split(_needs(_PROMOTE, script, "promote", "docker node promote <hosts>")):
             node = self._by_hostname(swarm, host, machines)
             if node is None:
@@ -260,22 +262,41 @@ class EmulatedNodes:
         return Result(0, "\n".join(out) + "\n")
 
     def _retire(self, instance_id: str, script: str) -> Result:
-        swarm, machines, error = self._managed(instance_id)
-        if error:
-            return error
-        out = []
+        """The retire script's three parts in order: forget members that are down, retire the
+        named nodes (drain, demote, remove), demote the surplus managers."""
+        managed = self._managed(instance_id)
+        if isinstance(managed, Result):
+            return managed
+        swarm, machines = managed
+        out: list[str] = []
+        for part in (self._forget_down, self._retire_named, self._demote_surplus):
+            error = part(instance_id, script, swarm, machines, out)
+            if error:
+                return Result(1, "\n".join(out), error)
+        return Result(0, "\n".join(out) + "\n")
+
+    def _forget_down(
+        self, instance_id: str, script: str, swarm: Swarm, machines: dict[str, Machine], out: list[str]
+    ) -> str | None:
+        """Members of these names (only those not up, with "down"): demoted, removed."""
         for line in _FORGET.findall(script):  # members of that name (not up, with "down"): demoted, removed
             host, *mode = shlex.split(line)
-            for node in [i for i in swarm.roles if i in machines and machines[i].hostname == host]:
-                if mode == ["down"] and self._up(node, machines):
+            for member in [i for i in swarm.roles if i in machines and machines[i].hostname == host]:
+                if mode == ["down"] and self._up(member, machines):
                     continue
                 if not self._quorum(swarm, machines):
-                    return Result(1, "\n".join(out), NO_QUORUM)
-                if swarm.roles[node] == "manager":
-                    swarm.roles[node] = "worker"  # demoting an unreachable manager: the others agree
-                del swarm.roles[node]
+                    return NO_QUORUM
+                if swarm.roles[member] == "manager":
+                    swarm.roles[member] = "worker"  # demoting an unreachable manager: the others agree
+                del swarm.roles[member]
                 out.append(f"forgot {host}")
                 self.history.append((instance_id, f"docker node rm {host} (down)"))
+        return None
+
+    def _retire_named(
+        self, instance_id: str, script: str, swarm: Swarm, machines: dict[str, Machine], out: list[str]
+    ) -> str | None:
+        """Each named node drained, demoted if a manager, removed."""
         for line in _RETIRE.findall(script):
             host = shlex.split(line)[0]
             node = self._by_hostname(swarm, host, machines)
@@ -283,25 +304,29 @@ class EmulatedNodes:
                 out.append(f"{host}: not in the swarm")
                 continue
             if node == instance_id:
-                return Result(
-                    1,
-                    "\n".join(out),
+                return (
                     "Error response from daemon: rpc error: code = "
                     "FailedPrecondition desc = node is the manager "
-                    "this command runs on",
+                    "this command runs on"
                 )
             if not self._quorum(swarm, machines):
-                return Result(1, "\n".join(out), NO_QUORUM)
+                return NO_QUORUM
             swarm.drained.add(node)
             if swarm.roles[node] == "manager":
                 error = self._demote(swarm, node, machines)
                 if error:
-                    return Result(1, "\n".join(out), error)
+                    return error
                 out.append(f"Manager {host} demoted in the swarm.")
             del swarm.roles[node]
             swarm.drained.discard(node)
             out.append(f"retired {host}")
             self.history.append((instance_id, f"docker node rm {host}"))
+        return None
+
+    def _demote_surplus(
+        self, instance_id: str, script: str, swarm: Swarm, machines: dict[str, Machine], out: list[str]
+    ) -> str | None:
+        """`left` of the hosts demoted, in order, passing over the leader."""
         for line in _DEMOTE.findall(script):  # `left` of the hosts, in order, passing over the leader
             left, *hosts = shlex.split(line)
             for host in hosts:
@@ -309,18 +334,18 @@ class EmulatedNodes:
                     break
                 node = self._by_hostname(swarm, host, machines)
                 if node is None:
-                    return Result(1, "\n".join(out), f"Error response from daemon: node {host} not found")
+                    return f"Error response from daemon: node {host} not found"
                 if not self._quorum(swarm, machines):
-                    return Result(1, "\n".join(out), NO_QUORUM)
+                    return NO_QUORUM
                 if node == self._leader(swarm, machines):
                     continue
                 error = self._demote(swarm, node, machines)
                 if error:
-                    return Result(1, "\n".join(out), error)
+                    return error
                 out.append(f"demoted {host}")
                 self.history.append((instance_id, f"docker node demote {host}"))
                 left = str(int(left) - 1)
-        return Result(0, "\n".join(out) + "\n")
+        return None
 
     def _demote(self, swarm, node: str, machines) -> str | None:
         """`docker node demote` on a manager: refused for the last one, and it needs the quorum
@@ -335,9 +360,10 @@ class EmulatedNodes:
         return None if self._quorum(swarm, machines) else NO_QUORUM
 
     def _node_list(self, instance_id: str, script: str) -> Result:
-        swarm, machines, error = self._managed(instance_id)
-        if error:
-            return error
+        managed = self._managed(instance_id)
+        if isinstance(managed, Result):
+            return managed
+        swarm, machines = managed
         lines = [
             f"{machines[i].hostname if i in machines else i} "
             f"{'Ready' if self._up(i, machines) else 'Down'} "
@@ -463,9 +489,10 @@ class EmulatedNodes:
         return lines
 
     def _stack_inspect(self, instance_id: str, script: str) -> Result:
-        swarm, machines, error = self._managed(instance_id)
-        if error:
-            return error
+        managed = self._managed(instance_id)
+        if isinstance(managed, Result):
+            return managed
+        swarm, machines = managed
         stack = _needs(
             _STACK_NAMESPACE, script, "stack-inspect", "for id in $(docker service ls ... namespace=<stack>); do"
         )
@@ -489,11 +516,14 @@ class EmulatedNodes:
         return Result(0, "".join(line + "\n" for line in out))
 
     def _stack_deploy(self, instance_id: str, script: str) -> Result:
-        swarm, machines, error = self._managed(instance_id)
-        if error:
-            return error
+        managed = self._managed(instance_id)
+        if isinstance(managed, Result):
+            return managed
+        swarm, machines = managed
         _needs(_FETCH, script, "stack-deploy", 'slipway-node fetch <bucket> <key> "$work/stack.yml"')
-        bucket, key = _FETCH.search(script).groups()
+        fetched = _FETCH.search(script)
+        assert fetched is not None  # _needs has refused a script without it
+        bucket, key = fetched.groups()
         try:
             document = yaml.safe_load(self._fetch(shlex.split(bucket)[0], shlex.split(key)[0]))
         except Exception as exc:  # noqa: BLE001  # what the node tool prints for any failed GetObject
@@ -508,7 +538,7 @@ class EmulatedNodes:
             swarm.secrets[name] = value
         stack = shlex.split(_needs(_STACK_DEPLOY, script, "stack-deploy", "docker stack deploy ... <stack>"))[0]
         top_secrets = document.get("secrets") or {}
-        out = []
+        out: list[str] = []
         for key_name, service_def in (document.get("services") or {}).items():
             for ref in service_def.get("secrets") or []:
                 source = ref.get("source") if isinstance(ref, dict) else ref
@@ -566,9 +596,10 @@ class EmulatedNodes:
         return Result(0, "".join(line + "\n" for line in out))
 
     def _stack_status(self, instance_id: str, script: str) -> Result:
-        swarm, machines, error = self._managed(instance_id)
-        if error:
-            return error
+        managed = self._managed(instance_id)
+        if isinstance(managed, Result):
+            return managed
+        swarm, machines = managed
         stack = _needs(
             _STACK_NAMESPACE, script, "stack-status", "for id in $(docker service ls ... namespace=<stack>); do"
         )

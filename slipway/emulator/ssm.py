@@ -69,7 +69,7 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
         # Paged as SSM pages it: at most 50 with details, a NextToken for the rest.
         size = min(int(response._get_param("MaxResults") or 50), 50)
         start = int(response._get_param("NextToken") or 0)
-        page = {"CommandInvocations": items[start : start + size]}
+        page: dict[str, Any] = {"CommandInvocations": items[start : start + size]}
         if start + size < len(items):
             page["NextToken"] = str(start + size)
         return ActionResult(page)
@@ -117,7 +117,8 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
 
     def send_command(response):
         result = original_send(response)
-        command = response.ssm_backend.get_command_by_id(result.result["Command"]["CommandId"])
+        command_id = result.result["Command"]["CommandId"]  # type: ignore[index]  # moto's ActionResult holds a dict
+        command = response.ssm_backend.get_command_by_id(command_id)
         # The emulated nodes answer at once, so every command has finished by now.
         emu.command_finished(command, response.region)
         return result

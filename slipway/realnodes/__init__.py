@@ -39,6 +39,7 @@ VIPs cannot work with or without iptables: publish ports with `mode: host`, use
 from slipway.realnodes.bake import (
     BASE_ROOT,
     CACHE_DIR,
+    NODE_COMMAND,
     bake_available,
     bake_image,
     base_root,
@@ -51,7 +52,7 @@ from slipway.realnodes.bake import (
     working_tree_tag,
 )
 from slipway.realnodes.cleanup import cleanup
-from slipway.realnodes.containers import MESH_PEERS, NODE_COMMAND, DockerNodes
+from slipway.realnodes.containers import MESH_PEERS, DockerNodes
 from slipway.realnodes.dockercli import LABEL, ROLE_LABEL, DockerUnavailable, NodeError, docker_available
 
 __all__ = [

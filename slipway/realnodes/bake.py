@@ -243,6 +243,7 @@ def bake_image(
                 args + ["-", image], stdin=tar.stdout, capture_output=True, text=True, timeout=900
             )
         finally:
+            assert tar.stdout is not None and tar.stderr is not None  # both are PIPE
             tar.stdout.close()
             tar_err = tar.stderr.read().decode(errors="replace")
             tar.stderr.close()

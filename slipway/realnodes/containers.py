@@ -410,7 +410,7 @@ class DockerNodes:
     def install_ingress(self, instance_id: str) -> None:
         """Put slipway/realnodes/ingress_shim.py in the node as /usr/local/bin/docker, the mesh's ports in
         MESH_DIR/ports, and this process's PyYAML (its pure-Python modules) in MESH_DIR/yaml."""
-        import yaml
+        import yaml  # type: ignore[import-untyped]  # PyYAML ships no types and the venv has no stubs
 
         name = self._name(instance_id)
         ports = "".join(f"{listen}:{task}\n" for listen, task in self.mesh.items())

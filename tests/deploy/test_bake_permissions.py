@@ -134,7 +134,7 @@ def _interpolate(value: Any, values: dict[str, str], local: dict) -> Any:
 # --- the calls packer-plugin-amazon 1.3.3 makes for a source -----------------------------------
 
 
-def packer_calls(source: dict, values: dict[str, str], bake_network_tags: dict[str, str], role_arn: str) -> list[Call]:
+def packer_calls(source: dict, values: dict[str, str], bake_network_tags: dict[str, str], role_arn: str) -> list[Call]:  # noqa: C901 - the plugin's calls as data, one block per call
     """The EC2, IAM, SSM (and, with a key, KMS) calls of one `packer build` of this amazon-ebs
     source, in the order the plugin makes them (builder/ebs/builder.go:295-476 lists the steps),
     each resource with the context AWS evaluates for it. Paths are the plugin's, at v1.3.3."""
