@@ -3,7 +3,7 @@
 environment's address throughout the push, those that failed, and the longest gap between two
 answers.
 
-- SLIPWAY_INGRESS=nlb: the address is the load balancer's (here its stand-in, slipway/realnodes/forwarder.py,
+- SLIPWAY_INGRESS=nlb: the address is the load balancer's (here its stand-in, slipway/realnodes/load_balancer.py,
   a real TCP load balancer on this machine that sends connections only to registered, healthy
   targets and drains deregistered ones).
 - SLIPWAY_INGRESS=none: the address is the first node's own (its port 80, which Swarm's routing

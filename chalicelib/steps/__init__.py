@@ -16,7 +16,7 @@ package imports no phase: each Lambda imports only its own (app.py, index.py).
     health    the health gate                            retire    old nodes out, terminated; old images
     report    commit statuses, the stopped-run report    teardown  the undo and the teardown machine
     lease     one run at a time, for certain: the environment's lease, taken in the queue, given up at the end
-    prune     the schedule and its results                traffic   the load balancer and its targets
+    prune     the schedule and its results                load_balancer  the load balancer and its targets
     heal      a node lost between pushes: the heal and the drift check
 """
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import tempfile
 import zipfile
 
-from chalicelib import aws, plans
-from chalicelib.aws import codebuild, ec2, github, s3
+from chalicelib import aws, github, plans
+from chalicelib.aws import codebuild, ec2, s3
 from chalicelib.errors import BakeFailed, ConfigurationError, TransientError
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from chalicelib import deploy_input, naming, plans
-from chalicelib.aws import github
+from chalicelib import deploy_input, github, naming, plans
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import github_token

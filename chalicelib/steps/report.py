@@ -11,8 +11,8 @@ from typing import cast
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from chalicelib import aws, naming, plans
-from chalicelib.aws import github, ssm
+from chalicelib import aws, github, naming, plans
+from chalicelib.aws import ssm
 from chalicelib.errors import GitHubRefused, InvalidInput
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import aws, naming, plans, rollout, stack
-from chalicelib.aws import ec2, github, s3, ssm
+from chalicelib import aws, github, naming, plans, rollout, stack
+from chalicelib.aws import ec2, s3, ssm
 from chalicelib.errors import ConfigurationError, StackFailed, StackInvalid
 from chalicelib.observability import logger
 from chalicelib.settings import Settings, get_settings

@@ -11,7 +11,7 @@ from chalicelib.aws import ec2, elb, network, ssm
 from chalicelib.errors import TeardownIncomplete
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
-from chalicelib.steps import lease, traffic
+from chalicelib.steps import lease, load_balancer
 from chalicelib.steps.common import deployment_of, scope, send
 from chalicelib.steps.registry import task
 from chalicelib.steps.state import Command, DeployRun, ImagesDeregistered, Leftover, NetworkRemoved, Removal, Terminated
@@ -44,7 +44,7 @@ def terminate_nodes(event: Mapping[str, Any]) -> Terminated:
     environment, deployment = scope(event)
     nodes = ec2.list_nodes(aws.client("ec2"), environment, deployment=deployment)
     ids = [n.instance_id for n in nodes]
-    traffic.deregister_nodes(environment, deployment, ids)
+    load_balancer.deregister_nodes(environment, deployment, ids)
     ec2.terminate(aws.client("ec2"), ids)
     logger.info("terminating nodes", extra={"instance_ids": ids, "scope": deployment or environment})
     return Terminated(instance_ids=ids, poll_seconds=get_settings().poll_seconds)

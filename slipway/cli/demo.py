@@ -31,7 +31,7 @@ REAL_NODES = [
     "node commands: SSM Run Command ran in each instance's node container, on its own dockerd",
     "the stack: docker stack deploy for real, its images from a local registry; no worker service "
     "(example_stack); Swarm's routing mesh (IPVS, which this kernel lacks) stood in for by slipway/realnodes/mesh.py",
-    "the load balancer: a real TCP load balancer on this machine (slipway/realnodes/forwarder.py) for moto's NLB, "
+    "the load balancer: a real TCP load balancer on this machine (slipway/realnodes/load_balancer.py) for moto's NLB, "
     "sending connections only to registered, healthy targets",
 ]
 

@@ -43,13 +43,13 @@ class TargetHealth:
 
 class LocalLoadBalancer:
     """Real nodes: the environment's NLB as a real TCP load balancer on this machine
-    (slipway/realnodes/forwarder.py), kept in step with moto's: a listener for each target group's port, its
+    (slipway/realnodes/load_balancer.py), kept in step with moto's: a listener for each target group's port, its
     targets the registered instances at their node's address, their health as it checks it."""
 
     def __init__(self, emulator: Emulator, settings, *, log) -> None:
-        from slipway.realnodes import forwarder
+        from slipway.realnodes import load_balancer
 
-        health = forwarder.HealthCheck(
+        health = load_balancer.HealthCheck(
             protocol=settings.health_check_protocol.lower(),
             path=settings.health_check_path or "/",
             interval=0.5,
@@ -57,7 +57,7 @@ class LocalLoadBalancer:
             unhealthy_threshold=2,
         )
         self.emulator = emulator
-        self.balancer = forwarder.LoadBalancer(
+        self.balancer = load_balancer.LoadBalancer(
             health=health, deregistration_delay=settings.deregistration_delay_seconds, log=log
         )
         self._lock = threading.Lock()

@@ -20,7 +20,7 @@ The pieces, for the emulator to wire in:
   AWS_REGION and fake credentials (the instance role and IMDS, on EC2); `insecure_registries`
   lets the nodes' dockerds pull from a `slipway.realnodes.registry.LocalRegistry` over HTTP;
   `published_ports` publishes node ports on this machine's loopback (`host_port` says where).
-- For a load balancer in front (slipway/realnodes/forwarder.py): `mesh` (published port -> task port) runs
+- For a load balancer in front (slipway/realnodes/load_balancer.py): `mesh` (published port -> task port) runs
   slipway/realnodes/mesh.py, a stand-in for Swarm's ingress routing mesh, in every node (`start_mesh`), and
   keeps each node's list of peers (`set_mesh_peers`) the live nodes' addresses as nodes are
   launched and terminated: every node answers on the published port, whichever runs the task.

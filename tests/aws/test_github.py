@@ -2,7 +2,7 @@
 
 import pytest
 
-from chalicelib.aws import github
+from chalicelib import github
 from chalicelib.errors import GitHubRefused, InvalidInput, TransientError
 from slipway.emulator.github import FakeGitHub
 

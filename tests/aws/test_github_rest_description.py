@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.aws import github
+from chalicelib import github
 from slipway.emulator.github import FakeGitHub
 from tests.github_rest import DESCRIPTION, FIXTURE, check, request_problems, schema_problems
 

@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 
 from slipway.realnodes import MESH_PEERS, DockerNodes, NodeError
-from slipway.realnodes.forwarder import HealthCheck, LoadBalancer
+from slipway.realnodes.load_balancer import HealthCheck, LoadBalancer
 
 # Not another module's subnet (10.199: test_docker_nodes, 10.198: test_pipeline, 10.190-197:
 # test_stack_real, 10.42: a demo).

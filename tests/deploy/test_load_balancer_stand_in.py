@@ -1,4 +1,4 @@
-"""The NLB stand-in (slipway/realnodes/forwarder.py) in front of local servers on 127.0.0.1: health checks
+"""The NLB stand-in (slipway/realnodes/load_balancer.py) in front of local servers on 127.0.0.1: health checks
 decide who gets traffic, draining keeps open connections for the deregistration delay and then
 cuts them, no target healthy fails open, close frees the ports.
 
@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from slipway.realnodes.forwarder import HealthCheck, LoadBalancer
+from slipway.realnodes.load_balancer import HealthCheck, LoadBalancer
 
 FAST = {"interval": 0.1, "timeout": 0.5, "healthy_threshold": 2, "unhealthy_threshold": 2}
 PORT = 80  # the LB's port, as moto's listener has it; bound on a free local port
