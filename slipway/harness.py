@@ -183,24 +183,17 @@ FIRST_DEPLOY = {
 def tagged(emu: Emulator, deployment: str | None = None) -> dict[str, int]:
     """How many of each kind of resource carry the environment's tags (and the deployment's, if
     given): what a teardown must bring to zero and a failed run must leave as it found."""
-    from chalicelib import naming
     from chalicelib.aws import elb
+    from chalicelib.aws.ec2 import count_tagged
 
-    ec2 = emu.client("ec2")
-    filters = naming.tag_filters(emu.environment, deployment)
-    live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    counts = count_tagged(emu.client("ec2"), emu.environment, deployment)
+    counts.pop("image", None)  # not one of a run's resources here; the teardown's check counts images
     return {
-        "instance": sum(len(r["Instances"]) for r in ec2.describe_instances(Filters=filters + live)["Reservations"]),
-        "vpc": len(ec2.describe_vpcs(Filters=filters)["Vpcs"]),
-        "subnet": len(ec2.describe_subnets(Filters=filters)["Subnets"]),
-        "internet-gateway": len(ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]),
-        "route-table": len(ec2.describe_route_tables(Filters=filters)["RouteTables"]),
-        "security-group": len(ec2.describe_security_groups(Filters=filters)["SecurityGroups"]),
-        "launch-template": len(ec2.describe_launch_templates(Filters=filters)["LaunchTemplates"]),
+        **counts,
         "load-balancer": int(_balancer(emu, deployment)),
         "target-group": len(elb.environment_groups(emu.client("elbv2"), emu.environment, deployment)),
         # A deleted load balancer's interfaces: until AWS releases them the subnets cannot go.
-        "lb-interface": len(elb.interfaces_left(ec2, emu.environment)),
+        "lb-interface": len(elb.interfaces_left(emu.client("ec2"), emu.environment)),
     }
 
 

@@ -265,9 +265,10 @@ def delete_images(ec2: Client, images: list[AwsDict]) -> int:
     return count
 
 
-def count_tagged(ec2: Client, environment: str) -> dict[str, int]:
-    """How many resources of each type still carry the environment's tag (live instances only)."""
-    filters = naming.tag_filters(environment)
+def count_tagged(ec2: Client, environment: str, deployment: str | None = None) -> dict[str, int]:
+    """How many resources of each type still carry the environment's tag, and the deployment's if
+    given (live instances only)."""
+    filters = naming.tag_filters(environment, deployment)
     live = [{"Name": "instance-state-name", "Values": LIVE_STATES}]
     return {
         "instance": sum(len(r["Instances"]) for r in ec2.describe_instances(Filters=filters + live)["Reservations"]),
