@@ -4,8 +4,9 @@ What it adds to moto, and only here (chalicelib never knows it runs locally), on
 service moto needs help with, each saying in its first lines what moto lacks there:
 `awslambda` (dispatch to the Chalice app), `stepfunctions`, `ec2`, `ssm`, `codebuild` (the bake),
 `elb` (the load balancer), `dynamodb`, `events` (EventBridge), `iam`; beside them `github` (the
-local GitHub), `nodes` (the emulated swarm nodes) and `core` (the Emulator, which creates what a
-deployment has and installs the rest). docs/emulator.md describes it for a person.
+local GitHub), the emulated swarm nodes (`swarm` their model, `nodes` the swarm's scripts,
+`stacks` the stack's), `hosts` (emulated or real nodes, chosen once) and `core` (the Emulator,
+which creates what a deployment has and installs the rest). docs/emulator.md describes it for a person.
 """
 
 from slipway.emulator.account import ACCOUNT, REGION, STAGE, stage_environment
