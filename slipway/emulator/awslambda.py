@@ -10,15 +10,12 @@ import contextlib
 import copy
 import importlib
 import json
-import sys
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from unittest import mock
-
-from slipway import PROJECT_DIR
 
 if TYPE_CHECKING:
     from slipway.emulator.core import Emulator
@@ -40,11 +37,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 300_000
-
-
-def _importable() -> None:
-    if str(PROJECT_DIR) not in sys.path:
-        sys.path.insert(0, str(PROJECT_DIR))
 
 
 @contextlib.contextmanager
@@ -90,7 +82,6 @@ def _per_thread(target: object, attributes: tuple[str, ...]):
 
 def load_app():
     """Import the Chalice app (app.py at the project root) once."""
-    _importable()
     return importlib.import_module("app")
 
 

@@ -27,7 +27,7 @@ from slipway.emulator.account import (
     STAGE,
     stage_environment,
 )
-from slipway.emulator.awslambda import _importable, _observability_per_invocation, load_app
+from slipway.emulator.awslambda import _observability_per_invocation, load_app
 from slipway.emulator.elb import LocalLoadBalancer, TargetHealth
 from slipway.emulator.github import FakeGitHub
 from slipway.emulator.hosts import EmulatedHost, NodeHost, RealHost
@@ -138,7 +138,6 @@ class Emulator:
         self.stop()
 
     def start(self) -> None:
-        _importable()
         self.host.start()
         env = {
             "AWS_ACCESS_KEY_ID": "testing",

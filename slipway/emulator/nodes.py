@@ -17,13 +17,8 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
-import sys
 from collections.abc import Callable
 
-from slipway import PROJECT_DIR
-
-if str(PROJECT_DIR) not in sys.path:  # chalicelib sits beside slipway, not installed with it
-    sys.path.insert(0, str(PROJECT_DIR))
 from chalicelib import scripts
 from slipway.emulator.stacks import StackAnswers
 from slipway.emulator.swarm import (

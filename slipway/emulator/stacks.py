@@ -10,14 +10,9 @@ import json
 import re
 import secrets
 import shlex
-import sys
 
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types and the venv has no stubs
 
-from slipway import PROJECT_DIR
-
-if str(PROJECT_DIR) not in sys.path:  # chalicelib sits beside slipway, not installed with it
-    sys.path.insert(0, str(PROJECT_DIR))
 from slipway.emulator.swarm import Image, Machine, Result, Service, Swarm, SwarmState, needs_line
 
 _LABEL = re.compile(r"^docker node update --label-add (\S+) (\S+) >/dev/null$", re.MULTILINE)

@@ -6,15 +6,10 @@ scripts are built on it: the swarm's in nodes.py, the stack's in stacks.py."""
 from __future__ import annotations
 
 import re
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from slipway import PROJECT_DIR
-
-if str(PROJECT_DIR) not in sys.path:  # chalicelib sits beside slipway, not installed with it
-    sys.path.insert(0, str(PROJECT_DIR))
 from chalicelib import scripts
 
 NOT_A_MANAGER = (
