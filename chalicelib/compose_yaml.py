@@ -25,8 +25,7 @@ SECRETS_HOME = "/slipway/<environment>/secrets"
 # cli/compose/types/types.go, which cli/compose/loader/loader.go reads: docker stack deploy ignores
 # UnsupportedProperties and DeprecatedProperties (prints "Ignoring ...") and refuses
 # ForbiddenProperties in a service.
-UNSUPPORTED_PROPERTIES = (
-    "build",
+UNSUPPORTED_PROPERTIES = (  # `build` is too for docker, but Slipway builds it (chalicelib/builds.py)
     "cgroupns_mode",
     "cgroup_parent",
     "devices",

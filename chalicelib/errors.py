@@ -21,6 +21,15 @@ class BakeFailed(SlipwayError):
     """The CodeBuild bake ended without producing an image."""
 
 
+class BuildFailed(SlipwayError):
+    """A service's image could not be built: the message names the service, the failing step, the
+    build log's last lines and where the whole log is."""
+
+
+class EnvironmentOwned(SlipwayError):
+    """The environment runs another repository's application: a push from this one is refused."""
+
+
 class NodesNotReady(SlipwayError):
     """Nodes did not reach running and SSM-online within the allowed polls."""
 

@@ -74,6 +74,61 @@ def top_level_trees(api: str, repository: str, commit: str, token: str | None = 
     return {entry["path"]: entry["sha"] for entry in body.get("tree", []) if entry.get("type") == "tree"}
 
 
+def _tree(
+    api: str, repository: str, sha: str, commit: str, token: str | None
+) -> tuple[str, dict[str, tuple[str, str]]]:
+    """GET .../git/trees/{sha} (a commit or a tree): the tree's own id and {name: (type, id)}."""
+    try:
+        with _get(api, repository, f"git/trees/{sha}", commit, token) as response:
+            body = json.load(response)
+    except (json.JSONDecodeError, OSError) as exc:
+        raise TransientError(f"GitHub's answer for {commit} could not be read: {exc}") from exc
+    entries = {e["path"]: (e.get("type", ""), e["sha"]) for e in body.get("tree", []) if "path" in e and "sha" in e}
+    return str(body.get("sha") or sha), entries
+
+
+def _root_tree(api: str, repository: str, commit: str, token: str | None) -> str:
+    """The commit's root tree id (GET .../git/commits/{sha}: `tree.sha`; the trees endpoint given a
+    commit may answer with the commit's own sha at its top)."""
+    try:
+        with _get(api, repository, f"git/commits/{commit}", commit, token) as response:
+            return str(json.load(response)["tree"]["sha"])
+    except (json.JSONDecodeError, KeyError, TypeError, OSError) as exc:
+        raise TransientError(f"GitHub's answer for {commit} could not be read: {exc}") from exc
+
+
+def path_ids(
+    api: str, repository: str, commit: str, paths: Iterator[str] | list[str], token: str | None = None
+) -> dict[str, str | None]:
+    """{path: git object id at `commit`} for each repository path ("." is the root tree; None when
+    the commit has no such path), walking the trees one folder at a time (each tree read once)."""
+    top = _tree(api, repository, commit, commit, token)[1]
+    listings: dict[str, dict[str, tuple[str, str]]] = {".": top}
+    ids: dict[str, str | None] = {}
+    for path in paths:
+        if path in (".", ""):
+            ids[path] = _root_tree(api, repository, commit, token)
+            continue
+        folder, found = ".", None
+        parts = path.split("/")
+        for depth, part in enumerate(parts):
+            entry = listings[folder].get(part)
+            if entry is None:
+                found = None
+                break
+            kind, found = entry
+            here = "/".join(parts[: depth + 1])
+            if depth < len(parts) - 1:
+                if kind != "tree":
+                    found = None
+                    break
+                if here not in listings:
+                    listings[here] = _tree(api, repository, found, commit, token)[1]
+                folder = here
+        ids[path] = found
+    return ids
+
+
 def file_at(
     api: str, repository: str, commit: str, path: str, token: str | None = None, *, limit: int = 2 << 20
 ) -> bytes | None:

@@ -61,6 +61,23 @@ def deployed_parameter(environment: str) -> str:
     return f"/slipway/{environment}/deployed"
 
 
+def repository_name(environment: str, service: str) -> str:
+    """The ECR repository of a service's built images: `slipway/<environment>/<service>` (ECR takes
+    lower-case names only; Compose service names may have capitals)."""
+    return f"slipway/{environment}/{service}".lower()
+
+
+def cache_repository_name(environment: str, service: str) -> str:
+    """The ECR repository of a service's BuildKit registry cache: `slipway/<environment>/cache/<service>`
+    (mutable: each build rewrites the one cache tag, which the images' immutable repository refuses)."""
+    return f"slipway/{environment}/cache/{service}".lower()
+
+
+def repository_prefix(environment: str) -> str:
+    """Every repository of the environment's builds is under this prefix (the build role's scope)."""
+    return f"slipway/{environment}/".lower()
+
+
 def secret_parameter(environment: str, key: str) -> str:
     """Where the value of a stack's secret `key` lives: a SecureString the user puts; the nodes'
     role reads this path only, no Lambda reads a value under it."""

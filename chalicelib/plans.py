@@ -13,7 +13,7 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -33,7 +33,23 @@ def validate_commit(commit: str) -> str:
     return commit
 
 
-def image_key(trees: dict[str, str]) -> str:
+def image_source_of(trees: Mapping[str, str]) -> str:
+    """Whose node image a commit deploys on: "commit" when it has packer/ and ansible/ (its own
+    override), "installation" when it has neither (Slipway's, uploaded by `slipway bootstrap`);
+    one without the other is refused, naming the one missing."""
+    present = [folder for folder in IMAGE_FOLDERS if folder in trees]
+    if len(present) == len(IMAGE_FOLDERS):
+        return "commit"
+    if not present:
+        return "installation"
+    missing = [folder for folder in IMAGE_FOLDERS if folder not in trees]
+    raise InvalidInput(
+        f"the commit has {present[0]}/ but no {missing[0]}/: a repository overrides Slipway's node image with both "
+        "folders, or deploys on it with neither"
+    )
+
+
+def image_key(trees: Mapping[str, str]) -> str:
     """The content address of a node image: a digest of the git tree ids of the folders that shape
     it. Two commits with the same ansible/ and packer/ have the same key, so the second never bakes."""
     missing = [folder for folder in IMAGE_FOLDERS if folder not in trees]
@@ -47,20 +63,31 @@ def image_source(archive: BinaryIO) -> bytes:
     """The bake's source from a commit's archive as GitHub gives it (every file under one folder
     named after the commit): only the image folders, at the root where packer/buildspec.yml
     expects them, with fixed timestamps so the same content gives the same bytes."""
+    data, names = _rezip(archive, lambda path: path.split("/", 1)[0] in IMAGE_FOLDERS)
+    missing = [f for f in IMAGE_FOLDERS if not any(n.startswith(f + "/") for n in names)]
+    if missing:
+        raise InvalidInput(f"the commit's archive has no {' or '.join(f + '/' for f in missing)} files")
+    return data
+
+
+def repository_source(archive: BinaryIO) -> bytes:
+    """The builds' source: every file of the commit's archive, at the root (the folder GitHub puts
+    them under dropped), with fixed timestamps."""
+    return _rezip(archive, lambda path: True)[0]
+
+
+def _rezip(archive: BinaryIO, keep: Callable[[str], bool]) -> tuple[bytes, list[str]]:
     out = io.BytesIO()
     with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
             parts = info.filename.split("/", 1)
-            if len(parts) < 2 or info.is_dir() or parts[1].split("/", 1)[0] not in IMAGE_FOLDERS:
+            if len(parts) < 2 or info.is_dir() or not keep(parts[1]):
                 continue
             copy = zipfile.ZipInfo(parts[1], (1980, 1, 1, 0, 0, 0))
             copy.external_attr = info.external_attr
             dst.writestr(copy, src.read(info), zipfile.ZIP_DEFLATED)
         names = dst.namelist()
-    missing = [f for f in IMAGE_FOLDERS if not any(n.startswith(f + "/") for n in names)]
-    if missing:
-        raise InvalidInput(f"the commit's archive has no {' or '.join(f + '/' for f in missing)} files")
-    return out.getvalue()
+    return out.getvalue(), names
 
 
 def source_key(image_key: str) -> str:

@@ -62,6 +62,9 @@ class Settings:
     deregistration_delay_seconds: int
     target_health_timeout_seconds: int
     lease_table: str  # the DynamoDB table of the environments' leases: one run at a time, for certain
+    build_project: str  # the CodeBuild project that builds the stack's images
+    builds_kept: int  # build images each service's ECR repository keeps
+    node_image_key: str  # the installation's node image source (packer/, ansible/), uploaded by bootstrap
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,28 @@ SETTINGS: tuple[Setting, ...] = (
         "the CodeBuild project that bakes the node image",
         field="bake_project",
         shown="`slipway-<env>-bake` (written by `slipway bootstrap`)",
+    ),
+    Setting(
+        "SLIPWAY_BUILD_PROJECT",
+        "slipway-{environment}-build",
+        "the CodeBuild project that builds the stack's images ([builds](builds.md))",
+        field="build_project",
+        shown="`slipway-<env>-build` (written by `slipway bootstrap`)",
+    ),
+    Setting(
+        "SLIPWAY_BUILDS_KEPT",
+        "20",
+        "build images each service's ECR repository keeps (its lifecycle policy)",
+        read.whole(1, 1000),
+        "builds_kept",
+    ),
+    Setting(
+        "SLIPWAY_NODE_IMAGE_KEY",
+        "",
+        "the content key of the installation's packer/ and ansible/, which bake the node image of a "
+        "repository that has neither",
+        field="node_image_key",
+        shown="written by `slipway bootstrap`",
     ),
     Setting(
         "SLIPWAY_BAKE_BUCKET",

@@ -9,7 +9,8 @@ absent, "" or "3" mean the newest, 3.13; any other value must name a schema file
 ForbiddenProperties, interpolates `${VAR}` (cli/compose/interpolation, cli/compose/template), validates
 against data/config_schema_v<version>.json, and loadComposeFile then prints the services' keys in
 GetUnsupportedProperties and GetDeprecatedProperties as "Ignoring ..." (the lists are in
-cli/compose/types/types.go) and refuses a service without an image. The YAML is read as
+cli/compose/types/types.go) and refuses a service without an image (Slipway takes `build` instead:
+chalicelib/builds.py). The YAML is read as
 go.yaml.in/yaml/v3 (vendored there) reads it: `22:22` is a string, not the base-60 number YAML 1.1
 makes of it; only true/false are booleans; dates stay strings; a key given twice is refused.
 chalicelib/compose_yaml.py holds those steps up to the validation (with the size limits and the
@@ -50,7 +51,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types and the venv has no stubs
 
-from chalicelib import compose_schema, compose_yaml
+from chalicelib import builds, compose_schema, compose_yaml
 from chalicelib.durations import format_duration, parse_duration
 from chalicelib.errors import StackInvalid
 
@@ -69,6 +70,8 @@ class Stack:
     secrets: tuple[str, ...]
     warnings: tuple[str, ...]
     document: Mapping[str, Any] = field(hash=False, repr=False)
+    builds: tuple[str, ...] = ()  # the services built from the repository (chalicelib/builds.py)
+    build_secrets: tuple[str, ...] = ()  # the Slipway secrets their builds mount (never a service's)
 
 
 def content_key(data: bytes) -> str:
@@ -89,7 +92,7 @@ def parse(text: str | bytes, *, path: str, local_volumes: bool = False) -> Stack
     document = compose_yaml.interpolate(document, (), "", problems)
     compose_yaml.refuse(path, problems)
     compose_yaml.refuse(path, [problem] if (problem := compose_schema.schema_problem(document, version)) else [])
-    check = _check(document, local_volumes)
+    check = _check(document, local_volumes, path)
     compose_yaml.refuse(path, check.problems)
     return Stack(
         path=path,
@@ -97,22 +100,38 @@ def parse(text: str | bytes, *, path: str, local_volumes: bool = False) -> Stack
         secrets=check.secrets,
         warnings=tuple(ignored + check.warnings),
         document=_freeze(document),
+        builds=check.builds,
+        build_secrets=check.build_secrets,
     )
 
 
-def render(stack: Stack, secret_names: Mapping[str, str]) -> bytes:
+def render(stack: Stack, secret_names: Mapping[str, str], images: Mapping[str, str] | None = None) -> bytes:
     """The YAML to deploy: `stack` with the update defaults, each Slipway secret named after the swarm
     secret `secret_names[key]` holding its value, every `$` kept literal (docker stack deploy
     interpolates again) and the lowest `version` that has every key it uses."""
-    return dump(rendered(stack, secret_names))
+    return dump(rendered(stack, secret_names, images))
 
 
-def rendered(stack: Stack, secret_names: Mapping[str, str]) -> dict[str, Any]:
-    """What `render` writes, as a document (to change further before `dump`)."""
+def rendered(stack: Stack, secret_names: Mapping[str, str], images: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What `render` writes, as a document (to change further before `dump`): each service built
+    from the repository runs `images[service]` (its build dropped), and a secret only builds
+    mount is left out (no service takes it from the swarm)."""
     missing = [key for key in stack.secrets if key not in secret_names]
     if missing:
         raise ValueError(f"no swarm secret name for {', '.join(missing)} (the secrets {stack.path} uses)")
+    unbuilt = [name for name in stack.builds if name not in (images or {})]
+    if unbuilt:
+        raise ValueError(f"no built image for {', '.join(unbuilt)} (the services {stack.path} builds)")
     document = _thaw(stack.document)
+    for name in stack.builds:
+        service = document["services"][name]
+        service.pop("build", None)
+        service["image"] = (images or {})[name]
+    for key in stack.build_secrets:
+        if key not in stack.secrets:
+            del document["secrets"][key]
+    if "secrets" in document and not document["secrets"]:
+        del document["secrets"]
     document["services"] = {name: with_update_defaults(s) for name, s in document["services"].items()}
     for key in stack.secrets:
         spec = {k: v for k, v in document["secrets"][key].items() if k not in ("external", "name")}
@@ -173,10 +192,13 @@ class _Findings:
     problems: list[str]
     warnings: list[str]
     secrets: tuple[str, ...]
+    builds: tuple[str, ...]
+    build_secrets: tuple[str, ...]
 
 
-def _check(document: Mapping[str, Any], local_volumes: bool) -> _Findings:
-    """What the schema cannot say: images, undeclared references, node-local data, Slipway secrets."""
+def _check(document: Mapping[str, Any], local_volumes: bool, path: str = "stack.yml") -> _Findings:
+    """What the schema cannot say: images and builds, undeclared references, node-local data,
+    Slipway secrets."""
     problems: list[str] = []
     warnings: list[str] = []
     services: Mapping[str, Any] = document.get("services") or {}
@@ -186,12 +208,19 @@ def _check(document: Mapping[str, Any], local_volumes: bool) -> _Findings:
     if not services:
         problems.append("defines no services")
     used: set[str] = set()
+    build_specs = builds.specs(services, path)
+    problems += build_specs.problems
+    warnings += build_specs.warnings
+    built = {spec.service for spec in build_specs.builds}
+    build_secrets = {name for spec in build_specs.builds for name in spec.secrets}
     for name in sorted(services):
         service = services[name]
-        if not service.get("image"):
-            problems.append(
-                f"service {name} has no image: docker stack deploy runs images and builds none (`build` is "
-                f"ignored), so give it `image:`"
+        if not service.get("image") and "build" not in service:
+            problems.append(f"service {name} has neither image nor build: give it one to run")
+        elif service.get("image") and name in built:
+            warnings.append(
+                f"services.{name}.image ({service['image']}) is not used: Slipway builds the service and runs the "
+                "image it pushes to the environment's ECR repository"
             )
         for i, mount in enumerate(service.get("volumes") or []):
             _check_mount(name, f"services.{name}.volumes[{i}]", mount, volumes, local_volumes, problems, warnings)
@@ -199,8 +228,17 @@ def _check(document: Mapping[str, Any], local_volumes: bool) -> _Findings:
             found = _references(name, section, service.get(section) or [], declared, problems)
             if section == "secrets":
                 used |= found
-    slipway_secrets = _check_declarations(volumes, secrets, configs, used, problems, warnings)
-    return _Findings(problems, warnings, tuple(sorted(slipway_secrets)))
+    for key in sorted(build_secrets):
+        if key not in secrets:
+            problems.append(f"a build mounts secret {key}, which the top-level secrets do not declare")
+    slipway_secrets = _check_declarations(volumes, secrets, configs, used | build_secrets, problems, warnings)
+    return _Findings(
+        problems,
+        warnings,
+        tuple(sorted(set(slipway_secrets) & used)),
+        tuple(sorted(built)),
+        tuple(sorted(set(slipway_secrets) & build_secrets)),
+    )
 
 
 def _references(

@@ -86,7 +86,7 @@ ONE_ATTEMPT = Config(retries={"mode": "standard", "total_max_attempts": 1})
 # type says nothing the adapters could check.
 Client = Any
 # The services Slipway's Lambdas call (boto3's stubs check each name against its own list).
-Service = Literal["codebuild", "dynamodb", "ec2", "elbv2", "s3", "ssm", "stepfunctions"]
+Service = Literal["codebuild", "dynamodb", "ec2", "ecr", "elbv2", "logs", "s3", "ssm", "stepfunctions"]
 
 _lock = threading.Lock()
 _clients: dict[tuple[Service, bool], Client] = {}

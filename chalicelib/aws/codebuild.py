@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -20,27 +22,46 @@ class Build:
     build_id: str
     status: str
     ami_id: str | None
+    exported: Mapping[str, str] = field(default_factory=dict)
+    failed_phase: str | None = None  # the first phase that did not succeed, and what CodeBuild said of it
+    failure: str = ""
+    log_group: str | None = None
+    log_stream: str | None = None
+    log_link: str | None = None
 
 
 def start(
-    codebuild: Client, project: str, variables: dict[str, str], idempotency_token: str, source_location: str
+    codebuild: Client,
+    project: str,
+    variables: dict[str, str],
+    idempotency_token: str,
+    source_location: str,
+    *,
+    setting: str = "SLIPWAY_BAKE_PROJECT",
+    buildspec: str | None = None,
+    parameters: list[dict[str, str]] | None = None,
 ) -> str:
-    """Start a bake of the source at `source_location` ("bucket/key" of a zip in S3). A project
-    that does not exist is a ConfigurationError at once: SLIPWAY_BAKE_PROJECT names it."""
+    """Start a build of the source at `source_location` ("bucket/key" of a zip in S3), with
+    `variables` as plain text and `parameters` (already CodeBuild's shape: type PARAMETER_STORE)
+    resolved by CodeBuild. A project that does not exist is a ConfigurationError at once: `setting`
+    names it."""
+    request = {
+        "projectName": project,
+        "sourceTypeOverride": "S3",
+        "sourceLocationOverride": source_location,
+        "environmentVariablesOverride": [{"name": k, "value": v, "type": "PLAINTEXT"} for k, v in variables.items()]
+        + list(parameters or []),
+        "idempotencyToken": idempotency_token,
+    }
+    if buildspec is not None:
+        request["buildspecOverride"] = buildspec
     try:
-        build = codebuild.start_build(
-            projectName=project,
-            sourceTypeOverride="S3",
-            sourceLocationOverride=source_location,
-            environmentVariablesOverride=[{"name": k, "value": v, "type": "PLAINTEXT"} for k, v in variables.items()],
-            idempotencyToken=idempotency_token,
-        )["build"]
+        build = codebuild.start_build(**request)["build"]
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             raise ConfigurationError(
-                f"SLIPWAY_BAKE_PROJECT names CodeBuild project {project!r}, which does not exist "
-                f"in this account and region (`slipway bootstrap` creates slipway-<environment>-bake): "
-                f"{exc}"
+                f"{setting} names CodeBuild project {project!r}, which does not exist "
+                f"in this account and region (`slipway bootstrap` creates it): {exc}"
             ) from exc
         raise
     return str(build["id"])
@@ -53,6 +74,34 @@ def describe(codebuild: Client, build_id: str) -> Build:
         builds = codebuild.batch_get_builds(ids=[build_id])["builds"]
     if not builds:
         return Build(build_id, "NOT_FOUND", None)
-    build = builds[0]
+    return _build(builds[0])
+
+
+def describe_many(codebuild: Client, build_ids: list[str]) -> dict[str, Build]:
+    """Each build's status, exports, failing phase and log (one BatchGetBuilds, up to 100 ids);
+    a build CodeBuild does not list yet is NOT_FOUND."""
+    with just_created(f"builds {', '.join(build_ids)}", BUILD_NOT_VISIBLE):
+        found = {b["id"]: _build(b) for b in codebuild.batch_get_builds(ids=build_ids)["builds"]}
+    return {i: found.get(i) or Build(i, "NOT_FOUND", None) for i in build_ids}
+
+
+def _build(build: Mapping[str, Any]) -> Build:
     exported = {v["name"]: v.get("value", "") for v in build.get("exportedEnvironmentVariables", [])}
-    return Build(build_id, str(build["buildStatus"]), exported.get(AMI_VARIABLE) or None)
+    failed = next(
+        (p for p in build.get("phases") or [] if p.get("phaseStatus") not in (None, "SUCCEEDED")),
+        None,
+    )
+    logs = build.get("logs") or {}
+    return Build(
+        build_id=str(build["id"]),
+        status=str(build["buildStatus"]),
+        ami_id=exported.get(AMI_VARIABLE) or None,
+        exported=exported,
+        failed_phase=str(failed["phaseType"]) if failed else None,
+        failure="; ".join(
+            str(c.get("message") or "") for c in (failed or {}).get("contexts") or [] if c.get("message")
+        ),
+        log_group=logs.get("groupName"),
+        log_stream=logs.get("streamName"),
+        log_link=logs.get("deepLink"),
+    )

@@ -35,6 +35,11 @@ def start_bake(event: DeployRun) -> Bake:
     key = plans.source_key(deployment["image_key"])
     client = aws.client("s3")
     if not s3.exists(client, settings.bake_bucket, key):
+        if deployment.get("image_source") == "installation":
+            raise ConfigurationError(
+                f"the installation's node image source s3://{settings.bake_bucket}/{key} is missing "
+                "(SLIPWAY_NODE_IMAGE_KEY): run `slipway bootstrap` again"
+            )
         with tempfile.TemporaryFile() as archive:
             size = github.download_archive(
                 settings.github_api, deployment["repository"], deployment["commit"], archive, github_token(settings)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from chalicelib import deploy_input, github, naming, plans
+import json
+
+from chalicelib import aws, deploy_input, github, naming, plans
+from chalicelib.aws import ssm
+from chalicelib.errors import ConfigurationError, EnvironmentOwned
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps.common import github_token
@@ -21,8 +25,18 @@ def prepare(event: PrepareInput) -> Prepared:
     deployment_id = event.get("execution") or ""
     logger.append_keys(deployment_id=deployment_id)
     token = github_token(settings)
+    _refuse_another_repository(settings.environment, repository)
     trees = github.top_level_trees(settings.github_api, repository, commit, token)
-    key = plans.image_key(trees)
+    source = plans.image_source_of(trees)
+    if source == "commit":
+        key = plans.image_key(trees)
+    elif settings.node_image_key:
+        key = settings.node_image_key
+    else:
+        raise ConfigurationError(
+            "the commit has neither packer/ nor ansible/, and SLIPWAY_NODE_IMAGE_KEY is not set: `slipway bootstrap` "
+            "uploads the installation's node image source and writes it"
+        )
     deployment = Deployment(
         id=deployment_id,
         environment=settings.environment,
@@ -32,6 +46,7 @@ def prepare(event: PrepareInput) -> Prepared:
         pusher=started.pusher,
         image_key=key,
         image_name=naming.image_name(settings.environment, key),
+        image_source=source,
     )
     if started.trigger == "heal":
         deployment["trigger"] = "heal"
@@ -40,7 +55,8 @@ def prepare(event: PrepareInput) -> Prepared:
         extra={
             "commit": commit,
             "image": deployment["image_name"],
-            "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS},
+            "image_source": source,
+            "trees": {f: trees[f] for f in plans.IMAGE_FOLDERS if f in trees},
         },
     )
     execution_arn = event.get("execution_arn") or ""
@@ -57,3 +73,18 @@ def prepare(event: PrepareInput) -> Prepared:
     # The run's GitHub Deployment, `in_progress`: its id goes on in `github` to the run's report.
     report = open_deployment(report, deployment, execution_arn, token)
     return Prepared(deployment=deployment, poll_seconds=settings.poll_seconds, github=report)
+
+
+def _refuse_another_repository(environment: str, repository: str) -> None:
+    """An environment runs one repository's application: the first that deployed it (recorded
+    beside the deployed commit) owns it until teardown; another is refused before anything changes."""
+    raw = ssm.get_string(aws.client("ssm"), naming.deployed_parameter(environment))
+    try:
+        owner = str(json.loads(raw).get("repository") or "") if raw else ""
+    except (ValueError, AttributeError):
+        owner = ""
+    if owner and owner.lower() != repository.lower():
+        raise EnvironmentOwned(
+            f"environment {environment} runs {owner}; {repository} cannot deploy to it (tear it down first, or "
+            "deploy this repository to a stage of its own)"
+        )

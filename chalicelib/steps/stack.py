@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import aws, github, naming, plans, rollout, stack
+from chalicelib import aws, builds, github, naming, plans, rollout, stack
 from chalicelib.aws import ec2, s3, ssm
 from chalicelib.errors import ConfigurationError, StackFailed, StackInvalid
 from chalicelib.observability import logger
@@ -40,7 +40,8 @@ def read_stack(event: DeployRun) -> StackFile:
     warnings = list(parsed.warnings) + _port_warnings(ports, settings.service_ports, settings.ingress)
     for warning in warnings:
         logger.warning("stack file", extra={"path": path, "warning": warning})
-    parameters = {key: naming.secret_parameter(deployment["environment"], key) for key in parsed.secrets}
+    every = sorted(set(parsed.secrets) | set(parsed.build_secrets))
+    parameters = {key: naming.secret_parameter(deployment["environment"], key) for key in every}
     versions = ssm.versions(aws.client("ssm"), sorted(parameters.values())) if parameters else {}
     missing = sorted(key for key, name in parameters.items() if name not in versions)
     if missing:
@@ -63,6 +64,7 @@ def read_stack(event: DeployRun) -> StackFile:
         secrets={k: versions[parameters[k]] for k in parsed.secrets},
         ports=ports,
         warnings=warnings,
+        builds=list(parsed.builds),
     )
 
 
@@ -91,7 +93,6 @@ def inspect_stack(event: DeployRun) -> Rollout:
     the services as they run and ask the registry for each image's digest now."""
     deployment = deployment_of(event)
     settings = get_settings()
-    stack_file = event["stack"]
     nodes = event["nodes"]
     current = list(nodes["current"])
     found = ec2.list_nodes(
@@ -101,7 +102,7 @@ def inspect_stack(event: DeployRun) -> Rollout:
     through = [i for i in current + list(nodes["old"]) if i in by_id and by_id[i].swarm_role == "manager"]
     if not through:
         raise StackFailed("no running manager to deploy the stack through")
-    document = _document(stack_file, settings, deployment)
+    document = _document(event, settings)
     images = sorted({str(s["image"]) for s in (document.get("services") or {}).values()})
     labels = {by_id[i].hostname: deployment["image_key"] for i in current if i in by_id}
     command_id = _send(
@@ -130,7 +131,7 @@ def update_stack(event: DeployRun) -> Rollout:
             + " (nothing was changed)"
         )
     stack_file = event["stack"]
-    pinned = rollout.pin(_document(stack_file, settings, deployment), inspection.digests, deployment["image_key"])
+    pinned = rollout.pin(_document(event, settings), inspection.digests, deployment["image_key"])
     plan = rollout.changes(pinned, inspection.services)
     reports = _reports(pinned, inspection.services, set())
     if not plan.any:
@@ -223,8 +224,10 @@ def _bucket(settings: Settings) -> str:
     return settings.bake_bucket
 
 
-def _document(stack_file: StackFile, settings: Settings, deployment: Deployment) -> dict[str, Any]:
-    """The stored stack file with Slipway's defaults and the secrets' swarm names (stack.render)."""
+def _document(event: DeployRun, settings: Settings) -> dict[str, Any]:
+    """The stored stack file with Slipway's defaults, the secrets' swarm names and the images the
+    run built (stack.rendered)."""
+    stack_file = event["stack"]
     if not stack_file["key"]:
         raise StackFailed("the run has no stored stack file to deploy")
     parsed = stack.parse(
@@ -233,7 +236,8 @@ def _document(stack_file: StackFile, settings: Settings, deployment: Deployment)
         local_volumes=settings.local_volumes,
     )
     names = {k: secret_name(k, v) for k, v in stack_file["secrets"].items()}
-    return stack.rendered(parsed, names)
+    built = event["builds"]["services"] if "builds" in event else []
+    return stack.rendered(parsed, names, builds.images(built))
 
 
 def _send(deployment: Deployment, what: str, commands: list[str], manager: str) -> str:

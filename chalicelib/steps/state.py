@@ -29,6 +29,7 @@ class Deployment(TypedDict):
     pusher: str
     image_key: str
     image_name: str
+    image_source: NotRequired[str]  # "commit" (its own packer/ and ansible/) or "installation"
     trigger: NotRequired[str]  # "heal": started by steps/heal.py for the last deployed commit
 
 
@@ -97,6 +98,27 @@ class Bake(TypedDict):
     build_id: str
     status: str
     ami_id: NotRequired[str | None]
+
+
+class ServiceBuild(TypedDict):
+    """One service built from the repository (`$.builds.services`)."""
+
+    name: str
+    key: str  # the build key: the content address of what shapes its image (chalicelib/builds.py)
+    repository: str  # its ECR repository
+    image: str  # what the stack deploys: <repository uri>:<key>
+    digest: str | None  # the pushed image's, once known
+    build_id: str | None  # the CodeBuild build making it, None when ECR had the key already
+    built: bool  # whether this run builds it (False: reused)
+
+
+class Builds(TypedDict):
+    """'Start the builds' and 'Check the builds' (`$.builds`): NONE (the stack builds nothing),
+    IN_PROGRESS, or SUCCEEDED with every service's image in ECR."""
+
+    status: str
+    services: list[ServiceBuild]
+    checks: int
 
 
 class Network(TypedDict):
@@ -233,6 +255,7 @@ class StackFile(TypedDict):
     secrets: dict[str, int]  # each Slipway secret the stack uses -> its SSM parameter's version
     ports: list[int]  # the TCP ports its services publish
     warnings: list[str]
+    builds: NotRequired[list[str]]  # the services built from the repository ('Start the builds')
 
 
 class ServiceReport(TypedDict):
@@ -326,6 +349,7 @@ class DeployRun(TypedDict, total=False):
     queue: Queue
     image: Image
     bake: Bake
+    builds: Builds
     network: Network
     ingress: Ingress
     traffic: Traffic

@@ -52,6 +52,9 @@ OUTPUT_VARIABLES = {
     "NodeInstanceProfileName": "SLIPWAY_NODE_INSTANCE_PROFILE",
     "SourceBucketName": "SLIPWAY_BAKE_BUCKET",
     "LeaseTableName": "SLIPWAY_LEASE_TABLE",
+    "BuildProjectName": "SLIPWAY_BUILD_PROJECT",
+    # Not a stack output: the content key of the node image source bootstrap uploads (installation_image).
+    "NodeImageKey": "SLIPWAY_NODE_IMAGE_KEY",
 }
 
 
@@ -350,6 +353,18 @@ def forget_outputs(project_dir: Path, stage: str) -> None:
         path.write_text(json.dumps(config, indent=2) + "\n")
 
 
+def installation_image(project_dir: Path) -> tuple[str, bytes]:
+    """The installation's node image source: its content key (as 'Prepare deployment' keys a
+    commit's packer/ and ansible/: the git tree ids, here of the folders as they are on disk) and
+    the zip the bake runs, for the bake bucket's sources/<key>.zip. A repository that has neither
+    folder deploys on this image."""
+    from chalicelib import plans
+    from slipway.gittree import folders_zip, working_tree_id
+
+    trees = {folder: working_tree_id(project_dir / folder) for folder in plans.IMAGE_FOLDERS}
+    return plans.image_key(trees), folders_zip(project_dir, plans.IMAGE_FOLDERS)
+
+
 def source_archive(project_dir: Path) -> tuple[bytes, str]:
     """packer/ and ansible/ as a zip, what packer/buildspec.yml expects at the build's root:
     from git HEAD when this is a checkout, else from the files on disk."""
@@ -460,6 +475,10 @@ def deploy(project_dir: Path, stage: str, *, session=None, say: Callable[[str], 
     data, origin = source_archive(project_dir)
     s3.put_object(Bucket=outputs["SourceBucketName"], Key=SOURCE_KEY, Body=data)
     say(f"Uploaded s3://{outputs['SourceBucketName']}/{SOURCE_KEY} ({len(data)} bytes, from {origin})")
+    key, image = installation_image(project_dir)
+    s3.put_object(Bucket=outputs["SourceBucketName"], Key=f"sources/{key}.zip", Body=image)
+    say(f"Uploaded the node image source s3://{outputs['SourceBucketName']}/sources/{key}.zip ({len(image)} bytes)")
+    outputs = {**outputs, "NodeImageKey": key}
     written = write_outputs(project_dir, stage, outputs)
     for variable, value in written.items():
         say(f"  .chalice/config.json stages.{stage}: {variable}={value}")

@@ -1,12 +1,24 @@
-"""CodeBuild: moto runs no build and reports it SUCCEEDED at once, exporting nothing. The emulator
-plays Packer's part: the build is IN_PROGRESS for its first checks, then registers the AMI under
-the name and tags the Packer template gives it and exports AMI_ID, or FAILED when its source lacks
-what the buildspec runs (or a test says so). With real nodes the bake converges the swarm_node
-role for real, in the background, from the build's source."""
+"""CodeBuild: moto runs no build and reports it SUCCEEDED at once, exporting nothing.
+
+The bake project: the emulator plays Packer's part. The build is IN_PROGRESS for its first checks,
+then registers the AMI under the name and tags the Packer template gives it and exports AMI_ID, or
+FAILED when its source lacks what the buildspec runs (or a test says so). With real nodes the bake
+converges the swarm_node role for real, in the background, from the build's source.
+
+The build project (SLIPWAY_BUILD_PROJECT): the emulator plays BuildKit's part for the one target
+of the bake file the build is given. The build is IN_PROGRESS for its first checks, then FAILED
+when its source has no Dockerfile where the bake file says (BuildKit's "failed to read
+dockerfile"), or when a test says so (`Emulator.build_outcomes[service]`), with a log in CloudWatch
+Logs and the failing phase as CodeBuild reports them; else the host builds it (emulated: an image
+manifest made of the build key, so one key always gives one digest, put into ECR; real nodes: a real
+BuildKit build pushed to the local registry) and the build exports IMAGE_DIGEST."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 import zipfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -37,6 +49,17 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
         result = original_start(response)
         build_id = result.result["build"]["id"]  # type: ignore[index]  # moto's ActionResult holds a dict
         variables = {v["name"]: v["value"] for v in response._get_param("environmentVariablesOverride", [])}
+        if response._get_param("projectName") == os.environ.get("SLIPWAY_BUILD_PROJECT"):
+            with emu._lock:
+                emu.builds[build_id] = {
+                    "variables": variables,
+                    "polls": 0,
+                    "source": response._get_param("sourceLocationOverride"),
+                    "buildspec": response._get_param("buildspecOverride"),
+                    "service": variables.get("BUILD_TARGET", ""),
+                    "digest": None,
+                }
+            return result
         with emu._lock:
             emu.bakes[build_id] = {
                 "variables": variables,
@@ -53,7 +76,10 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
     def batch_get_builds(backend, ids):
         builds = original_batch(backend, ids)
         for build in builds:
-            advance_bake(emu, backend, build)
+            if build["id"] in emu.builds:
+                advance_build(emu, backend, build)
+            else:
+                advance_bake(emu, backend, build)
         return builds
 
     patch(mock.patch.object(CodeBuildBackend, "batch_get_builds", batch_get_builds))
@@ -137,3 +163,159 @@ def register_image(emu: Emulator, region: str, variables: dict[str, str]) -> str
     tags = {tag: values[var] for tag, var in IMAGE_TAGS.items() if var in values}
     ec2.create_tags([image.id], tags | CONSTANT_IMAGE_TAGS)
     return image.id
+
+
+def advance_build(emu: Emulator, backend, build: dict) -> None:
+    """Play BuildKit's part for one service's build (see the module docstring)."""
+    with emu._lock:
+        record = emu.builds[build["id"]]
+        record["polls"] += 1
+        if record["polls"] < emu.bake_polls:
+            build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD", "buildComplete": False})
+            return
+        if record["digest"] is None and "failure" not in record:
+            _finish_build(emu, backend.region_name, build["id"], record)
+        if "failure" in record:
+            _report_failure(build, record)
+            return
+        build.update(
+            {
+                "buildStatus": "SUCCEEDED",
+                "currentPhase": "COMPLETED",
+                "buildComplete": True,
+                "exportedEnvironmentVariables": [{"name": "IMAGE_DIGEST", "value": record["digest"]}],
+            }
+        )
+
+
+def bake_target(record: dict) -> tuple[str, dict]:
+    """The service and its target of the build's bake file."""
+    bake = json.loads(record["variables"]["BAKE_FILE"])
+    service = record["service"]
+    return service, bake["target"][service]
+
+
+def _finish_build(emu: Emulator, region: str, build_id: str, record: dict) -> None:
+    service, target = bake_target(record)
+    source = build_source(record)
+    dockerfile = f"{target['context'].rstrip('/')}/{target.get('dockerfile', 'Dockerfile')}".removeprefix("./")
+    if source is None:
+        record["failure"] = ("DOWNLOAD_SOURCE", "CLIENT_ERROR", [f"source {record['source']} not found"])
+        return
+    if "dockerfile-inline" not in target and os.path.normpath(dockerfile) not in source.namelist():
+        record["failure"] = (
+            "BUILD",
+            "COMMAND_EXECUTION_ERROR",
+            [
+                f"#1 [{service} internal] load build definition from {target.get('dockerfile', 'Dockerfile')}",
+                f"ERROR: failed to solve: failed to read dockerfile: open {target.get('dockerfile', 'Dockerfile')}: "
+                "no such file or directory",
+            ],
+        )
+        return
+    wanted = emu.build_outcomes.get(service, "SUCCEEDED")
+    if wanted != "SUCCEEDED":
+        record["failure"] = (
+            "BUILD",
+            "COMMAND_EXECUTION_ERROR",
+            [
+                f"#7 [{service} 2/3] RUN make",
+                '#7 ERROR: process "/bin/sh -c make" did not complete: exit code: 2',
+                'ERROR: failed to solve: process "/bin/sh -c make" did not complete successfully: exit code: 2',
+            ],
+        )
+        return
+    reference = target["tags"][0]
+    repository_uri, _, key = reference.rpartition(":")
+    # CodeBuild reads each PARAMETER_STORE variable's value from its parameter: the build secrets.
+    parameters = record["variables"]
+    secrets = {}
+    for entry in target.get("secret") or []:
+        fields = dict(part.split("=", 1) for part in entry.split(","))
+        name = parameters.get(fields.get("env", ""))
+        secrets[fields["id"]] = (emu.node_parameter(name) if name else None) or ""
+    built, digest, lines = emu.host.build_image(service, target, source, reference, secrets)
+    if not built:
+        record["failure"] = ("BUILD", "COMMAND_EXECUTION_ERROR", lines)
+        return
+    record["digest"] = put_image(region, repository_uri.split("/", 1)[1], key, digest)
+    emu.host.pushed(reference, record["digest"])
+    record["log"] = lines
+
+
+def build_source(record: dict) -> zipfile.ZipFile | None:
+    from moto.s3.models import s3_backends
+
+    bucket, _, key = (record.get("source") or "").partition("/")
+    try:
+        found = s3_backends[ACCOUNT]["aws"].get_object(bucket, key)
+    except Exception:  # noqa: BLE001 - any missing piece is CodeBuild's DOWNLOAD_SOURCE failure
+        return None
+    return None if found is None else zipfile.ZipFile(io.BytesIO(found.value))
+
+
+def put_image(region: str, repository: str, tag: str, digest: str | None) -> str:
+    """The image in moto's ECR under its tag: with the digest a real build pushed, or (emulated)
+    a manifest made of the tag, so one build key always gives one digest."""
+    from moto.ecr.models import ecr_backends
+
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": "sha256:" + hashlib.sha256(f"{repository}:{tag}".encode()).hexdigest(),
+                "size": 1,
+            },
+            "layers": [],
+        }
+    )
+    image = ecr_backends[ACCOUNT][region].put_image(repository, manifest, tag, digest=digest)
+    return str(image.get_image_digest())
+
+
+def _report_failure(build: dict, record: dict) -> None:
+    from moto.logs.models import logs_backends
+
+    phase, code, lines = record["failure"]
+    group, stream = f"/aws/codebuild/{build['projectName']}", build["id"].split(":", 1)[-1]
+    backend = logs_backends[ACCOUNT][build["arn"].split(":")[3]]
+    if "logged" not in record:
+        record["logged"] = True
+        if group not in backend.groups:
+            backend.create_log_group(group, {})
+        backend.create_log_stream(group, stream)
+        backend.put_log_events(group, stream, [{"timestamp": 1, "message": line} for line in lines])
+    phases: list[dict[str, Any]] = [
+        {"phaseType": p, "phaseStatus": "SUCCEEDED"} for p in ("SUBMITTED", "PROVISIONING", "DOWNLOAD_SOURCE")
+    ]
+    if phase != "DOWNLOAD_SOURCE":
+        phases.append({"phaseType": "PRE_BUILD", "phaseStatus": "SUCCEEDED"})
+    phases = [p for p in phases if p["phaseType"] != phase] + [
+        {
+            "phaseType": phase,
+            "phaseStatus": "FAILED",
+            "contexts": [
+                {
+                    "statusCode": code,
+                    "message": "Error while executing command: docker buildx bake. Reason: exit status 1"
+                    if code == "COMMAND_EXECUTION_ERROR"
+                    else lines[-1],
+                }
+            ],
+        }
+    ]
+    build.update(
+        {
+            "buildStatus": "FAILED",
+            "currentPhase": "COMPLETED",
+            "buildComplete": True,
+            "phases": phases,
+            "logs": {
+                "groupName": group,
+                "streamName": stream,
+                "deepLink": f"https://console.aws.amazon.com/cloudwatch/home?region={build['arn'].split(':')[3]}#logEvent:group={group};stream={stream}",
+            },
+        }
+    )

@@ -18,6 +18,7 @@ from typing import Any
 from unittest import mock
 
 from slipway import PROJECT_DIR, statemachines
+from slipway.deploy import bootstrap
 from slipway.emulator import awslambda, codebuild, dynamodb, ec2, elb, events, ssm, stepfunctions
 from slipway.emulator import iam as iam_roles
 from slipway.emulator.account import (
@@ -98,6 +99,8 @@ class Emulator:
         self.host: NodeHost = RealHost(self) if real_nodes else EmulatedHost(self)
         self.github = FakeGitHub()
         self.bakes: dict[str, dict[str, Any]] = {}  # build id -> {"variables", "polls", "ami_id"}
+        self.builds: dict[str, dict[str, Any]] = {}  # build id -> one service's build (codebuild.py)
+        self.build_outcomes: dict[str, str] = {}  # service -> how its builds end (FAILED: a test's failing build)
         self.arns: dict[str, str] = {}
         self.functions: dict[str, Any] = {}  # deployed function name -> Chalice handler
         self._stack = contextlib.ExitStack()
@@ -155,6 +158,7 @@ class Emulator:
                 "SLIPWAY_DEREGISTRATION_DELAY_SECONDS": "1",
                 "SLIPWAY_NODE_COUNT": str(self.node_count),
                 "SLIPWAY_BAKE_PROJECT": f"slipway-{self.environment}-bake",
+                "SLIPWAY_BUILD_PROJECT": f"slipway-{self.environment}-build",
                 "SLIPWAY_BAKE_BUCKET": f"slipway-{self.environment}-bake-{ACCOUNT}-{REGION}",
                 "SLIPWAY_LEASE_TABLE": f"slipway-{self.environment}-leases",
                 "SLIPWAY_WEBHOOK_SECRET_PARAMETER": f"/slipway/{self.environment}/github-webhook-secret",
@@ -173,6 +177,9 @@ class Emulator:
         if self.mode == "server":
             env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{self.aws_port}"
             env["MOTO_PORT"] = str(self.aws_port)
+        # What `slipway bootstrap` uploads and writes: this installation's node image source.
+        self._installation = bootstrap.installation_image(PROJECT_DIR)
+        env["SLIPWAY_NODE_IMAGE_KEY"] = self._installation[0]
         env.update(self.extra_environment)
         self._stack.enter_context(mock.patch.dict(os.environ, env))
         self._patch_moto()
@@ -341,6 +348,8 @@ class Emulator:
             )
 
         self.client("s3").create_bucket(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"])
+        key, image = self._installation
+        self.client("s3").put_object(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"], Key=f"sources/{key}.zip", Body=image)
         # The leases table as .chalice/resources.yaml makes it (LeaseTable).
         self.client("dynamodb").create_table(
             TableName=os.environ["SLIPWAY_LEASE_TABLE"],
@@ -360,6 +369,20 @@ class Emulator:
                 "type": "LINUX_CONTAINER",
                 "image": "aws/codebuild/standard:7.0",
                 "computeType": "BUILD_GENERAL1_SMALL",
+            },
+            serviceRole=role_arn,
+        )
+        # The build project as .chalice/resources.yaml makes it (BuildProject): the buildspec
+        # comes with each build (chalicelib/builds.py), the source from the run.
+        self.client("codebuild").create_project(
+            name=os.environ["SLIPWAY_BUILD_PROJECT"],
+            source={"type": "S3", "location": f"{os.environ['SLIPWAY_BAKE_BUCKET']}/builds/none.zip"},
+            artifacts={"type": "NO_ARTIFACTS"},
+            environment={
+                "type": "LINUX_CONTAINER",
+                "image": "aws/codebuild/standard:7.0",
+                "computeType": "BUILD_GENERAL1_MEDIUM",
+                "privilegedMode": True,
             },
             serviceRole=role_arn,
         )

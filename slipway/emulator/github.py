@@ -18,7 +18,6 @@ hold them to GitHub's REST description.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -32,8 +31,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from slipway import PROJECT_DIR
+from slipway.gittree import files as _files
+from slipway.gittree import tree_objects
 
 _TREES = re.compile(r"^/repos/[^/]+/[^/]+/git/trees/([0-9a-fA-F]{4,40})$")
+_COMMITS = re.compile(r"^/repos/[^/]+/[^/]+/git/commits/([0-9a-fA-F]{4,40})$")
 _ZIPBALL = re.compile(r"^/repos/([^/]+)/([^/]+)/zipball/([0-9a-fA-F]{4,40})$")
 _CONTENTS = re.compile(r"^/repos/[^/]+/[^/]+/contents/(.+)$")
 _STATUSES = re.compile(r"^/repos/([^/]+/[^/]+)/statuses/([0-9a-f]{40})$")
@@ -64,47 +66,6 @@ DEPLOYMENT_STATUS_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 HOST = "https://api.github.com"  # the urls in the answers, as GitHub's
 FOLDERS = ("ansible", "packer")
-
-
-def _git_object(kind: str, data: bytes) -> bytes:
-    return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).digest()
-
-
-def _files(folder: Path) -> list[Path]:
-    """The files git would commit under `folder` (its ignore rules applied where it can tell)."""
-    listed = subprocess.run(
-        ["git", "-C", str(folder), "ls-files", "-z", "--cached", "--others", "--exclude-standard", "."],
-        capture_output=True,
-    )
-    if listed.returncode == 0:
-        return [folder / name for name in listed.stdout.decode().split("\0") if name and (folder / name).is_file()]
-    return [p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-
-
-def working_tree_id(folder: Path) -> str:
-    """The git tree id `folder` would have if committed as it is now."""
-    files = _files(folder)
-
-    def tree(path: Path) -> bytes:
-        children = {}
-        for f in files:
-            try:
-                rel = f.relative_to(path)
-            except ValueError:
-                continue
-            name = rel.parts[0]
-            children[name] = len(rel.parts) > 1
-        entries = []
-        for name in sorted(children, key=lambda n: n + ("/" if children[n] else "")):
-            child = path / name
-            if children[name]:
-                entries.append(b"40000 " + name.encode() + b"\0" + tree(child))
-            else:
-                mode = b"100755" if child.stat().st_mode & 0o111 else b"100644"
-                entries.append(mode + b" " + name.encode() + b"\0" + _git_object("blob", child.read_bytes()))
-        return _git_object("tree", b"".join(entries))
-
-    return tree(folder).hex()
 
 
 def _now() -> str:
@@ -282,29 +243,36 @@ class FakeGitHub:
         url = f"{HOST}/repos/{repository}/deployments/{deployment_id}"
         return next((d for d in self.deployments if d["url"] == url), None)
 
+    def listing(self, sha: str) -> tuple[str, dict[str, tuple[str, str]]]:
+        """GET .../git/trees/{sha}: the tree's id and {name: (type, id)}, for a commit or a tree:
+        one set in `trees` (its folders), else this checkout's (`git ls-tree`), else the working
+        tree's (the demo's made-up commits; a tree id of the working tree lists that tree)."""
+        if sha in self.trees:
+            return sha, {name: ("tree", tree) for name, tree in self.trees[sha].items()}
+        listed = self._git("ls-tree", "-z", sha)
+        if listed is not None:
+            root = self._git("rev-parse", "--verify", "--quiet", f"{sha}^{{tree}}") or sha
+            entries = {}
+            for line in listed.split("\0"):
+                if line:
+                    meta, _, name = line.partition("\t")
+                    _, kind, object_id = meta.split()
+                    entries[name] = (kind, object_id)
+            return root.strip(), entries
+        root, objects = tree_objects(self.project_dir)
+        return (sha, objects[sha]) if sha in objects else (root, objects[root])
+
+    def root_tree(self, commit: str) -> str:
+        """GET .../git/commits/{sha}'s `tree.sha`."""
+        return self.listing(commit)[0]
+
     def resolve(self, commit: str) -> dict[str, str]:
-        if commit in self.trees:
-            return self.trees[commit]
-        found = {}
-        for folder in FOLDERS:
-            result = subprocess.run(
-                [
-                    "git",
-                    "-C",
-                    str(self.project_dir),
-                    "rev-parse",
-                    "--verify",
-                    "--quiet",
-                    f"{commit}^{{commit}}:{folder}",
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode == 0:
-                found[folder] = result.stdout.strip()
-        if len(found) == len(FOLDERS):
-            return found
-        return {folder: working_tree_id(self.project_dir / folder) for folder in FOLDERS}
+        """The commit's top-level folders: {name: tree id}."""
+        return {name: sha for name, (kind, sha) in self.listing(commit)[1].items() if kind == "tree"}
+
+    def _git(self, *args: str) -> str | None:
+        done = subprocess.run(["git", "-C", str(self.project_dir), *args], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
 
     def file(self, commit: str, path: str) -> bytes | None:
         """A file at a commit: one set in `files`, else the commit's in this checkout, else the
@@ -325,7 +293,8 @@ class FakeGitHub:
         return local.read_bytes() if known.returncode != 0 and local.is_file() else None
 
     def archive(self, owner: str, repo: str, commit: str) -> bytes:
-        """The commit's zip if this checkout has it, else the working tree's image folders."""
+        """The commit's zip if this checkout has it, else the working tree's files (only its image
+        folders for a commit a test made up in `trees`)."""
         prefix = f"{owner}-{repo}-{commit[:7]}/"
         done = subprocess.run(
             [
@@ -343,7 +312,7 @@ class FakeGitHub:
             return done.stdout
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for folder in FOLDERS:
+            for folder in FOLDERS if commit in self.trees else (".",):
                 for path in _files(self.project_dir / folder):
                     info = zipfile.ZipInfo(prefix + str(path.relative_to(self.project_dir)))
                     info.external_attr = (path.stat().st_mode & 0o777) << 16
@@ -404,6 +373,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(found)
             return
+        commit = _COMMITS.match(self.path.split("?")[0])
+        if commit and commit.group(1) not in self.github.missing:
+            sha = commit.group(1)
+            self._answer(200, {"sha": sha, "tree": {"sha": self.github.root_tree(sha), "url": ""}, "parents": []})
+            return
         match = _TREES.match(self.path.split("?")[0])
         if not match:
             self._answer(404, {"message": "Not Found"})
@@ -412,14 +386,17 @@ class _Handler(BaseHTTPRequestHandler):
         if match.group(1) in self.github.missing:
             self._answer(404, {"message": "Not Found"})
             return
-        trees = self.github.resolve(match.group(1))
+        _, entries = self.github.listing(match.group(1))
         self._answer(
             200,
             {
+                # GitHub answers a commit's sha with the sha asked for (the root tree's is the
+                # commit's `tree.sha`: GET .../git/commits/{sha}).
                 "sha": match.group(1),
                 "truncated": False,
                 "tree": [
-                    {"path": name, "mode": "040000", "type": "tree", "sha": sha} for name, sha in sorted(trees.items())
+                    {"path": name, "mode": "040000" if kind == "tree" else "100644", "type": kind, "sha": sha}
+                    for name, (kind, sha) in sorted(entries.items())
                 ],
             },
         )

@@ -59,6 +59,15 @@ class NodeHost(Protocol):
     def build(self, bake: dict[str, Any]) -> str:
         """The bake's node image: SUCCEEDED, IN_PROGRESS or FAILED."""
 
+    def build_image(
+        self, service: str, target: dict[str, Any], source: zipfile.ZipFile, reference: str, secrets: dict[str, str]
+    ) -> tuple[bool, str | None, list[str]]:
+        """One service's build (a bake file's target, the commit's files, each build secret's id
+        and value): whether it built, the digest pushed (None: ECR's emulated one) and the log."""
+
+    def pushed(self, reference: str, digest: str) -> None:
+        """ECR now has `reference` at `digest`."""
+
     def registered(self, ami_id: str, bake: dict[str, Any]) -> None:
         """The bake's AMI is registered under this id."""
 
@@ -100,6 +109,16 @@ class EmulatedHost:
 
     def build(self, bake: dict[str, Any]) -> str:
         return "SUCCEEDED"
+
+    def build_image(
+        self, service: str, target: dict[str, Any], source: zipfile.ZipFile, reference: str, secrets: dict[str, str]
+    ) -> tuple[bool, str | None, list[str]]:
+        return True, None, [f"#1 [{service}] emulated build of {target['context']}", f"#2 pushing {reference}"]
+
+    def pushed(self, reference: str, digest: str) -> None:
+        from slipway.emulator.swarm import Image
+
+        self.nodes.registry[reference] = Image(digest, True)
 
     def registered(self, ami_id: str, bake: dict[str, Any]) -> None:
         pass
@@ -159,6 +178,19 @@ class RealHost:
     def serve(self, settings: Settings) -> None:
         # What a node reaches with its instance role: this process's moto.
         self.nodes.start_aws_endpoint()
+        # ECR's registry is the local one: a repository's URI is where the nodes pull from it.
+        from unittest import mock
+
+        from moto.ecr.models import Repository
+
+        original = Repository.__init__
+        address = self.registry.address(self.nodes.gateway)
+
+        def init(repository, *args, **kwargs):
+            original(repository, *args, **kwargs)
+            repository.uri = f"{address}/{repository.name}"
+
+        self.emu._stack.enter_context(mock.patch.object(Repository, "__init__", init))
         self.load_balancer = LocalLoadBalancer(self.emu, settings, log=self.emu.log)
         self.emu._stack.callback(self.load_balancer.close)
 
@@ -187,6 +219,19 @@ class RealHost:
     def terminated(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:
             self.nodes.terminate(instance_id)
+
+    def build_image(
+        self, service: str, target: dict[str, Any], source: zipfile.ZipFile, reference: str, secrets: dict[str, str]
+    ) -> tuple[bool, str | None, list[str]]:
+        """A real BuildKit build on this machine's dockerd, pushed to the local registry (whose
+        address moto's ECR gives as the repository's URI: see `serve`); each build secret's value
+        read from Parameter Store, as CodeBuild would."""
+        from slipway.realnodes import registry
+
+        return registry.build_service(self.registry, target, source, reference, secrets, log=self.emu.log)
+
+    def pushed(self, reference: str, digest: str) -> None:
+        pass
 
     def build(self, bake: dict[str, Any]) -> str:
         """Bake the local image in the background, as CodeBuild would, while the state machine
@@ -249,6 +294,7 @@ class RealHost:
         # (slipway/realnodes/ingress_shim.py, mesh.py) serves it on every node's port 80.
         document = yaml.safe_load(data)
         web = document["services"]["web"]
+        web.pop("build", None)  # the example's prebuilt images (example_images), not a build of the run
         web["image"] = f"{self.registry.address(self.nodes.gateway)}/{registry.EXAMPLE_REPOSITORY}:1"
         web["deploy"]["replicas"] = min(int(web["deploy"].get("replicas", 1)), self.emu.node_count)
         document["services"] = {"web": web}
