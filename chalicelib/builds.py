@@ -165,7 +165,7 @@ def _pairs(value: Any, where: str, problems: list[str]) -> tuple[tuple[str, str]
     items: list[tuple[str, Any]] = []
     if isinstance(value, Mapping):
         items = [(str(k), v) for k, v in value.items()]
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):  # a parsed Stack's document is frozen: its lists are tuples
         for entry in value:
             key, sep, rest = str(entry).partition("=")
             items.append((key, rest if sep else None))
@@ -189,7 +189,7 @@ def _text(value: Any) -> str:
 
 def _secret_names(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:
     names = []
-    for i, entry in enumerate(value if isinstance(value, list) else [value]):
+    for i, entry in enumerate(value if isinstance(value, list | tuple) else [value]):
         name = entry if isinstance(entry, str) else entry.get("source") if isinstance(entry, Mapping) else None
         if not name:
             problems.append(f"{where}[{i}] names no secret")

@@ -44,8 +44,8 @@ def image_source_of(trees: Mapping[str, str]) -> str:
         return "installation"
     missing = [folder for folder in IMAGE_FOLDERS if folder not in trees]
     raise InvalidInput(
-        f"the commit has {present[0]}/ but no {missing[0]}/: a repository overrides Slipway's node image with both "
-        "folders, or deploys on it with neither"
+        f"the commit has no {missing[0]}/ folder beside its {present[0]}/: a repository overrides Slipway's node "
+        "image with both folders, or deploys on it with neither"
     )
 
 

@@ -60,9 +60,15 @@ def follow_run(
     return follow(emu.client("stepfunctions"), arn, say=say, poll=poll, timeout=timeout)
 
 
-def deploy(emu: Emulator, commit: str | None = None, before: str = "0" * 40, timeout: float = 120) -> Run:
-    """Push `commit` (new by default) and follow the execution to its end."""
-    status, answer = deliver_push(emu, commit or commit_id(), before=before)
+def deploy(
+    emu: Emulator,
+    commit: str | None = None,
+    before: str = "0" * 40,
+    timeout: float = 120,
+    repository: str = "example/app",
+) -> Run:
+    """Push `commit` (new by default) of `repository` and follow the execution to its end."""
+    status, answer = deliver_push(emu, commit or commit_id(), before=before, repository=repository)
     assert status == 202, answer
     return follow_run(emu, answer["execution_arn"], timeout=timeout)
 
@@ -177,13 +183,14 @@ FIRST_DEPLOY = {
     "load-balancer": 1,
     "target-group": 2,  # one per service port: 80, 443
     "lb-interface": 1,  # one per subnet, held by the load balancer that serves
+    "ecr-repository": 0,  # a stack that builds nothing (builds: two per built service)
 }
 
 
 def tagged(emu: Emulator, deployment: str | None = None) -> dict[str, int]:
     """How many of each kind of resource carry the environment's tags (and the deployment's, if
     given): what a teardown must bring to zero and a failed run must leave as it found."""
-    from chalicelib.aws import elb
+    from chalicelib.aws import ecr, elb
     from chalicelib.aws.ec2 import count_tagged
 
     counts = count_tagged(emu.client("ec2"), emu.environment, deployment)
@@ -194,6 +201,12 @@ def tagged(emu: Emulator, deployment: str | None = None) -> dict[str, int]:
         "target-group": len(elb.environment_groups(emu.client("elbv2"), emu.environment, deployment)),
         # A deleted load balancer's interfaces: until AWS releases them the subnets cannot go.
         "lb-interface": len(elb.interfaces_left(emu.client("ec2"), emu.environment)),
+        # The builds' repositories belong to the environment, not to a run: teardown removes them.
+        **(
+            {}
+            if deployment
+            else {"ecr-repository": len(list(ecr.environment_repositories(emu.client("ecr"), emu.environment)))}
+        ),
     }
 
 

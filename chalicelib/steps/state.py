@@ -316,9 +316,11 @@ class NetworkRemoved(TypedDict):
 
 
 class ImagesDeregistered(TypedDict):
-    """Teardown's images (`$.images` of the teardown machine)."""
+    """Teardown's images (`$.images` of the teardown machine): AMIs deregistered, and ECR
+    repositories of the builds deleted."""
 
     images: int
+    repositories: NotRequired[int]
 
 
 class Leftover(TypedDict):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import aws, naming, scripts
-from chalicelib.aws import ec2, elb, network, ssm
+from chalicelib.aws import ec2, ecr, elb, network, ssm
 from chalicelib.errors import TeardownIncomplete
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
@@ -88,9 +88,18 @@ def delete_network(event: Mapping[str, Any]) -> NetworkRemoved:
 
 @task("Deregister images")
 def delete_images(event: Mapping[str, Any]) -> ImagesDeregistered:
+    """The node images (AMIs and their snapshots), and the ECR repositories of the services'
+    builds and their caches, with every image in them (docs/builds.md)."""
     environment, _ = scope(event)
     client = aws.client("ec2")
-    return ImagesDeregistered(images=ec2.delete_images(client, ec2.list_images(client, environment)))
+    images = ec2.delete_images(client, ec2.list_images(client, environment))
+    registry = aws.client("ecr")
+    removed = [
+        r.name for r in ecr.environment_repositories(registry, environment) if ecr.delete_repository(registry, r.name)
+    ]
+    if removed:
+        logger.info("build repositories deleted", extra={"repositories": removed})
+    return ImagesDeregistered(images=images, repositories=len(removed))
 
 
 @task("Confirm nothing is left")
@@ -100,6 +109,7 @@ def confirm_teardown(event: Mapping[str, Any]) -> Leftover:
     it, and 'Release the lease' gives it up on the way to 'Teardown failed'."""
     environment, _ = scope(event)
     tagged = ec2.count_tagged(aws.client("ec2"), environment) | elb.count_tagged(aws.client("elbv2"), environment)
+    tagged["ecr-repositories"] = sum(1 for _ in ecr.environment_repositories(aws.client("ecr"), environment))
     left = {k: v for k, v in tagged.items() if v}
     if left:
         raise TeardownIncomplete(f"still tagged for {environment}: {left}")

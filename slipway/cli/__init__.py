@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _exit_on_sigterm() -> None:
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--real-nodes", action="store_true", help="real node containers, as for `slipway demo --real-nodes`"
     )
+    for command in (demo, serve):
+        command.add_argument(
+            "--repo",
+            default=None,
+            help="the git repository the local GitHub serves (default: this checkout); SLIPWAY_* variables in "
+            "the shell override the stage's settings",
+        )
 
     boot = sub.add_parser(
         "bootstrap",
@@ -78,12 +86,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from slipway.cli import demo as demo_mod
 
-        return demo_mod.run(as_json=args.json, verbose=args.verbose, nodes=args.nodes, real_nodes=args.real_nodes)
+        return demo_mod.run(
+            as_json=args.json, verbose=args.verbose, nodes=args.nodes, real_nodes=args.real_nodes, repo=args.repo
+        )
     from slipway.cli import serve as serve_mod
 
     return serve_mod.run(
-        port=args.port, aws_port=args.aws_port, secret=args.webhook_secret, nodes=args.nodes, real_nodes=args.real_nodes
+        port=args.port,
+        aws_port=args.aws_port,
+        secret=args.webhook_secret,
+        nodes=args.nodes,
+        real_nodes=args.real_nodes,
+        repo=args.repo,
     )
+
+
+def repository(path: str | None) -> Path | None:
+    """`--repo`: a git work tree (its top level), or SystemExit saying what is wrong."""
+    if path is None:
+        return None
+    import subprocess
+
+    found = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"--repo {path}: not a git repository ({found.stderr.strip()})")
+    return Path(found.stdout.strip())
+
+
+def shell_settings() -> dict[str, str]:
+    """The SLIPWAY_* variables of the shell: they override the stage's for serve and demo."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k.startswith("SLIPWAY_")}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from unittest import mock
 
 from slipway import PROJECT_DIR, harness
@@ -40,11 +41,20 @@ REAL_NODES = [
 DEMO_SECONDS = 900.0
 
 
-def local_commit() -> str:
-    """The checkout's HEAD, so the demo deploys what you are looking at; random if not a repo."""
+def _commit(emu: Emulator, source: Path | None) -> str:
+    """The commit to push: the repository's HEAD; for this checkout, with the example's stack file as
+    the emulator's nodes can run it (on real nodes: Emulator.example_stack)."""
+    commit = local_commit(source or PROJECT_DIR)
+    if source is None:
+        emu.github.files[commit] = {EXAMPLE_STACK: emu.example_stack()}
+    return commit
+
+
+def local_commit(where: Path = PROJECT_DIR) -> str:
+    """The repository's HEAD, so the demo deploys what you are looking at; random if not a repo."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         if len(out) == 40:
             return out
@@ -53,7 +63,12 @@ def local_commit() -> str:
     return uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
 
-def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes: bool = False) -> int:
+def run(
+    as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes: bool = False, repo: str | None = None
+) -> int:
+    from slipway.cli import repository, shell_settings
+
+    source = repository(repo)
     started = time.monotonic()
     say = (lambda *_a, **_k: None) if as_json else print
     live = say if as_json else print_line  # each state as it is entered and left
@@ -79,10 +94,12 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
         if reason:
             print(f"slipway demo --real-nodes: {reason}", file=sys.stderr)
             return 2
-    stage = {"SLIPWAY_STACK_FILE": EXAMPLE_STACK}
+    # The example's stack file in this checkout; an application repository's where the stage (or
+    # the shell's SLIPWAY_STACK_FILE) says.
+    stage = ({} if source else {"SLIPWAY_STACK_FILE": EXAMPLE_STACK}) | shell_settings()
     with (
         mock.patch.dict(os.environ, quiet),
-        Emulator(node_count=nodes, real_nodes=real_nodes, log=log, extra_environment=stage) as emu,
+        Emulator(node_count=nodes, real_nodes=real_nodes, log=log, extra_environment=stage, repo=source) as emu,
     ):
         # What the user does once per secret the stack names (example/stack.yml's app_token).
         emu.client("ssm").put_parameter(
@@ -95,9 +112,7 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             f"Embedded emulator up: state machines {', '.join(emu.arns)}; "
             f"{len(emu.functions)} Lambda functions; CodeBuild project; webhook secret in SSM."
         )
-        commit = local_commit()
-        # The example as this checkout has it (on real nodes, as they can run it: Emulator.example_stack).
-        emu.github.files[commit] = {EXAMPLE_STACK: emu.example_stack()}
+        commit = _commit(emu, source)
         status, answer = harness.deliver_push(emu, commit)
         say(f"\nPush of {commit[:12]} to main, signed, delivered to POST /github/webhook: {status}")
         if status != 202 or "execution_arn" not in answer:
@@ -116,6 +131,10 @@ def run(as_json: bool = False, verbose: bool = False, nodes: int = 1, real_nodes
             "state_transitions": deploy.state_transitions,
             "stack_file": (out.get("stack") or {}).get("path"),
             "services": (out.get("rollout") or {}).get("services", []),
+            "builds": [
+                {"name": b["name"], "key": b["key"], "built": b["built"], "image": b["image"]}
+                for b in (out.get("builds") or {}).get("services", [])
+            ],
             "url": (out.get("ingress") or {}).get("url"),
             "error": deploy.error,
             "cause": deploy.cause,
@@ -251,6 +270,13 @@ def _finish(report: dict, started: float, as_json: bool, ok: bool) -> int:
         )
     if deploy.get("url"):
         print(f"  address    {deploy['url']}")
+    if deploy.get("builds"):
+        print(
+            "  builds     "
+            + ", ".join(
+                f"{b['name']} {'built' if b['built'] else 'reused'} ({b['key'][:12]})" for b in deploy["builds"]
+            )
+        )
     for service in deploy.get("services", []):
         print(
             f"  service    {service['name']} {service['running']}/{service['desired']} running "

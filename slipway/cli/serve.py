@@ -23,7 +23,7 @@ def _watch(emu: Emulator, stop: threading.Event) -> None:
                     continue
                 followed.add(execution["executionArn"])
                 print(f"\nExecution {execution['executionArn']}", flush=True)
-                threading.Thread(target=_report, args=(sfn, execution["executionArn"]), daemon=True).start()
+                threading.Thread(target=_report, args=(emu, execution["executionArn"]), daemon=True).start()
 
 
 class _Lines:
@@ -40,12 +40,27 @@ class _Lines:
                 print(f"[{self.prefix}] {line.strip()}", flush=True)
 
 
-def _report(sfn, arn: str) -> None:
-    run = follow(sfn, arn, say=_Lines(arn.rsplit(":", 1)[-1][:12]), timeout=3600)
+def _report(emu: Emulator, arn: str) -> None:
+    run = follow(emu.client("stepfunctions"), arn, say=_Lines(arn.rsplit(":", 1)[-1][:12]), timeout=3600)
     print(
         f"Execution {arn.rsplit(':', 1)[-1]} {run.status}" + (f": {run.error}: {run.cause}" if run.error else ""),
         flush=True,
     )
+    for url in local_urls(emu) if run.status == "SUCCEEDED" else []:
+        print(f"Application: {url}  (curl it)", flush=True)
+
+
+def local_urls(emu: Emulator) -> list[str]:
+    """Where the application answers on this machine: each port of the load balancer's stand-in
+    (real nodes); none with emulated nodes, which serve no traffic."""
+    if emu.load_balancer is None:
+        return []
+    balancer = emu.load_balancer.balancer  # the real forwarder behind the emulated NLB
+    urls = []
+    for port in balancer.ports():
+        host, bound = balancer.address(port)
+        urls.append(f"http://{host}:{bound}/" + (f"  (the load balancer's port {port})" if port != bound else ""))
+    return urls
 
 
 def local_server(app, port: int):
@@ -61,8 +76,16 @@ def local_server(app, port: int):
 
 
 def run(
-    port: int = 8000, aws_port: int = 5000, secret: str | None = None, nodes: int = 1, real_nodes: bool = False
+    port: int = 8000,
+    aws_port: int = 5000,
+    secret: str | None = None,
+    nodes: int = 1,
+    real_nodes: bool = False,
+    repo: str | None = None,
 ) -> int:
+    from slipway.cli import repository, shell_settings
+
+    source = repository(repo)
     logging.getLogger("moto").setLevel(logging.CRITICAL)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     if real_nodes:
@@ -78,6 +101,8 @@ def run(
         webhook_secret=secret,
         node_count=nodes,
         real_nodes=real_nodes,
+        repo=source,
+        extra_environment=shell_settings(),
         log=lambda m: print(f"[real nodes] {m}", flush=True),
     ) as emu:
         server = local_server(emu.app.app, port)
@@ -88,6 +113,7 @@ def run(
   webhook     POST http://127.0.0.1:{port}/github/webhook   (content type application/json)
   secret      {emu.webhook_secret}
   AWS API     {endpoint}  (region us-east-1, any credentials)
+  repository  {emu.github.project_dir} (the local GitHub serves its commits at {emu.github.url})
   deploy      {emu.arns["deploy"]}
   teardown    {emu.arns["teardown"]}
 Try:

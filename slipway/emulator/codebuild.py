@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import zipfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -271,6 +272,7 @@ def put_image(region: str, repository: str, tag: str, digest: str | None) -> str
             "layers": [],
         }
     )
+    digest = digest or "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
     image = ecr_backends[ACCOUNT][region].put_image(repository, manifest, tag, digest=digest)
     return str(image.get_image_digest())
 
@@ -286,7 +288,8 @@ def _report_failure(build: dict, record: dict) -> None:
         if group not in backend.groups:
             backend.create_log_group(group, {})
         backend.create_log_stream(group, stream)
-        backend.put_log_events(group, stream, [{"timestamp": 1, "message": line} for line in lines])
+        now = int(time.time() * 1000)  # CloudWatch drops events older than its retention allows
+        backend.put_log_events(group, stream, [{"timestamp": now, "message": line} for line in lines])
     phases: list[dict[str, Any]] = [
         {"phaseType": p, "phaseStatus": "SUCCEEDED"} for p in ("SUBMITTED", "PROVISIONING", "DOWNLOAD_SOURCE")
     ]

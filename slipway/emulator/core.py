@@ -14,6 +14,7 @@ import queue
 import threading
 import uuid
 import zipfile
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -74,6 +75,7 @@ class Emulator:
         node_count: int = 1,
         extra_environment: dict[str, str] | None = None,
         real_nodes: bool = False,
+        repo: Path | None = None,
         quick_retries: bool = False,
         wait_scale: float = 1.0,
         log=None,
@@ -97,7 +99,8 @@ class Emulator:
         # With real_nodes, each instance is a container running its own dockerd and the bake
         # converges the swarm_node role for real (slipway/realnodes/); else emulated nodes.
         self.host: NodeHost = RealHost(self) if real_nodes else EmulatedHost(self)
-        self.github = FakeGitHub()
+        # The repository the local GitHub serves: an application's (`--repo`), or this checkout.
+        self.github = FakeGitHub(repo or PROJECT_DIR)
         self.bakes: dict[str, dict[str, Any]] = {}  # build id -> {"variables", "polls", "ami_id"}
         self.builds: dict[str, dict[str, Any]] = {}  # build id -> one service's build (codebuild.py)
         self.build_outcomes: dict[str, str] = {}  # service -> how its builds end (FAILED: a test's failing build)

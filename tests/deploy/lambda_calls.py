@@ -19,6 +19,8 @@ SERVICES = {
     "sfn": "stepfunctions",
     "s3": "s3",
     "dynamodb": "dynamodb",
+    "ecr": "ecr",
+    "logs": "logs",
 }
 IAM_PREFIX = {
     "ec2": "ec2",
@@ -28,6 +30,8 @@ IAM_PREFIX = {
     "stepfunctions": "states",
     "s3": "s3",
     "dynamodb": "dynamodb",
+    "ecr": "ecr",
+    "logs": "logs",
 }
 # API operations that IAM authorises under another action's name.
 IAM_ACTION = {"s3:HeadObject": "s3:GetObject"}
@@ -38,7 +42,7 @@ def _calls() -> set[tuple[str, str]]:
     calls = set()
     # Calls, paginators, and methods handed to a helper (`gone(ec2.delete_vpc, ...)`).
     pattern = re.compile(
-        r"\b(ec2|elb|create|ssm|codebuild|sfn|s3|dynamodb)\.(?:get_paginator\(\"([a-z_]+)\"|([a-z_]+)\b)"
+        r"\b(ec2|elb|create|ssm|codebuild|sfn|s3|dynamodb|ecr|logs)\.(?:get_paginator\(\"([a-z_]+)\"|([a-z_]+)\b)"
     )
     for path in (PROJECT_DIR / "chalicelib").rglob("*.py"):
         text = path.read_text()

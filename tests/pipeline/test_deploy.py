@@ -361,11 +361,16 @@ def test_the_bake_gets_exactly_the_pushed_commits_image_folders(emulator):
     head = subprocess.run(
         ["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
+    import os
+
+    bucket = emulator.client("s3")
+    # The installation's source (this checkout's, put by bootstrap) has the same key when the working
+    # tree's image folders are HEAD's: without it, the bake's source must come from the commit.
+    installed = f"sources/{os.environ['SLIPWAY_NODE_IMAGE_KEY']}.zip"
+    bucket.delete_object(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"], Key=installed)
     run = deploy(emulator, head)
     assert run.status == "SUCCEEDED", (run.error, run.cause)
-    bucket = emulator.client("s3")
     key = f"sources/{run.output['deployment']['image_key']}.zip"
-    import os
 
     data = bucket.get_object(Bucket=os.environ["SLIPWAY_BAKE_BUCKET"], Key=key)["Body"].read()
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
