@@ -45,7 +45,7 @@ FIRST_READ_AFTER = {
     "CreateLoadBalancer": ("DescribeLoadBalancerAttributes", "LoadBalancerNotFound"),
     "CreateTargetGroup": ("DescribeTargetGroupAttributes", "TargetGroupNotFound"),
 }
-JSON_PROTOCOL = {"ssm", "codebuild", "states"}
+JSON_PROTOCOL = {"ssm", "codebuild", "states", "ecr"}
 
 
 def error_response(request, service: str, code: str, status: int = 400) -> AWSResponse:

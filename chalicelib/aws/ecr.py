@@ -75,11 +75,13 @@ def ensure_repository(
             imageScanningConfiguration={"scanOnPush": True},
             encryptionConfiguration={"encryptionType": "AES256"},
         )["repository"]
-        ecr.put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=policy)
     except ClientError as exc:
         if error_code(exc) != "RepositoryAlreadyExistsException":
             raise
         found = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+    # Every time, not only after a create: a create whose answer was lost made the repository
+    # without it, and the policy follows SLIPWAY_BUILDS_KEPT as it changes (PutLifecyclePolicy replaces).
+    ecr.put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=policy)
     return Repository(name=name, uri=str(found["repositoryUri"]), arn=str(found["repositoryArn"]))
 
 

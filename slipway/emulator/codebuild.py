@@ -1,4 +1,5 @@
-"""CodeBuild: moto runs no build and reports it SUCCEEDED at once, exporting nothing.
+"""CodeBuild: moto runs no build and reports it SUCCEEDED at once, exporting nothing, and starts a
+new build for a StartBuild whose idempotencyToken it has seen (CodeBuild answers with that token's).
 
 The bake project: the emulator plays Packer's part. The build is IN_PROGRESS for its first checks,
 then registers the AMI under the name and tags the Packer template gives it and exports AMI_ID, or
@@ -46,8 +47,17 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
 
     original_start = CodeBuildResponse.start_build
 
+    started: dict[str, Any] = {}  # idempotency token -> the answer that started its build
+
     def start_build(response):
+        # CodeBuild answers a StartBuild whose idempotencyToken it has seen (within five minutes)
+        # with the build that token started; moto starts another.
+        token = response._get_param("idempotencyToken")
+        if token and token in started:
+            return started[token]
         result = original_start(response)
+        if token:
+            started[token] = result
         build_id = result.result["build"]["id"]  # type: ignore[index]  # moto's ActionResult holds a dict
         variables = {v["name"]: v["value"] for v in response._get_param("environmentVariablesOverride", [])}
         if response._get_param("projectName") == os.environ.get("SLIPWAY_BUILD_PROJECT"):

@@ -212,3 +212,29 @@ def test_a_repository_with_only_one_image_folder_is_refused(app, app_repo):
     run = deploy(app, commit(app_repo, {"packer/build.pkr.hcl": "# half an override\n"}))
     assert run.status == "FAILED"
     assert "the commit has no ansible/ folder beside its packer/" in run.cause
+
+
+BUILD_FAULTS = [
+    (op, kind) for op in ("CreateRepository", "PutLifecyclePolicy", "StartBuild") for kind in ("throttle", "lost")
+]
+
+
+@pytest.mark.parametrize("operation,kind", BUILD_FAULTS, ids=[f"{o}-{k}" for o, k in BUILD_FAULTS])
+def test_building_under_a_fault_makes_one_repository_each_and_one_build_each(app, app_repo, operation, kind):
+    # Given the first call of an operation throttled, or its answer lost after it took effect
+    from chalicelib import aws
+    from slipway.faults import Fault
+
+    fault = Fault(operation, kind)
+    fault.install([aws.client("ecr"), aws.client("codebuild")])
+    run = deploy(app, git(app_repo, "rev-parse", "HEAD"))
+    assert fault.fired == 1, f"{operation} ({kind}) was never injected"
+    # Then the run succeeds with one repository per service and one for its cache, each with its
+    # policy, and one build per service (a StartBuild retried with its token starts nothing new)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    ecr = app.client("ecr")
+    names = sorted(r["repositoryName"] for r in ecr.describe_repositories()["repositories"])
+    assert len(names) == len(set(names)) == 6
+    for name in names:
+        assert ecr.get_lifecycle_policy(repositoryName=name)["lifecyclePolicyText"]
+    assert sorted(b["service"] for b in app.builds.values()) == ["api", "web", "worker"]
