@@ -53,7 +53,7 @@ def receive(headers: Mapping[str, str], body: bytes, content_type: str | None) -
         return _refuse(503, "webhook secret not configured")
     if not webhook.signature_valid(secrets, body, lower.get(webhook.SIGNATURE_HEADER)):
         return _refuse(401, "missing or invalid X-Hub-Signature-256")
-    rules = webhook.Rules(settings.branches, settings.tags, settings.repositories)
+    rules = webhook.Rules(settings.branches, settings.tags, settings.repositories, settings.deploy_workflow)
     decision = webhook.decide(event, delivery, body, rules)
     if isinstance(decision, webhook.Refuse):
         return _refuse(decision.status, decision.reason)

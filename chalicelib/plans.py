@@ -25,6 +25,7 @@ TERMINAL_BAD_BUILD = {"FAILED", "FAULT", "STOPPED", "TIMED_OUT"}
 
 
 IMAGE_FOLDERS = ("ansible", "packer")
+REGULAR_FILE = 0o100644 << 16  # a zip entry's external attributes for a plain file, rw-r--r--
 
 
 def validate_commit(commit: str) -> str:
@@ -84,7 +85,9 @@ def _rezip(archive: BinaryIO, keep: Callable[[str], bool]) -> tuple[bytes, list[
             if len(parts) < 2 or info.is_dir() or not keep(parts[1]):
                 continue
             copy = zipfile.ZipInfo(parts[1], (1980, 1, 1, 0, 0, 0))
-            copy.external_attr = info.external_attr
+            # git archive records a Unix mode for executables only; zipfile would write the rest
+            # as 0600, which a build's COPY keeps (unreadable to a service's non-root user).
+            copy.external_attr = info.external_attr if info.external_attr >> 16 else REGULAR_FILE
             dst.writestr(copy, src.read(info), zipfile.ZIP_DEFLATED)
         names = dst.namelist()
     return out.getvalue(), names

@@ -33,6 +33,7 @@ class Settings:
     branches: tuple[str, ...]
     tags: tuple[str, ...]
     repositories: tuple[str, ...]
+    deploy_workflow: str  # a GitHub Actions workflow whose success deploys, instead of a push ("": pushes)
     node_count: int
     instance_type: str
     vpc_cidr: str
@@ -90,6 +91,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLIPWAY_STAGE", "dev", "the Chalice stage the functions belong to (each stage sets it)", field="stage"),
     Setting("SLIPWAY_BRANCHES", "main", "globs of branches that deploy (empty: `main`)", read.branches, "branches"),
     Setting("SLIPWAY_TAGS", "", "globs of tags that deploy (none by default)", read.listed, "tags"),
+    Setting(
+        "SLIPWAY_DEPLOY_WORKFLOW",
+        "",
+        "the name of a GitHub Actions workflow: deploy when it completes successfully for a commit of a "
+        "deploying branch (`workflow_run`), instead of on the push ([webhook](webhook.md))",
+        field="deploy_workflow",
+        shown="none: pushes deploy",
+    ),
     Setting(
         "SLIPWAY_REPOSITORIES",
         "",

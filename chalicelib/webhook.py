@@ -7,6 +7,7 @@ input has passed deploy_input's rules."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import hmac
@@ -33,6 +34,7 @@ class Rules:
     branches: tuple[str, ...] = ("main",)
     tags: tuple[str, ...] = ()
     repositories: tuple[str, ...] = ()
+    workflow: str = ""  # deploy when this workflow succeeds (`workflow_run`), not on the push
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,15 @@ class DeployRequest:
     before: str
     commit: str
     pusher: str
+    run: str = ""  # the workflow run (id and attempt) that started it, for a `workflow_run`
 
     def execution_name(self) -> str:
         """One push, one name: GitHub's redeliveries and a second hook on the same repository
         carry the same (repository, ref, before, after) and so reach the same execution, while a
-        later push of an old commit (a rollback) has another `before` and deploys again."""
-        identity = "\n".join((self.repository, self.ref, self.before, self.commit)).encode()
+        later push of an old commit (a rollback) has another `before` and deploys again. A workflow
+        run names its own: a re-run of the workflow deploys again, a redelivery does not."""
+        parts = (self.repository, self.ref, self.before, self.commit) + ((self.run,) if self.run else ())
+        identity = "\n".join(parts).encode()
         return f"{self.commit[:12]}-{hashlib.sha256(identity).hexdigest()[:40]}"
 
     def as_deploy_input(self) -> DeployInput:
@@ -122,9 +127,43 @@ def decide(event: str, delivery_id: str, body: bytes, rules: Rules) -> Decision:
     if event == "ping":
         hook_id = payload.get("hook_id")
         return Pong(hook_id if isinstance(hook_id, int) else None)
+    if event == "workflow_run" and rules.workflow:
+        return _decide_workflow_run(payload, delivery_id, rules)
     if event != "push":
         return Ignore(f"event '{event}' is not deployed", "event")
+    if rules.workflow:
+        return Ignore(f"pushes deploy when workflow '{rules.workflow}' succeeds (SLIPWAY_DEPLOY_WORKFLOW)", "event")
     return _decide_push(payload, delivery_id, rules)
+
+
+def _decide_workflow_run(payload: dict[str, object], delivery_id: str, rules: Rules) -> Decision:
+    """GitHub's `workflow_run` event: the named workflow completed successfully for a commit of a
+    deploying branch deploys that commit, checked as a push's fields are."""
+    run = payload.get("workflow_run")
+    if not isinstance(run, dict):
+        return Refuse(400, "workflow_run payload lacks workflow_run")
+    if payload.get("action") != "completed":
+        return Ignore(f"workflow run {payload.get('action')!s:.40}, not completed", "event")
+    name = run.get("name")
+    if name != rules.workflow:
+        return Ignore(f"workflow '{name!s:.100}' is not '{rules.workflow}' (SLIPWAY_DEPLOY_WORKFLOW)", "event")
+    if run.get("conclusion") != "success":
+        return Ignore(f"workflow '{rules.workflow}' ended {run.get('conclusion')!s:.40}: nothing to deploy", "event")
+    branch = run.get("head_branch")
+    if not isinstance(branch, str) or not branch:
+        return Ignore("the workflow run has no branch (a tag or a fork's pull request): nothing to deploy", "ref")
+    push = {
+        "ref": f"refs/heads/{branch}",
+        "after": run.get("head_sha"),
+        "repository": payload.get("repository"),
+        "pusher": {"name": (run.get("actor") or {}).get("login") if isinstance(run.get("actor"), dict) else None},
+    }
+    decision = _decide_push(push, delivery_id, rules)
+    if isinstance(decision, DeployRequest):
+        attempt = run.get("run_attempt")
+        identity = f"{run.get('id')!s:.20}/{attempt if isinstance(attempt, int) else 1}"
+        return dataclasses.replace(decision, run=identity)
+    return decision
 
 
 def _decide_push(payload: dict[str, object], delivery_id: str, rules: Rules) -> Decision:

@@ -84,3 +84,36 @@ def delivery_headers(secret: str, body: bytes, event: str = "push", delivery: st
 
 def encode(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def workflow_run_payload(
+    *,
+    repository: str = "example/app",
+    workflow: str = "CI",
+    branch: str | None = "main",
+    head_sha: str,
+    conclusion: str | None = "success",
+    action: str = "completed",
+    run_id: int = 30433642,
+    attempt: int = 1,
+    actor: str = "octocat",
+) -> dict:
+    """A workflow_run event as GitHub sends it (the fields Slipway reads, each checked against
+    @octokit/webhooks-schemas in tests/unit/test_webhook.py; trimmed of the many it ignores)."""
+    return {
+        "action": action,
+        "workflow": {"id": 161335, "name": workflow, "path": ".github/workflows/ci.yml", "state": "active"},
+        "workflow_run": {
+            "id": run_id,
+            "name": workflow,
+            "head_branch": branch,
+            "head_sha": head_sha,
+            "run_attempt": attempt,
+            "event": "push",
+            "status": "completed" if action == "completed" else "in_progress",
+            "conclusion": conclusion if action == "completed" else None,
+            "actor": {"login": actor, "id": 1, "type": "User"},
+        },
+        "repository": {"full_name": repository, "name": repository.split("/", 1)[1]},
+        "sender": {"login": actor, "id": 1, "type": "User"},
+    }

@@ -331,6 +331,23 @@ def remove_example_images() -> int:
     return realnodes.remove_images(_local_tags(EXAMPLE_REPOSITORY) + _local_tags(BASE_REPOSITORY))
 
 
+def buildkit_cli() -> str:
+    """A docker CLI that builds with the daemon's own BuildKit (DOCKER_BUILDKIT=1): Debian's 20.10
+    (/usr/bin/docker) does; a newer CLI some machines put first on PATH refuses BuildKit without
+    the buildx plugin, which no registry reachable here ships."""
+    for candidate in ("/usr/bin/docker", shutil.which("docker") or "docker"):
+        if Path(candidate).exists():
+            version = subprocess.run(
+                [candidate, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True
+            ).stdout.strip()
+            major = version.split(".", 1)[0]
+            if major.isdigit() and int(major) < 23:  # the CLI that still builds without buildx
+                return candidate
+            if subprocess.run([candidate, "buildx", "version"], capture_output=True).returncode == 0:
+                return candidate
+    return "docker"
+
+
 def build_service(
     registry: LocalRegistry,
     target: dict[str, Any],
@@ -357,7 +374,7 @@ def build_service(
             if mode:
                 os.chmod(Path(workdir) / info.filename, mode)
         context = Path(workdir) / target["context"]
-        command = ["docker", "build", "--progress=plain", "-t", pushed, context.as_posix()]
+        command = [buildkit_cli(), "build", "--progress=plain", "-t", pushed, context.as_posix()]
         if "dockerfile-inline" in target:
             (Path(workdir) / ".slipway.Dockerfile").write_text(target["dockerfile-inline"])
             command += ["-f", str(Path(workdir) / ".slipway.Dockerfile")]

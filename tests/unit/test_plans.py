@@ -263,3 +263,27 @@ def test_a_failed_undo_is_not_called_the_previous_state():
         "Deploy to dev failed (NodesUnhealthy: x) and so did its undo "
         "(TeardownIncomplete: i-1 still shutting down): see the execution"
     )
+
+
+def test_the_builds_source_is_the_whole_commit_readable_by_a_services_user():
+    # Given GitHub's archive of a commit: one top folder, Unix modes only on executables (as git
+    # archive writes a zip)
+    import io
+    import zipfile
+
+    from chalicelib import plans
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        plain = zipfile.ZipInfo("octo-app-abc1234/web/app.py")
+        plain.external_attr = 0x20  # MS-DOS attributes only, no Unix mode
+        zf.writestr(plain, "print('hi')\n")
+        run = zipfile.ZipInfo("octo-app-abc1234/bin/run")
+        run.external_attr = 0o100755 << 16
+        zf.writestr(run, "#!/bin/sh\n")
+    archive.seek(0)
+    # When the builds' source is made of it
+    source = zipfile.ZipFile(io.BytesIO(plans.repository_source(archive)))
+    # Then every file is at the root, plain files rw-r--r-- (not zipfile's 0600), executables kept
+    modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in source.infolist()}
+    assert modes == {"web/app.py": 0o644, "bin/run": 0o755}

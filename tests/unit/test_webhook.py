@@ -5,7 +5,7 @@ import json
 import pytest
 
 from chalicelib import webhook
-from slipway import github
+from slipway import PROJECT_DIR, github
 
 GITHUB_SECRET = b"It's a Secret to Everybody"
 GITHUB_BODY = b"Hello, World!"
@@ -278,3 +278,88 @@ def test_a_push_without_before_still_deploys():
     payload = json.loads(_push())
     del payload["before"]
     assert webhook.decide("push", "d", json.dumps(payload).encode(), MAIN).before == ""
+
+
+# --- deploying when a workflow succeeds (SLIPWAY_DEPLOY_WORKFLOW) -----------------------------------
+
+CI = webhook.Rules(branches=("main",), workflow="CI")
+
+
+def _run(**options) -> bytes:
+    return json.dumps(github.workflow_run_payload(repository="octo/app", head_sha=COMMIT, **options)).encode()
+
+
+def test_a_named_workflow_that_succeeded_on_a_deploying_branch_deploys_its_commit():
+    decision = webhook.decide("workflow_run", "delivery-1", _run(), CI)
+    assert isinstance(decision, webhook.DeployRequest)
+    assert (decision.repository, decision.ref, decision.commit, decision.pusher) == (
+        "octo/app",
+        "refs/heads/main",
+        COMMIT,
+        "octocat",
+    )
+    # A redelivery names the same execution; a re-run of the workflow another
+    again = webhook.decide("workflow_run", "delivery-2", _run(), CI)
+    rerun = webhook.decide("workflow_run", "delivery-3", _run(attempt=2), CI)
+    assert isinstance(again, webhook.DeployRequest) and isinstance(rerun, webhook.DeployRequest)
+    assert decision.execution_name() == again.execution_name() != rerun.execution_name()
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        ({"conclusion": "failure"}, "workflow 'CI' ended failure: nothing to deploy"),
+        ({"action": "requested"}, "workflow run requested, not completed"),
+        ({"workflow": "Lint"}, "workflow 'Lint' is not 'CI' (SLIPWAY_DEPLOY_WORKFLOW)"),
+        ({"branch": ""}, "the workflow run has no branch"),
+        ({"branch": "feature/x"}, "refs/heads/feature/x is not deployed"),
+    ],
+)
+def test_other_workflow_runs_are_ignored_saying_why(options, why):
+    decision = webhook.decide("workflow_run", "d", _run(**options), CI)
+    assert isinstance(decision, webhook.Ignore) and why in decision.reason
+
+
+def test_with_a_deploy_workflow_pushes_do_not_deploy_and_without_one_workflow_runs_do_not():
+    pushed = webhook.decide("push", "d", _push(), CI)
+    assert isinstance(pushed, webhook.Ignore) and "when workflow 'CI' succeeds" in pushed.reason
+    ran = webhook.decide("workflow_run", "d", _run(), MAIN)
+    assert isinstance(ran, webhook.Ignore) and ran.reason == "event 'workflow_run' is not deployed"
+
+
+def test_a_workflow_run_is_checked_as_a_push_is():
+    forged = json.loads(_run())
+    forged["workflow_run"]["head_sha"] = "not-a-commit"
+    assert webhook.decide("workflow_run", "d", json.dumps(forged).encode(), CI) == webhook.Refuse(
+        400, "'after' is not a commit id"
+    )
+    other = webhook.Rules(branches=("main",), repositories=("octo/other",), workflow="CI")
+    assert webhook.decide("workflow_run", "d", _run(), other).status == 403  # type: ignore[union-attr]
+
+
+def test_the_fields_read_of_a_workflow_run_are_githubs_own():
+    # Given GitHub's webhook payload schema (@octokit/webhooks-schemas, package.json pins it)
+    schema_path = PROJECT_DIR / "node_modules" / "@octokit" / "webhooks-schemas" / "schema.json"
+    if not schema_path.exists():
+        pytest.fail("run `npm ci` (make does): @octokit/webhooks-schemas is what this is checked against")
+    definitions = json.loads(schema_path.read_text())["definitions"]
+    completed = definitions["workflow_run$completed"]
+    assert completed["properties"]["action"]["enum"] == ["completed"]
+    run = definitions["workflow-run"]
+    props = run["properties"]
+    # Then every field webhook.py reads is there, required, with the type it reads it as
+    for field, kinds in {
+        "name": {"string"},
+        "head_branch": {"string"},  # never null in the schema; an empty one is ignored all the same
+        "head_sha": {"string"},
+        "id": {"integer"},
+        "run_attempt": {"integer"},
+    }.items():
+        assert field in run["required"], field
+        declared = props[field]["type"]
+        assert set(declared if isinstance(declared, list) else [declared]) == kinds, field
+    assert "success" in completed["properties"]["workflow_run"]["allOf"][1]["properties"]["conclusion"]["enum"]
+    assert props["actor"]["$ref"] == "#/definitions/user" and "login" in definitions["user"]["required"]
+    # And the test payload carries each of them
+    sent = github.workflow_run_payload(head_sha=COMMIT)
+    assert set(run["required"]) >= set(sent["workflow_run"]) - {"event", "status", "conclusion"}
