@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from unittest import mock
 
 from chalicelib import plans
@@ -17,7 +16,22 @@ from slipway.emulator import Emulator
 from slipway.harness import commit_id, deploy
 
 QUIET = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
-STACK = (Path(__file__).resolve().parent.parent / "example" / "stack.yml").read_bytes()
+# Images named, not built (bench/builds.py measures builds): one rebuilt is a new digest for a name.
+STACK = b"""
+version: "3.8"
+services:
+  web:
+    image: slipway-example/web:1
+    ports: ["80:8080"]
+    secrets: [{source: app_token, target: web_token}]
+    healthcheck: {test: ["CMD", "python3", "/srv/web/app.py", "check"], interval: 5s, timeout: 2s, retries: 3}
+    deploy: {replicas: 2}
+  worker:
+    image: slipway-example/worker:1
+    healthcheck: {disable: true}
+secrets:
+  app_token: {external: true}
+"""
 POLL, FIRST = 30, 2  # AWS defaults: SLIPWAY_POLL_SECONDS, SLIPWAY_POLL_FIRST_SECONDS
 DELAY = 30  # SLIPWAY_DEREGISTRATION_DELAY_SECONDS's default
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from slipway import github
@@ -30,6 +32,35 @@ QUICK_WAIT_SCALE = 0.2
 WHOLE_SECONDS = {"poll_seconds": 1, "wait_scale": 1}
 # How long a run may take to reach a state a caller waits for.
 REACH_SECONDS = 60.0
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` (a committer named, whatever the machine's config) and give its output."""
+    names = {"GIT_AUTHOR_NAME": "Slipway", "GIT_AUTHOR_EMAIL": "slipway@example.com"}
+    names |= {"GIT_COMMITTER_NAME": "Slipway", "GIT_COMMITTER_EMAIL": "slipway@example.com"}
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=os.environ | names
+    )
+    return done.stdout.strip()
+
+
+def commit_files(repo: Path, files: dict[str, str], message: str = "change") -> str:
+    """Write `files` (path -> text) into the repository, commit everything, and give the commit."""
+    for path, text in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def application_repository(path: Path, files: dict[str, str]) -> Path:
+    """A new git repository at `path` with `files` as its first commit: an application's, to serve
+    through `Emulator(repo=path)`."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    commit_files(path, files, "first")
+    return path
 
 
 def commit_id() -> str:

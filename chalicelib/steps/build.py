@@ -92,6 +92,7 @@ def check_builds(event: DeployRun) -> Builds:
     if any(b.status == "NOT_FOUND" for b in found.values()):
         raise TransientError("a build just started is not visible yet")
     failures: list[str] = []
+    failed: list[str] = []
     services: list[ServiceBuild] = []
     for service in state["services"]:
         build = found.get(service["build_id"] or "")
@@ -101,11 +102,11 @@ def check_builds(event: DeployRun) -> Builds:
                 service = {**service, "digest": build.exported[DIGEST_VARIABLE]}
             elif verdict != "IN_PROGRESS":
                 failures.append(_failure(service["name"], verdict, build))
+                failed.append(f"{service['name']} (in {build.failed_phase or 'CodeBuild'})")
         services.append(service)
     if failures:
-        # The first line is what a commit status shows: every failing service named there.
-        names = [f.split(":", 1)[0] for f in failures]
-        raise BuildFailed(f"{', '.join(names)} did not build; nothing was changed\n" + "\n".join(failures))
+        # The first line is what a commit status shows: every failing service and its phase.
+        raise BuildFailed(f"{', '.join(failed)} did not build; nothing was changed\n" + "\n".join(failures))
     done = all(s["digest"] for s in services)
     return Builds(status="SUCCEEDED" if done else "IN_PROGRESS", services=services, checks=state["checks"] + 1)
 

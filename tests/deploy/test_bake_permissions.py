@@ -42,38 +42,31 @@ from tests.deploy.iam_model import (
     statements,
     tag_context,
 )
+from tests.deploy.roles import (
+    ACCOUNT,
+    CODEBUILD_DOC,
+    ENV,
+    REGION,
+    SSM_DEFAULT_KEY,
+    STAGE_KEY,
+    STAR,
+    _ids,
+    _listed,
+    _parameters,
+    _template,
+    denied,
+    role_documents,
+    unused,
+)
 
 PLUGIN_VERSION = "1.3.3"  # packer-plugin-amazon: the calls below are read from this version
 SSM_AGENT_VERSION = "3.3.1142.0"  # amazon-ssm-agent: its CloudWatch output calls
-ACCOUNT, REGION, ENV = "111122223333", "eu-west-1", "dev"
-STAGE_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-SSM_DEFAULT_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0a1b2c3d-aws-ssm0-0000-000000000000"  # the account's aws/ssm
 CANONICAL = "099720109477"
-STAR = Resource("*", "")
 EBS_DOC = "https://docs.aws.amazon.com/ebs/latest/userguide/ebs-encryption-requirements.html (Permissions for users)"
-CODEBUILD_DOC = "https://docs.aws.amazon.com/codebuild/latest/userguide/setting-up-service-role.html"
 COPY_DOC = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/copy-ami-permissions.html"
 
 
 # --- the stack, resolved as CloudFormation would --------------------------------------------
-
-
-def _parameters(kms: bool) -> dict[str, str]:
-    return {"Stage": "dev", "Environment": ENV} | ({"KmsKeyArn": STAGE_KEY} if kms else {})
-
-
-def _template() -> dict:
-    return bootstrap.load_template(PROJECT_DIR)
-
-
-def _ids(template: dict, kms: bool) -> dict[str, Any]:
-    return bootstrap.example_ids(template, _parameters(kms), ACCOUNT, REGION)
-
-
-def role_documents(role: str, *, kms: bool = False, template: dict | None = None) -> list[dict]:
-    template = template or _template()
-    resolved = bootstrap.role_policies(template, role, _parameters(kms), ACCOUNT, REGION)
-    return list(resolved["Policies"].values())
 
 
 def _resolve(template: dict, value: Any, kms: bool) -> Any:
@@ -449,36 +442,6 @@ def bake_calls(kms: bool = False, source: dict | None = None, template: dict | N
         ids["BakeInstanceRole.Arn"],
     )
     return calls + codebuild_calls(template)
-
-
-def _listed(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def denied(calls: list[Call], documents: list[dict]) -> list[str]:
-    return [
-        f"{call.action} on {resource.arn} ({call.cite}{', ' + call.note if call.note else ''}): {verdict}"
-        for call in calls
-        for resource in call.resources
-        if (verdict := decision(documents, call.action, resource)) != "Allow"
-    ]
-
-
-def unused(calls: list[Call], documents: list[dict]) -> list[str]:
-    """Each action and each resource of every Allow statement that no call needs."""
-    from fnmatch import fnmatchcase
-
-    found = []
-    for statement in statements(documents):
-        if statement["Effect"] != "Allow":
-            continue
-        hits = [(c.action, r) for c in calls for r in c.resources if matches(statement, c.action, r)]
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        sid = statement.get("Sid", "?")
-        found += [f"{sid}: {a}" for a in actions if not any(fnmatchcase(h[0].lower(), a.lower()) for h in hits)]
-        found += [f"{sid}: {r}" for r in resources if not any(fnmatchcase(h[1].arn, r) for h in hits)]
-    return found
 
 
 # --- the bake ------------------------------------------------------------------------------

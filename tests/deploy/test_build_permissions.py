@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.deploy.iam_model import Call, Resource, decision
-from tests.deploy.test_bake_permissions import (
+from tests.deploy.roles import (
     ACCOUNT,
     CODEBUILD_DOC,
     ENV,

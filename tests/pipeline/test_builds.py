@@ -3,13 +3,13 @@ whose sources changed), on Slipway's own node image, in an environment that belo
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from chalicelib import naming
-from slipway.harness import deploy, history, tagged, teardown
+from slipway.harness import application_repository, deploy, git, history, tagged, teardown
+from slipway.harness import commit_files as commit
 
 STACK = """\
 services:
@@ -32,35 +32,11 @@ secrets:
 SECRET_VALUE = "npm-token-that-must-stay-in-ssm"
 
 
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=os.environ
-        | {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"},
-    )
-    return done.stdout.strip()
-
-
-def commit(repo: Path, files: dict[str, str], message: str = "change") -> str:
-    for path, text in files.items():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_text(text)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
-
-
 @pytest.fixture
 def app_repo(tmp_path) -> Path:
     """A three-service application repository: no packer/, no ansible/, a Dockerfile per service."""
-    repo = tmp_path / "app"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    commit(
-        repo,
+    return application_repository(
+        tmp_path / "app",
         {
             "stack.yml": STACK,
             "README.md": "# app\n",
@@ -71,9 +47,7 @@ def app_repo(tmp_path) -> Path:
             "docker/worker.Dockerfile": "FROM python:3.12-slim\nCOPY . /srv\n",
             "worker/run.py": "print('work')\n",
         },
-        "first",
     )
-    return repo
 
 
 @pytest.fixture
@@ -161,7 +135,7 @@ def test_a_failing_build_ends_the_run_before_anything_changes(app, app_repo):
     assert run.status == "FAILED"
     assert run.error == "BuildFailed"
     cause = json.loads(run.cause)["errorMessage"]
-    assert cause.splitlines()[0] == "api did not build; nothing was changed"
+    assert cause.splitlines()[0] == "api (in BUILD) did not build; nothing was changed"
     assert "api: the build ended FAILED in BUILD" in cause
     assert "did not complete successfully: exit code: 2" in cause
     assert "whole log: https://console.aws.amazon.com/cloudwatch/" in cause
@@ -172,7 +146,10 @@ def test_a_failing_build_ends_the_run_before_anything_changes(app, app_repo):
         for e in history(app, run.execution_arn)
     )
     statuses = [s for s in app.github.statuses if s["sha"] == pushed]
-    assert statuses[-1]["state"] == "failure" and "BuildFailed: api did not build" in statuses[-1]["description"]
+    assert statuses[-1]["state"] == "failure"
+    assert "BuildFailed: api (in BUILD) did not build" in statuses[-1]["description"]
+    failed = app.github.deployment_statuses[-1]
+    assert failed["state"] == "failure" and "api (in BUILD) did not build" in failed["description"]
     again = deploy(app, git(app_repo, "rev-parse", "HEAD~1"))
     assert {s["name"]: s["digest"] for s in again.output["rollout"]["services"]} == serving
 

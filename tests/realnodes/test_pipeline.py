@@ -18,7 +18,7 @@ from slipway import realnodes
 from slipway.emulator.nodes import Result
 from slipway.follow import follow
 from slipway.harness import commit_id, deploy, scheduled_event, tagged_instances
-from tests.realnodes import LOST_AFTER_SECONDS
+from tests.realnodes import LOST_AFTER_SECONDS, REAL_RUN_SECONDS, through_load_balancer
 
 
 def cidr(test_name: str) -> str:
@@ -35,11 +35,6 @@ def changed_role(emu, commit: str) -> str:
     and reused by the tests after (each test's pipeline still bakes, registers and rolls it out)."""
     emu.github.trees[commit] = {"ansible": "a" * 40, "packer": "f" * 40}
     return commit
-
-
-# A real run's first bake converges the role on a fresh Debian root (on a cold .cache/, with the rest
-# of the suite running beside it, that alone can pass two minutes); the bake's own limit is higher.
-REAL_RUN_SECONDS = 900
 
 
 @pytest.fixture
@@ -185,19 +180,6 @@ def answers(emu) -> list[str]:
         except (OSError, realnodes.NodeError, ValueError):
             continue
     return found
-
-
-def through_load_balancer(emu) -> str | None:
-    """GET / through the load balancer's port 80 (its local stand-in): the answer, or why none came.
-    Refused, reset or unanswered for LOST_AFTER_SECONDS, it is lost."""
-    import urllib.request
-
-    host, port = emu.load_balancer.address(80)
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=LOST_AFTER_SECONDS) as answer:
-            return answer.read(500).decode(errors="replace")
-    except OSError as exc:
-        return f"failed: {exc}"
 
 
 def test_a_real_stack_answers_over_http_and_keeps_answering_through_a_node_replacement(real):

@@ -45,3 +45,18 @@ def test_a_block_without_its_markers_is_named(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(docs, "BLOCKS", {page: {"generated:settings": docs.settings_table}})
     monkeypatch.setattr(docs, "PROJECT_DIR", tmp_path)
     assert docs.stale() == ["settings.md (settings.md must hold <!-- generated:settings:start --> and :end once each)"]
+
+
+def test_no_test_module_imports_another():
+    # docs/testing.md: what tests share lives in slipway/harness.py or a package's helper module
+    import re
+
+    from slipway import PROJECT_DIR
+
+    found = [
+        f"{path.relative_to(PROJECT_DIR)}: {line.strip()}"
+        for path in sorted((PROJECT_DIR / "tests").rglob("*.py"))
+        for line in path.read_text().splitlines()
+        if re.match(r"\s*(from tests(\.\w+)*\.test_\w+ import|import tests(\.\w+)*\.test_)", line)
+    ]
+    assert found == []
