@@ -18,6 +18,8 @@ from chalicelib import naming
 from chalicelib.aws import Client, error_code
 
 IMAGE_NOT_FOUND = frozenset({"ImageNotFoundException", "RepositoryNotFoundException"})
+RUNNING = "running-"  # the extra tag of the image a service runs: its lifecycle rule keeps it
+ALREADY_TAGGED = frozenset({"ImageAlreadyExistsException", "ImageTagAlreadyExistsException"})
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,10 @@ class Repository:
 
 def lifecycle_policy(keep: int | None) -> str:
     """Expire untagged manifests after a day (the children of multi-platform images, replaced cache
-    manifests), and, with `keep`, every tagged image but the newest `keep` (ECR's lifecycle policy
-    parameters: one rule only may select untagged images, and the `any`/catch-all rule goes last)."""
+    manifests), and, with `keep`, every tagged image but the newest `keep`, except the ones a
+    service runs: `mark_running` tags those `running-<key>`, and the rule that selects that tag comes
+    first, so no later rule may expire them (ECR's lifecycle policy parameters: an image matched by a
+    rule is never expired by a rule of lower priority; one rule only may select untagged images)."""
     rules: list[dict[str, object]] = [
         {
             "rulePriority": 1,
@@ -45,9 +49,20 @@ def lifecycle_policy(keep: int | None) -> str:
         }
     ]
     if keep is not None:
-        rules.append(
+        rules += [
             {
                 "rulePriority": 2,
+                "description": "what a service runs stays (a service runs one image: the count is never reached)",
+                "selection": {
+                    "tagStatus": "tagged",
+                    "tagPatternList": [f"{RUNNING}*"],
+                    "countType": "imageCountMoreThan",
+                    "countNumber": 1000,
+                },
+                "action": {"type": "expire"},
+            },
+            {
+                "rulePriority": 3,
                 "description": f"the newest {keep} build images stay",
                 "selection": {
                     "tagStatus": "tagged",
@@ -56,8 +71,8 @@ def lifecycle_policy(keep: int | None) -> str:
                     "countNumber": keep,
                 },
                 "action": {"type": "expire"},
-            }
-        )
+            },
+        ]
     return json.dumps({"rules": rules})
 
 
@@ -117,3 +132,34 @@ def delete_repository(ecr: Client, name: str) -> bool:
             return False
         raise
     return True
+
+
+def mark_running(ecr: Client, repository: str, key: str) -> list[str]:
+    """Tag the image of build `key` `running-<key>` (a new tag on the same manifest: tags stay
+    immutable) and take that tag off the images the service ran before, so the lifecycle policy
+    keeps what runs, however old. Returns the tags taken off."""
+    running = f"{RUNNING}{key}"
+    marked: list[str] = []
+    for page in ecr.get_paginator("describe_images").paginate(
+        repositoryName=repository, filter={"tagStatus": "TAGGED"}
+    ):
+        for image in page["imageDetails"]:
+            marked += [t for t in image.get("imageTags", []) if t.startswith(RUNNING)]
+    if running not in marked:
+        found = ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": key}])["images"]
+        if not found:
+            raise ValueError(f"{repository} has no image {key} to mark as running")
+        try:
+            ecr.put_image(
+                repositoryName=repository,
+                imageManifest=found[0]["imageManifest"],
+                imageManifestMediaType=found[0].get("imageManifestMediaType") or "",
+                imageTag=running,
+            )
+        except ClientError as exc:
+            if error_code(exc) not in ALREADY_TAGGED:  # a retried step put it already
+                raise
+    stale = [t for t in marked if t != running]
+    if stale:
+        ecr.batch_delete_image(repositoryName=repository, imageIds=[{"imageTag": t} for t in stale])
+    return stale

@@ -6,7 +6,7 @@ the same command."""
 from __future__ import annotations
 
 from chalicelib import aws, plans, scripts
-from chalicelib.aws import ec2
+from chalicelib.aws import ec2, ecr
 from chalicelib.errors import SwarmFailed
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
@@ -97,8 +97,13 @@ def terminate_old_nodes(event: DeployRun) -> Retire:
 
 @task("Remove old images")
 def remove_old_images(event: DeployRun) -> ImagesRemoved:
-    """Keep the newest SLIPWAY_KEEP_IMAGES images and any a live node runs; deregister the rest."""
+    """Keep the newest SLIPWAY_KEEP_IMAGES images and any a live node runs; deregister the rest.
+    And mark the build images the services now run, which their repositories' lifecycle policy
+    keeps however old (ecr.mark_running)."""
     deployment = deployment_of(event)
+    registry = aws.client("ecr")
+    for built in event["builds"]["services"] if "builds" in event else []:
+        ecr.mark_running(registry, built["repository"], built["key"])
     settings = get_settings()
     client = aws.client("ec2")
     in_use = {n.image_id for n in ec2.list_nodes(client, deployment["environment"])}

@@ -92,6 +92,14 @@ def test_a_push_builds_only_the_services_whose_sources_changed(app, app_repo):
     assert third.status == "SUCCEEDED", third.error
     assert built(third) == updated(third) == []
 
+    # And each repository's lifecycle policy keeps what the service runs: only the running image is
+    # tagged running-<key> (the web image the first push ran is not any more)
+    ecr = app.client("ecr")
+    web_images = ecr.describe_images(repositoryName="slipway/dev/web")["imageDetails"]
+    running = {t for i in web_images for t in i.get("imageTags", []) if t.startswith("running-")}
+    web_key = next(s["key"] for s in second.output["builds"]["services"] if s["name"] == "web")
+    assert running == {f"running-{web_key}"} and len(web_images) == 2
+
     # When the worker's Dockerfile, outside its context, changes: the worker alone is built
     fourth = deploy(app, commit(app_repo, {"docker/worker.Dockerfile": "FROM python:3.12-slim\nCOPY . /app\n"}))
     assert fourth.status == "SUCCEEDED", fourth.error
@@ -111,8 +119,9 @@ def test_each_service_has_an_immutable_scanned_repository_that_teardown_removes(
     assert web["imageTagMutability"] == "IMMUTABLE" and web["imageScanningConfiguration"] == {"scanOnPush": True}
     assert found["slipway/dev/cache/web"]["imageTagMutability"] == "MUTABLE"
     policy = json.loads(ecr.get_lifecycle_policy(repositoryName="slipway/dev/web")["lifecyclePolicyText"])
-    assert [r["selection"]["tagStatus"] for r in policy["rules"]] == ["untagged", "tagged"]
-    assert policy["rules"][1]["selection"]["countNumber"] == 20
+    assert [r["selection"]["tagStatus"] for r in policy["rules"]] == ["untagged", "tagged", "tagged"]
+    assert policy["rules"][1]["selection"]["tagPatternList"] == ["running-*"]
+    assert policy["rules"][2]["selection"]["countNumber"] == 20
     assert tagged(app)["ecr-repository"] == 6
     # When the environment is torn down, the repositories go with it
     down = teardown(app)
