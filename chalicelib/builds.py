@@ -126,13 +126,15 @@ def specs(services: Mapping[str, Any], stack_path: str) -> Specs:
         elif posixpath.isabs(context):
             problems.append(f"{where}.context {context!r} is absolute: give a path inside the repository")
         context = posixpath.normpath(posixpath.join(base, context))
-        if context == ".." or context.startswith("../"):
+        outside = context == ".." or context.startswith("../")
+        if outside:
             problems.append(f"{where}.context leaves the repository ({context})")
         dockerfile = str(spec.get("dockerfile") or "Dockerfile")
         inline = spec.get("dockerfile_inline")
         if inline is not None and "dockerfile" in spec:
             problems.append(f"{where} has both dockerfile and dockerfile_inline: give one")
-        if posixpath.isabs(dockerfile) or posixpath.normpath(posixpath.join(context, dockerfile)).startswith("../"):
+        path = posixpath.normpath(posixpath.join(context, dockerfile))
+        if not outside and (posixpath.isabs(dockerfile) or path == ".." or path.startswith("../")):
             problems.append(f"{where}.dockerfile {dockerfile!r} is not a path inside the repository")
         args = _pairs(spec.get("args"), f"{where}.args", problems)
         labels = _pairs(spec.get("labels"), f"{where}.labels", problems)
