@@ -224,3 +224,27 @@ def test_building_under_a_fault_makes_one_repository_each_and_one_build_each(app
     for name in names:
         assert ecr.get_lifecycle_policy(repositoryName=name)["lifecyclePolicyText"]
     assert sorted(b["service"] for b in app.builds.values()) == ["api", "web", "worker"]
+
+
+def test_a_repository_with_both_image_folders_bakes_its_own_node_image(app, app_repo):
+    import io
+    import zipfile
+
+    override = {"packer/buildspec.yml": "version: 0.2\n", "ansible/swarm_node.yml": "- hosts: all\n"}
+    run = deploy(app, commit(app_repo, override))
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    deployment = run.output["deployment"]
+    assert deployment["image_source"] == "commit"
+    assert deployment["image_key"] != os.environ["SLIPWAY_NODE_IMAGE_KEY"]
+    # The bake's source is the commit's own two folders
+    bucket = os.environ["SLIPWAY_BAKE_BUCKET"]
+    data = app.client("s3").get_object(Bucket=bucket, Key=f"sources/{deployment['image_key']}.zip")["Body"].read()
+    assert sorted(zipfile.ZipFile(io.BytesIO(data)).namelist()) == sorted(override)
+
+
+def test_a_build_secret_without_a_value_is_refused_naming_its_parameter(make_emulator, app_repo):
+    emu = make_emulator(repo=app_repo, extra_environment={"SLIPWAY_STACK_FILE": "stack.yml"})
+    run = deploy(emu, git(app_repo, "rev-parse", "HEAD"))
+    assert run.status == "FAILED" and run.error == "StackInvalid"
+    assert "no value for secret npm_token" in run.cause and "/slipway/dev/secrets/npm_token" in run.cause
+    assert emu.builds == {}
