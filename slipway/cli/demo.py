@@ -20,6 +20,7 @@ from slipway.harness import scheduled_event
 
 EMULATED = [
     "CodeBuild/Packer bake: the emulator registers the AMI Packer would produce (no image is built)",
+    "CodeBuild builds: emulated by content, one ECR digest per build key (no image is built)",
     "node commands: SSM Run Command is answered by emulated swarm nodes (no Docker engine runs)",
     "the stack: emulated managers keep its services, tasks and update state; the images are in an emulated registry",
     "the load balancer: moto's elbv2, target health as an NLB reports it (initial, healthy, draining); no traffic",
@@ -29,6 +30,8 @@ EXAMPLE_STACK = "example/stack.yml"
 REAL_NODES = [
     "CodeBuild/Packer bake: the swarm_node role converged for real on a Debian 12 root, imported as "
     "a local Docker image (Packer and the AMI itself are emulated)",
+    "CodeBuild builds: BuildKit on this machine's dockerd, pushed to the local registry (buildx bake and the "
+    "registry cache run only in CodeBuild)",
     "node commands: SSM Run Command ran in each instance's node container, on its own dockerd",
     "the stack: docker stack deploy for real, its images from a local registry; no worker service "
     "(example_stack); Swarm's routing mesh (IPVS, which this kernel lacks) stood in for by slipway/realnodes/mesh.py",
