@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,10 @@ IGNORED = frozenset(
         "privileged",
     }
 )
+# A built service's name names its ECR repository (a path component: lower-case letters and digits
+# in runs joined by one '.', '_' or '-') and its buildx bake target ([a-zA-Z0-9_-]+): both hold for
+# these names, compared lower-cased.
+_BUILT_NAME = re.compile(r"^[a-zA-Z0-9]+(?:[_-][a-zA-Z0-9]+)*$")
 REFUSED = {
     "ssh": "SSH agent forwarding has no agent to forward in CodeBuild",
     "additional_contexts": "only the service's own context is read from the commit",
@@ -103,23 +108,19 @@ def specs(services: Mapping[str, Any], stack_path: str) -> Specs:
     builds: list[BuildSpec] = []
     problems: list[str] = []
     warnings: list[str] = []
+    repositories: dict[str, str] = {}
     for name in sorted(services):
         raw = (services[name] or {}).get("build")
         if raw is None:
             continue
         where = f"services.{name}.build"
+        problems += _name_problems(name, repositories)
         spec = {"context": raw} if isinstance(raw, str) else dict(raw) if isinstance(raw, Mapping) else None
         if spec is None:
             problems.append(f"{where} must be a path or a mapping")
             continue
         found = len(problems)
-        for key in sorted(spec):
-            if key in REFUSED:
-                problems.append(f"{where}.{key} is not supported: {REFUSED[key]}")
-            elif key in IGNORED:
-                warnings.append(f"{where}.{key} is ignored: Slipway builds in CodeBuild with its own cache and tag")
-            elif key not in SUPPORTED:
-                problems.append(f"{where}.{key} is not a key of the Compose build specification Slipway reads")
+        _check_keys(where, spec, problems, warnings)
         context = str(spec.get("context") or ".")
         if "://" in context or context.startswith("git@"):
             problems.append(f"{where}.context {context!r} is remote: Slipway builds from the pushed commit only")
@@ -157,6 +158,33 @@ def specs(services: Mapping[str, Any], stack_path: str) -> Specs:
             )
         )
     return Specs(tuple(builds), tuple(problems), tuple(warnings))
+
+
+def _name_problems(name: str, repositories: dict[str, str]) -> list[str]:
+    """A built service's name must make an ECR repository and a bake target, and no other built
+    service's lower-cased name may equal it (`repositories`: lower-cased -> first name, updated)."""
+    if not _BUILT_NAME.match(name):
+        return [
+            f"services.{name} is built, so its name names an ECR repository and a build target: use letters "
+            "and digits joined by single '-' or '_'"
+        ]
+    first = repositories.setdefault(name.lower(), name)
+    if first != name:
+        return [
+            f"services.{name} and services.{first} would share an ECR repository (repository names are "
+            "lower-case): rename one"
+        ]
+    return []
+
+
+def _check_keys(where: str, spec: Mapping[str, Any], problems: list[str], warnings: list[str]) -> None:
+    for key in sorted(spec):
+        if key in REFUSED:
+            problems.append(f"{where}.{key} is not supported: {REFUSED[key]}")
+        elif key in IGNORED:
+            warnings.append(f"{where}.{key} is ignored: Slipway builds in CodeBuild with its own cache and tag")
+        elif key not in SUPPORTED:
+            problems.append(f"{where}.{key} is not a key of the Compose build specification Slipway reads")
 
 
 def _pairs(value: Any, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:

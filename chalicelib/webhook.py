@@ -149,6 +149,15 @@ def _decide_workflow_run(payload: dict[str, object], delivery_id: str, rules: Ru
         return Ignore(f"workflow '{name!s:.100}' is not '{rules.workflow}' (SLIPWAY_DEPLOY_WORKFLOW)", "event")
     if run.get("conclusion") != "success":
         return Ignore(f"workflow '{rules.workflow}' ended {run.get('conclusion')!s:.40}: nothing to deploy", "event")
+    # Only a run for a push to the repository itself: a pull request's run (from a fork, whose
+    # branch may well be called main) tests code nobody merged, and must never deploy it.
+    if run.get("event") != "push":
+        return Ignore(f"workflow run for a {run.get('event')!s:.40} event, not a push: nothing to deploy", "event")
+    head = run.get("head_repository")
+    base = payload.get("repository")
+    head_name = head.get("full_name") if isinstance(head, dict) else None
+    if not isinstance(base, dict) or head_name != base.get("full_name"):
+        return Ignore(f"workflow run of commits from {head_name!s:.100}, not this repository", "event")
     branch = run.get("head_branch")
     if not isinstance(branch, str) or not branch:
         return Ignore("the workflow run has no branch (a tag or a fork's pull request): nothing to deploy", "ref")

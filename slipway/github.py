@@ -97,6 +97,8 @@ def workflow_run_payload(
     run_id: int = 30433642,
     attempt: int = 1,
     actor: str = "octocat",
+    event: str = "push",
+    head_repository: str | None = None,
 ) -> dict:
     """A workflow_run event as GitHub sends it (the fields Slipway reads, each checked against
     @octokit/webhooks-schemas in tests/unit/test_webhook.py; trimmed of the many it ignores)."""
@@ -109,7 +111,8 @@ def workflow_run_payload(
             "head_branch": branch,
             "head_sha": head_sha,
             "run_attempt": attempt,
-            "event": "push",
+            "event": event,
+            "head_repository": {"full_name": head_repository or repository},
             "status": "completed" if action == "completed" else "in_progress",
             "conclusion": conclusion if action == "completed" else None,
             "actor": {"login": actor, "id": 1, "type": "User"},

@@ -105,3 +105,14 @@ def _build(build: Mapping[str, Any]) -> Build:
         log_stream=logs.get("streamName"),
         log_link=logs.get("deepLink"),
     )
+
+
+def stop(codebuild: Client, build_id: str) -> bool:
+    """Stop a build still running; False if it had ended (or was never found)."""
+    try:
+        codebuild.stop_build(id=build_id)
+    except ClientError as exc:
+        if error_code(exc) in ("InvalidInputException", "ResourceNotFoundException"):  # ended, or gone
+            return False
+        raise
+    return True

@@ -105,10 +105,27 @@ def check_builds(event: DeployRun) -> Builds:
                 failed.append(f"{service['name']} (in {build.failed_phase or 'CodeBuild'})")
         services.append(service)
     if failures:
+        # The run ends here: a build of it left running would push its key while the next run
+        # builds the same key again, and the immutable tag would refuse the second push.
+        _stop_the_rest(services, found, failed)
         # The first line is what a commit status shows: every failing service and its phase.
         raise BuildFailed(f"{', '.join(failed)} did not build; nothing was changed\n" + "\n".join(failures))
     done = all(s["digest"] for s in services)
     return Builds(status="SUCCEEDED" if done else "IN_PROGRESS", services=services, checks=state["checks"] + 1)
+
+
+def _stop_the_rest(services: list[ServiceBuild], found: dict[str, codebuild.Build], failed: list[str]) -> None:
+    client = aws.client("codebuild")
+    for service in services:
+        build = found.get(service["build_id"] or "")
+        if build is None or service["digest"] or builds.build_status(build.status, None) != "IN_PROGRESS":
+            continue
+        try:
+            stopped = codebuild.stop(client, build.build_id)
+        except Exception as exc:  # noqa: BLE001  # the failure is what the run reports; this is tidying
+            logger.warning("build not stopped", extra={"service": service["name"], "why": str(exc)})
+            continue
+        logger.info("build stopped", extra={"service": service["name"], "stopped": stopped, "because": failed})
 
 
 def _specs(event: DeployRun, settings: Settings) -> tuple[builds.BuildSpec, ...]:

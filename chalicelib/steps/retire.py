@@ -103,7 +103,10 @@ def remove_old_images(event: DeployRun) -> ImagesRemoved:
     deployment = deployment_of(event)
     registry = aws.client("ecr")
     for built in event["builds"]["services"] if "builds" in event else []:
-        ecr.mark_running(registry, built["repository"], built["key"])
+        try:
+            ecr.mark_running(registry, built["repository"], built["key"])
+        except Exception as exc:  # noqa: BLE001  # the deploy is done; the next one marks it again
+            logger.warning("running image not marked", extra={"service": built["name"], "why": str(exc)})
     settings = get_settings()
     client = aws.client("ec2")
     in_use = {n.image_id for n in ec2.list_nodes(client, deployment["environment"])}

@@ -1,5 +1,6 @@
 """CodeBuild: moto runs no build and reports it SUCCEEDED at once, exporting nothing, and starts a
-new build for a StartBuild whose idempotencyToken it has seen (CodeBuild answers with that token's).
+new build for a StartBuild whose idempotencyToken it has seen (CodeBuild answers with that token's),
+and StopBuild does not stop what BatchGetBuilds reports.
 
 The bake project: the emulator plays Packer's part. The build is IN_PROGRESS for its first checks,
 then registers the AMI under the name and tags the Packer template gives it and exports AMI_ID, or
@@ -81,6 +82,17 @@ def install(emu: Emulator, patch: Callable[[Any], Any]) -> None:
         return result
 
     patch(mock.patch.object(CodeBuildResponse, "start_build", start_build))
+
+    original_stop = CodeBuildBackend.stop_build
+
+    def stop_build(backend, build_id):
+        # moto marks its history's copy of the build, not the one BatchGetBuilds answers with.
+        with emu._lock:
+            if build_id in emu.builds and emu.builds[build_id]["digest"] is None:
+                emu.builds[build_id]["stopped"] = True
+        return original_stop(backend, build_id)
+
+    patch(mock.patch.object(CodeBuildBackend, "stop_build", stop_build))
 
     original_batch = CodeBuildBackend.batch_get_builds
 
@@ -180,8 +192,13 @@ def advance_build(emu: Emulator, backend, build: dict) -> None:
     """Play BuildKit's part for one service's build (see the module docstring)."""
     with emu._lock:
         record = emu.builds[build["id"]]
+        if record.get("stopped"):  # StopBuild (see install)
+            build.update({"buildStatus": "STOPPED", "currentPhase": "COMPLETED", "buildComplete": True})
+            return
         record["polls"] += 1
-        if record["polls"] < emu.bake_polls:
+        # A build a test fails fails at once, while its siblings are still building.
+        fails = emu.build_outcomes.get(record["service"], "SUCCEEDED") != "SUCCEEDED"
+        if record["polls"] < (1 if fails else emu.bake_polls):
             build.update({"buildStatus": "IN_PROGRESS", "currentPhase": "BUILD", "buildComplete": False})
             return
         if record["digest"] is None and "failure" not in record:

@@ -248,3 +248,21 @@ def test_a_build_secret_without_a_value_is_refused_naming_its_parameter(make_emu
     assert run.status == "FAILED" and run.error == "StackInvalid"
     assert "no value for secret npm_token" in run.cause and "/slipway/dev/secrets/npm_token" in run.cause
     assert emu.builds == {}
+
+
+def test_a_failing_build_stops_the_runs_other_builds(app, app_repo):
+    # Given a first push whose api build fails while web's and worker's still run
+    app.build_outcomes["api"] = "FAILED"
+    run = deploy(app, git(app_repo, "rev-parse", "HEAD"))
+    assert run.status == "FAILED" and run.error == "BuildFailed"
+    # Then the run stopped them: none of them pushes a key the next run would build again
+    codebuild = app.client("codebuild")
+    statuses = {
+        record["service"]: codebuild.batch_get_builds(ids=[build_id])["builds"][0]["buildStatus"]
+        for build_id, record in app.builds.items()
+    }
+    assert statuses == {"api": "FAILED", "web": "STOPPED", "worker": "STOPPED"}
+    assert all(
+        not app.client("ecr").describe_images(repositoryName=f"slipway/dev/{s}")["imageDetails"]
+        for s in ("web", "worker")
+    )

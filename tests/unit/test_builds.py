@@ -157,3 +157,16 @@ def test_the_buildspec_bakes_the_one_target_without_provenance_and_exports_its_d
 )
 def test_a_builds_status_is_in_progress_succeeded_or_why_it_failed(status, digest, verdict):
     assert builds.build_status(status, digest) == verdict
+
+
+def test_a_built_services_name_must_make_an_ecr_repository_and_a_bake_target():
+    found = specs({name: {"build": "."} for name in ("api--v2", "_worker", "a.b", "Web", "web", "api_v2", "svc-1")})
+    assert found.problems == (
+        "services._worker is built, so its name names an ECR repository and a build target: use letters and digits "
+        "joined by single '-' or '_'",
+        "services.a.b is built, so its name names an ECR repository and a build target: use letters and digits "
+        "joined by single '-' or '_'",
+        "services.api--v2 is built, so its name names an ECR repository and a build target: use letters and digits "
+        "joined by single '-' or '_'",
+        "services.web and services.Web would share an ECR repository (repository names are lower-case): rename one",
+    )

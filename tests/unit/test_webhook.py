@@ -313,6 +313,8 @@ def test_a_named_workflow_that_succeeded_on_a_deploying_branch_deploys_its_commi
         ({"workflow": "Lint"}, "workflow 'Lint' is not 'CI' (SLIPWAY_DEPLOY_WORKFLOW)"),
         ({"branch": ""}, "the workflow run has no branch"),
         ({"branch": "feature/x"}, "refs/heads/feature/x is not deployed"),
+        ({"event": "pull_request"}, "workflow run for a pull_request event, not a push"),
+        ({"head_repository": "mallory/app"}, "workflow run of commits from mallory/app, not this repository"),
     ],
 )
 def test_other_workflow_runs_are_ignored_saying_why(options, why):
@@ -362,4 +364,5 @@ def test_the_fields_read_of_a_workflow_run_are_githubs_own():
     assert props["actor"]["$ref"] == "#/definitions/user" and "login" in definitions["user"]["required"]
     # And the test payload carries each of them
     sent = github.workflow_run_payload(head_sha=COMMIT)
-    assert set(run["required"]) >= set(sent["workflow_run"]) - {"event", "status", "conclusion"}
+    assert set(run["required"]) >= set(sent["workflow_run"]) - {"status", "conclusion"}
+    assert props["event"]["type"] == "string" and "head_repository" in run["required"]
