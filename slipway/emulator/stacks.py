@@ -1,11 +1,14 @@
 """The stack on the emulated swarm: an emulated registry of images (each a digest, healthy or
-not), node labels and placement, services created and updated by `docker stack deploy` (every
-service in the file gets a new UpdatedAt, as swarmkit stamps every ServiceUpdate), an update that
-shows as under way for one poll, a rollback when the new image is unhealthy, and secrets made
-from SSM. No Docker engine runs."""
+not; any well-formed reference a public registry could serve is there, with a digest derived from
+it, unless a test declares it missing; ECR's images only once a build pushed them), node labels
+and placement, services created and updated by `docker stack deploy` (every service in the file
+gets a new UpdatedAt, as swarmkit stamps every ServiceUpdate), an update that shows as under way
+for one poll, a rollback when the new image is unhealthy, and secrets made from SSM. No Docker
+engine runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -22,6 +25,9 @@ _FETCH = re.compile(r'^slipway-node fetch (\S+) (\S+) "\$work/stack\.yml"$', re.
 _SECRET = re.compile(r"^slipway-node secret (\S+) (\S+)$", re.MULTILINE)
 _STACK_DEPLOY = re.compile(r'^docker stack deploy .*--compose-file "\$work/stack\.yml" (\S+)$', re.MULTILINE)
 _SERVICE_RM = re.compile(r"^docker service rm (\S+) >/dev/null$", re.MULTILINE)
+# A Docker reference's path and tag (docker/distribution's grammar: lower-case path components).
+_PATH = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 
 
 class StackAnswers(SwarmState):
@@ -50,13 +56,34 @@ class StackAnswers(SwarmState):
     def _image(self, reference: str) -> Image | None:
         """The registry's image for a reference (`repo:tag`, or pinned `repo:tag@sha256:...`)."""
         name, _, digest = reference.partition("@")
-        image = self.registry.get(name if ":" in name.rsplit("/", 1)[-1] else name + ":latest")
+        tagged = name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+        if tagged not in self.registry and self._public(tagged):
+            self.registry[tagged] = Image("sha256:" + hashlib.sha256(tagged.encode()).hexdigest(), True)
+        image = self.registry.get(tagged)
         if digest:
             known = [
                 i for ref, i in self.registry.items() if ref.split(":")[0] == name.split(":")[0] and i.digest == digest
             ]
             return known[0] if known else None
         return image
+
+    def _public(self, reference: str) -> bool:
+        """Whether a public registry would serve `reference` (`name:tag`): well-formed, not declared
+        missing, and not in ECR (whose images are only those builds pushed) nor a private host's."""
+        if reference in self.missing or reference.removesuffix(":latest") in self.missing:
+            return False
+        name, _, tag = reference.rpartition(":")
+        first, _, rest = name.partition("/")
+        # docker/distribution: the first component names a registry host when it has '.' or ':'
+        # or is localhost; else the reference is Docker Hub's.
+        host = first if rest and ("." in first or ":" in first or first == "localhost") else ""
+        path = rest if host else name
+        if not (_PATH.match(path) and _TAG.match(tag)):
+            return False
+        private = (
+            host == "localhost" or host.startswith(("localhost:", "127.", "10.", "192.168.")) or ".dkr.ecr." in host
+        )
+        return not private
 
     def _eligible(self, swarm: Swarm, definition: dict, machines: dict[str, Machine]) -> list[str]:
         """The up, active members a service's placement constraints (`node.labels.x == y`) allow."""

@@ -106,6 +106,9 @@ class SwarmState:
         self._fetch = fetch or _no_object
         self._parameter = parameter or (lambda name: None)
         self.registry: dict[str, Image] = {}  # "repository:tag" -> the image it names now
+        # References a public registry would not serve (a test's missing image); any other public
+        # one is served (stacks.StackAnswers._image), as Docker Hub and the like would.
+        self.missing: set[str] = set()
         self._clock = 0
         self._swarms: list[Swarm] = []
         self.broken: set[str] = set()  # instances whose dockerd "is stopped"

@@ -234,3 +234,35 @@ def test_a_service_dropped_from_the_stack_is_removed(emu):
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     assert run.output["rollout"]["removed"] == ["worker"] and run.output["rollout"]["changed"] == []
     assert set(services(emu, run)) == {"web"}
+
+
+def test_a_stack_of_public_images_deploys_on_emulated_nodes_as_written(emulator):
+    # Given a stack whose images a public registry serves (nothing pushed to the emulated one)
+    stack = b"""
+services:
+  proxy:
+    image: nginx:1.27
+    ports: ["8080:80"]
+  cache:
+    image: redis:7-alpine
+  metrics:
+    image: ghcr.io/prometheus/node-exporter:v1.8.2
+"""
+    run = deploy(emulator, with_stack(emulator, stack))
+    # Then each is pulled, pinned to a digest and running
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    found = {s["name"]: s for s in run.output["rollout"]["services"]}
+    assert sorted(found) == ["cache", "metrics", "proxy"]
+    assert all(s["digest"].startswith("sha256:") and s["running"] == s["desired"] for s in found.values())
+
+
+def test_an_image_no_registry_serves_fails_the_run_before_the_stack_changes(emulator):
+    emulator.nodes.missing.add("nginx:0.0.404")
+    stack = b"""
+services:
+  proxy:
+    image: nginx:0.0.404
+"""
+    run = deploy(emulator, with_stack(emulator, stack))
+    assert run.status == "FAILED" and run.error == "StackFailed"
+    assert "nginx:0.0.404 could not be pulled on the manager" in run.cause
