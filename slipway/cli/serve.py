@@ -46,7 +46,19 @@ def _report(emu: Emulator, arn: str) -> None:
         f"Execution {arn.rsplit(':', 1)[-1]} {run.status}" + (f": {run.error}: {run.cause}" if run.error else ""),
         flush=True,
     )
-    for url in local_urls(emu) if run.status == "SUCCEEDED" else []:
+    if run.status != "SUCCEEDED":
+        return
+    built = (run.output.get("builds") or {}).get("services") or []
+    if built:
+        kinds = [f"{b['name']} {'built' if b['built'] else 'reused'}" for b in built]
+        print(f"Builds: {', '.join(kinds)}", flush=True)
+    for service in (run.output.get("rollout") or {}).get("services") or []:
+        print(
+            f"Service {service['name']}: {service['running']}/{service['desired']} running "
+            f"{service['image']}{' (updated)' if service['updated'] else ''}",
+            flush=True,
+        )
+    for url in local_urls(emu):
         print(f"Application: {url}  (curl it)", flush=True)
 
 
