@@ -68,7 +68,7 @@ def emulated(repo: Path) -> list[dict]:
 def real(repo: Path) -> list[dict] | str:
     """The services built for real, cold then warm, and after one service's change."""
     from slipway import realnodes
-    from slipway.realnodes import registry
+    from slipway.realnodes import build, registry
 
     missing = registry.registry_available() or realnodes.bake_available()
     if missing or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
@@ -84,7 +84,7 @@ def real(repo: Path) -> list[dict] | str:
             timings = []
             for name in names:
                 started = time.monotonic()
-                built, _, log = registry.build_service(
+                built, _, log = build.build_service(
                     local,
                     {"context": name, "dockerfile": "Dockerfile"},
                     source,
@@ -96,7 +96,7 @@ def real(repo: Path) -> list[dict] | str:
             rows.append({"builds": label, "services": len(names), "seconds": round(sum(timings), 1)})
 
         registry.base_image()  # imported once, outside the timings
-        subprocess.run([registry.buildkit_cli(), "builder", "prune", "-af"], capture_output=True)
+        subprocess.run([build.buildkit_cli(), "builder", "prune", "-af"], capture_output=True)
         build_all("cold (build cache pruned)", ("api", "web", "worker"))
         build_all("warm, nothing changed", ("api", "web", "worker"))
         commit_files(repo, {"api/main.py": "print('api, changed')\n"})

@@ -85,14 +85,15 @@ def tree_objects(root: Path) -> tuple[str, dict[str, dict[str, tuple[str, str]]]
     return tree(root).hex(), objects
 
 
-def folders_zip(root: Path, folders: tuple[str, ...]) -> bytes:
-    """The files git would commit under each of `folders` of `root`, zipped at their paths from
-    `root` with fixed timestamps (the same content gives the same bytes)."""
+def folders_zip(root: Path, folders: tuple[str, ...], prefix: str = "") -> bytes:
+    """The files git would commit under each of `folders` of `root` ("." for all), zipped at their
+    paths from `root` (after `prefix`, as GitHub's archives put them under one folder) with fixed
+    timestamps and their Unix modes (the same content gives the same bytes)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for folder in folders:
             for path in sorted(files(root / folder)):
-                info = zipfile.ZipInfo(str(path.relative_to(root)), (1980, 1, 1, 0, 0, 0))
+                info = zipfile.ZipInfo(prefix + str(path.relative_to(root)), (1980, 1, 1, 0, 0, 0))
                 info.external_attr = (path.stat().st_mode & 0o777) << 16
                 archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
     return buffer.getvalue()

@@ -11,7 +11,7 @@ from chalicelib.aws import codebuild, ec2, s3
 from chalicelib.errors import BakeFailed, ConfigurationError, TransientError
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
-from chalicelib.steps.common import client_token, deployment_of, github_token
+from chalicelib.steps.common import bake_bucket, client_token, deployment_of, github_token
 from chalicelib.steps.registry import task
 from chalicelib.steps.state import Bake, DeployRun, Image
 
@@ -30,14 +30,13 @@ def start_bake(event: DeployRun) -> Bake:
     and start CodeBuild on exactly that source."""
     deployment = deployment_of(event)
     settings = get_settings()
-    if not settings.bake_bucket:
-        raise ConfigurationError("SLIPWAY_BAKE_BUCKET is not set; `slipway bootstrap` writes it")
+    bucket = bake_bucket(settings)
     key = plans.source_key(deployment["image_key"])
     client = aws.client("s3")
-    if not s3.exists(client, settings.bake_bucket, key):
+    if not s3.exists(client, bucket, key):
         if deployment.get("image_source") == "installation":
             raise ConfigurationError(
-                f"the installation's node image source s3://{settings.bake_bucket}/{key} is missing "
+                f"the installation's node image source s3://{bucket}/{key} is missing "
                 "(SLIPWAY_NODE_IMAGE_KEY): run `slipway bootstrap` again"
             )
         with tempfile.TemporaryFile() as archive:
@@ -49,7 +48,7 @@ def start_bake(event: DeployRun) -> Bake:
                 source = plans.image_source(archive)
             except zipfile.BadZipFile as exc:  # cut short on the way: fetch it again
                 raise TransientError(f"GitHub's archive of {deployment['commit']} is not a whole zip") from exc
-        s3.put(client, settings.bake_bucket, key, source)
+        s3.put(client, bucket, key, source)
         logger.info("bake source stored", extra={"key": key, "archive_bytes": size, "source_bytes": len(source)})
     # Packer reads PKR_VAR_<name> as the value of variable <name> (packer/variables.pkr.hcl).
     variables = {
@@ -64,7 +63,7 @@ def start_bake(event: DeployRun) -> Bake:
         settings.bake_project,
         variables,
         client_token(deployment["id"], "bake"),
-        f"{settings.bake_bucket}/{key}",
+        f"{bucket}/{key}",
     )
     logger.info("bake started", extra={"build_id": build_id})
     return Bake(build_id=build_id, status="IN_PROGRESS")

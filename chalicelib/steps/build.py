@@ -12,10 +12,10 @@ import zipfile
 
 from chalicelib import aws, builds, github, naming, plans, stack
 from chalicelib.aws import codebuild, ecr, logs, s3
-from chalicelib.errors import BuildFailed, ConfigurationError, StackInvalid, TransientError
+from chalicelib.errors import BuildFailed, StackInvalid, TransientError
 from chalicelib.observability import logger
 from chalicelib.settings import Settings, get_settings
-from chalicelib.steps.common import client_token, deployment_of, github_token, tags_for
+from chalicelib.steps.common import bake_bucket, client_token, deployment_of, github_token, tags_for
 from chalicelib.steps.registry import task
 from chalicelib.steps.state import Builds, Deployment, DeployRun, ServiceBuild
 
@@ -135,17 +135,11 @@ def _specs(event: DeployRun, settings: Settings) -> tuple[builds.BuildSpec, ...]
     if not stack_file["key"]:
         raise StackInvalid("the run has no stored stack file to build from")
     parsed = stack.parse(
-        s3.get(aws.client("s3"), _bucket(settings), stack_file["key"]),
+        s3.get(aws.client("s3"), bake_bucket(settings), stack_file["key"]),
         path=stack_file["path"],
         local_volumes=settings.local_volumes,
     )
     return builds.specs(parsed.document.get("services") or {}, stack_file["path"]).builds
-
-
-def _bucket(settings: Settings) -> str:
-    if not settings.bake_bucket:
-        raise ConfigurationError("SLIPWAY_BAKE_BUCKET is not set; `slipway bootstrap` writes it")
-    return settings.bake_bucket
 
 
 def _store_source(deployment: Deployment, settings: Settings, token: str | None) -> str:
@@ -153,7 +147,7 @@ def _store_source(deployment: Deployment, settings: Settings, token: str | None)
     commit: the builds' source, which their role alone may read (`builds/`)."""
     key = f"builds/{deployment['commit']}.zip"
     client = aws.client("s3")
-    if not s3.exists(client, _bucket(settings), key):
+    if not s3.exists(client, bake_bucket(settings), key):
         with tempfile.TemporaryFile() as archive:
             github.download_archive(settings.github_api, deployment["repository"], deployment["commit"], archive, token)
             archive.seek(0)
@@ -161,8 +155,8 @@ def _store_source(deployment: Deployment, settings: Settings, token: str | None)
                 data = plans.repository_source(archive)
             except zipfile.BadZipFile as exc:
                 raise TransientError(f"GitHub's archive of {deployment['commit']} is not a whole zip") from exc
-        s3.put(client, _bucket(settings), key, data)
-    return f"{_bucket(settings)}/{key}"
+        s3.put(client, bake_bucket(settings), key, data)
+    return f"{bake_bucket(settings)}/{key}"
 
 
 def _start(

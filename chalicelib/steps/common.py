@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from chalicelib import aws, naming
 from chalicelib.aws import ssm
-from chalicelib.errors import CommandFailed, InvalidInput
+from chalicelib.errors import CommandFailed, ConfigurationError, InvalidInput
 from chalicelib.observability import logger
 from chalicelib.settings import Settings, get_settings
 from chalicelib.steps.state import Command, Deployment
@@ -33,6 +33,13 @@ def tags_for(deployment: Deployment, role: str) -> dict[str, str]:
 def client_token(*parts: str) -> str:
     """An idempotency token (ClientToken, idempotencyToken) for a create a retried step repeats."""
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]
+
+
+def bake_bucket(settings: Settings) -> str:
+    """The bucket of the bake's and the builds' sources and the stack files (SLIPWAY_BAKE_BUCKET)."""
+    if not settings.bake_bucket:
+        raise ConfigurationError("SLIPWAY_BAKE_BUCKET is not set; `slipway bootstrap` writes it")
+    return settings.bake_bucket
 
 
 def github_token(settings: Settings) -> str | None:

@@ -8,10 +8,10 @@ from typing import Any
 
 from chalicelib import aws, builds, github, naming, plans, rollout, stack
 from chalicelib.aws import ec2, s3, ssm
-from chalicelib.errors import ConfigurationError, StackFailed, StackInvalid
+from chalicelib.errors import StackFailed, StackInvalid
 from chalicelib.observability import logger
 from chalicelib.settings import Settings, get_settings
-from chalicelib.steps.common import deployment_of, finished, github_token
+from chalicelib.steps.common import bake_bucket, deployment_of, finished, github_token
 from chalicelib.steps.registry import task
 from chalicelib.steps.state import Deployment, DeployRun, Rollout, ServiceReport, StackFile
 
@@ -50,7 +50,7 @@ def read_stack(event: DeployRun) -> StackFile:
             f"SecureString, e.g. aws ssm put-parameter --type SecureString --name "
             f"{parameters[missing[0]]} --value ..."
         )
-    bucket = _bucket(settings)
+    bucket = bake_bucket(settings)
     key = stack.content_key(data)
     client = aws.client("s3")
     if not s3.exists(client, bucket, key):
@@ -140,8 +140,8 @@ def update_stack(event: DeployRun) -> Rollout:
     data = stack.dump(rollout.subset(pinned, plan.changed))
     key = stack.content_key(data)
     client = aws.client("s3")
-    if not s3.exists(client, _bucket(settings), key):
-        s3.put(client, _bucket(settings), key, data, content_type="application/yaml")
+    if not s3.exists(client, bake_bucket(settings), key):
+        s3.put(client, bake_bucket(settings), key, data, content_type="application/yaml")
     used = {key for name in plan.changed for key in rollout.references(pinned["services"][name], "secrets")}
     secrets = {
         secret_name(k, v): naming.secret_parameter(environment, k)
@@ -152,7 +152,7 @@ def update_stack(event: DeployRun) -> Rollout:
     command_id = _send(
         deployment,
         "deploy",
-        rollout.deploy_script(environment, _bucket(settings), key, secrets, plan.removed),
+        rollout.deploy_script(environment, bake_bucket(settings), key, secrets, plan.removed),
         manager,
     )
     logger.info("stack update sent", extra={"changed": list(plan.changed), "removed": list(plan.removed)})
@@ -218,12 +218,6 @@ def check_services(event: DeployRun) -> Rollout:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _bucket(settings: Settings) -> str:
-    if not settings.bake_bucket:
-        raise ConfigurationError("SLIPWAY_BAKE_BUCKET is not set; `slipway bootstrap` writes it")
-    return settings.bake_bucket
-
-
 def _document(event: DeployRun, settings: Settings) -> dict[str, Any]:
     """The stored stack file with Slipway's defaults, the secrets' swarm names and the images the
     run built (stack.rendered)."""
@@ -231,7 +225,7 @@ def _document(event: DeployRun, settings: Settings) -> dict[str, Any]:
     if not stack_file["key"]:
         raise StackFailed("the run has no stored stack file to deploy")
     parsed = stack.parse(
-        s3.get(aws.client("s3"), _bucket(settings), stack_file["key"]),
+        s3.get(aws.client("s3"), bake_bucket(settings), stack_file["key"]),
         path=stack_file["path"],
         local_volumes=settings.local_volumes,
     )

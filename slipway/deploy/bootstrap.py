@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import re
 import subprocess
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -377,15 +375,9 @@ def source_archive(project_dir: Path) -> tuple[bytes, str]:
         return data, "git HEAD"
     except (OSError, subprocess.CalledProcessError):
         pass
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for folder in SOURCE_FOLDERS:
-            for path in sorted((project_dir / folder).rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    info = zipfile.ZipInfo(str(path.relative_to(project_dir)), (1980, 1, 1, 0, 0, 0))
-                    info.external_attr = (path.stat().st_mode & 0o777) << 16
-                    archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
-    return buffer.getvalue(), "the files on disk"
+    from slipway.gittree import folders_zip
+
+    return folders_zip(project_dir, SOURCE_FOLDERS), "the files on disk"
 
 
 def _failure_reasons(cfn, name: str) -> str:

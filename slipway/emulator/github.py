@@ -18,7 +18,6 @@ hold them to GitHub's REST description.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import re
@@ -26,13 +25,11 @@ import subprocess
 import threading
 import time
 import urllib.parse
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from slipway import PROJECT_DIR
-from slipway.gittree import files as _files
-from slipway.gittree import tree_objects
+from slipway.gittree import folders_zip, tree_objects
 
 _TREES = re.compile(r"^/repos/[^/]+/[^/]+/git/trees/([0-9a-fA-F]{4,40})$")
 _COMMITS = re.compile(r"^/repos/[^/]+/[^/]+/git/commits/([0-9a-fA-F]{4,40})$")
@@ -310,14 +307,7 @@ class FakeGitHub:
         )
         if done.returncode == 0 and commit not in self.trees:
             return done.stdout
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for folder in FOLDERS if commit in self.trees else (".",):
-                for path in _files(self.project_dir / folder):
-                    info = zipfile.ZipInfo(prefix + str(path.relative_to(self.project_dir)))
-                    info.external_attr = (path.stat().st_mode & 0o777) << 16
-                    archive.writestr(info, path.read_bytes())
-        return buffer.getvalue()
+        return folders_zip(self.project_dir, FOLDERS if commit in self.trees else (".",), prefix)
 
     @property
     def url(self) -> str:

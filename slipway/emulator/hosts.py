@@ -226,9 +226,9 @@ class RealHost:
         """A real BuildKit build on this machine's dockerd, pushed to the local registry (whose
         address moto's ECR gives as the repository's URI: see `serve`); each build secret's value
         read from Parameter Store, as CodeBuild would."""
-        from slipway.realnodes import registry
+        from slipway.realnodes import build
 
-        return registry.build_service(self.registry, target, source, reference, secrets, log=self.emu.log)
+        return build.build_service(self.registry, target, source, reference, secrets, log=self.emu.log)
 
     def pushed(self, reference: str, digest: str) -> None:
         pass

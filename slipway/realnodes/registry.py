@@ -20,7 +20,6 @@ import atexit
 import contextlib
 import hashlib
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -206,7 +205,7 @@ class LocalRegistry:
 # --- the example images ------------------------------------------------------------------------
 
 
-def _host_docker(*args: str, timeout: float = 600, stdin=None) -> subprocess.CompletedProcess:
+def host_docker(*args: str, timeout: float = 600, stdin=None) -> subprocess.CompletedProcess:
     result = subprocess.run(
         ["docker", *args],
         capture_output=True,
@@ -285,15 +284,15 @@ def example_images(registry: LocalRegistry, *, log: Callable[[str], object] = la
                 args = ["build", "-q", "--build-arg", f"BASE={base}", "-t", local]
                 for name, value in build_args.items():
                     args += ["--build-arg", f"{name}={value}"]
-                _host_docker(*args, str(EXAMPLE_WEB))
+                host_docker(*args, str(EXAMPLE_WEB))
                 log(f"example: built {local} in {time.monotonic() - started:.1f}s")
     pushed = {}
     for tag in EXAMPLE_TAGS:
         local = f"{EXAMPLE_REPOSITORY}:{tag}-{key}"
         remote = f"{registry.push_address}/{EXAMPLE_REPOSITORY}:{tag}"
-        _host_docker("tag", local, remote)
-        _host_docker("push", remote)
-        _host_docker("rmi", remote)  # only the name: the content-keyed image stays for the next run
+        host_docker("tag", local, remote)
+        host_docker("push", remote)
+        host_docker("rmi", remote)  # only the name: the content-keyed image stays for the next run
         pushed[tag] = remote
     # Builds of an earlier content of example/web (or of the root) are not needed any more.
     stale = [name for name in _local_tags(EXAMPLE_REPOSITORY) if not name.endswith(f"-{key}")]
@@ -329,79 +328,3 @@ def _local_tags(repository: str) -> list[str]:
 def remove_example_images() -> int:
     """Remove every local image of the example (web and base): the next run builds them again."""
     return realnodes.remove_images(_local_tags(EXAMPLE_REPOSITORY) + _local_tags(BASE_REPOSITORY))
-
-
-def buildkit_cli() -> str:
-    """A docker CLI that builds with the daemon's own BuildKit (DOCKER_BUILDKIT=1): Debian's 20.10
-    (/usr/bin/docker) does; a newer CLI some machines put first on PATH refuses BuildKit without
-    the buildx plugin, which no registry reachable here ships."""
-    for candidate in ("/usr/bin/docker", shutil.which("docker") or "docker"):
-        if Path(candidate).exists():
-            version = subprocess.run(
-                [candidate, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True
-            ).stdout.strip()
-            major = version.split(".", 1)[0]
-            if major.isdigit() and int(major) < 23:  # the CLI that still builds without buildx
-                return candidate
-            if subprocess.run([candidate, "buildx", "version"], capture_output=True).returncode == 0:
-                return candidate
-    return "docker"
-
-
-def build_service(
-    registry: LocalRegistry,
-    target: dict[str, Any],
-    source: Any,
-    reference: str,
-    secrets: dict[str, str],
-    *,
-    log: Callable[[str], object] = lambda line: None,
-) -> tuple[bool, str | None, list[str]]:
-    """One target of a build's bake file built for real: the commit's files (`source`, a ZipFile)
-    built by this machine's dockerd with BuildKit (DOCKER_BUILDKIT=1: build secrets mount, never
-    in a layer), FROM the local base image as build argument BASE unless the target sets it (nothing
-    can be pulled from the internet here), then pushed to the local registry under the path of
-    `reference` (`<host:port>/<repository>:<key>`, as nodes pull it). `secrets` maps each secret's id
-    to its value. Returns whether it built, the pushed digest and the log's lines."""
-    name = reference.split("/", 1)[1]
-    pushed = f"{registry.push_address}/{name}"
-    args = dict(target.get("args") or {})
-    args.setdefault("BASE", base_image(log=log))
-    with tempfile.TemporaryDirectory(prefix="slipway-build-") as workdir:
-        source.extractall(workdir)
-        for info in source.infolist():  # zip keeps the mode in external_attr; extractall does not
-            mode = (info.external_attr >> 16) & 0o777
-            if mode:
-                os.chmod(Path(workdir) / info.filename, mode)
-        context = Path(workdir) / target["context"]
-        command = [buildkit_cli(), "build", "--progress=plain", "-t", pushed, context.as_posix()]
-        if "dockerfile-inline" in target:
-            (Path(workdir) / ".slipway.Dockerfile").write_text(target["dockerfile-inline"])
-            command += ["-f", str(Path(workdir) / ".slipway.Dockerfile")]
-        else:
-            command += ["-f", str(context / target.get("dockerfile", "Dockerfile"))]
-        for key, value in sorted(args.items()):
-            command += ["--build-arg", f"{key}={value}"]
-        if target.get("target"):
-            command += ["--target", target["target"]]
-        for key, value in sorted((target.get("labels") or {}).items()):
-            command += ["--label", f"{key}={value}"]
-        for i, (secret_id, value) in enumerate(sorted(secrets.items())):
-            path = Path(workdir) / f".slipway-secret-{i}"
-            path.write_text(value)
-            path.chmod(0o600)
-            command += ["--secret", f"id={secret_id},src={path}"]
-        started = time.monotonic()
-        built = subprocess.run(
-            command, capture_output=True, text=True, timeout=1800, env=os.environ | {"DOCKER_BUILDKIT": "1"}
-        )
-        lines = (built.stdout + built.stderr).splitlines()
-        if built.returncode != 0:
-            return False, None, lines
-        log(f"build: {pushed} in {time.monotonic() - started:.1f}s")
-    try:
-        push = _host_docker("push", pushed)
-    except RegistryError as exc:
-        return False, None, [*lines, str(exc)]
-    found = re.search(r"digest: (sha256:[0-9a-f]{64})", push.stdout)
-    return (True, found.group(1), lines) if found else (False, None, [*lines, push.stdout])

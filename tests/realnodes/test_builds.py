@@ -16,7 +16,7 @@ import pytest
 from slipway import PROJECT_DIR, realnodes
 from slipway.harness import application_repository, deploy, git
 from slipway.harness import commit_files as commit
-from slipway.realnodes import registry
+from slipway.realnodes import build, registry
 from tests.realnodes import REAL_RUN_SECONDS, through_load_balancer
 
 SECRET_VALUE = "build-secret-that-must-not-reach-a-layer"
@@ -51,19 +51,19 @@ def local(require, local_registry_available):
 
 def test_an_unchanged_context_rebuilt_pushes_the_same_digest(local):
     reference = f"{local.push_address}/slipway/test/app:same"
-    built, first, log = registry.build_service(local, TARGET, source(FILES), reference, {"token": SECRET_VALUE})
+    built, first, log = build.build_service(local, TARGET, source(FILES), reference, {"token": SECRET_VALUE})
     assert built, "\n".join(log[-20:])
-    again, second, _ = registry.build_service(local, TARGET, source(FILES), reference, {"token": SECRET_VALUE})
+    again, second, _ = build.build_service(local, TARGET, source(FILES), reference, {"token": SECRET_VALUE})
     assert again and first == second and first.startswith("sha256:")
     # A changed file of the context is a new image
     changed = FILES | {"app/hello.txt": "hello again\n"}
-    _, third, _ = registry.build_service(local, TARGET, source(changed), reference, {"token": SECRET_VALUE})
+    _, third, _ = build.build_service(local, TARGET, source(changed), reference, {"token": SECRET_VALUE})
     assert third != first
 
 
 def test_a_build_secret_is_mounted_but_never_in_a_layer_the_history_or_the_log(local):
     reference = f"{local.push_address}/slipway/test/app:secret"
-    built, _, log = registry.build_service(local, TARGET, source(FILES), reference, {"token": SECRET_VALUE})
+    built, _, log = build.build_service(local, TARGET, source(FILES), reference, {"token": SECRET_VALUE})
     assert built, "\n".join(log[-20:])
     # The build saw it (the RUN that needs it passed) ...
     shown = subprocess.run(["docker", "run", "--rm", reference, "cat", "/srv/seen.txt"], capture_output=True, text=True)
@@ -87,7 +87,7 @@ def test_a_build_secret_is_mounted_but_never_in_a_layer_the_history_or_the_log(l
 
 def test_a_failing_dockerfile_fails_the_build_with_buildkits_own_words(local):
     files = FILES | {"app/Dockerfile": DOCKERFILE + "RUN exit 3\n"}
-    built, digest, log = registry.build_service(
+    built, digest, log = build.build_service(
         local, TARGET, source(files), f"{local.push_address}/slipway/test/app:broken", {"token": SECRET_VALUE}
     )
     assert not built and digest is None
