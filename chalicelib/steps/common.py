@@ -4,6 +4,7 @@ tokens, the GitHub token, and sending a swarm command and asking whether it has 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -105,3 +106,18 @@ def failure(what: str, results: list[ssm.Invocation]) -> CommandFailed | None:
             for r in failed
         )
     )
+
+
+def deployed_record(environment: str) -> dict[str, str] | None:
+    """What `record_deployed` last wrote for the environment (repository, ref, commit, execution):
+    what a heal deploys again and which repository owns the environment; None when there is none
+    (never deployed, or torn down) or it cannot be read."""
+    raw = ssm.get_string(aws.client("ssm"), naming.deployed_parameter(environment))
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        logger.warning("the deployed-commit record is not JSON: read as none", extra={"value": raw[:200]})
+        return None
+    return record if isinstance(record, dict) and record.get("commit") and record.get("repository") else None

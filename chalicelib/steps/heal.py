@@ -9,7 +9,6 @@ itself; the drift check catches what it missed), nor for an environment never de
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -22,6 +21,7 @@ from chalicelib.aws import ec2, ssm, stepfunctions
 from chalicelib.errors import TransientError
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import get_settings
+from chalicelib.steps.common import deployed_record
 
 # EC2 states in which a node no longer serves (the EventBridge rule's pattern, app.py).
 DEAD_STATES = ("stopping", "stopped", "shutting-down", "terminated")
@@ -59,7 +59,7 @@ def drift_check(event: Mapping[str, Any] | None = None) -> dict[str, Any]:
     client = aws.client("ec2")
     wanted = settings.node_count
     running = ec2.list_nodes(client, settings.environment, states=["running"])
-    if not running and not _deployed(settings.environment):
+    if not running and not deployed_record(settings.environment):
         return {"ignored": "nothing is deployed"}
     if len(running) < wanted:
         return start_heal(f"drift: {len(running)} of {wanted} nodes running", _event_time(event or {}))
@@ -84,7 +84,7 @@ def start_heal(reason: str, when: float) -> dict[str, Any]:
     """Start the deploy machine for the last deployed commit, named for the heal (one per window:
     repeats of the event, or several nodes of one failure, start it once)."""
     settings = get_settings()
-    deployed = _deployed(settings.environment)
+    deployed = deployed_record(settings.environment)
     if deployed is None:
         logger.info("nothing to heal: never deployed, or torn down", extra={"reason": reason})
         return {"ignored": "nothing is deployed (never, or torn down)"}
@@ -110,18 +110,6 @@ def start_heal(reason: str, when: float) -> dict[str, Any]:
     logger.info("heal started", extra={"reason": reason, "execution": arn, "commit": started.commit})
     metrics.add_metric(name="HealsStarted", unit=MetricUnit.Count, value=1)
     return {"started": arn, "reason": reason, "commit": started.commit}
-
-
-def _deployed(environment: str) -> dict[str, str] | None:
-    raw = ssm.get_string(aws.client("ssm"), naming.deployed_parameter(environment))
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        logger.warning("the deployed-commit record is not JSON: nothing to heal from", extra={"value": raw[:200]})
-        return None
-    return record if isinstance(record, dict) and record.get("commit") and record.get("repository") else None
 
 
 def _listed_states(managers: list[str]) -> dict[str, set[str]]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
-from chalicelib import aws, deploy_input, github, naming, plans
-from chalicelib.aws import ssm
+from chalicelib import deploy_input, github, naming, plans
 from chalicelib.errors import ConfigurationError, EnvironmentOwned
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
-from chalicelib.steps.common import github_token
+from chalicelib.steps.common import deployed_record, github_token
 from chalicelib.steps.registry import task
 from chalicelib.steps.report import open_deployment, set_commit_status
 from chalicelib.steps.state import Deployment, GitHubReport, Prepared, PrepareInput
@@ -78,11 +75,7 @@ def prepare(event: PrepareInput) -> Prepared:
 def _refuse_another_repository(environment: str, repository: str) -> None:
     """An environment runs one repository's application: the first that deployed it (recorded
     beside the deployed commit) owns it until teardown; another is refused before anything changes."""
-    raw = ssm.get_string(aws.client("ssm"), naming.deployed_parameter(environment))
-    try:
-        owner = str(json.loads(raw).get("repository") or "") if raw else ""
-    except (ValueError, AttributeError):
-        owner = ""
+    owner = (deployed_record(environment) or {}).get("repository") or ""
     if owner and owner.lower() != repository.lower():
         raise EnvironmentOwned(
             f"environment {environment} runs {owner}; {repository} cannot deploy to it (tear it down first, or "
