@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from chalicelib import aws, naming, plans
 from chalicelib.aws import stepfunctions
 from chalicelib.errors import QueueTimeout
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.steps import lease
-from chalicelib.steps.common import execution_name, scope
+from chalicelib.steps.common import deployed_record, execution_name, scope
 from chalicelib.steps.registry import task
 from chalicelib.steps.state import Queue, SupersededBy, WaitTurnInput
 
@@ -38,6 +40,15 @@ def wait_turn(event: WaitTurnInput) -> Queue:
     ahead = [execution_name(arn) for arn in plans.runs_ahead(mine, everyone)]
     checks = int((state.get("queue") or {}).get("checks", 0)) + 1
     if not ahead:
+        since = _deployed_since(state, environment)
+        if since is not None:
+            # A heal deploys again what was deployed when it started; a deploy that ended while it
+            # waited has deployed since, and healed the nodes with it: running the heal would put
+            # the older commit back.
+            logger.info("heal skipped: deployed since", extra={"deployed": since["commit"]})
+            return Queue(
+                clear=True, skip=True, ahead=[], checks=checks, poll_seconds=settings.poll_seconds, superseded_by=since
+            )
         taken, holder = lease.take(environment, me, mine[0])
         if taken is not None:
             return Queue(
@@ -73,3 +84,15 @@ def wait_turn(event: WaitTurnInput) -> Queue:
             "(SLIPWAY_QUEUE_MAX_CHECKS); start it again once they have ended"
         )
     return answer
+
+
+def _deployed_since(state: dict[str, Any], environment: str) -> SupersededBy | None:
+    """For a heal: the deployment recorded since it started, if the record names another commit (or
+    none: torn down), else None. Any other run: None."""
+    deployment = state.get("deployment")
+    if not isinstance(deployment, dict) or deployment.get("trigger") != "heal":
+        return None
+    record = deployed_record(environment) or {}
+    if record.get("commit") == deployment.get("commit"):
+        return None
+    return SupersededBy(execution=str(record.get("execution") or ""), commit=str(record.get("commit") or ""))

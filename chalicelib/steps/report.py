@@ -226,6 +226,8 @@ def record_deployed(deployment: Deployment) -> None:
 def report_heal(event: ReportInput, deployment: Deployment) -> GitHubReport:
     """A heal deploys again the commit GitHub already shows deployed: it tells GitHub only when it
     fails; a heal that succeeded logs and counts the nodes it replaced (`NodesHealed`)."""
+    if event["outcome"] == "superseded":  # deployed since it started ('Look for earlier runs')
+        return GitHubReport(reported=False, why="a heal skipped for a deployment made since it started")
     if event["outcome"] != "success":
         return tell_github(event)
     healed = len((event["run"].get("nodes") or {}).get("new") or [])

@@ -177,3 +177,31 @@ def test_a_dead_node_of_a_torn_down_or_busy_environment_starts_nothing(make_emul
     }
     answer = emu.invoke("heal", event)
     assert answer == {"ignored": "nothing is deployed (never, or torn down)"}
+
+
+def test_a_heal_that_waited_behind_a_deploy_of_a_newer_commit_is_skipped(make_emulator):
+    # Given commit A deployed, then B deployed by a push
+    from chalicelib import deploy_input
+
+    emu = make_emulator(node_count=1)
+    first = deploy(emu)
+    second = deploy(emu)
+    assert first.status == second.status == "SUCCEEDED"
+    older, newer = first.output["deployment"]["commit"], second.output["deployment"]["commit"]
+    # When a heal of A, started (as the heal starts one) before B's record was written, gets its turn
+    heal_input = deploy_input.DeployInput(
+        repository="example/app", ref="refs/heads/main", commit=older, pusher="slipway heal", trigger="heal"
+    )
+    sfn = emu.client("stepfunctions")
+    arn = sfn.start_execution(
+        stateMachineArn=emu.arns["deploy"], name="heal-late", input=json.dumps(heal_input.as_execution_input())
+    )["executionArn"]
+    run = follow(sfn, arn, say=None, poll=FOLLOW_POLL, timeout=180)
+    # Then it is skipped: B stays deployed, nothing changed, and A's commit status is untouched
+    assert run.status == "SUCCEEDED" and run.output["queue"]["skip"] is True
+    assert run.output["queue"]["superseded_by"]["commit"] == newer
+    deployed = json.loads(
+        emu.client("ssm").get_parameter(Name=naming.deployed_parameter(emu.environment))["Parameter"]["Value"]
+    )
+    assert deployed["commit"] == newer
+    assert [s["state"] for s in emu.github.statuses if s["sha"] == older] == ["pending", "success"]
