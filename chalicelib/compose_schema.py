@@ -1,10 +1,17 @@
-"""The Compose file schemas docker stack deploy validates a stack file against: docker/cli's own, vendored
-in chalicelib/schemas/ (SCHEMAS, one per version in VERSIONS), compiled with fastjsonschema and the
-`ports` and `duration` formats docker/cli registers; `schema_problem` gives the first error as a
-sentence naming the key. No I/O but reading those schema files."""
+"""The Compose file schemas: docker/cli's own, which docker stack deploy validates a stack file against
+(one per version in VERSIONS), and the Compose Specification's (SPEC, compose-go's
+schema/compose-spec.json, what docker compose validates against), vendored in chalicelib/schemas/ and
+compiled with fastjsonschema and the `ports` and `duration` formats docker/cli registers.
+`schema_problem` gives the first error as a sentence naming the key, `schema_problems` one per
+service and one for the rest. No I/O but reading those schema files.
+
+compose-spec.json declares JSON Schema draft 2020-12, which fastjsonschema does not know; it uses no
+keyword that draft-07 lacks ($defs is only a place its $refs point into), so it is compiled as draft-07
+(tests/unit/test_compose_spec.py checks it still uses none)."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import ipaddress
@@ -23,6 +30,8 @@ SCHEMAS = Path(__file__).parent / "schemas"
 # The schema files vendored in SCHEMAS, oldest first; cli/compose/schema/schema.go defaultVersion.
 VERSIONS = tuple(f"3.{minor}" for minor in range(14))
 DEFAULT_VERSION = "3.13"
+SPEC = "spec"  # the Compose Specification's schema, beside the versions
+SPEC_FILE = "compose-spec.json"
 
 
 def _is_ports(value: str) -> bool:
@@ -95,8 +104,41 @@ _HANDLERS: dict[str, Callable[[str], Any]] = dict.fromkeys(("", "file", "http", 
 
 @functools.cache
 def _schema(version: str) -> dict[str, Any]:
+    """A schema by version, or the Compose Specification's (SPEC), read as draft-07 (module docstring)."""
+    if version == SPEC:
+        spec: dict[str, Any] = json.loads((SCHEMAS / SPEC_FILE).read_text())
+        return {**spec, "$schema": "http://json-schema.org/draft-07/schema#"}
     loaded: dict[str, Any] = json.loads((SCHEMAS / f"config_schema_v{version}.json").read_text())
     return loaded
+
+
+def schema(version: str) -> dict[str, Any]:
+    """The schema itself (read-only by convention: it is cached)."""
+    return _schema(version)
+
+
+def label(version: str) -> str:
+    """How a message names the schema."""
+    return "the Compose Specification" if version == SPEC else f"Compose file version {version}"
+
+
+def schema_problems(document: Mapping[str, Any], version: str) -> list[str]:
+    """Every service's first error and the first of the rest of the file (a file with three broken
+    services is told about all three), or [] if it validates."""
+    first = schema_problem(document, version)
+    if first is None:
+        return []
+    head = {k: v for k, v in document.items() if k in ("version",)}
+    services = document.get("services")
+    found: list[str] = []
+    if isinstance(services, dict):
+        rest = schema_problem({**document, "services": {}}, version)
+        found += [rest] if rest else []
+        for name, service in services.items():
+            problem = schema_problem({**head, "services": {name: service}}, version)
+            if problem and problem not in found:
+                found.append(problem)
+    return found or [first]
 
 
 @functools.cache
@@ -106,7 +148,10 @@ def _validator(version: str) -> Callable[[Any], Any]:
     on every call, 0.2 s for one of these; compiled once per version, a check takes well under a
     millisecond. The same library either way. use_default=False: the schemas' `default`s must not be
     written into the document (`version: 3.x` would appear in it)."""
-    return fastjsonschema.compile(_schema(version), handlers=_HANDLERS, formats=_FORMATS, use_default=False)
+    # A copy: fastjsonschema rewrites every $ref it compiles into an absolute one, in place.
+    return fastjsonschema.compile(
+        copy.deepcopy(_schema(version)), handlers=_HANDLERS, formats=_FORMATS, use_default=False
+    )
 
 
 def schema_problem(document: Mapping[str, Any], version: str) -> str | None:
@@ -161,7 +206,7 @@ def _explain(exc: fastjsonschema.JsonSchemaValueException, version: str, depth: 
         hint = f" (did you mean {close[0]}?)" if close else ""
         extension = "; extension keys start with x-" if "^x-" in patterns else ""
         return (
-            f"{where + '.' if where else ''}{key} is not a key Compose file version {version} has "
+            f"{where + '.' if where else ''}{key} is not a key {label(version)} has "
             f"{'here' if where else 'at the top level'}{hint}{extension}"
         )
     if rule == "type":
@@ -187,7 +232,7 @@ def _explain(exc: fastjsonschema.JsonSchemaValueException, version: str, depth: 
         inner = _inside_one_of(exc, version, depth)
         if inner:
             return inner
-        return f"{place} has none of the forms Compose file version {version} allows: {value!r}"
+        return f"{place} has none of the forms {label(version)} allows: {value!r}"
     if rule == "uniqueItems":
         return f"{place} lists the same item twice"
     return (exc.message or "").removeprefix("data.").removeprefix("data ") or f"{place} is not valid"
@@ -201,27 +246,29 @@ def _inside_one_of(exc: fastjsonschema.JsonSchemaValueException, version: str, d
     """The error of the one form in a oneOf/anyOf whose type the value has (a mapping with a wrong key
     where a string or a mapping may be: the mapping's error)."""
     schema = _schema(version)
-    definitions = schema.get("definitions", {})
-    forms = [_resolve(form, definitions) for form in (exc.rule_definition or [])]
-    fitting = [form for form in forms if json_type(exc.value) in _types_of(form)]
+    home = "$defs" if version == SPEC else "definitions"
+    definitions = schema.get(home, {})
+    forms = [resolve(form, definitions, home) for form in (exc.rule_definition or [])]
+    fitting = [form for form in forms if json_type(exc.value) in types_of(form)]
     if len(fitting) != 1:
         return None
-    form = {**fitting[0], "id": schema.get("id", ""), "definitions": definitions}
+    identity = {"$id": schema["$id"]} if "$id" in schema else {"id": schema.get("id", "")}
+    form = {**fitting[0], "$schema": schema.get("$schema", ""), **identity, home: definitions}
     try:
-        fastjsonschema.compile(form, handlers=_HANDLERS, formats=_FORMATS, use_default=False)(exc.value)
+        fastjsonschema.compile(copy.deepcopy(form), handlers=_HANDLERS, formats=_FORMATS, use_default=False)(exc.value)
     except fastjsonschema.JsonSchemaValueException as inner:
         inner.name = (exc.name or "data") + (inner.name or "data").removeprefix("data")
         return _explain(inner, version, depth + 1)
     return None
 
 
-def _resolve(form: Any, definitions: Mapping[str, Any]) -> dict[str, Any]:
-    while isinstance(form, dict) and str(form.get("$ref", "")).startswith("#/definitions/"):
-        form = definitions.get(form["$ref"].removeprefix("#/definitions/"), {})
+def resolve(form: Any, definitions: Mapping[str, Any], home: str = "definitions") -> dict[str, Any]:
+    while isinstance(form, dict) and str(form.get("$ref", "")).startswith(f"#/{home}/"):
+        form = definitions.get(form["$ref"].removeprefix(f"#/{home}/"), {})
     return form if isinstance(form, dict) else {}
 
 
-def _types_of(form: Mapping[str, Any]) -> set[str]:
+def types_of(form: Mapping[str, Any]) -> set[str]:
     declared = form.get("type")
     names = declared if isinstance(declared, list) else [declared] if declared else ["object", "array", "string"]
     human = {"object": "mapping", "array": "list", "integer": "number", "number": "number"}

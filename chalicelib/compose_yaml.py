@@ -1,13 +1,12 @@
-"""Reading a stack file as docker stack deploy does up to validating it (chalicelib/stack.py's `parse`
-calls these in that order): the YAML, as go.yaml.in/yaml/v3 reads it and within MAX_BYTES, MAX_VALUES
-and MAX_DEPTH; the `version`; the forbidden and ignored service keys; no secret or config from the
-checkout; `${VAR}` interpolated with the manager's empty environment. Also `Dumper`, whose YAML
-yaml.v3 reads back as the same values. Every refusal raises errors.StackInvalid. Pure."""
+"""Reading a Compose file's YAML as docker reads it (go.yaml.in/yaml/v3), within MAX_BYTES, MAX_VALUES
+and MAX_DEPTH; its `version` as docker/cli reads it; the service keys docker stack deploy ignores.
+Also `Dumper`, whose YAML yaml.v3 reads back as the same values. A YAML that cannot be read raises
+errors.StackInvalid. Pure."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types and the venv has no stubs
@@ -23,8 +22,8 @@ MAX_DEPTH = 64
 SECRETS_HOME = "/slipway/<environment>/secrets"
 
 # cli/compose/types/types.go, which cli/compose/loader/loader.go reads: docker stack deploy ignores
-# UnsupportedProperties and DeprecatedProperties (prints "Ignoring ...") and refuses
-# ForbiddenProperties in a service.
+# UnsupportedProperties and DeprecatedProperties (prints "Ignoring ..."); its ForbiddenProperties are
+# the Compose Specification's, which compose_spec.py makes into what Swarm takes or refuses.
 UNSUPPORTED_PROPERTIES = (  # `build` is too for docker, but Slipway builds it (chalicelib/builds.py)
     "cgroupns_mode",
     "cgroup_parent",
@@ -46,18 +45,6 @@ DEPRECATED_PROPERTIES = {
     "container_name": "Setting the container name is not supported.",
     "expose": "Exposing ports is unnecessary - services on the same network can access each other's containers "
     "on any port.",
-}
-FORBIDDEN_PROPERTIES = {
-    "extends": "Support for `extends` is not implemented yet.",
-    "volume_driver": "Instead of setting the volume driver on the service, define a volume using the top-level "
-    "`volumes` option and specify the driver there.",
-    "volumes_from": "To share a volume between services, define it using the top-level `volumes` option and "
-    "reference it from each service that shares it using the service-level `volumes` option.",
-    "cpu_quota": "Set resource limits using deploy.resources",
-    "cpu_shares": "Set resource limits using deploy.resources",
-    "cpuset": "Set resource limits using deploy.resources",
-    "mem_limit": "Set resource limits using deploy.resources",
-    "memswap_limit": "Set resource limits using deploy.resources",
 }
 
 
@@ -122,7 +109,9 @@ def load(text: str | bytes, path: str) -> dict[str, Any]:
     try:
         root = loader.get_single_node()
         if root is not None:
-            refuse(path, [problem] if (problem := _node_problem(root)) else [])
+            problem = _node_problem(root)
+            if problem:
+                raise StackInvalid(f"{path}: {problem}")
         document = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -201,12 +190,6 @@ class _NodeError(Exception):
 # --- what docker stack deploy does before validating ------------------------------------------------
 
 
-def refuse(path: str, problems: Sequence[str]) -> None:
-    if problems:
-        shown = list(problems[:10]) + ([f"and {len(problems) - 10} more"] if len(problems) > 10 else [])
-        raise StackInvalid(f"{path}: " + "; ".join(shown))
-
-
 def version(document: Mapping[str, Any], path: str) -> str:
     """The schema version, as cli/compose/schema/schema.go Version reads it (fmt "%v" of the value)."""
     if "version" not in document:
@@ -227,16 +210,6 @@ def version(document: Mapping[str, Any], path: str) -> str:
     return text
 
 
-def forbidden(services: Mapping[str, Any]) -> list[str]:
-    return [
-        f"services.{name}.{key}: docker stack deploy refuses it: {why}"
-        for name in sorted(services)
-        if isinstance(services[name], dict)
-        for key, why in FORBIDDEN_PROPERTIES.items()
-        if key in services[name]
-    ]
-
-
 def ignored(services: Mapping[str, Any]) -> list[str]:
     warnings = []
     for name in sorted(services):
@@ -252,142 +225,3 @@ def ignored(services: Mapping[str, Any]) -> list[str]:
             if key in service
         ]
     return warnings
-
-
-def file_sources(document: Mapping[str, Any]) -> list[str]:
-    """Secrets and configs whose value comes from the checkout (`file:`, or `environment:` as the
-    Compose Specification has it; no docker/cli schema does): never on the manager."""
-    problems = []
-    for section in ("secrets", "configs"):
-        entries = document.get(section)
-        for key, spec in entries.items() if isinstance(entries, dict) else ():
-            for source in ("file", "environment"):
-                if isinstance(spec, dict) and source in spec:
-                    declare = "declare it" if section == "secrets" else "make it a secret"
-                    problems.append(
-                        f"{section}.{key}.{source}: Slipway deploys no value from the repository or the deploying "
-                        f"shell (it would not reach the swarm's manager); put the value in SSM Parameter Store "
-                        f"under {SECRETS_HOME}/{key} and {declare} `external: true`"
-                    )
-    return problems
-
-
-# cli/compose/template/template.go defaultPattern: `$$`, `$NAME` or `${NAME}`, NAME optionally
-# followed by `:-`, `-`, `:?` or `?` and anything but `}`; a `$` starting none of those is invalid.
-_NAME = r"[_a-z][_a-z0-9]*(?::?[-?][^}]*)?"
-_TEMPLATE = re.compile(rf"\$(?i:(?P<escaped>\$)|(?P<named>{_NAME})|\{{(?P<braced>{_NAME})\}}|(?P<invalid>))")
-
-
-def _substitute(template: str, where: str, problems: list[str]) -> str:
-    """template.Substitute with an empty environment, as the manager has: `${A:-x}` and `${A-x}` give
-    x (tried in template.go's order, so `${A:?a-b}` gives "b" there too); any variable that would
-    need a value is a problem (docker would put an empty string, or fail on `?`)."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group("escaped"):
-            return "$"
-        name = match.group("named") or match.group("braced")
-        if not name:
-            problems.append(f"{where} has a $ that starts no variable in {template!r}: write $$ for a literal $")
-            return ""
-        for separator in (":-", "-"):
-            if separator in name:
-                return name.partition(separator)[2]
-        for separator in (":?", "?"):
-            if separator in name:
-                variable, _, message = name.partition(separator)
-                problems.append(
-                    f"{where} requires ${{{variable}}} ({message or 'no message'}), but the manager deploys with "
-                    f"an empty environment: write the value itself"
-                )
-                return ""
-        problems.append(
-            f"{where} uses {match.group(0)}, which has no default, and the manager deploys with an empty "
-            f"environment: write ${{{name}:-value}} or the value itself (a literal $ is $$)"
-        )
-        return ""
-
-    return _TEMPLATE.sub(replace, template)
-
-
-def _to_int(value: str) -> Any:
-    if not re.fullmatch(r"[-+]?[0-9]+", value):
-        raise ValueError("an integer")
-    return int(value)
-
-
-def _to_float(value: str) -> Any:
-    if not re.fullmatch(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", value):
-        raise ValueError("a number")
-    return float(value)
-
-
-def _to_bool(value: str) -> Any:
-    """http://yaml.org/type/bool.html, as cli/compose/loader/interpolate.go toBoolean has it."""
-    if value.lower() in ("y", "yes", "true", "on"):
-        return True
-    if value.lower() in ("n", "no", "false", "off"):
-        return False
-    raise ValueError("a boolean")
-
-
-# cli/compose/loader/interpolate.go interpolateTypeCastMapping: an interpolated value at these paths
-# ("*" any key, "[]" any list item) is cast, so that `replicas: ${N:-2}` validates as an integer.
-_S = ("services", "*")
-_CASTS: tuple[tuple[tuple[str, ...], Callable[[str], Any]], ...] = (
-    ((*_S, "configs", "[]", "mode"), _to_int),
-    ((*_S, "secrets", "[]", "mode"), _to_int),
-    ((*_S, "healthcheck", "retries"), _to_int),
-    ((*_S, "healthcheck", "disable"), _to_bool),
-    ((*_S, "deploy", "replicas"), _to_int),
-    ((*_S, "deploy", "update_config", "parallelism"), _to_int),
-    ((*_S, "deploy", "update_config", "max_failure_ratio"), _to_float),
-    ((*_S, "deploy", "rollback_config", "parallelism"), _to_int),
-    ((*_S, "deploy", "rollback_config", "max_failure_ratio"), _to_float),
-    ((*_S, "deploy", "restart_policy", "max_attempts"), _to_int),
-    ((*_S, "deploy", "placement", "max_replicas_per_node"), _to_int),
-    ((*_S, "ports", "[]", "target"), _to_int),
-    ((*_S, "ports", "[]", "published"), _to_int),
-    ((*_S, "ulimits", "*"), _to_int),
-    ((*_S, "ulimits", "*", "hard"), _to_int),
-    ((*_S, "ulimits", "*", "soft"), _to_int),
-    ((*_S, "privileged"), _to_bool),
-    ((*_S, "oom_score_adj"), _to_int),
-    ((*_S, "read_only"), _to_bool),
-    ((*_S, "stdin_open"), _to_bool),
-    ((*_S, "tty"), _to_bool),
-    ((*_S, "volumes", "[]", "read_only"), _to_bool),
-    ((*_S, "volumes", "[]", "volume", "nocopy"), _to_bool),
-    (("networks", "*", "external"), _to_bool),
-    (("networks", "*", "internal"), _to_bool),
-    (("networks", "*", "attachable"), _to_bool),
-    (("volumes", "*", "external"), _to_bool),
-    (("secrets", "*", "external"), _to_bool),
-    (("configs", "*", "external"), _to_bool),
-)
-
-
-def _cast(parts: tuple[str, ...]) -> Callable[[str], Any] | None:
-    for pattern, cast in _CASTS:
-        if len(pattern) == len(parts) and all(p in ("*", part) for p, part in zip(pattern, parts, strict=True)):
-            return cast
-    return None
-
-
-def interpolate(value: Any, parts: tuple[str, ...], where: str, problems: list[str]) -> Any:
-    """cli/compose/interpolation Interpolate: every string value (never a key), recursively."""
-    if isinstance(value, str):
-        result = _substitute(value, where, problems)
-        cast = _cast(parts) if result != value else None
-        if cast is None:
-            return result
-        try:
-            return cast(result)
-        except ValueError as exc:
-            problems.append(f"{where} is {result!r} once interpolated, which is not {exc}")
-            return result
-    if isinstance(value, dict):
-        return {k: interpolate(v, (*parts, k), f"{where}.{k}" if where else k, problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, (*parts, "[]"), f"{where}[{i}]", problems) for i, v in enumerate(value)]
-    return value

@@ -129,6 +129,47 @@ def path_ids(
     return ids
 
 
+class CommitFiles:
+    """The files of `repository` at `commit` through the REST API, as stack_sources.RepositoryFiles:
+    each folder listed once (GET .../git/trees/{sha}), each file read when asked."""
+
+    def __init__(self, api: str, repository: str, commit: str, token: str | None = None) -> None:
+        self._api, self._repository, self._commit, self._token = api, repository, commit, token
+        self._listings: dict[str, dict[str, tuple[str, str, str]]] = {}
+
+    def _listing(self, folder: str, sha: str) -> dict[str, tuple[str, str, str]]:
+        if folder not in self._listings:
+            try:
+                with _get(self._api, self._repository, f"git/trees/{sha}", self._commit, self._token) as response:
+                    body = json.load(response)
+            except (json.JSONDecodeError, OSError) as exc:
+                raise TransientError(f"GitHub's answer for {self._commit} could not be read: {exc}") from exc
+            self._listings[folder] = {
+                e["path"]: (e.get("type", ""), e["sha"], str(e.get("mode", ""))) for e in body.get("tree", [])
+            }
+        return self._listings[folder]
+
+    def kind(self, path: str) -> str | None:
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if not parts:
+            return "dir"
+        folder, sha = "", self._commit
+        for part in parts[:-1]:
+            entry = self._listing(folder, sha).get(part)
+            if entry is None or entry[0] != "tree":
+                return None
+            folder, sha = f"{folder}/{part}", entry[1]
+        entry = self._listing(folder, sha).get(parts[-1])
+        if entry is None or entry[2] == "120000":  # a symbolic link: GitHub does not follow it
+            return None
+        if entry[0] == "tree":
+            return "dir"
+        return "executable" if entry[2] == "100755" else "file" if entry[0] == "blob" else None
+
+    def read(self, path: str) -> bytes | None:
+        return file_at(self._api, self._repository, self._commit, path, self._token)
+
+
 def file_at(
     api: str, repository: str, commit: str, path: str, token: str | None = None, *, limit: int = 2 << 20
 ) -> bytes | None:

@@ -78,6 +78,12 @@ def repository_prefix(environment: str) -> str:
     return f"slipway/{environment}/".lower()
 
 
+def variables_path(environment: str) -> str:
+    """Where the environment's variables live (`${VAR}` and env files of its stack file), one
+    parameter each, `<path>/<NAME>`: String or SecureString, read by 'Read the stack file' only."""
+    return f"/slipway/{environment}/vars"
+
+
 def secret_parameter(environment: str, key: str) -> str:
     """Where the value of a stack's secret `key` lives: a SecureString the user puts; the nodes'
     role reads this path only, no Lambda reads a value under it."""

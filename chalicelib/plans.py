@@ -25,6 +25,16 @@ TERMINAL_BAD_BUILD = {"FAILED", "FAULT", "STOPPED", "TIMED_OUT"}
 
 
 IMAGE_FOLDERS = ("ansible", "packer")
+# Where the stack file is when SLIPWAY_STACK_FILE does not say: Slipway's own name first, then the
+# names docker compose looks for, in its order (compose-go cli/options.go DefaultFileNames).
+STACK_FILE_NAMES = (
+    "stack.yml",
+    "stack.yaml",
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+)
 REGULAR_FILE = 0o100644 << 16  # a zip entry's external attributes for a plain file, rw-r--r--
 
 

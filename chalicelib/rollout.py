@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,16 +87,28 @@ def inspect_script(stack: str, images: Sequence[str], labels: Mapping[str, str])
     ]
 
 
-def deploy_script(stack: str, bucket: str, key: str, secrets: Mapping[str, str], removed: Sequence[str]) -> list[str]:
-    """Run on a manager: fetch the file to deploy from S3 and each secret from SSM with the node's
-    own role (`slipway-node`, installed by the swarm_node role), so neither the file nor a secret's
-    value is ever in the command; then deploy, and remove the services the stack dropped.
-    `secrets` maps each swarm secret's name to its SSM parameter."""
+def deploy_script(
+    stack: str,
+    bucket: str,
+    key: str,
+    secrets: Mapping[str, str],
+    removed: Sequence[str],
+    config_files: Sequence[str] = (),
+) -> list[str]:
+    """Run on a manager: fetch the file to deploy and the configs read from the commit
+    (`config_files`, keys of the bucket the file names relative to itself) from S3 and each secret
+    from SSM with the node's own role (`slipway-node`, installed by the swarm_node role), so neither
+    the file nor a secret's value is ever in the command; then deploy (docker stack deploy creates
+    each config from its file under its content's name), and remove the services the stack
+    dropped. `secrets` maps each swarm secret's name to its SSM parameter."""
+    folders = sorted({posixpath.dirname(f) for f in config_files if posixpath.dirname(f)})
     return [
         scripts.MARKERS["stack-deploy"],
         "set -eu",
         "work=$(mktemp -d); trap 'rm -rf \"$work\"' EXIT",
         f'slipway-node fetch {shlex.quote(bucket)} {shlex.quote(key)} "$work/stack.yml"',
+        *(f'mkdir -p "$work/"{shlex.quote(folder)}' for folder in folders),
+        *(f'slipway-node fetch {shlex.quote(bucket)} {shlex.quote(f)} "$work/"{shlex.quote(f)}' for f in config_files),
         *(f"slipway-node secret {shlex.quote(name)} {shlex.quote(secrets[name])}" for name in sorted(secrets)),
         # --detach=true where the flag exists (Docker 26 and later): never wait in the command.
         "detach=; if docker stack deploy --help 2>/dev/null | grep -q -- --detach; then detach=--detach=true; fi",
@@ -285,6 +298,13 @@ def changes(pinned: Mapping[str, Any], running: Mapping[str, RunningService]) ->
         )
     )
     return Changes(changed, tuple(sorted(set(running) - set(services))))
+
+
+def config_files(document: Mapping[str, Any]) -> list[str]:
+    """The files the stack's configs are created from (stack.rendered: `configs/<sha256>`, relative
+    to the stack file), each once."""
+    configs = document.get("configs") or {}
+    return sorted({str(c["file"]) for c in configs.values() if isinstance(c, Mapping) and c.get("file")})
 
 
 def subset(pinned: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:

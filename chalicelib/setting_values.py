@@ -184,8 +184,10 @@ _STACK_PATH = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._/-]{1,255}
 
 
 def stack_file(variable: str, raw: str) -> str:
-    """The stack file's path in the repository, relative to its root."""
+    """The stack file's path in the repository, relative to its root ("": look for it by name)."""
     raw = raw.strip()
+    if not raw:
+        return ""
     if not _STACK_PATH.fullmatch(raw) or raw.endswith("/") or "//" in raw:
         raise ConfigurationError(
             f"{variable} must be a file's path in the repository, relative to its root "

@@ -251,8 +251,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "SLIPWAY_STACK_FILE",
-        "stack.yml",
-        "the stack file's path in the repository (none there: nodes only)",
+        "",
+        "the stack file's path in the repository; empty: the first of stack.yml, stack.yaml, compose.yaml, "
+        "compose.yml, docker-compose.yaml, docker-compose.yml at its root (none there: nodes only)",
         read.stack_file,
         "stack_file",
     ),

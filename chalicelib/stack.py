@@ -1,29 +1,30 @@
-"""The repository's Compose stack file: refused early with a sentence naming the file and the problem,
-or prepared for `docker stack deploy` with safe update defaults. Pure: no I/O but reading the schemas
-vendored in chalicelib/schemas/.
+"""The repository's Compose file: read as docker compose reads it, made into what `docker stack deploy`
+takes, refused with every problem at once (one line each, naming the file, the key and what to do),
+or prepared for `docker stack deploy` with safe update defaults. Pure: the environment's variables
+and the commit's files come in as arguments; no I/O but reading the schemas vendored in
+chalicelib/schemas/.
 
-`parse` mirrors what `docker stack deploy` does with the file, read in docker/cli at the commit named
-in chalicelib/schemas/README.md: cli/command/stack/loader.go (loadComposeFile) reads the YAML,
-cli/compose/loader/loader.go (Load) picks the schema by `version` (cli/compose/schema/schema.go:
-absent, "" or "3" mean the newest, 3.13; any other value must name a schema file), refuses the
-ForbiddenProperties, interpolates `${VAR}` (cli/compose/interpolation, cli/compose/template), validates
-against data/config_schema_v<version>.json, and loadComposeFile then prints the services' keys in
-GetUnsupportedProperties and GetDeprecatedProperties as "Ignoring ..." (the lists are in
-cli/compose/types/types.go) and refuses a service without an image (Slipway takes `build` instead:
-chalicelib/builds.py). The YAML is read as
-go.yaml.in/yaml/v3 (vendored there) reads it: `22:22` is a string, not the base-60 number YAML 1.1
-makes of it; only true/false are booleans; dates stay strings; a key given twice is refused.
-chalicelib/compose_yaml.py holds those steps up to the validation (with the size limits and the
-`${VAR}` and `file:` rules below), chalicelib/compose_schema.py the validation, chalicelib/durations.py
-Go's durations; this module runs them in order and holds the rest of Slipway's rules and `render`.
-
-Slipway's own rules on top: at most compose_yaml.MAX_BYTES and MAX_VALUES values once aliases are
-expanded (alias bombs); no `${VAR}` without a default (the manager deploys with an empty environment);
-no secret or config read from a `file:` (it would have to be in the repository and never reaches the
-manager); a top-level secret `external: true` is a Slipway secret, its value in SSM Parameter Store at
-/slipway/<environment>/secrets/<key>; no named volume on the local driver unless
-SLIPWAY_LOCAL_VOLUMES=allow (nodes are replaced whenever the node image changes, and their data with
-them); anonymous volumes and bind mounts are warnings.
+`read` runs, in order:
+1. the YAML, as go.yaml.in/yaml/v3 (docker's reader) reads it: `22:22` is a string, not the base-60
+   number YAML 1.1 makes of it; only true/false are booleans; dates stay strings; a key given twice
+   is refused; within compose_yaml.MAX_BYTES and MAX_VALUES once aliases are expanded (alias bombs);
+2. `${VAR}` as docker compose interpolates it (interpolation.py, compose-go's template), from the
+   environment's variables (SSM Parameter Store, /slipway/<environment>/vars/<NAME>) over the `.env`
+   beside the file; a variable neither set nor defaulted is a problem naming the parameter to create;
+3. the Compose Specification's schema (compose-spec.json, what docker compose validates against):
+   no `version:` needed, every service's first error;
+4. what the file reads from the commit (stack_sources.py): env files, configs from files, inline
+   or from a variable, read-only bind mounts of a file; secrets from a file are refused;
+5. the keys Swarm has no place for made its own or dropped, each a warning (compose_spec.py);
+6. docker/cli's own schema (cli/compose/schema/data/config_schema_v3.13.json, at the commit named in
+   chalicelib/schemas/README.md), which docker stack deploy validates against, with `build` left to
+   Slipway (builds.py), and the keys its loader ignores (cli/compose/types/types.go) as warnings;
+7. Slipway's own rules (stack_rules.py): a top-level secret `external: true` is a Slipway secret, its
+   value in SSM Parameter Store at /slipway/<environment>/secrets/<key>; no named volume on the local
+   driver unless SLIPWAY_LOCAL_VOLUMES=allow (nodes are replaced whenever the node image changes, and
+   their data with them); anonymous volumes and binds of a node's path are warnings.
+`stored` is the document read, kept for the run's later states, which `parse` reads back as the same
+stack with neither the variables nor the commit.
 
 `render` adds to each service but a job, key by key where it has not set them, `deploy.update_config` `order:
 start-first` (stop-first for a service publishing a port in host mode: the new task could not bind
@@ -44,25 +45,29 @@ under which the rendered document validates: a manager with an older Docker (Ubu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import posixpath
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types and the venv has no stubs
 
-from chalicelib import compose_schema, compose_yaml, stack_rules
+from chalicelib import compose_schema, compose_spec, compose_yaml, dotenv, interpolation, stack_rules, stack_sources
 from chalicelib.durations import format_duration, parse_duration
 from chalicelib.errors import StackInvalid
 
 RENDER_MIN_VERSION = "3.7"
 MIN_MONITOR_NS = 30 * 10**9
+VARIABLES_HOME = "/slipway/<environment>/vars"
+MAX_PROBLEMS = 50
 
 
 @dataclass(frozen=True)
 class Stack:
-    """A stack file that passed: `document` is what docker stack deploy would load (interpolated,
-    read-only); `secrets` are the Slipway secrets its services use (top-level keys)."""
+    """A stack file that passed: `document` is what docker stack deploy would load (variables put in,
+    files of the repository read, made into what Swarm takes; read-only); `secrets` are the Slipway
+    secrets its services use (top-level keys)."""
 
     path: str
     services: tuple[str, ...]
@@ -71,6 +76,19 @@ class Stack:
     document: Mapping[str, Any] = field(hash=False, repr=False)
     builds: tuple[str, ...] = ()  # the services built from the repository (chalicelib/builds.py)
     build_secrets: tuple[str, ...] = ()  # the Slipway secrets their builds mount (never a service's)
+    configs: Mapping[str, str] = field(default_factory=dict, hash=False)  # config key -> sha256 of its bytes
+    config_data: Mapping[str, bytes] = field(default_factory=dict, hash=False, repr=False)  # sha256 -> bytes
+    variables: tuple[str, ...] = ()  # the environment's variables it uses (names: never a value)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What `read` found: the stack (None when a problem stops the reading early), every problem,
+    and the warnings."""
+
+    stack: Stack | None
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
 
 
 def content_key(data: bytes) -> str:
@@ -78,43 +96,156 @@ def content_key(data: bytes) -> str:
     return f"stacks/{hashlib.sha256(data).hexdigest()}.yml"
 
 
-def parse(text: str | bytes, *, path: str, local_volumes: bool = False) -> Stack:
+def config_key(digest: str) -> str:
+    """Where a config's bytes are stored in the bake bucket (the manager fetches them to deploy)."""
+    return f"configs/{digest}"
+
+
+def parse(
+    text: str | bytes,
+    *,
+    path: str,
+    local_volumes: bool = False,
+    variables: Mapping[str, str] | None = None,
+    files: stack_sources.RepositoryFiles | None = None,
+    variables_home: str = VARIABLES_HOME,
+) -> Stack:
     """The stack file `text` (found at `path` in the repository, named in every message), checked as
-    the module docstring says; StackInvalid if docker stack deploy or Slipway would refuse it."""
+    the module docstring says; StackInvalid, with every problem, if docker or Slipway would refuse it."""
+    reading = read(
+        text, path=path, local_volumes=local_volumes, variables=variables, files=files, variables_home=variables_home
+    )
+    if reading.problems or reading.stack is None:
+        raise StackInvalid(describe_problems(path, reading.problems))
+    return reading.stack
+
+
+def read(
+    text: str | bytes,
+    *,
+    path: str,
+    local_volumes: bool = False,
+    variables: Mapping[str, str] | None = None,
+    files: stack_sources.RepositoryFiles | None = None,
+    variables_home: str = VARIABLES_HOME,
+) -> Reading:
+    """Every problem and warning of the stack file at once (a YAML that cannot be read stops at that).
+    `variables` are the environment's (a `.env` beside the file gives defaults under them, as in
+    docker compose); `files` the commit's, for env files, configs and read-only bind mounts."""
     document = compose_yaml.load(text, path)
-    version = compose_yaml.version(document, path)
-    services = document.get("services")
-    services = services if isinstance(services, dict) else {}
-    compose_yaml.refuse(path, compose_yaml.forbidden(services) + compose_yaml.file_sources(document))
-    ignored = compose_yaml.ignored(services)
+    base = posixpath.dirname(path)
     problems: list[str] = []
-    document = compose_yaml.interpolate(document, (), "", problems)
-    compose_yaml.refuse(path, problems)
-    compose_yaml.refuse(path, [problem] if (problem := compose_schema.schema_problem(document, version)) else [])
+    defaults = _dotenv_defaults(base, files, variables or {}, problems)
+    given = {**defaults, **(variables or {})}
+    lookup = given.get
+    findings = interpolation.Findings()
+    document = interpolation.interpolate(document, lookup, findings)
+    problems += findings.problems
+    document, warnings = compose_spec.docker_only(document)
+    spec_problems = compose_schema.schema_problems(document, compose_schema.SPEC)
+    if spec_problems:
+        return Reading(None, tuple(problems + spec_problems + _unset(findings, variables_home)), ())
+    sources = stack_sources.resolve(document, base, files, lookup, findings)
+    problems += sources.problems
+    warnings += sources.warnings
+    normalized = compose_spec.normalize(sources.document)
+    problems += normalized.problems
+    warnings += normalized.warnings
+    document = normalized.document
+    services = document.get("services") or {}
+    warnings += compose_yaml.ignored(services)
+    unbuilt = {name: {**s, "build": "."} if "build" in s else s for name, s in services.items()}
+    problems += compose_schema.schema_problems({**document, "services": unbuilt}, compose_schema.DEFAULT_VERSION)
     check = stack_rules.check(document, local_volumes, path)
-    compose_yaml.refuse(path, check.problems)
-    return Stack(
+    problems += check.problems + _unset(findings, variables_home)
+    warnings += check.warnings
+    stack = Stack(
         path=path,
-        services=tuple(sorted(document["services"])),
+        services=tuple(sorted(services)),
         secrets=check.secrets,
-        warnings=tuple(ignored + check.warnings),
+        warnings=tuple(warnings),
         document=_freeze(document),
         builds=check.builds,
         build_secrets=check.build_secrets,
+        configs=dict(sources.configs),
+        config_data=dict(sources.data),
+        variables=tuple(sorted(findings.used & set(given))),
     )
+    return Reading(stack, tuple(dict.fromkeys(problems)), tuple(dict.fromkeys(warnings)))
 
 
-def render(stack: Stack, secret_names: Mapping[str, str], images: Mapping[str, str] | None = None) -> bytes:
+def _dotenv_defaults(
+    base: str, files: stack_sources.RepositoryFiles | None, variables: Mapping[str, str], problems: list[str]
+) -> dict[str, str]:
+    """The `.env` beside the Compose file, as docker compose reads it for `${VAR}`: its values are
+    defaults, under the environment's variables."""
+    if files is None:
+        return {}
+    where = posixpath.join(base, ".env") if base else ".env"
+    if files.kind(where) not in ("file", "executable"):
+        return {}
+    data = files.read(where) or b""
+    try:
+        parsed = dotenv.parse(data.decode("utf-8", "replace"), variables.get)
+    except dotenv.DotenvError as exc:
+        problems.append(f"{where} cannot be read as an env file: {exc}")
+        return {}
+    return parsed.values
+
+
+def _unset(findings: interpolation.Findings, home: str) -> list[str]:
+    """One problem per variable without a value, naming where it is used and the parameter to create."""
+    found = []
+    for name, places in sorted(findings.unset.items()):
+        shown = ", ".join(dict.fromkeys(places[:3])) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
+        why = findings.required.get(name)
+        found.append(
+            f"${{{name}}} has no value{f' ({why})' if why else ''} ({shown}): set it, aws ssm put-parameter "
+            f"--name {home}/{name} --value ..., or give it a default, ${{{name}:-value}}"
+        )
+    return found
+
+
+def describe_problems(path: str, problems: Sequence[str]) -> str:
+    """The refusal: its first line names the file, the count and the first problem (what a commit
+    status shows); then every problem, one per line."""
+    if len(problems) == 1:
+        return f"{path}: {problems[0]}"
+    shown = list(problems[:MAX_PROBLEMS])
+    more = [f"and {len(problems) - MAX_PROBLEMS} more"] if len(problems) > MAX_PROBLEMS else []
+    return f"{path}: {len(problems)} problems; the first: {problems[0]}\n" + "\n".join(f"- {p}" for p in shown + more)
+
+
+def stored(stack: Stack) -> bytes:
+    """The stack as the bake bucket keeps it for the run's later states: the document `read` made
+    (variables put in, every `$` kept literal), which `parse` reads back as the same stack without
+    the variables or the repository."""
+    return dump(_escape(_thaw(stack.document)))
+
+
+def render(
+    stack: Stack,
+    secret_names: Mapping[str, str],
+    images: Mapping[str, str] | None = None,
+    configs: Mapping[str, str] | None = None,
+) -> bytes:
     """The YAML to deploy: `stack` with the update defaults, each Slipway secret named after the swarm
     secret `secret_names[key]` holding its value, every `$` kept literal (docker stack deploy
     interpolates again) and the lowest `version` that has every key it uses."""
-    return dump(rendered(stack, secret_names, images))
+    return dump(rendered(stack, secret_names, images, configs))
 
 
-def rendered(stack: Stack, secret_names: Mapping[str, str], images: Mapping[str, str] | None = None) -> dict[str, Any]:
+def rendered(
+    stack: Stack,
+    secret_names: Mapping[str, str],
+    images: Mapping[str, str] | None = None,
+    configs: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """What `render` writes, as a document (to change further before `dump`): each service built
-    from the repository runs `images[service]` (its build dropped), and a secret only builds
-    mount is left out (no service takes it from the swarm)."""
+    from the repository runs `images[service]` (its build dropped), a secret only builds mount is
+    left out (no service takes it from the swarm), and each config read from the commit
+    (`configs`: key -> sha256, stack.configs as 'Read the stack file' kept it) is created by
+    docker stack deploy from `configs/<sha256>` beside the file, under its content's name."""
     missing = [key for key in stack.secrets if key not in secret_names]
     if missing:
         raise ValueError(f"no swarm secret name for {', '.join(missing)} (the secrets {stack.path} uses)")
@@ -135,6 +266,9 @@ def rendered(stack: Stack, secret_names: Mapping[str, str], images: Mapping[str,
     for key in stack.secrets:
         spec = {k: v for k, v in document["secrets"][key].items() if k not in ("external", "name")}
         document["secrets"][key] = {**spec, "external": True, "name": secret_names[key]}
+    for key, digest in (configs or stack.configs).items():
+        spec = {k: v for k, v in document["configs"][key].items() if k not in ("external", "name")}
+        document["configs"][key] = {**spec, "name": stack_sources.config_name(key, digest), "file": config_key(digest)}
     document = _escape(document)
     version = _render_version(document, stack.path)
     return {"version": version, **{k: v for k, v in document.items() if k != "version"}}

@@ -133,7 +133,7 @@ def _check_mount(
     warnings: list[str],
 ) -> None:
     if isinstance(mount, str):
-        kind, source, error = _short_mount(mount)
+        kind, source, error = short_mount(mount)
         if error:
             problems.append(f"{where}: invalid volume spec {mount!r}: {error}")
             return
@@ -172,7 +172,7 @@ def _is_local(spec: Any) -> bool:
     return spec.get("driver") in (None, "", "local")
 
 
-def _short_mount(spec: str) -> tuple[str, str, str | None]:
+def short_mount(spec: str) -> tuple[str, str, str | None]:
     """(type, source, error) of a short-syntax volume, as docker/cli internal/volumespec Parse reads
     it: `[source:]target[:mode]`; a source starting with '.', '/' or '~' (or a Windows path) binds."""
     if not spec:

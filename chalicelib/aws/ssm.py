@@ -132,6 +132,17 @@ def versions(ssm: Client, names: list[str]) -> dict[str, int]:
     return found
 
 
+def values_under(ssm: Client, path: str) -> dict[str, str]:
+    """{name below `path`: value} of the parameters directly under `path` (GetParametersByPath, not
+    recursive, decrypted). For the environment's variables: the values stay in the caller's memory."""
+    found: dict[str, str] = {}
+    pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=path, Recursive=False, WithDecryption=True)
+    for page in pages:
+        for parameter in page["Parameters"]:
+            found[str(parameter["Name"]).removeprefix(path.rstrip("/") + "/")] = str(parameter.get("Value", ""))
+    return found
+
+
 def _read(ssm: Client, name: str) -> str | None:
     try:
         return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])

@@ -24,38 +24,59 @@ def secret_name(key: str, version: int) -> str:
 
 @task("Read the stack file")
 def read_stack(event: DeployRun) -> StackFile:
-    """'Read the stack file': fetch it at the commit, refuse it (StackInvalid, naming the file and
-    the problem) before anything changes, check its secrets exist, store it in the bake bucket."""
+    """'Read the stack file': fetch it at the commit (SLIPWAY_STACK_FILE, or the first of
+    plans.STACK_FILE_NAMES there), put in the environment's variables and what it reads from the
+    commit, refuse it (StackInvalid, every problem at once) before anything changes, check its
+    secrets exist, and store it and its configs in the bake bucket."""
     deployment = deployment_of(event)
     settings = get_settings()
-    path = settings.stack_file
-    data = github.file_at(
-        settings.github_api, deployment["repository"], deployment["commit"], path, github_token(settings)
-    )
+    api, repository, commit = settings.github_api, deployment["repository"], deployment["commit"]
+    token = github_token(settings)
+    path, data = _stack_file(settings, repository, commit, token)
     if data is None:
         logger.info("no stack file: nodes only", extra={"path": path})
         return StackFile(present=False, path=path, key=None, services=[], secrets={}, ports=[], warnings=[])
-    parsed = stack.parse(data, path=path, local_volumes=settings.local_volumes)
+    environment = deployment["environment"]
+    home = naming.variables_path(environment)
+    variables = ssm.values_under(aws.client("ssm"), home)
+    reading = stack.read(
+        data,
+        path=path,
+        local_volumes=settings.local_volumes,
+        variables=variables,
+        files=github.CommitFiles(api, repository, commit, token),
+        variables_home=home,
+    )
+    problems = list(reading.problems)
+    parsed = reading.stack
+    every = sorted(set(parsed.secrets) | set(parsed.build_secrets)) if parsed else []
+    parameters = {key: naming.secret_parameter(environment, key) for key in every}
+    versions = ssm.versions(aws.client("ssm"), sorted(parameters.values())) if parameters else {}
+    missing = sorted(key for key, name in parameters.items() if name not in versions)
+    if missing:
+        problems.append(
+            f"no value for secret{'s' if len(missing) > 1 else ''} {', '.join(missing)}: put each as a SecureString, "
+            f"e.g. aws ssm put-parameter --type SecureString --name {parameters[missing[0]]} --value ..."
+        )
+    if problems or parsed is None:
+        raise StackInvalid(stack.describe_problems(path, problems))
     ports = stack.published_ports(parsed.document)
     warnings = list(parsed.warnings) + _port_warnings(ports, settings.service_ports, settings.ingress)
     for warning in warnings:
         logger.warning("stack file", extra={"path": path, "warning": warning})
-    every = sorted(set(parsed.secrets) | set(parsed.build_secrets))
-    parameters = {key: naming.secret_parameter(deployment["environment"], key) for key in every}
-    versions = ssm.versions(aws.client("ssm"), sorted(parameters.values())) if parameters else {}
-    missing = sorted(key for key, name in parameters.items() if name not in versions)
-    if missing:
-        raise StackInvalid(
-            f"{path}: no value for secret{'s' if len(missing) > 1 else ''} {', '.join(missing)}: put each as a "
-            f"SecureString, e.g. aws ssm put-parameter --type SecureString --name "
-            f"{parameters[missing[0]]} --value ..."
-        )
     bucket = bake_bucket(settings)
-    key = stack.content_key(data)
     client = aws.client("s3")
+    for digest, content in parsed.config_data.items():
+        if not s3.exists(client, bucket, stack.config_key(digest)):
+            s3.put(client, bucket, stack.config_key(digest), content, content_type="application/octet-stream")
+    resolved = stack.stored(parsed)
+    key = stack.content_key(resolved)
     if not s3.exists(client, bucket, key):
-        s3.put(client, bucket, key, data, content_type="application/yaml")
-    logger.info("stack file read", extra={"path": path, "key": key, "services": list(parsed.services)})
+        s3.put(client, bucket, key, resolved, content_type="application/yaml")
+    logger.info(
+        "stack file read",
+        extra={"path": path, "key": key, "services": list(parsed.services), "variables": list(parsed.variables)},
+    )
     return StackFile(
         present=True,
         path=path,
@@ -65,7 +86,22 @@ def read_stack(event: DeployRun) -> StackFile:
         ports=ports,
         warnings=warnings,
         builds=list(parsed.builds),
+        configs=dict(parsed.configs),
+        variables=list(parsed.variables),
     )
+
+
+def _stack_file(settings: Settings, repository: str, commit: str, token: str | None) -> tuple[str, bytes | None]:
+    """The stack file's path and bytes at the commit: SLIPWAY_STACK_FILE, or the first name of
+    plans.STACK_FILE_NAMES the commit's root has (none: the first name, and None)."""
+    api = settings.github_api
+    if settings.stack_file:
+        return settings.stack_file, github.file_at(api, repository, commit, settings.stack_file, token)
+    files = github.CommitFiles(api, repository, commit, token)
+    for name in plans.STACK_FILE_NAMES:
+        if files.kind(name) in ("file", "executable"):
+            return name, github.file_at(api, repository, commit, name, token)
+    return plans.STACK_FILE_NAMES[0], None
 
 
 def _port_warnings(published: list[int], service_ports: tuple[int, ...], ingress: str) -> list[str]:
@@ -137,7 +173,8 @@ def update_stack(event: DeployRun) -> Rollout:
     if not plan.any:
         logger.info("stack unchanged: no service updated", extra={"services": sorted(inspection.services)})
         return _rollout(phase="done", done=True, manager=state["manager"], services=reports)
-    data = stack.dump(rollout.subset(pinned, plan.changed))
+    deployed = rollout.subset(pinned, plan.changed)
+    data = stack.dump(deployed)
     key = stack.content_key(data)
     client = aws.client("s3")
     if not s3.exists(client, bake_bucket(settings), key):
@@ -152,7 +189,9 @@ def update_stack(event: DeployRun) -> Rollout:
     command_id = _send(
         deployment,
         "deploy",
-        rollout.deploy_script(environment, bake_bucket(settings), key, secrets, plan.removed),
+        rollout.deploy_script(
+            environment, bake_bucket(settings), key, secrets, plan.removed, rollout.config_files(deployed)
+        ),
         manager,
     )
     logger.info("stack update sent", extra={"changed": list(plan.changed), "removed": list(plan.removed)})
@@ -231,7 +270,7 @@ def _document(event: DeployRun, settings: Settings) -> dict[str, Any]:
     )
     names = {k: secret_name(k, v) for k, v in stack_file["secrets"].items()}
     built = event["builds"]["services"] if "builds" in event else []
-    return stack.rendered(parsed, names, builds.images(built))
+    return stack.rendered(parsed, names, builds.images(built), stack_file.get("configs") or {})
 
 
 def _send(deployment: Deployment, what: str, commands: list[str], manager: str) -> str:

@@ -256,6 +256,8 @@ class StackFile(TypedDict):
     ports: list[int]  # the TCP ports its services publish
     warnings: list[str]
     builds: NotRequired[list[str]]  # the services built from the repository ('Start the builds')
+    configs: NotRequired[dict[str, str]]  # each config read from the commit -> sha256 of its bytes
+    variables: NotRequired[list[str]]  # the environment's variables it uses (names, never a value)
 
 
 class ServiceReport(TypedDict):

@@ -80,6 +80,7 @@ class FakeGitHub:
     def __init__(self, project_dir: Path = PROJECT_DIR) -> None:
         self.project_dir = project_dir
         self.trees: dict[str, dict[str, str]] = {}
+        self.executables: set[str] = set()  # blobs git keeps as 100755 (listed with that mode)
         self.missing: set[str] = set()  # commits to answer 404 for, as GitHub does for unknown ones
         self.slow: dict[str, float] = {}  # commits whose trees are answered after this many seconds
         self.files: dict[str, dict[str, bytes | None]] = {}  # commit -> path -> content (None: no such file)
@@ -253,8 +254,10 @@ class FakeGitHub:
             for line in listed.split("\0"):
                 if line:
                     meta, _, name = line.partition("\t")
-                    _, kind, object_id = meta.split()
+                    mode, kind, object_id = meta.split()
                     entries[name] = (kind, object_id)
+                    if mode == "100755":
+                        self.executables.add(object_id)
             return root.strip(), entries
         root, objects = tree_objects(self.project_dir)
         return (sha, objects[sha]) if sha in objects else (root, objects[root])
@@ -385,7 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "sha": match.group(1),
                 "truncated": False,
                 "tree": [
-                    {"path": name, "mode": "040000" if kind == "tree" else "100644", "type": kind, "sha": sha}
+                    {"path": name, "mode": _mode(kind, sha in self.github.executables), "type": kind, "sha": sha}
                     for name, (kind, sha) in sorted(entries.items())
                 ],
             },
@@ -494,3 +497,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+def _mode(kind: str, executable: bool) -> str:
+    """A tree entry's `mode`, as GitHub gives it."""
+    return "040000" if kind == "tree" else "100755" if executable else "100644"

@@ -752,6 +752,7 @@ def node_calls(kms: bool = False) -> list[Call]:
         Call("logs:DescribeLogStreams", (Resource(group, "log-group"),), f"{agent}:311", "DescribeLogStreams(params)"),
         Call("logs:PutLogEvents", (stream,), f"{agent}:440", "cloudWatchLogsClient.PutLogEvents(params)"),
         Call("s3:GetObject", (Resource(f"{ids['SourceBucket.Arn']}/stacks/0f1e2d3c.yml", "object"),), rollout),
+        Call("s3:GetObject", (Resource(f"{ids['SourceBucket.Arn']}/configs/4e5f6a7b", "object"),), rollout),
         Call("ssm:GetParameter", (Resource(secret, "parameter"),), rollout),
         Call(
             "kms:Decrypt",

@@ -110,16 +110,23 @@ def test_no_version_or_3_is_the_newest_schema(header):
     assert parse(header + START_INTERVAL, path=PATH).services == ("web",)
 
 
-def test_an_older_version_has_only_its_own_keys():
-    message = refused('version: "3.11"\n' + START_INTERVAL)
-    assert "services.web.healthcheck.start_interval is not a key Compose file version 3.11 has" in message
+def test_a_declared_version_does_not_limit_the_keys_as_docker_compose_reads_it():
+    # Given a file declaring 3.11 with a key of 3.12 (docker stack deploy refuses it; docker compose,
+    # for which `version` is obsolete, takes it)
+    text = 'version: "3.11"\n' + START_INTERVAL
+    # Then it is read, and rendered under the first version that has the key
+    assert parse(text, path=PATH).services == ("web",)
+    assert rendered(text)["version"] == "3.12"
 
 
-@pytest.mark.parametrize("version", ['"2.4"', '"3.14"', '"4"', "3.14", "latest"])
-def test_an_unknown_version_is_refused_naming_it(version):
-    message = refused(f"version: {version}\nservices:\n  web:\n    image: nginx\n")
-    assert f"version '{version.strip(chr(34))}' is not a Compose file version" in message
-    assert "3.0 to 3.13" in message
+@pytest.mark.parametrize("version", ['"2.4"', '"3.14"', '"4"', '"latest"'])
+def test_a_version_docker_stack_deploy_does_not_know_is_obsolete_and_left_out(version):
+    parsed = parse(f"version: {version}\nservices:\n  web:\n    image: nginx\n", path=PATH)
+    assert parsed.warnings == (
+        f"version: {version.replace(chr(34), chr(39))} is obsolete in the Compose Specification and not used "
+        "(leave it out)",
+    )
+    assert "version" not in parsed.document
 
 
 def test_an_unquoted_version_is_refused_as_docker_does():
@@ -222,13 +229,13 @@ def test_plain_scalars_are_typed_as_docker_types_them():
     [
         (
             WEB.replace("image:", "imagee:"),
-            "services.web.imagee is not a key Compose file version 3.8 has here (did you mean image?)",
+            "services.web.imagee is not a key the Compose Specification has here (did you mean image?)",
         ),
-        (WEB + "servicess: {}\n", "servicess is not a key Compose file version 3.8 has at the top level"),
+        (WEB + "servicess: {}\n", "servicess is not a key the Compose Specification has at the top level"),
         (WEB.replace("web:", "web app:"), "'web app' under services is not a valid name"),
         (
             WEB + "    volumes: [{type: volume, source: data, target: /x, bogus: 1}]\nvolumes: {data: {driver: x}}\n",
-            "services.web.volumes[0].bogus is not a key Compose file version 3.8 has here",
+            "services.web.volumes[0].bogus is not a key the Compose Specification has here",
         ),
         (
             WEB + "    volumes: [{source: data, target: /x}]\nvolumes: {data: {driver: x}}\n",
@@ -265,14 +272,17 @@ def test_a_file_without_services_is_refused():
     assert refused('version: "3.8"\nservices: {}\n').endswith("defines no services")
 
 
-def test_forbidden_keys_are_refused_as_docker_refuses_them():
-    message = refused(WEB + "    extends: base\n    mem_limit: 1g\n")
-    assert (
-        "services.web.extends: docker stack deploy refuses it: Support for `extends` is not implemented yet." in message
-    )
-    assert (
-        "services.web.mem_limit: docker stack deploy refuses it: Set resource limits using deploy.resources" in message
-    )
+def test_keys_docker_refuses_become_their_swarm_form_or_are_refused_saying_what_to_do():
+    # Given keys docker compose takes and docker stack deploy refuses
+    message = refused(WEB + "    extends: base\n    volumes_from: [db]\n")
+    assert "services.web.extends: Slipway reads one file and does not merge services" in message
+    assert "services.web.volumes_from: share a named volume" in message
+    parsed = parse(WEB + "    mem_limit: 1g\n    cpus: 0.5\n    cpu_shares: 512\n    scale: 3\n", path=PATH)
+    deploy = parsed.document["services"]["web"]["deploy"]
+    assert deploy["resources"] == {"limits": {"memory": "1g", "cpus": "0.5"}}
+    assert deploy["replicas"] == 3
+    assert "services.web.cpu_shares: set deploy.resources.limits.cpus; not used" in parsed.warnings
+    assert "services.web.mem_limit became deploy.resources.limits.memory" in parsed.warnings
 
 
 IGNORED = {
@@ -304,8 +314,11 @@ def test_keys_docker_stack_deploy_ignores_are_warnings_naming_service_and_key():
     # When it is parsed
     parsed = parse(text, path=PATH)
     # Then each is a warning naming the service and the key, none an error
-    assert sorted(w.split(":", 1)[0] for w in parsed.warnings) == sorted(f"services.web.{key}" for key in IGNORED)
-    assert all("docker stack deploy ignores it" in w for w in parsed.warnings)
+    assert sorted(w.split(":", 1)[0].split(" ")[0] for w in parsed.warnings) == sorted(
+        f"services.web.{key}" for key in IGNORED
+    )
+    # And `restart` is carried over as Swarm has it
+    assert parsed.document["services"]["web"]["deploy"]["restart_policy"] == {"condition": "any"}
 
 
 # --- node-local data ------------------------------------------------------------------------------
@@ -356,7 +369,7 @@ def test_a_volume_with_another_driver_is_accepted():
     [
         ("/var/cache/nginx", "services.web.volumes[0] is an anonymous volume"),
         ("'{type: volume, target: /var/cache/nginx}'", "services.web.volumes[0] is an anonymous volume"),
-        ("./conf:/etc/nginx/conf.d:ro", "services.web.volumes[0] binds ./conf from the node"),
+        ("/etc/slipway:/etc/nginx/conf.d:ro", "services.web.volumes[0] binds /etc/slipway from the node"),
         ("'{type: bind, source: /srv, target: /srv}'", "services.web.volumes[0] binds /srv from the node"),
     ],
 )
@@ -419,15 +432,15 @@ def test_a_declared_secret_no_service_uses_is_a_warning():
     assert parsed.warnings == ("secrets.spare is declared but no service uses it",)
 
 
-@pytest.mark.parametrize(
-    ("section", "source"),
-    [("secrets", "file: ./token.txt"), ("secrets", "environment: TOKEN"), ("configs", "file: ./nginx.conf")],
-)
-def test_a_secret_or_config_from_the_repository_is_refused_pointing_to_ssm(section, source):
-    text = WEB + f"    {section}: [token]\n{section}:\n  token:\n    {source}\n"
+@pytest.mark.parametrize("source", ["file: ./token.txt", "environment: TOKEN"])
+def test_a_secret_from_the_repository_or_a_variable_is_refused_pointing_to_ssm(source):
+    text = WEB + f"    secrets: [token]\nsecrets:\n  token:\n    {source}\n"
     message = refused(text)
-    assert f"{section}.token.{source.split(':')[0]}: Slipway deploys no value from the repository" in message
-    assert "put the value in SSM Parameter Store under /slipway/<environment>/secrets/token" in message
+    assert f"secrets.token.{source.split(':')[0]}: a secret read from the repository or a variable is no secret" in (
+        message
+    )
+    assert "aws ssm put-parameter --type SecureString --name /slipway/<environment>/secrets/<key>" in message
+    assert message.count("\n") == 0  # one problem: the secret is not also said to have no source
 
 
 def test_a_secret_the_file_does_not_declare_is_refused():
@@ -441,18 +454,20 @@ def test_a_secret_the_file_does_not_declare_is_refused():
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        ("nginx:${TAG}", "services.web.image uses ${TAG}, which has no default"),
-        ("nginx:$TAG", "services.web.image uses $TAG, which has no default"),
-        ("nginx:${TAG:?set the tag}", "services.web.image requires ${TAG} (set the tag)"),
-        ("nginx:${TAG?}", "services.web.image requires ${TAG}"),
-        ("nginx:$1", "services.web.image has a $ that starts no variable in 'nginx:$1': write $$ for a literal $"),
-        ("nginx:${}", "services.web.image has a $ that starts no variable"),
+        ("nginx:${TAG}", "${TAG} has no value (services.web.image): set it, aws ssm put-parameter --name "),
+        ("nginx:$TAG", "${TAG} has no value (services.web.image)"),
+        ("nginx:${TAG:?set the tag}", "${TAG} has no value (set the tag) (services.web.image)"),
+        ("nginx:${TAG?}", "${TAG} has no value (services.web.image)"),
+        ("nginx:${}", "services.web.image has a $ that starts no variable: write $$ for a literal $"),
+        ("nginx:${TAG", "services.web.image has a $ that starts no variable"),
     ],
 )
-def test_a_variable_the_empty_environment_cannot_fill_is_refused(value, problem):
+def test_a_variable_without_a_value_is_refused_naming_the_parameter_to_create(value, problem):
     message = refused(WEB.replace("nginx:1.27", f"'{value}'"))
     assert problem in message
-    assert "empty environment" in message or "$$" in message
+    assert "/slipway/<environment>/vars/TAG --value ..., or give it a default, ${TAG:-value}" in message or "$$" in (
+        message
+    )
 
 
 def test_defaults_and_escapes_are_interpolated_as_docker_does():
@@ -463,7 +478,7 @@ def test_defaults_and_escapes_are_interpolated_as_docker_does():
           web:
             image: "nginx:${TAG:-1.27}"
             command: ["sh", "-c", "echo $$HOME ${A-x}${B:-} $$${C:-y} $$$${D}"]
-            environment: {MODE: "${MODE:?a-b}"}
+            environment: {MODE: "${MODE:-b}"}
             deploy: {replicas: "${REPLICAS:-2}"}
             labels: {"${not-a-key}": v}
         """
@@ -472,7 +487,7 @@ def test_defaults_and_escapes_are_interpolated_as_docker_does():
     # Then defaults are taken, $$ is a literal $, a typed key is cast, and keys are never interpolated
     assert web["image"] == "nginx:1.27"
     assert web["command"] == ("sh", "-c", "echo $HOME x $y $${D}")
-    assert web["environment"]["MODE"] == "b"  # template.go tries "-" before ":?"
+    assert web["environment"]["MODE"] == "b"
     assert web["deploy"]["replicas"] == 2
     assert list(web["labels"]) == ["${not-a-key}"]
     # And the rendered file keeps every $ literal for docker's second interpolation
@@ -481,7 +496,7 @@ def test_defaults_and_escapes_are_interpolated_as_docker_does():
 
 def test_an_interpolated_value_that_cannot_be_cast_is_refused():
     message = refused(WEB + "    deploy: {replicas: '${N:-two}'}\n")
-    assert "services.web.deploy.replicas is 'two' once interpolated, which is not an integer" in message
+    assert "services.web.deploy.replicas is not an integer once its variables are put in" in message
 
 
 # --- update defaults ------------------------------------------------------------------------------
