@@ -342,4 +342,8 @@ def status_description(outcome: str, environment: str, state: Mapping[str, Any])
             f"Deploy to {environment} failed ({_reason(state.get('error'))}) and so did its undo "
             f"({_reason(state.get('undo_error'))}): see the execution"
         )
+    if (state.get("error") or {}).get("Error") == "StackInvalid":
+        # Refused before anything changed: the file, the count and the first problem fit in 140 characters
+        # better without the error's name (the execution, which the status links, has the whole list).
+        return f"Not deployed to {environment}: {_reason(state.get('error')).removeprefix('StackInvalid: ')}"
     return f"Deploy to {environment} failed, the previous state stays: {_reason(state.get('error'))}"

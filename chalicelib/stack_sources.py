@@ -134,16 +134,16 @@ def _configs(
             value = lookup(variable)
             if value is None:
                 findings.unset.setdefault(variable, []).append(f"{where}.environment")
-                continue
-            data = value.encode()
+            data = value.encode() if value is not None else None
         else:
             continue
-        if data is None:
-            continue
-        if not 0 < len(data) <= MAX_CONFIG_BYTES:
+        if data is not None and not 0 < len(data) <= MAX_CONFIG_BYTES:
             out.problems.append(
                 f"{where} is {len(data)} bytes; a Swarm config holds 1 byte to 1000 KiB (put larger files in the image)"
             )
+            data = None
+        if data is None:  # said why: taken as declared, so that nothing else is said about it
+            configs[key] = {"external": True}
             continue
         configs[key] = _as_config(key, spec, data, out)
         out.configs[key] = hashlib.sha256(data).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from unittest import mock
@@ -169,3 +170,22 @@ def require():
 @pytest.fixture
 def emulator(make_emulator) -> Emulator:
     return make_emulator()
+
+
+@pytest.fixture
+def every_log_record():
+    """Every record the functions log (Powertools' logger `slipway`), at every level, with its
+    extra keys, as JSON: what CloudWatch Logs would keep."""
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(json.dumps({**record.__dict__, "message": record.getMessage()}, default=str))
+
+    logger = logging.getLogger("slipway")
+    handler, level = Keep(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)

@@ -93,15 +93,13 @@ def read_stack(event: DeployRun) -> StackFile:
 
 def _stack_file(settings: Settings, repository: str, commit: str, token: str | None) -> tuple[str, bytes | None]:
     """The stack file's path and bytes at the commit: SLIPWAY_STACK_FILE, or the first name of
-    plans.STACK_FILE_NAMES the commit's root has (none: the first name, and None)."""
+    plans.STACK_FILE_NAMES the commit has (none: the first name, and None)."""
     api = settings.github_api
-    if settings.stack_file:
-        return settings.stack_file, github.file_at(api, repository, commit, settings.stack_file, token)
-    files = github.CommitFiles(api, repository, commit, token)
-    for name in plans.STACK_FILE_NAMES:
-        if files.kind(name) in ("file", "executable"):
-            return name, github.file_at(api, repository, commit, name, token)
-    return plans.STACK_FILE_NAMES[0], None
+    for name in (settings.stack_file,) if settings.stack_file else plans.STACK_FILE_NAMES:
+        data = github.file_at(api, repository, commit, name, token)
+        if data is not None:
+            return name, data
+    return settings.stack_file or plans.STACK_FILE_NAMES[0], None
 
 
 def _port_warnings(published: list[int], service_ports: tuple[int, ...], ingress: str) -> list[str]:

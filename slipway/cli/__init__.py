@@ -1,5 +1,6 @@
-"""The `slipway` command: `slipway demo` and `slipway serve` on the embedded emulator;
-`slipway bootstrap` and `slipway package` for deploying Slipway itself to an AWS account."""
+"""The `slipway` command: `slipway check` before a push; `slipway demo` and `slipway serve` on the
+embedded emulator; `slipway bootstrap` and `slipway package` for deploying Slipway itself to an AWS
+account."""
 
 from __future__ import annotations
 
@@ -46,6 +47,25 @@ def main(argv: list[str] | None = None) -> int:
             "the shell override the stage's settings",
         )
 
+    check = sub.add_parser(
+        "check",
+        help="check a Compose file as a push would, with no AWS account (exit 1 with every problem)",
+    )
+    check.add_argument(
+        "file", nargs="?", default=None, help="the Compose file (default: stack.yml, compose.yaml, ... at the top)"
+    )
+    check.add_argument(
+        "--var",
+        "--vars",
+        dest="variables",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="a variable the environment has (/slipway/<environment>/vars/NAME); repeatable or comma-separated; "
+        f"without a value it is assumed set (to {check_mod_assumed()!r})",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+
     boot = sub.add_parser(
         "bootstrap",
         help="deploy what `chalice deploy` does not (.chalice/resources.yaml) "
@@ -61,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     package.add_argument("--out", default="dist", help="output folder (default dist)")
 
     args = parser.parse_args(argv)
+    if args.command == "check":
+        from slipway.cli import check as check_mod
+
+        return check_mod.run(args.file, args.variables, args.json)
     if args.command == "bootstrap":
         from pathlib import Path
 
@@ -99,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         real_nodes=args.real_nodes,
         repo=args.repo,
     )
+
+
+def check_mod_assumed() -> str:
+    from slipway.cli.check import ASSUMED
+
+    return ASSUMED
 
 
 def repository(path: str | None) -> Path | None:

@@ -23,6 +23,7 @@ _IMAGES = re.compile(r"^for image in(.*); do$", re.MULTILINE)
 _STACK_NAMESPACE = re.compile(r"label=com\.docker\.stack\.namespace=(\S+)\); do$", re.MULTILINE)
 _FETCH = re.compile(r'^slipway-node fetch (\S+) (\S+) "\$work/stack\.yml"$', re.MULTILINE)
 _SECRET = re.compile(r"^slipway-node secret (\S+) (\S+)$", re.MULTILINE)
+_CONFIG_FETCH = re.compile(r'^slipway-node fetch (\S+) (\S+) "\$work/"(\S+)$', re.MULTILINE)
 _STACK_DEPLOY = re.compile(r'^docker stack deploy .*--compose-file "\$work/stack\.yml" (\S+)$', re.MULTILINE)
 _SERVICE_RM = re.compile(r"^docker service rm (\S+) >/dev/null$", re.MULTILINE)
 # A Docker reference's path and tag (docker/distribution's grammar: lower-case path components).
@@ -202,15 +203,10 @@ class StackAnswers(SwarmState):
             document = yaml.safe_load(self._fetch(shlex.split(bucket)[0], shlex.split(key)[0]))
         except Exception as exc:  # noqa: BLE001  # what the node tool prints for any failed GetObject
             return Result(1, stderr=f"slipway-node: cannot fetch s3://{bucket}/{key}: {exc}")
-        for name, parameter in _SECRET.findall(script):
-            name, parameter = shlex.split(name)[0], shlex.split(parameter)[0]
-            if name in swarm.secrets:
-                continue
-            value = self._parameter(parameter)
-            if value is None:
-                return Result(1, stderr=f"slipway-node: cannot read parameter {parameter}: ParameterNotFound")
-            swarm.secrets[name] = value
         stack = shlex.split(needs_line(_STACK_DEPLOY, script, "stack-deploy", "docker stack deploy ... <stack>"))[0]
+        refused = self._secrets(swarm, script) or self._configs(swarm, script, document)
+        if refused is not None:
+            return refused
         top_secrets = document.get("secrets") or {}
         out: list[str] = []
         for key_name, service_def in (document.get("services") or {}).items():
@@ -268,6 +264,38 @@ class StackAnswers(SwarmState):
             out.append(f"Removing service {name}")
         self.history.append((instance_id, f"docker stack deploy {stack}"))
         return Result(0, "".join(line + "\n" for line in out))
+
+    def _secrets(self, swarm: Swarm, script: str) -> Result | None:
+        """`slipway-node secret`: each swarm secret made from its parameter, unless it exists."""
+        for name, parameter in _SECRET.findall(script):
+            name, parameter = shlex.split(name)[0], shlex.split(parameter)[0]
+            if name in swarm.secrets:
+                continue
+            value = self._parameter(parameter)
+            if value is None:
+                return Result(1, stderr=f"slipway-node: cannot read parameter {parameter}: ParameterNotFound")
+            swarm.secrets[name] = value
+        return None
+
+    def _configs(self, swarm: Swarm, script: str, document: dict) -> Result | None:
+        """The configs docker stack deploy creates from files beside the stack file (fetched by the
+        script): each must be there; a config that exists keeps its bytes (Swarm's cannot change)."""
+        fetched: dict[str, bytes] = {}
+        for bucket, key, target in _CONFIG_FETCH.findall(script):
+            try:
+                fetched[shlex.split(target)[0]] = self._fetch(shlex.split(bucket)[0], shlex.split(key)[0])
+            except Exception as exc:  # noqa: BLE001  # what the node tool prints for any failed GetObject
+                return Result(1, stderr=f"slipway-node: cannot fetch s3://{bucket}/{key}: {exc}")
+        for key, spec in (document.get("configs") or {}).items():
+            if not isinstance(spec, dict) or spec.get("external") or "file" not in spec:
+                continue
+            name = spec.get("name") or key
+            if spec["file"] not in fetched:
+                return Result(1, stderr=f"open {spec['file']}: no such file or directory")
+            if name in swarm.configs and swarm.configs[name] != fetched[spec["file"]]:
+                return Result(1, stderr=f"failed to update config {name}: only updates to Labels are allowed")
+            swarm.configs[name] = fetched[spec["file"]]
+        return None
 
     def _stack_status(self, instance_id: str, script: str) -> Result:
         managed = self._managed(instance_id)

@@ -70,6 +70,7 @@ class Swarm:
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # instance id -> node labels
     services: dict[str, Service] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # swarm secret name -> value
+    configs: dict[str, bytes] = field(default_factory=dict)  # swarm config name -> its bytes
     leader: str | None = None  # the Raft leader: the first manager, then whichever the others elect
     # Every demotion: (instance id, managers then, whether it led). A leader demoted from two
     # managers can leave the swarm with none on real Docker (plans.plan_promotion).

@@ -2,7 +2,6 @@
 health-gated, rolled back on failure; a bad file is refused before anything changes."""
 
 import json
-import logging
 import os
 
 import pytest
@@ -52,25 +51,6 @@ def services(emu, run) -> dict:
 
 def commands(emu, kind: str) -> list[str]:
     return [what for _, what in emu.nodes.history if what.startswith(kind)]
-
-
-@pytest.fixture
-def every_log_record():
-    """Every record the functions log (Powertools' logger `slipway`), at every level, with its
-    extra keys, as JSON: what CloudWatch Logs would keep."""
-    records: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(json.dumps({**record.__dict__, "message": record.getMessage()}, default=str))
-
-    logger = logging.getLogger("slipway")
-    handler, level = Keep(logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 @pytest.fixture
