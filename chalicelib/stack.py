@@ -163,7 +163,7 @@ def read(
         path=path,
         services=tuple(sorted(services)),
         secrets=check.secrets,
-        warnings=tuple(warnings),
+        warnings=tuple(sorted(dict.fromkeys(warnings))),
         document=_freeze(document),
         builds=check.builds,
         build_secrets=check.build_secrets,
@@ -171,7 +171,7 @@ def read(
         config_data=dict(sources.data),
         variables=tuple(sorted(findings.used & set(given))),
     )
-    return Reading(stack, tuple(dict.fromkeys(problems)), tuple(dict.fromkeys(warnings)))
+    return Reading(stack, tuple(dict.fromkeys(problems)), tuple(sorted(dict.fromkeys(warnings))))
 
 
 def _dotenv_defaults(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -43,11 +44,14 @@ class _Lines:
 def _report(emu: Emulator, arn: str) -> None:
     run = follow(emu.client("stepfunctions"), arn, say=_Lines(arn.rsplit(":", 1)[-1][:12]), timeout=3600)
     print(
-        f"Execution {arn.rsplit(':', 1)[-1]} {run.status}" + (f": {run.error}: {run.cause}" if run.error else ""),
+        f"Execution {arn.rsplit(':', 1)[-1]} {run.status}"
+        + (f": {run.error}: {_message(run.cause)}" if run.error else ""),
         flush=True,
     )
     if run.status != "SUCCEEDED":
         return
+    for warning in (run.output.get("stack") or {}).get("warnings") or []:
+        print(f"Warning: {warning}", flush=True)
     built = (run.output.get("builds") or {}).get("services") or []
     if built:
         kinds = [f"{b['name']} {'built' if b['built'] else 'reused'}" for b in built]
@@ -60,6 +64,15 @@ def _report(emu: Emulator, arn: str) -> None:
         )
     for url in local_urls(emu):
         print(f"Application: {url}  (curl it)", flush=True)
+
+
+def _message(cause: str | None) -> str:
+    """A failed Lambda's message as it was written (a refused stack file lists a problem per line)."""
+    try:
+        found = json.loads(cause or "")
+    except ValueError:
+        return cause or ""
+    return str(found.get("errorMessage") or cause) if isinstance(found, dict) else cause or ""
 
 
 def local_urls(emu: Emulator) -> list[str]:

@@ -301,3 +301,59 @@ def test_the_local_registry_serves_until_closed_and_keeps_its_storage(tmp_path, 
         urllib.request.urlopen(f"http://{served.push_address}/v2/", timeout=2)
     assert (tmp_path / "registry").is_dir()
     served.close()  # idempotent
+
+
+class _Commit:
+    """A commit's files for stack.parse: {path: bytes}."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def kind(self, path: str) -> str | None:
+        return "file" if path in self.files else None
+
+    def read(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+
+def test_a_read_only_bind_of_a_repository_file_reaches_the_container_as_a_config(swarm):
+    from chalicelib import rollout, stack
+
+    # Given a compose file binding a file of the repository read-only, as the pipeline reads it
+    content = f"# the commit's bytes {uuid.uuid4().hex}\nlisten {PORT};\n".encode()
+    compose = (
+        "services:\n  conf:\n"
+        f"    image: {swarm.images['1']}\n"
+        "    volumes: ['./app.conf:/etc/app/app.conf:ro']\n"
+        "    deploy: {endpoint_mode: dnsrr}\n"
+    )
+    parsed = stack.parse(compose, path="compose.yaml", files=_Commit({"app.conf": content}))
+    document = stack.rendered(parsed, {})
+    data = stack.dump(document)
+    key = stack.content_key(data)
+    swarm.s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+    for digest, body in parsed.config_data.items():
+        swarm.s3.put_object(Bucket=BUCKET, Key=stack.config_key(digest), Body=body)
+    # When the manager runs the pipeline's own deploy script
+    done = swarm.nodes.run(A[0], rollout.deploy_script("conf", BUCKET, key, {}, [], rollout.config_files(document)))
+    assert done.code == 0, done.stdout + done.stderr
+    # Then the config is on the swarm under its content's name, and the task reads the same bytes
+    [name] = [c["name"] for c in document["configs"].values()]
+    listed = swarm.nodes.run(A[0], [f"docker config inspect {name} --format '{{{{json .Spec.Data}}}}'"])
+    assert listed.code == 0, listed.stderr
+    deadline = time.monotonic() + ROLLOUT_SECONDS
+    while True:
+        for instance_id in (A[0], B[0]):
+            read = swarm.nodes.run(
+                instance_id,
+                [
+                    "id=$(docker ps -q --filter label=com.docker.swarm.service.name=conf_conf)",
+                    'test -n "$id" && docker exec "$id" cat /etc/app/app.conf',
+                ],
+            )
+            if read.code == 0 and read.stdout:
+                assert read.stdout.encode() == content
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"no task of conf_conf read its config in {ROLLOUT_SECONDS}s")
+        time.sleep(1)
