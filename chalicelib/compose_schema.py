@@ -252,14 +252,23 @@ def _inside_one_of(exc: fastjsonschema.JsonSchemaValueException, version: str, d
     fitting = [form for form in forms if json_type(exc.value) in types_of(form)]
     if len(fitting) != 1:
         return None
-    identity = {"$id": schema["$id"]} if "$id" in schema else {"id": schema.get("id", "")}
-    form = {**fitting[0], "$schema": schema.get("$schema", ""), **identity, home: definitions}
     try:
-        fastjsonschema.compile(copy.deepcopy(form), handlers=_HANDLERS, formats=_FORMATS, use_default=False)(exc.value)
+        _form_validator(version, json.dumps(fitting[0], sort_keys=True))(exc.value)
     except fastjsonschema.JsonSchemaValueException as inner:
         inner.name = (exc.name or "data") + (inner.name or "data").removeprefix("data")
         return _explain(inner, version, depth + 1)
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _form_validator(version: str, form_json: str) -> Callable[[Any], Any]:
+    """One form of a oneOf compiled alone, with the schema's definitions (cached: compiling takes
+    tens of milliseconds, and a file with many services may need the same form for each)."""
+    schema = _schema(version)
+    home = "$defs" if version == SPEC else "definitions"
+    identity = {"$id": schema["$id"]} if "$id" in schema else {"id": schema.get("id", "")}
+    form = {**json.loads(form_json), "$schema": schema.get("$schema", ""), **identity, home: schema.get(home, {})}
+    return fastjsonschema.compile(copy.deepcopy(form), handlers=_HANDLERS, formats=_FORMATS, use_default=False)
 
 
 def resolve(form: Any, definitions: Mapping[str, Any], home: str = "definitions") -> dict[str, Any]:
