@@ -144,7 +144,8 @@ def read(
     document, warnings = compose_spec.docker_only(document)
     spec_problems = compose_schema.schema_problems(document, compose_schema.SPEC)
     if spec_problems:
-        return Reading(None, tuple(problems + spec_problems + _unset(findings, variables_home)), ())
+        problems += spec_problems + _unset(findings, variables_home)
+        return Reading(None, tuple(_redacted(problems, given, findings.used)), ())
     sources = stack_sources.resolve(document, base, files, lookup, findings)
     problems += sources.problems
     warnings += sources.warnings
@@ -171,7 +172,21 @@ def read(
         config_data=dict(sources.data),
         variables=tuple(sorted(findings.used & set(given))),
     )
+    problems, warnings = _redacted(problems, given, findings.used), _redacted(warnings, given, findings.used)
     return Reading(stack, tuple(dict.fromkeys(problems)), tuple(sorted(dict.fromkeys(warnings))))
+
+
+def _redacted(texts: list[str], variables: Mapping[str, str], used: set[str]) -> list[str]:
+    """`texts` with the value of every variable the file used replaced by its name: a message that
+    quotes a value (a schema error naming what it found) must not carry it to the execution's error
+    or a log line. Values shorter than 4 characters are left (they would hide ordinary words)."""
+    values = sorted(((variables[n], n) for n in used if n in variables and len(variables[n]) >= 4), reverse=True)
+    redacted = []
+    for text in texts:
+        for value, name in values:
+            text = text.replace(value, f"<the value of {name}>")
+        redacted.append(text)
+    return redacted
 
 
 def _dotenv_defaults(

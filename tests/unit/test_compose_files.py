@@ -81,6 +81,13 @@ def test_a_variable_neither_set_nor_defaulted_is_refused_naming_the_parameter_ne
     assert "secret-ish" not in " ".join(reading.problems + reading.warnings)
 
 
+def test_a_message_quoting_a_value_names_the_variable_instead():
+    text = "services:\n  web:\n    image: app\n    deploy: {update_config: {order: '${ORDER}'}}\n"
+    reading = stack.read(text, path=PATH, files=Files({}), variables={"ORDER": "sideways-secret"})
+    assert reading.problems and "sideways-secret" not in " ".join(reading.problems)
+    assert "<the value of ORDER>" in reading.problems[0]
+
+
 def test_a_variable_used_in_many_places_is_one_problem():
     text = "services:\n" + "".join(f"  s{i}:\n    image: app\n    environment: {{TZ: '${{TZ}}'}}\n" for i in range(8))
     reading = stack.read(text, path=PATH, files=Files({}))
