@@ -62,9 +62,10 @@ class Normalized:
     problems: list[str] = field(default_factory=list)
 
 
-def normalize(document: Mapping[str, Any]) -> Normalized:
+def normalize(document: Mapping[str, Any], profiles: tuple[str, ...] = ()) -> Normalized:
     """`document` (valid against the Compose Specification, variables put in) as docker stack
-    deploy takes it; see the module docstring."""
+    deploy takes it; see the module docstring. `profiles` are the active ones (COMPOSE_PROFILES;
+    `*` all of them), as docker compose starts them."""
     out = Normalized(copy.deepcopy(dict(document)))
     doc = out.document
     if "name" in doc:
@@ -82,10 +83,12 @@ def normalize(document: Mapping[str, Any]) -> Normalized:
         service = services[name]
         if not isinstance(service, dict):
             continue
-        if service.get("profiles"):
-            profiles = ", ".join(map(str, service["profiles"]))
+        own = [str(p) for p in service.get("profiles") or []]
+        if own and "*" not in profiles and not set(own) & set(profiles):
+            shown = ", ".join(own)
             out.warnings.append(
-                f"services.{name} is in profile {profiles}, which docker compose starts only when asked: not deployed"
+                f"services.{name} is in profile {shown}, which docker compose starts only when asked "
+                "(COMPOSE_PROFILES): not deployed"
             )
             del services[name]
             continue
@@ -139,6 +142,10 @@ def _service(name: str, service: dict[str, Any], out: Normalized) -> None:
     if deploy:
         service["deploy"] = deploy
     _depends_on(name, service, out)
+    for key in ("environment", "labels"):  # docker/cli's schema takes no boolean there; compose writes it so
+        values = service.get(key)
+        if isinstance(values, dict):
+            service[key] = {k: str(v).lower() if isinstance(v, bool) else v for k, v in values.items()}
     for port in service.get("ports") or []:
         for key in ("target", "published"):  # the Compose Specification takes strings, docker/cli numbers
             if isinstance(port, dict) and isinstance(port.get(key), str) and port[key].isdigit():
@@ -178,7 +185,7 @@ def _resources(where: str, service: dict[str, Any], deploy: dict[str, Any], out:
         if setting in section:
             out.warnings.append(f"{where}.{key}: deploy.resources.{kind}.{setting} is set; {key} is not used")
             continue
-        section[setting] = str(value) if setting == "cpus" else value
+        section[setting] = value if setting == "pids" else str(value)
         out.warnings.append(f"{where}.{key} became deploy.resources.{kind}.{setting}")
     if resources:
         deploy["resources"] = resources

@@ -97,8 +97,8 @@ class _Parser:
                 break
             if char in "_.-[]" or char.isalpha() or char.isdigit():
                 continue
-            first_line = src.split("\n", 1)[0]
-            raise DotenvError(f"line {self.line}: unexpected character {char!r} in variable name {first_line!r}")
+            # The line is not quoted: what follows the name may be a value, which no message may carry.
+            raise DotenvError(f"line {self.line}: unexpected character {char!r} in a variable name")
         else:
             # No `=`, `:` or line break: parser.go leaves the key empty and reads on from the start.
             key, offset, inherited = "", 0, False
@@ -138,8 +138,7 @@ class _Parser:
             if quote == '"':
                 value = self._expand(key, _expand_escapes(value), out, lookup)
             return value, src[i + 1 :]
-        end = src.find("\n")
-        raise DotenvError(f"line {self.line}: unterminated quoted value {src[: end if end != -1 else len(src)]}")
+        raise DotenvError(f"line {self.line}: unterminated quoted value of {key or 'a key'}")
 
     @staticmethod
     def _expand(key: str, value: str, out: Parsed, lookup: Callable[[str], str | None]) -> str:

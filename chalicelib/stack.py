@@ -135,10 +135,10 @@ def read(
     document = compose_yaml.load(text, path)
     base = posixpath.dirname(path)
     problems: list[str] = []
-    defaults = _dotenv_defaults(base, files, variables or {}, problems)
+    findings = interpolation.Findings()
+    defaults = _dotenv_defaults(base, files, variables or {}, problems, findings)
     given = {**defaults, **(variables or {})}
     lookup = given.get
-    findings = interpolation.Findings()
     document = interpolation.interpolate(document, lookup, findings)
     problems += findings.problems
     document, warnings = compose_spec.docker_only(document)
@@ -149,7 +149,7 @@ def read(
     sources = stack_sources.resolve(document, base, files, lookup, findings)
     problems += sources.problems
     warnings += sources.warnings
-    normalized = compose_spec.normalize(sources.document)
+    normalized = compose_spec.normalize(sources.document, profiles=_profiles(given.get("COMPOSE_PROFILES")))
     problems += normalized.problems
     warnings += normalized.warnings
     document = normalized.document
@@ -160,11 +160,13 @@ def read(
     check = stack_rules.check(document, local_volumes, path)
     problems += check.problems + _unset(findings, variables_home)
     warnings += check.warnings
+    problems, warnings = _redacted(problems, given, findings.used), _redacted(warnings, given, findings.used)
+    warnings = sorted(dict.fromkeys(warnings))
     stack = Stack(
         path=path,
         services=tuple(sorted(services)),
         secrets=check.secrets,
-        warnings=tuple(sorted(dict.fromkeys(warnings))),
+        warnings=tuple(warnings),
         document=_freeze(document),
         builds=check.builds,
         build_secrets=check.build_secrets,
@@ -172,28 +174,38 @@ def read(
         config_data=dict(sources.data),
         variables=tuple(sorted(findings.used & set(given))),
     )
-    problems, warnings = _redacted(problems, given, findings.used), _redacted(warnings, given, findings.used)
-    return Reading(stack, tuple(dict.fromkeys(problems)), tuple(sorted(dict.fromkeys(warnings))))
+    return Reading(stack, tuple(dict.fromkeys(problems)), tuple(warnings))
 
 
 def _redacted(texts: list[str], variables: Mapping[str, str], used: set[str]) -> list[str]:
     """`texts` with the value of every variable the file used replaced by its name: a message that
     quotes a value (a schema error naming what it found) must not carry it to the execution's error
     or a log line. Values shorter than 4 characters are left (they would hide ordinary words)."""
-    values = sorted(((variables[n], n) for n in used if n in variables and len(variables[n]) >= 4), reverse=True)
+    forms = [
+        (form, name)
+        for name in used
+        if name in variables and len(variables[name]) >= 4
+        for form in {variables[name], repr(variables[name])[1:-1]}  # as written, and as a message quotes it
+    ]
+    forms.sort(key=lambda pair: -len(pair[0]))  # a value that holds another is replaced whole
     redacted = []
     for text in texts:
-        for value, name in values:
-            text = text.replace(value, f"<the value of {name}>")
+        for form, name in forms:
+            text = text.replace(form, f"<the value of {name}>")
         redacted.append(text)
     return redacted
 
 
 def _dotenv_defaults(
-    base: str, files: stack_sources.RepositoryFiles | None, variables: Mapping[str, str], problems: list[str]
+    base: str,
+    files: stack_sources.RepositoryFiles | None,
+    variables: Mapping[str, str],
+    problems: list[str],
+    findings: interpolation.Findings,
 ) -> dict[str, str]:
     """The `.env` beside the Compose file, as docker compose reads it for `${VAR}`: its values are
-    defaults, under the environment's variables."""
+    defaults, under the environment's variables; a variable it needs and lacks is reported as the
+    file's own are."""
     if files is None:
         return {}
     where = posixpath.join(base, ".env") if base else ".env"
@@ -205,7 +217,16 @@ def _dotenv_defaults(
     except dotenv.DotenvError as exc:
         problems.append(f"{where} cannot be read as an env file: {exc}")
         return {}
+    for variable, keys in parsed.unset.items():
+        findings.used.add(variable)
+        findings.unset.setdefault(variable, []).extend(f"{where} ({key})" for key in keys)
+    problems += [f"{where} ({key}) has a $ that starts no variable: write $$ for a literal $" for key in parsed.invalid]
     return parsed.values
+
+
+def _profiles(value: str | None) -> tuple[str, ...]:
+    """COMPOSE_PROFILES, as docker compose reads it from the environment or `.env`: names, comma-separated."""
+    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
 
 
 def _unset(findings: interpolation.Findings, home: str) -> list[str]:

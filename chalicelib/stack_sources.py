@@ -192,6 +192,8 @@ def _service(
 ) -> dict[str, Any]:
     if "env_file" in service:
         service = _env_files(name, service, out, base, files, lookup, findings)
+    if "environment" in service:
+        service["environment"] = _resolved(_environment_mapping(service["environment"]), lookup, findings)
     if service.get("volumes"):
         service = _bind_mounts(name, service, out, base, files)
     return service
@@ -208,7 +210,13 @@ def _env_files(
 ) -> dict[str, Any]:
     entries = service.pop("env_file")
     entries = [entries] if isinstance(entries, str) else list(entries or [])
-    merged: dict[str, Any] = {}
+    own = {k: v for k, v in _environment_mapping(service.get("environment")).items() if v is not None}
+
+    def look(variable: str) -> str | None:  # compose-go: the variables, then the service's own environment
+        found = lookup(variable)
+        return found if found is not None else (str(own[variable]) if variable in own else None)
+
+    merged: dict[str, str] = {}
     for i, entry in enumerate(entries):
         path = str(entry.get("path") if isinstance(entry, dict) else entry)
         required = not (isinstance(entry, dict) and entry.get("required") in (False, "false"))
@@ -230,8 +238,15 @@ def _env_files(
         if len(data) > MAX_ENV_FILE_BYTES:
             out.problems.append(f"{where}: {found} is larger than 1 MiB")
             continue
+        if isinstance(entry, dict) and entry.get("format") not in (None, "", "raw"):
+            out.problems.append(f"{where}: format {entry['format']!r} is not one docker compose reads (raw, or none)")
+            continue
+        if isinstance(entry, dict) and entry.get("format") == "raw":  # KEY=value lines, taken as written
+            text = data.decode("utf-8", "replace")
+            merged = {**merged, **dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)}
+            continue
         try:
-            parsed = dotenv.parse(data.decode("utf-8", "replace"), lookup, merged)
+            parsed = dotenv.parse(data.decode("utf-8", "replace"), look, merged)
         except dotenv.DotenvError as exc:
             out.problems.append(f"{where}: {found} cannot be read as an env file: {exc}")
             continue
@@ -244,6 +259,23 @@ def _env_files(
     environment = _environment_mapping(service.get("environment"))
     service["environment"] = {**merged, **environment}
     return service
+
+
+def _resolved(
+    environment: dict[str, Any], lookup: interpolation.Lookup, findings: interpolation.Findings
+) -> dict[str, Any]:
+    """A service's environment as docker compose resolves it: a key without a value (`- KEY`) takes
+    the variable of that name, and is left out when there is none. (Left in, docker stack deploy
+    would give it the manager's own environment's value.)"""
+    resolved: dict[str, Any] = {}
+    for key, value in environment.items():
+        if value is None:
+            findings.used.add(key)
+            value = lookup(key)
+            if value is None:
+                continue
+        resolved[key] = value
+    return resolved
 
 
 def _environment_mapping(environment: Any) -> dict[str, Any]:
@@ -342,8 +374,8 @@ def _repository_bind(mount: Any) -> tuple[str, str, bool] | None:
         return source, target, "ro" in mode.split(",")
     if isinstance(mount, Mapping) and mount.get("type") == "bind":
         source = str(mount.get("source") or "")
-        if not source.startswith("."):
-            return None
+        if not source or source.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", source):
+            return None  # the long syntax resolves any other path against the project folder
         read_only = mount.get("read_only") in (True, "true")
         return source, str(mount.get("target") or ""), read_only
     return None

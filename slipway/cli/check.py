@@ -33,6 +33,8 @@ class WorkingTree:
 
     def kind(self, path: str) -> str | None:
         where = self.root / path
+        if where.is_symlink():  # GitHub's API does not follow a link: the pipeline takes it as missing
+            return None
         if self.tracked is not None:
             if path in self.tracked and where.is_file():
                 return "executable" if os.access(where, os.X_OK) else "file"

@@ -285,13 +285,88 @@ def test_a_compose_specification_file_is_made_what_swarm_takes_each_change_a_war
         "services.web.restart: on-failure:3 became deploy.restart_policy (condition: on-failure, max_attempts: 3)",
         "services.web.depends_on: Swarm starts a stack's services together, with no start order: web does not wait "
         "for db (service_healthy)",
-        "services.debug is in profile debug, which docker compose starts only when asked: not deployed",
+        "services.debug is in profile debug, which docker compose starts only when asked (COMPOSE_PROFILES): not "
+        "deployed",
         "networks.default.driver: bridge is a single host's network",
         "services.web.pull_policy: a node pulls the image pinned to its digest; not used",
     ):
         assert expected in warnings
     # Keys below a service that docker/cli's schema has no place for are named with their path
     assert "services.web.ports[0].app_protocol: docker stack deploy has no such key; not used" in warnings
+
+
+def test_keys_without_a_value_take_the_variable_of_that_name_or_are_left_out():
+    text = "services:\n  web:\n    image: app\n    environment: [DATABASE_URL, UNSET, MODE=x]\n"
+    parsed = accepted(text, {".env": "MODE=from-dotenv\n"}, variables={"DATABASE_URL": "postgres://db"})
+    assert parsed.document["services"]["web"]["environment"] == {"DATABASE_URL": "postgres://db", "MODE": "x"}
+
+
+def test_active_profiles_come_from_compose_profiles():
+    text = "services:\n  web:\n    image: nginx\n  debug:\n    image: busybox\n    profiles: [debug]\n"
+    assert accepted(text).services == ("web",)
+    assert accepted(text, {".env": "COMPOSE_PROFILES=debug\n"}).services == ("debug", "web")
+    assert accepted(text, variables={"COMPOSE_PROFILES": "*"}).services == ("debug", "web")
+
+
+def test_values_docker_compose_takes_are_carried_over_in_the_types_swarm_wants():
+    text = """
+    services:
+      web:
+        image: app
+        environment: {DEBUG: true}
+        labels: {traefik.enable: false}
+        mem_limit: 1073741824
+        pids_limit: ${PIDS:-100}
+        init: ${INIT:-true}
+    """
+    web = accepted(text).document["services"]["web"]
+    assert web["environment"] == {"DEBUG": "true"} and web["labels"] == {"traefik.enable": "false"}
+    assert web["deploy"]["resources"]["limits"] == {"memory": "1073741824", "pids": 100}
+    assert web["init"] is True
+
+
+def test_an_env_file_reads_the_services_own_environment_and_raw_files_are_taken_as_written():
+    text = """
+    services:
+      web:
+        image: app
+        env_file: [a.env, {path: raw.env, format: raw}]
+        environment: {A: x}
+    """
+    parsed = accepted(text, {"a.env": "B=${A}\n", "raw.env": "PW=ab$cd\n"})
+    assert parsed.document["services"]["web"]["environment"] == {"A": "x", "B": "x", "PW": "ab$cd"}
+
+
+def test_a_long_syntax_bind_of_a_relative_path_is_the_repositorys():
+    text = (
+        "services:\n  web:\n    image: nginx\n    volumes:\n"
+        "      - {type: bind, source: nginx.conf, target: /etc/n.conf, read_only: true}\n"
+    )
+    parsed = accepted(text, {"nginx.conf": "events {}\n"})
+    assert parsed.document["services"]["web"]["configs"] == ({"source": "repo_nginx.conf", "target": "/etc/n.conf"},)
+
+
+def test_the_dotenv_files_own_variables_without_a_value_are_refused():
+    text = "services:\n  web:\n    image: app\n    environment: {URL: '${URL}'}\n"
+    reading = read(text, {".env": "URL=${DB_URL:?set DB_URL}\n"})
+    assert reading.problems == (
+        "${DB_URL} has no value (.env (URL)): set it, aws ssm put-parameter --name /slipway/<environment>/vars/DB_URL "
+        "--value ..., or give it a default, ${DB_URL:-value}",
+    )
+
+
+def test_no_value_reaches_a_warning_or_a_problem_whatever_form_a_message_gives_it():
+    built = "services:\n  web:\n    build: .\n    image: ${REGISTRY}/app\n"
+    reading = read(built, {"Dockerfile": "FROM x"}, variables={"REGISTRY": "reg.example/team-secret"})
+    assert reading.stack is not None
+    assert "team-secret" not in " ".join(reading.warnings + reading.stack.warnings)
+    quoted = "services:\n  web:\n    image: app\n    healthcheck: {interval: '${PW}'}\n"
+    reading = read(quoted, variables={"PW": "pa\\ss\nword"})
+    assert reading.problems and "ss" not in reading.problems[0].split("interval")[1].replace("<the value of PW>", "")
+    env_file = "services:\n  web:\n    image: app\n    env_file: a.env\n"
+    for text in ("DB@PASS=s3cret\n", 'TOKEN="s3cret\n'):
+        reading = read(env_file, {"a.env": text})
+        assert reading.problems and "s3cret" not in reading.problems[0], reading.problems
 
 
 # --- every problem at once -----------------------------------------------------------------------------
