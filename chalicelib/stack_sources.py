@@ -51,6 +51,17 @@ class Sources:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Reading:
+    """What every step of `resolve` reads from and writes to."""
+
+    out: Sources
+    base: str  # the Compose file's folder: paths are relative to it
+    files: RepositoryFiles | None
+    lookup: interpolation.Lookup
+    findings: interpolation.Findings
+
+
 def config_name(key: str, digest: str) -> str:
     """The Swarm config holding a config's bytes: named by its content, so that a change is a new
     config (Swarm configs cannot change) and updates every service that uses it."""
@@ -78,13 +89,14 @@ def resolve(
     """`document` with what it reads from the repository put in (module docstring); the variables
     an env file needs and lacks go to `findings` as the document's own do."""
     out = Sources({**document})
+    reading = _Reading(out, base, files, lookup, findings)
     _secrets(out)
-    _configs(out, base, files, lookup, findings)
+    _configs(reading)
     services = {**(document.get("services") or {})}
     out.document["services"] = services
     for name in sorted(services):
         if isinstance(services[name], dict):
-            services[name] = _service(name, dict(services[name]), out, base, files, lookup, findings)
+            services[name] = _service(name, dict(services[name]), reading)
     return out
 
 
@@ -111,13 +123,8 @@ def _secrets(out: Sources) -> None:
     out.document["secrets"] = secrets
 
 
-def _configs(
-    out: Sources,
-    base: str,
-    files: RepositoryFiles | None,
-    lookup: interpolation.Lookup,
-    findings: interpolation.Findings,
-) -> None:
+def _configs(at: _Reading) -> None:
+    out, lookup, findings = at.out, at.lookup, at.findings
     configs = {**(out.document.get("configs") or {})}
     for key, spec in configs.items():
         if not isinstance(spec, dict) or spec.get("external"):
@@ -125,7 +132,7 @@ def _configs(
         where = f"configs.{key}"
         data: bytes | None = None
         if "file" in spec:
-            data = _read_file(f"{where}.file", str(spec["file"]), base, files, out)
+            data = _read_file(f"{where}.file", str(spec["file"]), at)
         elif "content" in spec:
             data = str(spec["content"]).encode()
         elif "environment" in spec:
@@ -160,8 +167,9 @@ def _as_config(key: str, spec: Mapping[str, Any], data: bytes, out: Sources) -> 
     return {**kept, "external": True, "name": config_name(key, digest)}
 
 
-def _read_file(where: str, path: str, base: str, files: RepositoryFiles | None, out: Sources) -> bytes | None:
-    found = repository_path(base, path)
+def _read_file(where: str, path: str, at: _Reading) -> bytes | None:
+    out, files = at.out, at.files
+    found = repository_path(at.base, path)
     if found is None:
         out.problems.append(f"{where}: {path} is outside the repository; Slipway reads files of the pushed commit")
         return None
@@ -181,33 +189,18 @@ def _read_file(where: str, path: str, base: str, files: RepositoryFiles | None, 
     return data
 
 
-def _service(
-    name: str,
-    service: dict[str, Any],
-    out: Sources,
-    base: str,
-    files: RepositoryFiles | None,
-    lookup: interpolation.Lookup,
-    findings: interpolation.Findings,
-) -> dict[str, Any]:
+def _service(name: str, service: dict[str, Any], at: _Reading) -> dict[str, Any]:
     if "env_file" in service:
-        service = _env_files(name, service, out, base, files, lookup, findings)
+        service = _env_files(name, service, at)
     if "environment" in service:
-        service["environment"] = _resolved(_environment_mapping(service["environment"]), lookup, findings)
+        service["environment"] = _resolved(_environment_mapping(service["environment"]), at.lookup, at.findings)
     if service.get("volumes"):
-        service = _bind_mounts(name, service, out, base, files)
+        service = _bind_mounts(name, service, at)
     return service
 
 
-def _env_files(
-    name: str,
-    service: dict[str, Any],
-    out: Sources,
-    base: str,
-    files: RepositoryFiles | None,
-    lookup: interpolation.Lookup,
-    findings: interpolation.Findings,
-) -> dict[str, Any]:
+def _env_files(name: str, service: dict[str, Any], at: _Reading) -> dict[str, Any]:
+    out, files, lookup, findings = at.out, at.files, at.lookup, at.findings
     entries = service.pop("env_file")
     entries = [entries] if isinstance(entries, str) else list(entries or [])
     own = {k: v for k, v in _environment_mapping(service.get("environment")).items() if v is not None}
@@ -221,9 +214,9 @@ def _env_files(
         path = str(entry.get("path") if isinstance(entry, dict) else entry)
         required = not (isinstance(entry, dict) and entry.get("required") in (False, "false"))
         where = f"services.{name}.env_file[{i}]"
-        found = repository_path(base, path)
+        found = repository_path(at.base, path)
         if found is None or files is None:
-            _read_file(where, path, base, files, out)  # says why it cannot be read
+            _read_file(where, path, at)  # says why it cannot be read
             continue
         if files.kind(found) is None:
             if required:
@@ -232,7 +225,7 @@ def _env_files(
                     "mark it `required: false` if it is optional)"
                 )
             continue
-        data = _read_file(where, path, base, files, out)
+        data = _read_file(where, path, at)
         if data is None:
             continue
         if len(data) > MAX_ENV_FILE_BYTES:
@@ -289,10 +282,9 @@ def _environment_mapping(environment: Any) -> dict[str, Any]:
     return mapping
 
 
-def _bind_mounts(
-    name: str, service: dict[str, Any], out: Sources, base: str, files: RepositoryFiles | None
-) -> dict[str, Any]:
+def _bind_mounts(name: str, service: dict[str, Any], at: _Reading) -> dict[str, Any]:
     """Each bind mount of a path of the repository: a read-only file becomes a config, the rest is refused."""
+    out, files, base = at.out, at.files, at.base
     kept: list[Any] = []
     added: list[dict[str, Any]] = []
     for i, mount in enumerate(service["volumes"]):
