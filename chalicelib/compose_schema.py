@@ -119,7 +119,7 @@ def schema(version: str) -> dict[str, Any]:
 
 def label(version: str) -> str:
     """How a message names the schema."""
-    return "the Compose Specification" if version == SPEC else f"Compose file version {version}"
+    return "the Compose Specification" if version == SPEC else f"docker stack deploy (Compose file version {version})"
 
 
 def schema_problems(document: Mapping[str, Any], version: str) -> list[str]:
