@@ -17,7 +17,10 @@ from slipway.cli.check import WorkingTree
 from slipway.emulator.github import FakeGitHub
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "compose-corpus"
-PROJECTS = sorted(p for p in (CORPUS / "awesome-compose").iterdir() if p.is_dir())
+PROJECTS = sorted(p for p in (CORPUS / "awesome-compose").iterdir() if p.is_dir()) + sorted(
+    p for p in (CORPUS / "example-voting-app").iterdir() if p.is_dir()
+)
+NAMES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-stack.yml")
 
 # Each refused project's problems, reviewed by hand against its compose file: (where, what the
 # problem says). Beside named volumes, which are read here with SLIPWAY_LOCAL_VOLUMES=allow (issue 28),
@@ -55,11 +58,18 @@ REFUSED = {
     "vuejs": [("services.web.volumes[0]", FOLDER)],
     "wasmedge-kafka-mysql": [("services.redpanda.volumes[0]", FOLDER)],
     "wasmedge-mysql-nginx": [("services.frontend.volumes[0]", FOLDER)],
+    # example-voting-app's development file mounts its sources and health scripts; its stack file deploys
+    "docker-compose": [
+        ("services.db.volumes[1]", FOLDER),
+        ("services.redis.volumes[0]", FOLDER),
+        ("services.result.volumes[0]", FOLDER),
+        ("services.vote.volumes[0]", FOLDER),
+    ],
 }
 
 
 def _compose_file(project: Path) -> str:
-    return next(p.name for p in sorted(project.iterdir()) if p.name in ("compose.yaml", "compose.yml"))
+    return next(p.name for p in sorted(project.iterdir()) if p.name in NAMES)
 
 
 class CorpusFiles:
@@ -104,7 +114,7 @@ def test_each_public_compose_file_is_accepted_or_refused_as_expected(project):
 
 def test_most_of_the_corpus_deploys_as_written():
     accepted = [p.name for p in PROJECTS if not _read(p).problems]
-    assert len(accepted) == len(PROJECTS) - len(REFUSED) == 19
+    assert len(accepted) == len(PROJECTS) - len(REFUSED) == 20
 
 
 @pytest.mark.parametrize("project", [p for p in PROJECTS if p.name not in REFUSED], ids=lambda p: p.name)
@@ -130,7 +140,7 @@ def _images(parsed: stack.Stack) -> dict[str, str]:
 
 def test_the_corpus_is_what_its_readme_says():
     inventory = json.loads((CORPUS / "inventory.json").read_text())
-    assert sorted(i["project"] for i in inventory) == [f"awesome-compose/{p.name}" for p in PROJECTS]
+    assert sorted(i["project"] for i in inventory) == sorted(f"{p.parent.name}/{p.name}" for p in PROJECTS)
     assert (
         "CC0" in (CORPUS / "awesome-compose" / "LICENSE").read_text()
         or "Creative Commons" in (CORPUS / "awesome-compose" / "LICENSE").read_text()
@@ -146,7 +156,7 @@ def corpus_repository(tmp_path_factory):
         files = CorpusFiles(project)
         for source in project.rglob("*"):
             if source.is_file() and not source.name.startswith(".corpus-"):
-                target = root / project.name / source.relative_to(project)
+                target = root / project.name / source.relative_to(project)  # each project a folder
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(source.read_bytes())
         for folder in files.dirs:
