@@ -66,6 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("--json", action="store_true", help="print one JSON object")
 
+    deploy = sub.add_parser("deploy", help="deploy a commit of the repository the environment runs (a rollback too)")
+    deploy.add_argument("commit", help="the full commit id (40 hex)")
+    deploy.add_argument("--repository", default=None, help="OWNER/NAME (default: the one the environment runs)")
+    runs = sub.add_parser("runs", help="the environment's latest deploy and teardown runs")
+    runs.add_argument("--limit", type=int, default=10, help="how many (default 10)")
+    for command in (deploy, runs):
+        command.add_argument("--stage", "--environment", dest="environment", default="dev", help="(default dev)")
+        command.add_argument("--endpoint-url", default=None, help="AWS endpoint (slipway serve prints its own)")
+        command.add_argument("--region", default=None, help="AWS region (default: the shell's)")
+        command.add_argument("--json", action="store_true", help="print JSON")
+
     boot = sub.add_parser(
         "bootstrap",
         help="deploy what `chalice deploy` does not (.chalice/resources.yaml) "
@@ -85,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         from slipway.cli import check as check_mod
 
         return check_mod.run(args.file, args.variables, args.json)
+    if args.command in ("deploy", "runs"):
+        from slipway.cli import operate
+
+        where = {"environment": args.environment, "endpoint_url": args.endpoint_url, "region": args.region}
+        if args.command == "deploy":
+            return operate.deploy(args.commit, repository=args.repository, as_json=args.json, **where)
+        return operate.runs(as_json=args.json, limit=max(1, min(args.limit, 100)), **where)
     if args.command == "bootstrap":
         from pathlib import Path
 
