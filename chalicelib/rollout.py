@@ -100,7 +100,8 @@ def deploy_script(
     from SSM with the node's own role (`slipway-node`, installed by the swarm_node role), so neither
     the file nor a secret's value is ever in the command; then deploy (docker stack deploy creates
     each config from its file under its content's name), and remove the services the stack
-    dropped. `secrets` maps each swarm secret's name to its SSM parameter."""
+    dropped, and the stack's configs no service uses. `secrets` maps each swarm secret's name to its
+    SSM parameter."""
     folders = sorted({posixpath.dirname(f) for f in config_files if posixpath.dirname(f)})
     return [
         scripts.MARKERS["stack-deploy"],
@@ -115,6 +116,10 @@ def deploy_script(
         "docker stack deploy $detach --resolve-image never --with-registry-auth "
         f'--compose-file "$work/stack.yml" {shlex.quote(stack)}',
         *(f"docker service rm {shlex.quote(f'{stack}_{name}')} >/dev/null" for name in removed),
+        # The stack's configs no service uses any more (an earlier content of a changed file): Swarm
+        # refuses to remove one a task still uses, so this removes only the unused ones.
+        f"docker config ls --quiet --filter label=com.docker.stack.namespace={shlex.quote(stack)} "
+        "| xargs -r docker config rm >/dev/null 2>&1 || true",
     ]
 
 

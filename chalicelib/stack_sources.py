@@ -4,7 +4,7 @@ stack a manager deploys needs no checkout:
 
 - `env_file:` files, parsed as env files (dotenv.py) with the environment's variables, merged under
   the service's own `environment` (which wins, as in docker compose); a file missing from the commit
-  is refused unless marked `required: false`;
+  is refused unless marked `required: false`; `label_file:` the same way into `labels`;
 - top-level `configs:` from a `file:`, an inline `content:` or a variable (`environment:`) become
   Swarm configs named by their content (`config_name`), so a changed file is a new config and updates
   the services that use it; within Swarm's size limit (MAX_CONFIG_BYTES);
@@ -192,6 +192,8 @@ def _read_file(where: str, path: str, at: _Reading) -> bytes | None:
 def _service(name: str, service: dict[str, Any], at: _Reading) -> dict[str, Any]:
     if "env_file" in service:
         service = _env_files(name, service, at)
+    if "label_file" in service:
+        service = _label_files(name, service, at)
     if "environment" in service:
         service["environment"] = _resolved(_environment_mapping(service["environment"]), at.lookup, at.findings)
     if service.get("volumes"):
@@ -200,20 +202,35 @@ def _service(name: str, service: dict[str, Any], at: _Reading) -> dict[str, Any]
 
 
 def _env_files(name: str, service: dict[str, Any], at: _Reading) -> dict[str, Any]:
-    out, files, lookup, findings = at.out, at.files, at.lookup, at.findings
-    entries = service.pop("env_file")
-    entries = [entries] if isinstance(entries, str) else list(entries or [])
+    """`env_file:` merged under the service's own `environment` (which wins, as in docker compose)."""
     own = {k: v for k, v in _environment_mapping(service.get("environment")).items() if v is not None}
 
     def look(variable: str) -> str | None:  # compose-go: the variables, then the service's own environment
-        found = lookup(variable)
+        found = at.lookup(variable)
         return found if found is not None else (str(own[variable]) if variable in own else None)
 
+    merged = _key_value_files(name, "env_file", service.pop("env_file"), look, at)
+    service["environment"] = {**merged, **_environment_mapping(service.get("environment"))}
+    return service
+
+
+def _label_files(name: str, service: dict[str, Any], at: _Reading) -> dict[str, Any]:
+    """`label_file:` (the same format) merged under the service's own `labels`."""
+    merged = _key_value_files(name, "label_file", service.pop("label_file"), at.lookup, at)
+    service["labels"] = {**merged, **_environment_mapping(service.get("labels"))}
+    return service
+
+
+def _key_value_files(name: str, key: str, entries: Any, look: interpolation.Lookup, at: _Reading) -> dict[str, str]:
+    """The files an `env_file:` or `label_file:` names, read from the commit in order (a later one's
+    keys win), as docker compose reads them: dotenv's format, or `format: raw` lines taken as written."""
+    out, files, findings = at.out, at.files, at.findings
+    entries = [entries] if isinstance(entries, str) else list(entries or [])
     merged: dict[str, str] = {}
     for i, entry in enumerate(entries):
         path = str(entry.get("path") if isinstance(entry, dict) else entry)
         required = not (isinstance(entry, dict) and entry.get("required") in (False, "false"))
-        where = f"services.{name}.env_file[{i}]"
+        where = f"services.{name}.{key}[{i}]"
         found = repository_path(at.base, path)
         if found is None or files is None:
             _read_file(where, path, at)  # says why it cannot be read
@@ -221,8 +238,8 @@ def _env_files(name: str, service: dict[str, Any], at: _Reading) -> dict[str, An
         if files.kind(found) is None:
             if required:
                 out.problems.append(
-                    f"{where}: {found} is not in the commit (docker compose refuses a missing env file too; "
-                    "mark it `required: false` if it is optional)"
+                    f"{where}: {found} is not in the commit (docker compose refuses a missing {key.replace('_', ' ')} "
+                    "too; mark it `required: false` if it is optional)"
                 )
             continue
         data = _read_file(where, path, at)
@@ -246,12 +263,12 @@ def _env_files(name: str, service: dict[str, Any], at: _Reading) -> dict[str, An
         for variable, keys in parsed.unset.items():
             findings.used.add(variable)
             findings.unset.setdefault(variable, []).extend(f"{found} ({key})" for key in keys)
-        for key in parsed.invalid:
-            out.problems.append(f"{where}: {found} ({key}) has a $ that starts no variable: write $$ for a literal $")
+        for invalid in parsed.invalid:
+            out.problems.append(
+                f"{where}: {found} ({invalid}) has a $ that starts no variable: write $$ for a literal $"
+            )
         merged = parsed.values
-    environment = _environment_mapping(service.get("environment"))
-    service["environment"] = {**merged, **environment}
-    return service
+    return merged
 
 
 def _resolved(

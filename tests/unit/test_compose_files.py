@@ -337,6 +337,13 @@ def test_an_env_file_reads_the_services_own_environment_and_raw_files_are_taken_
     assert parsed.document["services"]["web"]["environment"] == {"A": "x", "B": "x", "PW": "ab$cd"}
 
 
+def test_label_files_are_read_from_the_commit_under_the_services_own_labels():
+    text = "services:\n  web:\n    image: app\n    label_file: [web.labels]\n    labels: {tier: front}\n"
+    parsed = accepted(text, {"web.labels": "tier=back\nteam=${TEAM:-shop}\n"})
+    assert parsed.document["services"]["web"]["labels"] == {"tier": "front", "team": "shop"}
+    assert "label_file" not in parsed.document["services"]["web"]
+
+
 def test_a_long_syntax_bind_of_a_relative_path_is_the_repositorys():
     text = (
         "services:\n  web:\n    image: nginx\n    volumes:\n"
