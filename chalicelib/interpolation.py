@@ -8,7 +8,8 @@ value; `${NAME:-default}` / `${NAME-default}` the default when unset or empty / 
 One difference, on purpose: docker compose puts an empty string for a variable that is neither set
 nor defaulted (with a warning). Slipway reports it (`Unset`), so a deploy never runs with a value a
 team forgot to set. Then `interpolate` walks a document (values, never keys) and casts the values
-docker's loader casts. Pure: the variables come in as a mapping."""
+docker's loader casts; `unset_problems` and `redacted` make what it found into messages that name
+variables, never their values. Pure: the variables come in as a mapping."""
 
 from __future__ import annotations
 
@@ -248,3 +249,35 @@ def interpolate(value: Any, lookup: Lookup, findings: Findings, parts: tuple[str
     if isinstance(value, list | tuple):
         return [interpolate(v, lookup, findings, (*parts, "[]"), f"{where}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def unset_problems(findings: Findings, home: str) -> list[str]:
+    """One problem per variable without a value, naming where it is used and the parameter to create."""
+    found = []
+    for name, places in sorted(findings.unset.items()):
+        shown = ", ".join(dict.fromkeys(places[:3])) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
+        why = findings.required.get(name)
+        found.append(
+            f"${{{name}}} has no value{f' ({why})' if why else ''} ({shown}): set it, aws ssm put-parameter "
+            f"--name {home}/{name} --value ..., or give it a default, ${{{name}:-value}}"
+        )
+    return found
+
+
+def redacted(texts: list[str], variables: Mapping[str, str], used: set[str]) -> list[str]:
+    """`texts` with the value of every variable the file used replaced by its name: a message that
+    quotes a value (a schema error naming what it found) must not carry it to the execution's error
+    or a log line. Values shorter than 4 characters are left (they would hide ordinary words)."""
+    forms = [
+        (form, name)
+        for name in used
+        if name in variables and len(variables[name]) >= 4
+        for form in {variables[name], repr(variables[name])[1:-1]}  # as written, and as a message quotes it
+    ]
+    forms.sort(key=lambda pair: -len(pair[0]))  # a value that holds another is replaced whole
+    redacted = []
+    for text in texts:
+        for form, name in forms:
+            text = text.replace(form, f"<the value of {name}>")
+        redacted.append(text)
+    return redacted

@@ -144,8 +144,8 @@ def read(
     document, warnings = compose_spec.docker_only(document)
     spec_problems = compose_schema.schema_problems(document, compose_schema.SPEC)
     if spec_problems:
-        problems += spec_problems + _unset(findings, variables_home)
-        return Reading(None, tuple(_redacted(problems, given, findings.used)), ())
+        problems += spec_problems + interpolation.unset_problems(findings, variables_home)
+        return Reading(None, tuple(interpolation.redacted(problems, given, findings.used)), ())
     sources = stack_sources.resolve(document, base, files, lookup, findings)
     problems += sources.problems
     warnings += sources.warnings
@@ -158,9 +158,12 @@ def read(
     unbuilt = {name: {**s, "build": "."} if "build" in s else s for name, s in services.items()}
     problems += compose_schema.schema_problems({**document, "services": unbuilt}, compose_schema.DEFAULT_VERSION)
     check = stack_rules.check(document, local_volumes, path)
-    problems += check.problems + _unset(findings, variables_home)
+    problems += check.problems + interpolation.unset_problems(findings, variables_home)
     warnings += check.warnings
-    problems, warnings = _redacted(problems, given, findings.used), _redacted(warnings, given, findings.used)
+    problems, warnings = (
+        interpolation.redacted(problems, given, findings.used),
+        interpolation.redacted(warnings, given, findings.used),
+    )
     warnings = sorted(dict.fromkeys(warnings))
     stack = Stack(
         path=path,
@@ -177,23 +180,9 @@ def read(
     return Reading(stack, tuple(dict.fromkeys(problems)), tuple(warnings))
 
 
-def _redacted(texts: list[str], variables: Mapping[str, str], used: set[str]) -> list[str]:
-    """`texts` with the value of every variable the file used replaced by its name: a message that
-    quotes a value (a schema error naming what it found) must not carry it to the execution's error
-    or a log line. Values shorter than 4 characters are left (they would hide ordinary words)."""
-    forms = [
-        (form, name)
-        for name in used
-        if name in variables and len(variables[name]) >= 4
-        for form in {variables[name], repr(variables[name])[1:-1]}  # as written, and as a message quotes it
-    ]
-    forms.sort(key=lambda pair: -len(pair[0]))  # a value that holds another is replaced whole
-    redacted = []
-    for text in texts:
-        for form, name in forms:
-            text = text.replace(form, f"<the value of {name}>")
-        redacted.append(text)
-    return redacted
+def _profiles(value: str | None) -> tuple[str, ...]:
+    """COMPOSE_PROFILES, as docker compose reads it from the environment or `.env`: names, comma-separated."""
+    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
 
 
 def _dotenv_defaults(
@@ -222,24 +211,6 @@ def _dotenv_defaults(
         findings.unset.setdefault(variable, []).extend(f"{where} ({key})" for key in keys)
     problems += [f"{where} ({key}) has a $ that starts no variable: write $$ for a literal $" for key in parsed.invalid]
     return parsed.values
-
-
-def _profiles(value: str | None) -> tuple[str, ...]:
-    """COMPOSE_PROFILES, as docker compose reads it from the environment or `.env`: names, comma-separated."""
-    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
-
-
-def _unset(findings: interpolation.Findings, home: str) -> list[str]:
-    """One problem per variable without a value, naming where it is used and the parameter to create."""
-    found = []
-    for name, places in sorted(findings.unset.items()):
-        shown = ", ".join(dict.fromkeys(places[:3])) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
-        why = findings.required.get(name)
-        found.append(
-            f"${{{name}}} has no value{f' ({why})' if why else ''} ({shown}): set it, aws ssm put-parameter "
-            f"--name {home}/{name} --value ..., or give it a default, ${{{name}:-value}}"
-        )
-    return found
 
 
 def describe_problems(path: str, problems: Sequence[str]) -> str:
