@@ -45,3 +45,9 @@ def put(s3: Client, bucket: str, key: str, data: bytes, content_type: str = "app
         if error_code(exc) == "NoSuchBucket":  # HeadObject's 404 could not tell
             raise _no_bucket(bucket, exc) from exc
         raise
+
+
+def put_once(s3: Client, bucket: str, key: str, data: bytes, content_type: str) -> None:
+    """Put a content-addressed object unless it is there already (its key names its bytes)."""
+    if not exists(s3, bucket, key):
+        put(s3, bucket, key, data, content_type=content_type)

@@ -67,12 +67,10 @@ def read_stack(event: DeployRun) -> StackFile:
     bucket = bake_bucket(settings)
     client = aws.client("s3")
     for digest, content in parsed.config_data.items():
-        if not s3.exists(client, bucket, stack.config_key(digest)):
-            s3.put(client, bucket, stack.config_key(digest), content, content_type="application/octet-stream")
+        s3.put_once(client, bucket, stack.config_key(digest), content, "application/octet-stream")
     resolved = stack.stored(parsed)
     key = stack.content_key(resolved)
-    if not s3.exists(client, bucket, key):
-        s3.put(client, bucket, key, resolved, content_type="application/yaml")
+    s3.put_once(client, bucket, key, resolved, "application/yaml")
     logger.info(
         "stack file read",
         extra={"path": path, "key": key, "services": list(parsed.services), "variables": list(parsed.variables)},
@@ -174,9 +172,7 @@ def update_stack(event: DeployRun) -> Rollout:
     deployed = rollout.subset(pinned, plan.changed)
     data = stack.dump(deployed)
     key = stack.content_key(data)
-    client = aws.client("s3")
-    if not s3.exists(client, bake_bucket(settings), key):
-        s3.put(client, bake_bucket(settings), key, data, content_type="application/yaml")
+    s3.put_once(aws.client("s3"), bake_bucket(settings), key, data, "application/yaml")
     used = {key for name in plan.changed for key in rollout.references(pinned["services"][name], "secrets")}
     secrets = {
         secret_name(k, v): naming.secret_parameter(environment, k)
