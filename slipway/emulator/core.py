@@ -133,17 +133,22 @@ class Emulator:
     # --- lifecycle ------------------------------------------------------------------------
 
     def __enter__(self) -> Emulator:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
+        self.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def start(self) -> None:
+        """Start everything; a start that fails undoes what it did (moto's mock, the patched
+        environment, node containers), so that no later emulator in the process inherits them."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         self.host.start()
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
